@@ -1,0 +1,67 @@
+"""`hf-ddpm`: one command line for the whole journey (train, sample, eval, push, pull, card, push-space).
+
+Each subcommand lives in the module of its concept and adds itself through a `register(subparsers)` function that
+calls `subparsers.add_parser(...)` and `parser.set_defaults(handler=...)`. A handler takes the parsed arguments and
+returns an exit code (or None for 0). Exit codes: 0 success, 2 bad usage (argparse errors and `UsageError`),
+1 any other failure. Errors print as one line; `--debug` shows the traceback.
+"""
+
+import argparse
+import importlib
+import sys
+
+# subcommand modules, in the order `--help` lists them
+COMMAND_MODULES = [
+    "hf_ddpm.training.cli",
+    "hf_ddpm.sampling",
+    "hf_ddpm.evaluation.cli",
+    "hf_ddpm.hub",
+]
+
+
+class UsageError(ValueError):
+    """A request that cannot be served as asked (bad flag value or combination): exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with examples kept verbatim in --help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="hf-ddpm",
+        description="DDPM and Improved DDPM on the Hugging Face stack.",
+        epilog="Example:\n  hf-ddpm train --max_train_steps 2000\n  hf-ddpm sample outputs/ddpm-digits --num_images 16",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    subparsers.required = True
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        print("hf-ddpm: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # one readable line for users; the traceback with --debug
+        if args.debug:
+            raise
+        code = 2 if isinstance(error, UsageError) else 1
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"hf-ddpm {args.command}: error: {message}", file=sys.stderr)
+        return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
