@@ -1,3 +1,30 @@
 """Shared pytest fixtures. The local Hub-compatible server's fixtures live in conftest_hub.py."""
 
+import pytest
+import torch
+from diffusers import UNet2DModel
+
+from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler
+
 pytest_plugins = ["conftest_hub"]
+
+
+def make_tiny_unet(in_channels: int = 1, learned_variance: bool = False, sample_size: int = 8, seed: int = 0):
+    """A UNet2DModel small enough for CPU tests (~10k parameters), deterministic for a seed."""
+    torch.manual_seed(seed)
+    return UNet2DModel(
+        sample_size=sample_size,
+        in_channels=in_channels,
+        out_channels=in_channels * (2 if learned_variance else 1),
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+    )
+
+
+@pytest.fixture
+def tiny_pipeline() -> DDPMPosteriorPipeline:
+    """A random-weight 8x8 grayscale pipeline with T=50."""
+    return DDPMPosteriorPipeline(unet=make_tiny_unet(), scheduler=DDPMPosteriorScheduler(num_train_timesteps=50))
