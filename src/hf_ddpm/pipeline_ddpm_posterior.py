@@ -215,7 +215,8 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
                 pred_original_trajectory.append(step.pred_original_sample.float().cpu())
             image = step.prev_sample
             if callback_on_step_end is not None:
-                callback_kwargs = {name: locals()[name] for name in callback_on_step_end_tensor_inputs}
+                tensors = {"image": image}
+                callback_kwargs = {name: tensors[name] for name in callback_on_step_end_tensor_inputs}
                 callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
                 image = callback_outputs.get("image", image)
 
