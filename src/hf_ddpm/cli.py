@@ -19,6 +19,13 @@ COMMAND_MODULES = [
 ]
 
 
+EXAMPLE = """Example:
+  hf-ddpm train --output_dir outputs/ddpm-digits
+  hf-ddpm sample outputs/ddpm-digits --num_images 64 --trajectory
+  hf-ddpm push outputs/ddpm-digits your-name/ddpm-digits
+"""
+
+
 class UsageError(ValueError):
     """A request that cannot be served as asked (bad flag value or combination): exit code 2."""
 
@@ -35,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="hf-ddpm",
         description="DDPM and Improved DDPM on the Hugging Face stack.",
-        epilog="Example:\n  hf-ddpm train --max_train_steps 2000\n  hf-ddpm sample outputs/ddpm-digits --num_images 16",
+        epilog=EXAMPLE,
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

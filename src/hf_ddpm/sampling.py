@@ -1,0 +1,196 @@
+"""`hf-ddpm sample`: draw images from a saved or Hub pipeline and write a grid, PNGs, an .npz and a trajectory."""
+
+import argparse
+import json
+import os
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .images import auto_scale, image_grid, save_animation, side_by_side, to_uint8
+from .pipeline_ddpm_posterior import DDPMPosteriorPipeline
+from .scheduling_ddpm_posterior import LEARNED_VARIANCE_TYPES, DDPMPosteriorScheduler
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+SAMPLE_VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
+
+EXAMPLE = """Example:
+  hf-ddpm sample outputs/ddpm-digits --num_images 64 --num_inference_steps 100 --trajectory
+  hf-ddpm sample google/ddpm-cifar10-32 --num_images 16 --device cuda --dtype float16
+"""
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks cuda, then mps, then cpu; an explicit device that is not available is refused."""
+    from .cli import UsageError
+
+    if name not in DEVICES:
+        raise UsageError(f"--device must be one of {', '.join(DEVICES)}, got {name!r}.")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available on this machine (use --device cpu).")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps: the MPS backend is not available on this machine (use --device cpu).")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    from .cli import UsageError
+
+    if name not in DTYPES:
+        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {name!r}.")
+    if name == "float16" and device.type == "cpu":
+        raise UsageError("--dtype float16 is not supported on the CPU; use bfloat16 or float32.")
+    return DTYPES[name]
+
+
+def with_variance_type(pipe: DDPMPosteriorPipeline, variance_type: str | None) -> DDPMPosteriorPipeline:
+    """Swap in a scheduler with another variance type; learned_range only for a model that outputs variances."""
+    from .cli import UsageError
+
+    if variance_type is None:
+        return pipe
+    if variance_type not in SAMPLE_VARIANCE_TYPES:
+        raise UsageError(f"--variance_type must be one of {', '.join(SAMPLE_VARIANCE_TYPES)}, got {variance_type!r}.")
+    model_learns_variance = pipe.unet.config.out_channels == 2 * pipe.unet.config.in_channels
+    if variance_type in LEARNED_VARIANCE_TYPES and not model_learns_variance:
+        raise UsageError(f"--variance_type {variance_type}: this model does not output variances (it has fixed ones).")
+    pipe.scheduler = DDPMPosteriorScheduler.from_config(pipe.scheduler.config, variance_type=variance_type)
+    return pipe
+
+
+def sample(
+    pipe: DDPMPosteriorPipeline,
+    num_images: int,
+    num_inference_steps: int,
+    seed: int = 0,
+    batch_size: int = 64,
+    trajectory_frames: int | None = None,
+) -> dict:
+    """
+    Draw `num_images` images in batches of `batch_size`. Batch b uses the generator seeded with `seed + b`, so the
+    result is reproducible for a seed and a batch size.
+
+    Returns:
+        `dict` with `images` (uint8 [N x H x W x C]) and, when `trajectory_frames` is set, `trajectory` and
+        `pred_original_trajectory` ([F x n x C x H x W] in [-1, 1], for the first batch) and `trajectory_timesteps`.
+    """
+    results, first = [], None
+    batches = range(0, num_images, batch_size)
+    for batch_index, start in enumerate(tqdm(batches, desc="batches", disable=len(batches) == 1)):
+        count = min(batch_size, num_images - start)
+        output = pipe(
+            batch_size=count,
+            generator=torch.Generator(device="cpu").manual_seed(seed + batch_index),
+            num_inference_steps=num_inference_steps,
+            output_type="np",
+            return_trajectory=trajectory_frames is not None and batch_index == 0,
+            trajectory_frames=trajectory_frames,
+        )
+        results.append(to_uint8(output.images))
+        if first is None:
+            first = output
+    sampled = {"images": np.concatenate(results)}
+    if trajectory_frames is not None:
+        sampled.update(
+            trajectory=first.trajectory,
+            pred_original_trajectory=first.pred_original_trajectory,
+            trajectory_timesteps=first.trajectory_timesteps,
+        )
+    return sampled
+
+
+def trajectory_frames_images(sampled: dict, max_images: int = 16, scale: int = 1) -> list:
+    """One frame per recorded step: the grid of x_t beside the grid of predicted x_0."""
+    frames = []
+    for x_t, x0 in zip(sampled["trajectory"], sampled["pred_original_trajectory"], strict=True):
+        frames.append(
+            side_by_side(image_grid(x_t[:max_images], scale=scale), image_grid(x0[:max_images], scale=scale))
+        )
+    final = image_grid(sampled["images"][:max_images] / 255.0, scale=scale)
+    frames.append(side_by_side(final, final))
+    return frames
+
+
+def write_outputs(sampled: dict, output_dir: str, scale: int, individual: bool = True) -> dict:
+    """Write grid.png, images/NNNNN.png, samples.npz and, with a trajectory, trajectory.gif; return their paths."""
+    os.makedirs(output_dir, exist_ok=True)
+    images = sampled["images"]
+    paths = {"grid": os.path.join(output_dir, "grid.png"), "npz": os.path.join(output_dir, "samples.npz")}
+    image_grid(images / 255.0, scale=scale).save(paths["grid"])
+    np.savez_compressed(paths["npz"], images=images)
+    if individual:
+        paths["images"] = os.path.join(output_dir, "images")
+        os.makedirs(paths["images"], exist_ok=True)
+        for index, image in enumerate(images):
+            image_grid(image[None] / 255.0, scale=1, padding=0).save(os.path.join(paths["images"], f"{index:05d}.png"))
+    if "trajectory" in sampled:
+        paths["trajectory"] = os.path.join(output_dir, "trajectory.gif")
+        save_animation(trajectory_frames_images(sampled, scale=scale), paths["trajectory"])
+    return paths
+
+
+def run(args: argparse.Namespace) -> int:
+    from .cli import UsageError
+
+    for flag in ("num_images", "num_inference_steps", "batch_size"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise UsageError(f"--{flag} must be at least 1, got {getattr(args, flag)}.")
+    if args.trajectory_frames < 2:
+        raise UsageError(f"--trajectory_frames must be at least 2, got {args.trajectory_frames}.")
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    pipe = DDPMPosteriorPipeline.from_pretrained(args.model, torch_dtype=dtype, revision=args.revision).to(device)
+    num_train_timesteps = pipe.scheduler.config.num_train_timesteps
+    if args.num_inference_steps is None:
+        args.num_inference_steps = min(100, num_train_timesteps)
+    if args.num_inference_steps > num_train_timesteps:
+        raise UsageError(
+            f"--num_inference_steps {args.num_inference_steps} exceeds the {num_train_timesteps} steps the model was"
+            " trained with."
+        )
+    pipe = with_variance_type(pipe, args.variance_type)
+    sampled = sample(
+        pipe,
+        args.num_images,
+        args.num_inference_steps,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        trajectory_frames=args.trajectory_frames if args.trajectory else None,
+    )
+    scale = args.scale or auto_scale(max(sampled["images"].shape[1:3]))
+    paths = write_outputs(sampled, args.output_dir, scale, individual=not args.no_individual)
+    print(json.dumps(paths, indent=2))
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "sample",
+        help="draw images from a trained pipeline",
+        description="Draw images from a saved pipeline folder or a Hub repo id; write a grid PNG, individual PNGs,"
+        " an .npz of uint8 arrays and, with --trajectory, an animated GIF of the reverse process.",
+        epilog=EXAMPLE,
+    )
+    parser.add_argument("model", help="a folder written by train.py / save_pretrained, or a Hub repo id")
+    parser.add_argument("--num_images", type=int, default=16, help="how many images to draw (default 16)")
+    parser.add_argument(
+        "--num_inference_steps", type=int, default=None, help="denoising steps, respaced (default 100, at most T)"
+    )
+    parser.add_argument(
+        "--variance_type", default=None, help="override the model's: fixed_small, fixed_large or learned_range"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--batch_size", type=int, default=64, help="images per forward pass (default 64)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    parser.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (default float32)")
+    parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of a repo id")
+    parser.add_argument("--output_dir", default="samples", help="where to write the outputs (default ./samples)")
+    parser.add_argument("--scale", type=int, default=None, help="nearest-neighbour zoom of the grid (default: auto)")
+    parser.add_argument("--no_individual", action="store_true", help="do not write one PNG per image")
+    parser.add_argument("--trajectory", action="store_true", help="also write trajectory.gif (x_t | predicted x_0)")
+    parser.add_argument("--trajectory_frames", type=int, default=50, help="frames of the animation (default 50)")
+    parser.set_defaults(handler=run)

@@ -1,0 +1,126 @@
+"""`hf-ddpm`: help on every subcommand, `sample` outputs, exit codes and one-line errors, the README's commands."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from hf_ddpm.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parent.parent
+SUBCOMMANDS = ["train", "sample", "eval", "push", "pull", "card", "push-space"]
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_has_help_with_an_example(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert f"hf-ddpm {command}" in out and "Example" in out
+
+
+def test_console_script_runs_in_a_subprocess():
+    result = subprocess.run([sys.executable, "-m", "hf_ddpm.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and all(command in result.stdout for command in SUBCOMMANDS)
+    result = subprocess.run([sys.executable, "-m", "hf_ddpm.cli", "sample"], capture_output=True, text=True)
+    assert result.returncode == 2 and "model" in result.stderr
+
+
+@pytest.fixture
+def saved_pipeline(tiny_pipeline, tmp_path):
+    folder = tmp_path / "model"
+    tiny_pipeline.save_pretrained(str(folder))
+    return folder
+
+
+def test_sample_writes_grid_pngs_npz_and_trajectory(saved_pipeline, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = [
+        "sample", str(saved_pipeline), "--num_images", "5", "--batch_size", "3", "--num_inference_steps", "10",
+        "--trajectory", "--trajectory_frames", "6", "--output_dir", str(out), "--seed", "7",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    paths = json.loads(capsys.readouterr().out)
+    images = np.load(paths["npz"])["images"]
+    assert images.shape == (5, 8, 8, 1) and images.dtype == np.uint8
+    assert sorted(os.listdir(paths["images"])) == [f"{i:05d}.png" for i in range(5)]
+    np.testing.assert_array_equal(
+        np.asarray(PIL.Image.open(os.path.join(paths["images"], "00003.png"))), images[3, ..., 0]
+    )
+    grid = PIL.Image.open(paths["grid"])
+    # 3 x 2 tiles of 8x8 zoomed 8x to 64x64, with 1-pixel gaps
+    assert grid.size == (3 * 64 + 4, 2 * 64 + 3)
+    animation = PIL.Image.open(paths["trajectory"])
+    assert animation.n_frames == 6 + 1  # the recorded steps, then the final samples
+    # the same seed and batch size give the same images
+    assert main([*argv[:-4], "--output_dir", str(tmp_path / "again"), "--seed", "7", "--no_individual"]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "again" / "samples.npz")["images"], images)
+    assert not (tmp_path / "again" / "images").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, code, message",
+    [
+        (["--num_inference_steps", "51"], 2, "exceeds the 50 steps"),
+        (["--num_images", "0"], 2, "--num_images must be at least 1"),
+        (["--device", "cuda"], 2, "no CUDA device"),
+        (["--device", "tpu"], 2, "--device must be one of"),
+        (["--dtype", "float16", "--device", "cpu"], 2, "float16 is not supported on the CPU"),
+        (["--variance_type", "learned_range"], 2, "does not output variances"),
+        (["--variance_type", "wide"], 2, "--variance_type must be one of"),
+    ],
+)
+def test_sample_refuses_impossible_requests_before_any_work(saved_pipeline, tmp_path, capsys, extra, code, message):
+    out = tmp_path / "out"
+    assert main(["sample", str(saved_pipeline), "--output_dir", str(out), *extra]) == code
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_sample_on_missing_corrupt_or_foreign_folders_fails_in_one_line(saved_pipeline, tmp_path, capsys):
+    assert main(["sample", str(tmp_path / "nowhere")]) == 1
+    assert "nowhere" in capsys.readouterr().err
+    (saved_pipeline / "model_index.json").write_text("{")
+    assert main(["sample", str(saved_pipeline)]) == 1
+    err = capsys.readouterr().err
+    assert "model_index.json is not valid JSON" in err and len(err.strip().splitlines()) == 1
+    (saved_pipeline / "model_index.json").write_text(json.dumps({"unet": ["diffusers", "UNet2DConditionModel"]}))
+    assert main(["sample", str(saved_pipeline)]) == 1
+    assert "scheduler" in capsys.readouterr().err
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "hf_ddpm.cli", "--debug", "sample", str(tmp_path / "nowhere")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1 and "Traceback" in result.stderr
+
+
+def _readme_commands():
+    """The two fresh-machine commands: the first two ```bash blocks of the README's first section."""
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    return [block.strip() for block in blocks[:2]]
+
+
+def test_ci_runs_the_readmes_test_command_verbatim():
+    main_job, test_command = _readme_commands()
+    assert "pytest" in test_command and "train" in main_job
+    ci_script = (ROOT / ".ci" / "run").read_text()
+    assert test_command in ci_script
+
+
+def test_parser_lists_subcommands_in_journey_order():
+    parser = build_parser()
+    choices = list(parser._subparsers._group_actions[0].choices)
+    assert choices == SUBCOMMANDS
