@@ -1,0 +1,107 @@
+"""A burst of concurrent users against the demo Space, and the server's peak memory.
+
+Used by tests/test_space.py, and runnable against any running copy of the app:
+
+    python spaces/ddpm-digits/app.py &                        # serves on 127.0.0.1:7860
+    python tests/space_load_test.py http://127.0.0.1:7860 --clients 20 --pid $!
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class BurstResult:
+    """
+    Args:
+        outputs (`list[str | None]`): per client, the path of the image it received (None where it failed).
+        errors (`list[BaseException | None]`): per client, the exception it raised.
+        seconds (`list[float]`): per client, the time from its start to its answer.
+        wall_seconds (`float`): the whole burst.
+    """
+
+    outputs: list[str | None]
+    errors: list[BaseException | None]
+    seconds: list[float]
+    wall_seconds: float
+    failures: list[int] = field(init=False)
+
+    def __post_init__(self):
+        self.failures = [i for i, error in enumerate(self.errors) if error is not None]
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """The peak resident set size of a process (VmHWM in /proc/<pid>/status), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            value, unit = line.split()[1:3]
+            assert unit == "kB", line
+            return int(value) * 1024
+    raise RuntimeError(f"/proc/{pid}/status has no VmHWM line")
+
+
+def run_burst(url: str, requests: list[tuple], api_name: str = "/generate", download_dir: str | None = None):
+    """
+    One thread and one `gradio_client.Client` per request, all released at once by a barrier, each calling
+    `api_name` with its arguments.
+
+    Returns:
+        [`BurstResult`]
+    """
+    from gradio_client import Client
+
+    num = len(requests)
+    outputs: list[str | None] = [None] * num
+    errors: list[BaseException | None] = [None] * num
+    seconds = [0.0] * num
+    barrier = threading.Barrier(num)
+
+    def user(i: int) -> None:
+        try:
+            downloads = {"download_files": download_dir} if download_dir else {}
+            client = Client(url, verbose=False, analytics_enabled=False, **downloads)
+            barrier.wait(timeout=120)  # every client connected: now they all ask at once
+            start = time.perf_counter()
+            outputs[i] = client.predict(*requests[i], api_name=api_name)
+            seconds[i] = time.perf_counter() - start
+        except BaseException as error:  # reported per client; the burst goes on
+            errors[i] = error
+            barrier.abort()
+
+    threads = [threading.Thread(target=user, args=(i,), daemon=True) for i in range(num)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    return BurstResult(outputs, errors, seconds, time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("url", help="the running app, e.g. http://127.0.0.1:7860")
+    parser.add_argument("--clients", type=int, default=20, help="concurrent users, one generation each")
+    parser.add_argument("--num_images", type=int, default=16, help="images per generation")
+    parser.add_argument("--steps", type=int, default=50, help="denoising steps per generation")
+    parser.add_argument("--variance_type", default="fixed_small", help="a variance type the model offers")
+    parser.add_argument("--pid", type=int, help="the server's process id, to report its peak memory")
+    args = parser.parse_args()
+    requests = [(i, args.num_images, args.steps, args.variance_type) for i in range(args.clients)]
+    result = run_burst(args.url, requests)
+    latencies = sorted(result.seconds[i] for i in range(args.clients) if i not in result.failures)
+    print(f"{args.clients - len(result.failures)}/{args.clients} served in {result.wall_seconds:.1f} s")
+    if latencies:
+        print(f"latency: median {latencies[len(latencies) // 2]:.1f} s, max {latencies[-1]:.1f} s")
+    for i in result.failures:
+        print(f"client {i}: {type(result.errors[i]).__name__}: {result.errors[i]}")
+    if args.pid:
+        print(f"server peak RSS (VmHWM): {peak_rss_bytes(args.pid) / 2**20:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

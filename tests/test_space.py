@@ -1,0 +1,598 @@
+"""The demo Space (spaces/ddpm-digits/app.py): its tab functions in-process, then the app itself, started as
+`python spaces/ddpm-digits/app.py` on a free port with a tiny random pipeline, through gradio_client, a headless
+Chromium and a burst of 20 concurrent clients."""
+
+import importlib.util
+import io
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from diffusers import UNet2DModel
+
+from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+APP_PATH = REPO_ROOT / "spaces" / "ddpm-digits" / "app.py"
+SCREENSHOT_PATH = REPO_ROOT / "docs" / "space_screenshot.png"
+T = 50
+SIDE = 8
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SERVER_PEAK_RSS_BOUND = 1536 * 2**20  # measured about 0.65 GiB after all the tests of this file
+
+
+def save_tiny_pipeline(path: Path, learned_variance: bool) -> str:
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=SIDE,
+        in_channels=1,
+        out_channels=2 if learned_variance else 1,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+    )
+    scheduler = DDPMPosteriorScheduler(
+        num_train_timesteps=T, variance_type="learned_range" if learned_variance else "fixed_small"
+    )
+    DDPMPosteriorPipeline(unet=unet, scheduler=scheduler).save_pretrained(str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def app():
+    # One torch thread, as the served app uses with 2 cores and 2 concurrent requests: more threads than free cores
+    # make OpenMP spin, 50x slower on a shared machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    spec = importlib.util.spec_from_file_location("ddpm_digits_app", APP_PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> str:
+    """A tiny random pipeline with learned variances (learned_range), T = 50."""
+    return save_tiny_pipeline(tmp_path_factory.mktemp("space_model") / "pipeline", learned_variance=True)
+
+
+@pytest.fixture(scope="module")
+def model(app, model_dir):
+    return app.load_space_model(model_dir)
+
+
+def grid_size(app, rows: int, columns: int) -> tuple[int, int]:
+    """(width, height) of a grid of 8x8 samples."""
+    cell = SIDE * app.grid_scale(SIDE, SIDE)
+    return columns * (cell + app.GRID_PAD) + app.GRID_PAD, rows * (cell + app.GRID_PAD) + app.GRID_PAD
+
+
+def cells(app, grid: PIL.Image.Image, rows: int, columns: int) -> np.ndarray:
+    """The grid's samples, downscaled back to 8x8: uint8 [rows*columns x 8 x 8]."""
+    array = np.asarray(grid)
+    scale = app.grid_scale(SIDE, SIDE)
+    step = SIDE * scale + app.GRID_PAD
+    return np.stack(
+        [
+            array[
+                app.GRID_PAD + r * step : app.GRID_PAD + r * step + SIDE * scale : scale,
+                app.GRID_PAD + c * step : app.GRID_PAD + c * step + SIDE * scale : scale,
+            ]  # fmt: skip
+            for r in range(rows)
+            for c in range(columns)
+        ]
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The tab functions, in-process
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_make_grid_tiles_nearest_neighbour_upscaled_cells(app):
+    images = np.random.default_rng(0).integers(0, 256, (5, SIDE, SIDE, 1), dtype=np.uint8)
+    grid = app.make_grid(images, num_columns=3)
+    assert grid.mode == "L" and grid.size == grid_size(app, 2, 3)
+    scale = app.grid_scale(SIDE, SIDE)
+    assert scale == app.CELL_PIXELS // SIDE
+    array = np.asarray(grid)
+    step = SIDE * scale + app.GRID_PAD
+    for i, image in enumerate(images):
+        top, left = app.GRID_PAD + (i // 3) * step, app.GRID_PAD + (i % 3) * step
+        block = array[top : top + SIDE * scale, left : left + SIDE * scale]
+        np.testing.assert_array_equal(block, np.kron(image[..., 0], np.ones((scale, scale), dtype=np.uint8)))
+    assert (array[: app.GRID_PAD] == app.GRID_PAD_VALUE).all()
+    empty = array[app.GRID_PAD + step :, app.GRID_PAD + 2 * step :]  # the sixth cell: no image
+    assert (empty == app.GRID_PAD_VALUE).all()
+    rgb = app.make_grid(np.repeat(images, 3, axis=3))
+    assert rgb.mode == "RGB" and rgb.size == grid_size(app, 2, 3)
+
+
+def test_validators_name_the_input_and_its_range(app):
+    assert app.check_int("Steps", 12.0, 10, 50) == 12
+    with pytest.raises(app.InputError, match=r"^Steps must be between 10 and 50, got 51\.$"):
+        app.check_int("Steps", 51, 10, 50)
+    for bad in (1.5, "12", None, True, float("nan")):
+        with pytest.raises(app.InputError, match=r"Steps must be a whole number between 10 and 50"):
+            app.check_int("Steps", bad, 10, 50)
+    with pytest.raises(app.InputError, match=r"Variance must be one of 'a', 'b', got 'c'\."):
+        app.check_choice("Variance", "c", ("a", "b"))
+
+
+def test_variance_types_follow_the_unet_channels(app, model, tmp_path):
+    assert model.variance_types == ("fixed_small", "fixed_large", "learned_range")
+    assert model.default_variance_type == "learned_range"
+    fixed = app.load_space_model(save_tiny_pipeline(tmp_path / "fixed", learned_variance=False))
+    assert fixed.variance_types == ("fixed_small", "fixed_large")
+    with pytest.raises(
+        app.InputError, match="Variance must be one of 'fixed_small', 'fixed_large', got 'learned_range'"
+    ):
+        app.generate(fixed, 0, 1, 10, "learned_range")
+
+
+def test_generate_is_deterministic_and_equals_the_pipeline(app, model, model_dir):
+    calls = []
+    grid = app.generate(model, 7, 4, 10, "learned_range", progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(i, 10) for i in range(1, 11)]
+    assert grid.size == grid_size(app, 2, 2)
+    np.testing.assert_array_equal(np.asarray(app.generate(model, 7, 4, 10, "learned_range")), np.asarray(grid))
+
+    pipeline = DDPMPosteriorPipeline.from_pretrained(model_dir)
+    expected = pipeline(
+        batch_size=4, generator=torch.Generator().manual_seed(7), num_inference_steps=10, output_type="np"
+    )
+    np.testing.assert_array_equal(cells(app, grid, 2, 2), (expected.images[..., 0] * 255).round().astype(np.uint8))
+
+    other_variance = app.generate(model, 7, 4, 10, "fixed_large")
+    other_seed = app.generate(model, 8, 4, 10, "learned_range")
+    assert not np.array_equal(np.asarray(other_variance), np.asarray(grid))
+    assert not np.array_equal(np.asarray(other_seed), np.asarray(grid))
+
+
+def test_concurrent_requests_do_not_share_a_scheduler(app, model):
+    """Requests with different variance types and step counts at once give what each gives alone."""
+    config_before = dict(model.scheduler_config)
+    requests = [(1, 3, 10, "fixed_small"), (1, 3, 25, "learned_range"), (2, 3, 17, "fixed_large")] * 2
+    alone = [np.asarray(app.generate(model, *request)) for request in requests[:3]]
+    together = [None] * len(requests)
+
+    def run(i):
+        together[i] = np.asarray(app.generate(model, *requests[i]))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i, result in enumerate(together):
+        np.testing.assert_array_equal(result, alone[i % 3])
+    assert dict(model.scheduler_config) == config_before
+
+
+def test_generate_refuses_out_of_range_requests(app, model):
+    cases = [
+        ((0, 0, 10, "fixed_small"), "Number of images must be between 1 and 64, got 0."),
+        ((0, 65, 10, "fixed_small"), "Number of images must be between 1 and 64, got 65."),
+        ((0, 1, 9, "fixed_small"), f"Denoising steps must be between 10 and {T}, got 9."),
+        ((0, 1, T + 1, "fixed_small"), f"Denoising steps must be between 10 and {T}, got {T + 1}."),
+        ((-1, 1, 10, "fixed_small"), "Seed must be between 0 and 4294967295, got -1."),
+        ((2**32, 1, 10, "fixed_small"), "Seed must be between 0 and 4294967295, got 4294967296."),
+        (
+            (0, 1, 10, "learned"),
+            "Variance must be one of 'fixed_small', 'fixed_large', 'learned_range', got 'learned'.",
+        ),
+    ]
+    for args, message in cases:
+        with pytest.raises(app.InputError) as error:
+            app.generate(model, *args)
+        assert str(error.value) == message
+
+
+def test_reverse_trajectory_records_x_t_and_predicted_x0(app, model, model_dir, tmp_path):
+    result = app.reverse_trajectory(model, 3, 2, 20, "fixed_small", 4)
+    # the chain of 20 "leading" steps of T = 50: 38, 36, ..., 0; frames at steps 0, 6, 13 and 19 of it
+    assert result.timesteps == [38, 26, 12, 0]
+    assert result.strip.size == grid_size(app, 4, 4)  # per sample a row of x_t and a row of x_0
+    assert len(result.frames) == 4 and all(frame.size == grid_size(app, 2, 2) for frame in result.frames)
+
+    pipeline = DDPMPosteriorPipeline.from_pretrained(model_dir)
+    pipeline.scheduler = DDPMPosteriorScheduler.from_config(pipeline.scheduler.config, variance_type="fixed_small")
+    expected = pipeline(
+        batch_size=2,
+        generator=torch.Generator().manual_seed(3),
+        num_inference_steps=20,
+        output_type="np",
+        return_trajectory=True,
+        trajectory_frames=4,
+    )
+    to_uint8 = lambda x: ((x.clamp(-1, 1) / 2 + 0.5) * 255).round().to(torch.uint8).numpy()[:, 0]  # noqa: E731
+    strip = cells(app, result.strip, 4, 4).reshape(2, 2, 4, SIDE, SIDE)  # [sample, x_t | x_0, frame, H, W]
+    for f in range(4):
+        np.testing.assert_array_equal(strip[:, 0, f], to_uint8(expected.trajectory[f]))
+        np.testing.assert_array_equal(strip[:, 1, f], to_uint8(expected.pred_original_trajectory[f]))
+    # the first frame is the initial noise x_T ~ N(0, I) of the seed
+    noise = torch.randn((2, 1, SIDE, SIDE), generator=torch.Generator().manual_seed(3))
+    np.testing.assert_array_equal(strip[:, 0, 0], to_uint8(noise))
+    # and its last frame's x_0 is the sample generate() draws
+    np.testing.assert_array_equal(strip[:, 1, 3], cells(app, app.generate(model, 3, 2, 20, "fixed_small"), 1, 2))
+
+    gif_path = tmp_path / "trajectory.gif"
+    app.save_gif(result.frames, gif_path)
+    with PIL.Image.open(gif_path) as gif:
+        assert gif.format == "GIF" and gif.n_frames == 4 and gif.info["loop"] == 0
+        gif.seek(3)
+        np.testing.assert_array_equal(np.asarray(gif.convert("L")), np.asarray(result.frames[3]))
+    assert sorted(os.listdir(tmp_path)) == ["trajectory.gif"]  # no partial file left behind
+
+    with pytest.raises(app.InputError, match="Frames must be between 2 and 10, got 11"):
+        app.reverse_trajectory(model, 3, 2, 10, "fixed_small", 11)
+    with pytest.raises(app.InputError, match="Number of images must be between 1 and 8, got 9"):
+        app.reverse_trajectory(model, 3, 9, 10, "fixed_small", 4)
+
+
+def test_digits_are_scikit_learn_digits_at_the_model_size(app, model):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits().images
+    image = app.digit_image(model, 17)
+    assert image.shape == (SIDE, SIDE, 1) and image.dtype == np.uint8
+    np.testing.assert_array_equal(image[..., 0], (digits[17] * 255 / 16).round().astype(np.uint8))
+    with pytest.raises(app.InputError, match=f"Digit index must be between 0 and {len(digits) - 1}, got 1797"):
+        app.digit_image(model, len(digits))
+
+
+def linear_alpha_bar() -> np.ndarray:
+    return np.cumprod(1 - np.linspace(1e-4, 0.02, T))
+
+
+def cosine_alpha_bar() -> np.ndarray:
+    """Nichol & Dhariwal eq. 17, with their beta clipping at 0.999."""
+    f = lambda t: np.cos((t / T + 0.008) / 1.008 * np.pi / 2) ** 2  # noqa: E731
+    betas = np.minimum(1 - f(np.arange(1, T + 1)) / f(np.arange(T)), 0.999)
+    return np.cumprod(1 - betas)
+
+
+@pytest.mark.parametrize(
+    "schedule, alpha_bar", [("linear", linear_alpha_bar), ("squaredcos_cap_v2", cosine_alpha_bar)]
+)
+def test_forward_process_is_the_closed_form_q(app, model, schedule, alpha_bar):
+    alpha_bar = alpha_bar()
+    image = app.digit_image(model, 5)
+    for t in (0, 21, T - 1):
+        result = app.forward_process(model, image, t, schedule, seed=11)
+        x_0 = torch.from_numpy(image[..., 0].astype(np.float64)) / 127.5 - 1
+        eps = torch.randn((1, 1, SIDE, SIDE), generator=torch.Generator().manual_seed(11))[0, 0].double()
+        x_t = math.sqrt(alpha_bar[t]) * x_0 + math.sqrt(1 - alpha_bar[t]) * eps  # Ho et al. eq. 4
+        expected = ((x_t.clamp(-1, 1) / 2 + 0.5) * 255).round().numpy()
+        assert np.abs(result.x_t[..., 0].astype(np.float64) - expected).max() <= 1
+        assert result.alpha_bar == pytest.approx(alpha_bar[t], rel=1e-5)
+        pair = cells(app, result.pair, 1, 2)
+        np.testing.assert_array_equal(pair[0], image[..., 0])
+        np.testing.assert_array_equal(pair[1], result.x_t[..., 0])
+    plot = app.schedule_plot(model, schedule, 21)
+    assert plot.mode == "RGB" and len(np.unique(np.asarray(plot).reshape(-1, 3), axis=0)) > 20
+
+    curves = app.schedule_curves(model.scheduler(beta_schedule=schedule))
+    np.testing.assert_allclose(curves["alpha_bar"], alpha_bar, rtol=1e-5)
+    alpha_bar_prev = np.concatenate([[1.0], alpha_bar[:-1]])
+    beta = 1 - alpha_bar / alpha_bar_prev
+    # the curves come from the scheduler's float32 tensors: 1 - alpha_bar_t loses digits where alpha_bar_t is near 1
+    np.testing.assert_allclose(curves["beta"], beta, rtol=1e-4, atol=1e-7)
+    beta_tilde = beta * (1 - alpha_bar_prev) / (1 - alpha_bar)
+    np.testing.assert_allclose(curves["beta_tilde"], beta_tilde, rtol=1e-4, atol=1e-7)
+    assert curves["beta_tilde"][0] == 0
+
+
+def test_forward_process_refuses_out_of_range_requests(app, model):
+    image = app.digit_image(model, 0)
+    with pytest.raises(app.InputError, match=f"Timestep t must be between 0 and {T - 1}, got {T}"):
+        app.forward_process(model, image, T, "linear", 0)
+    with pytest.raises(app.InputError, match="Schedule must be one of 'linear', 'squaredcos_cap_v2', got 'cosine'"):
+        app.forward_process(model, image, 3, "cosine", 0)
+    with pytest.raises(app.InputError, match=f"Timestep t must be between 0 and {T - 1}, got -1"):
+        app.schedule_plot(model, "linear", -1)
+    with pytest.raises(app.InputError, match="Seed must be a whole number"):
+        app.forward_process(model, image, 3, "linear", "7")
+
+
+def test_uploads_are_resized_and_bad_ones_refused_with_a_reason(app, model, tmp_path):
+    blocks = np.random.default_rng(1).integers(0, 256, (SIDE, SIDE), dtype=np.uint8)
+    PIL.Image.fromarray(np.kron(blocks, np.ones((4, 4), dtype=np.uint8))).save(tmp_path / "big_digit.png")
+    np.testing.assert_array_equal(app.load_upload(tmp_path / "big_digit.png", model)[..., 0], blocks)  # box filter
+    rgba = np.zeros((SIDE, SIDE, 4), dtype=np.uint8)
+    rgba[..., :3], rgba[..., 3] = 200, 255
+    rgba[0, 0, 3] = 0  # transparent: the black background
+    PIL.Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    expected = np.full((SIDE, SIDE), 200, dtype=np.uint8)
+    expected[0, 0] = 0
+    np.testing.assert_array_equal(app.load_upload(tmp_path / "rgba.png", model)[..., 0], expected)
+    np.testing.assert_array_equal(app.source_image(model, 3, {"path": str(tmp_path / "rgba.png")})[..., 0], expected)
+    np.testing.assert_array_equal(app.source_image(model, 3, None), app.digit_image(model, 3))
+
+    (tmp_path / "text.png").write_text("not an image")
+    (tmp_path / "huge.bin").write_bytes(b"\0" * (app.MAX_UPLOAD_BYTES + 1))
+    PIL.Image.new("L", (app.MAX_UPLOAD_SIDE + 1, 4)).save(tmp_path / "wide.png")
+    PIL.Image.new("CMYK", (8, 8)).save(tmp_path / "cmyk.jpg")
+    PIL.Image.new("I;16", (8, 8)).save(tmp_path / "deep.png")
+    frames = [PIL.Image.new("L", (8, 8), value) for value in (0, 255)]
+    frames[0].save(tmp_path / "animated.gif", save_all=True, append_images=frames[1:])
+    PIL.Image.fromarray(blocks).save(tmp_path / "full.png")
+    (tmp_path / "truncated.png").write_bytes((tmp_path / "full.png").read_bytes()[:60])
+    cases = {
+        "text.png": r"The upload is not an image file that can be read \(PNG, JPEG, GIF, BMP or WebP\)\.",
+        "huge.bin": r"The upload is 2\.0 MB; uploads are limited to 2 MB\.",
+        "wide.png": f"The upload is {app.MAX_UPLOAD_SIDE + 1}x4 pixels; images up to 2048 pixels a side",
+        "cmyk.jpg": r"The upload's colour mode is 'CMYK'; accepted modes are 1, L, LA, P, PA, RGB, RGBA",
+        "deep.png": r"The upload's colour mode is 'I;16'; accepted modes are",
+        "animated.gif": r"The upload is an animated image; upload a still image\.",
+        "truncated.png": r"The upload could not be decoded as an image",
+    }
+    for name, message in cases.items():
+        with pytest.raises(app.InputError, match=message):
+            app.load_upload(tmp_path / name, model)
+
+
+def test_likelihood_is_the_pipeline_bound_with_its_standard_error(app, model, model_dir):
+    image = app.digit_image(model, 9)
+    result = app.likelihood(model, image, 10, 3, seed=5)
+    expected = DDPMPosteriorPipeline.from_pretrained(model_dir).bits_per_dim(
+        np.repeat(image[None], 3, axis=0), generator=torch.Generator().manual_seed(5), num_timesteps=10
+    )
+    assert result.bpd == pytest.approx(float(expected.bpd.mean()), rel=1e-6)
+    assert result.standard_error == pytest.approx(float(expected.bpd.std()) / math.sqrt(3), rel=1e-6)
+    assert result.standard_error > 0 and result.output.vb_bpd.shape == (3, 10)
+    plot = app.likelihood_plot(result)
+    assert plot.mode == "RGB" and len(np.unique(np.asarray(plot).reshape(-1, 3), axis=0)) > 20
+    with pytest.raises(app.InputError, match=f"Timesteps must be between 2 and {T}, got 1"):
+        app.likelihood(model, image, 1, 3, 0)
+    with pytest.raises(app.InputError, match="Noise draws must be between 2 and 16, got 1"):
+        app.likelihood(model, image, 10, 1, 0)
+
+
+def test_a_missing_model_stops_the_app_with_what_to_do(app, tmp_path, monkeypatch):
+    monkeypatch.delenv(app.MODEL_ENV, raising=False)
+    monkeypatch.setattr(app, "DEFAULT_MODEL_DIR", tmp_path / "model")
+    with pytest.raises(SystemExit) as stop:
+        app.main()
+    message = str(stop.value.code)
+    assert message.startswith(f"ddpm-digits Space: No model folder at {tmp_path / 'model'}.")
+    assert "HF_DDPM_SPACE_MODEL" in message and "hf-ddpm train" in message
+    monkeypatch.setenv(app.MODEL_ENV, str(tmp_path / "elsewhere"))
+    with pytest.raises(SystemExit) as stop:
+        app.main()
+    assert f"Could not load the model '{tmp_path / 'elsewhere'}'" in str(stop.value.code)
+    assert "is not a folder holding a saved pipeline" in str(stop.value.code)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The app, served: `python spaces/ddpm-digits/app.py` on a free port
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, process: subprocess.Popen, url: str, log: Path):
+        self.process, self.url, self.log = process, url, log
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(model_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("space_server")
+    port = free_port()
+    env = {
+        **os.environ,
+        "HF_DDPM_SPACE_MODEL": model_dir,
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "GRADIO_TEMP_DIR": str(folder / "gradio"),
+        "HF_HUB_OFFLINE": "1",
+    }
+    log = folder / "server.log"
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen([sys.executable, str(APP_PATH)], env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 150
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"the app exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url + "/", timeout=5) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the app did not answer on {url} within 150 s:\n{log.read_text()}")
+        time.sleep(0.5)
+    yield Server(process, url, log)
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture
+def client(server, tmp_path):
+    from gradio_client import Client
+
+    return Client(server.url, verbose=False, analytics_enabled=False, download_files=str(tmp_path))
+
+
+def test_served_endpoints_return_images_of_the_right_shape(app, model, client):
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert set(endpoints) == {"/generate", "/trajectory", "/forward", "/likelihood"}
+
+    grid = PIL.Image.open(client.predict(0, 4, 10, "learned_range", api_name="/generate"))
+    assert grid.format == "PNG" and grid.size == grid_size(app, 2, 2)
+
+    strip, gif, frame_times = client.predict(0, 2, 20, "fixed_small", 4, api_name="/trajectory")
+    assert PIL.Image.open(strip).size == grid_size(app, 4, 4)
+    with PIL.Image.open(gif) as animation:
+        assert animation.format == "GIF" and animation.n_frames == 4 and animation.size == grid_size(app, 2, 2)
+    assert frame_times.startswith("Frames at t = 38, 26, 12, 0")
+
+    pair, plot, text = client.predict(5, None, 10, "squaredcos_cap_v2", 0, api_name="/forward")
+    assert PIL.Image.open(pair).size == grid_size(app, 1, 2)
+    assert PIL.Image.open(plot).format == "PNG"
+    alpha_bar = cosine_alpha_bar()[10]
+    assert text.startswith(f"t = 10: x_t = {math.sqrt(alpha_bar):.4f} x_0 + {math.sqrt(1 - alpha_bar):.4f} eps")
+
+    evaluated, terms, bpd, standard_error = client.predict(9, None, 10, 3, 5, api_name="/likelihood")
+    assert PIL.Image.open(evaluated).size == grid_size(app, 1, 1)
+    assert PIL.Image.open(terms).format == "PNG"
+    expected = app.likelihood(model, app.digit_image(model, 9), 10, 3, 5)
+    assert bpd == pytest.approx(expected.bpd, rel=1e-4)
+    assert standard_error == pytest.approx(expected.standard_error, rel=1e-3)
+
+
+def test_served_generation_depends_on_the_seed_only(app, model, client):
+    first = np.asarray(PIL.Image.open(client.predict(42, 9, 12, "fixed_large", api_name="/generate")))
+    again = np.asarray(PIL.Image.open(client.predict(42, 9, 12, "fixed_large", api_name="/generate")))
+    other = np.asarray(PIL.Image.open(client.predict(43, 9, 12, "fixed_large", api_name="/generate")))
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    # the same images as in this process, up to float rounding of the server's thread count
+    local = np.asarray(app.generate(model, 42, 9, 12, "fixed_large")).astype(int)
+    assert np.abs(first.astype(int) - local).max() <= 1
+
+
+@pytest.mark.parametrize(
+    "api_name, args, message",
+    [
+        ("/generate", (0, 65, 10, "fixed_small"), "Number of images must be between 1 and 64, got 65."),
+        ("/generate", (0, 4, 5, "fixed_small"), f"Denoising steps must be between 10 and {T}, got 5."),
+        ("/generate", (-3, 4, 10, "fixed_small"), "Seed must be between 0 and 4294967295, got -3."),
+        ("/generate", (0, 4, 10, "linear"), "Variance must be one of 'fixed_small', 'fixed_large', 'learned_range'"),
+        ("/trajectory", (0, 2, 10, "fixed_small", 30), "Frames must be between 2 and 10, got 30."),
+        ("/forward", (5, None, T, "linear", 0), f"Timestep t must be between 0 and {T - 1}, got {T}."),
+        ("/forward", (1797, None, 3, "linear", 0), "Digit index must be between 0 and 1796, got 1797."),
+        ("/likelihood", (0, None, 10, 99, 0), "Noise draws must be between 2 and 16, got 99."),
+    ],
+)
+def test_served_app_refuses_out_of_range_inputs_with_their_message(client, api_name, args, message):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError) as error:
+        client.predict(*args, api_name=api_name)
+    assert str(error.value).startswith(message)
+    assert "Traceback" not in str(error.value)
+
+
+def test_served_app_refuses_bad_uploads_with_a_readable_error(client, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    (tmp_path / "notes.png").write_text("these are notes, not pixels")
+    PIL.Image.new("CMYK", (8, 8)).save(tmp_path / "print.jpg")
+    PIL.Image.new("L", (3000, 2), 255).save(tmp_path / "banner.png")
+    cases = {
+        "notes.png": "The upload is not an image file that can be read",
+        "print.jpg": "The upload's colour mode is 'CMYK'",
+        "banner.png": "The upload is 3000x2 pixels",
+    }
+    for name, message in cases.items():
+        for api_name, args in (("/forward", (10, "linear", 0)), ("/likelihood", (10, 2, 0))):
+            with pytest.raises(AppError, match=message):
+                client.predict(0, handle_file(tmp_path / name), *args, api_name=api_name)
+    # a good upload is used instead of the digit
+    PIL.Image.new("L", (32, 32), 255).save(tmp_path / "white.png")
+    pair, _, _ = client.predict(0, handle_file(tmp_path / "white.png"), 0, "linear", 0, api_name="/forward")
+    assert (np.asarray(PIL.Image.open(pair))[2:10, 2:10] == 255).all()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# A real browser
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing: apt-get install -y chromium")
+def test_browser_generates_a_grid_and_shows_input_errors(app, server, tmp_path):
+    """Headless Chromium: set a seed, click Generate, get a non-blank grid; a bad seed shows its message."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 760})
+            page.goto(server.url, wait_until="networkidle", timeout=60_000)
+            seed = page.get_by_label("Seed").first
+            seed.fill("123")
+            page.locator("#generate-button").click()
+            image = page.locator("#generate-grid img")
+            image.wait_for(state="visible", timeout=60_000)
+            grid = PIL.Image.open(io.BytesIO(page.request.get(image.get_attribute("src")).body()))
+            page.screenshot(path=str(tmp_path / "space.png"))
+
+            seed.fill("-5")
+            page.locator("#generate-button").click()
+            expect(page.get_by_text("Seed must be between 0 and 4294967295, got -5.")).to_be_visible(timeout=30_000)
+            assert page.get_by_text("Traceback").count() == 0
+        finally:
+            browser.close()
+
+    assert grid.size == grid_size(app, 4, 4)  # the default 16 images
+    pixels = np.asarray(grid)
+    assert pixels.min() < pixels.max()
+    assert len(np.unique(cells(app, grid, 4, 4))) > 2  # the samples themselves, not only the padding, vary
+    screenshot = PIL.Image.open(tmp_path / "space.png")
+    assert screenshot.size == (1280, 760)
+    if os.environ.get("HF_DDPM_UPDATE_SCREENSHOT") == "1":  # refresh the README's screenshot on request only
+        SCREENSHOT_PATH.parent.mkdir(exist_ok=True)
+        shutil.copyfile(tmp_path / "space.png", SCREENSHOT_PATH)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# A burst of users
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_a_burst_of_20_clients_is_served_in_bounded_memory(app, server, tmp_path):
+    """20 concurrent gradio_client users; pairs with one seed and variance must get identical images."""
+    from space_load_test import peak_rss_bytes, run_burst
+
+    variances = ("fixed_small", "fixed_large", "learned_range")
+    requests = [(i % 10, 16, 10 + i % 10, variances[i % 3]) for i in range(10)] * 2
+    result = run_burst(server.url, requests, download_dir=str(tmp_path))
+    assert result.failures == [], [repr(result.errors[i]) for i in result.failures]
+    images = [np.asarray(PIL.Image.open(path)) for path in result.outputs]
+    for i, image in enumerate(images):
+        assert image.shape == grid_size(app, 4, 4)[::-1]
+        np.testing.assert_array_equal(image, images[(i + 10) % 20])
+    peak = peak_rss_bytes(server.process.pid)
+    print(f"20 clients served in {result.wall_seconds:.1f} s; server peak RSS {peak / 2**20:.0f} MiB")
+    assert peak < SERVER_PEAK_RSS_BOUND
