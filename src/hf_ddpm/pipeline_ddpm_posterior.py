@@ -489,9 +489,16 @@ def _read_model_index(folder: str) -> dict:
     return index
 
 
-def _component_folder(folder: str, name: str) -> str | None:
-    """The component's subfolder, or None for the flat layout with its files at the root (google/ddpm-cifar10-32)."""
-    return name if os.path.isdir(os.path.join(folder, name)) else None
+def _component_folder(folder: str, name: str, config_file: str) -> str | None:
+    """
+    The component's subfolder, or None for the flat layout with its files at the root (google/ddpm-cifar10-32).
+    A component in neither place is reported by the file that is missing.
+    """
+    if os.path.isfile(os.path.join(folder, name, config_file)):
+        return name
+    if not os.path.isdir(os.path.join(folder, name)) and os.path.isfile(os.path.join(folder, config_file)):
+        return None
+    raise FileNotFoundError(f"{os.path.join(folder, name, config_file)} is missing: the pipeline has no `{name}`.")
 
 
 def _load_unet(folder: str, index: dict, torch_dtype) -> UNet2DModel:
@@ -499,7 +506,7 @@ def _load_unet(folder: str, index: dict, torch_dtype) -> UNet2DModel:
         raise ValueError(
             f"model_index.json in {folder} declares unet {index['unet']}; a DDPM pipeline needs UNet2DModel."
         )
-    subfolder = _component_folder(folder, "unet")
+    subfolder = _component_folder(folder, "unet", "config.json")
     weights_folder = os.path.join(folder, subfolder or "")
     if not any(name.endswith(".safetensors") for name in os.listdir(weights_folder)):
         raise FileNotFoundError(f"No .safetensors weights in {weights_folder} (hf_ddpm loads no pickled weights).")
@@ -512,7 +519,7 @@ def _load_unet(folder: str, index: dict, torch_dtype) -> UNet2DModel:
 def _load_scheduler(folder: str, index: dict) -> SchedulerMixin:
     """Our scheduler for hf_ddpm and diffusers DDPM folders; any other diffusers scheduler as recorded."""
     library, class_name = index["scheduler"]
-    subfolder = _component_folder(folder, "scheduler")
+    subfolder = _component_folder(folder, "scheduler", "scheduler_config.json")
     if class_name in (SCHEDULER_CLASS, "DDPMScheduler"):
         try:  # imported by name: this file also runs as remote code, where hf_ddpm may be absent
             scheduler_class = importlib.import_module("hf_ddpm.scheduling_ddpm_posterior").DDPMPosteriorScheduler

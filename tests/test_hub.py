@@ -1,0 +1,501 @@
+"""End-to-end tests of hf_ddpm.hub: the real huggingface_hub client against the local Hub server (tests/hub_server).
+
+Pipelines are pushed, pulled and loaded back (in-process, in a subprocess where hf_ddpm cannot be imported, and offline
+with the server stopped) and must give the same images as the local pipeline for the same seed. Faults injected by
+the server (HTTP 5xx, dropped downloads, commits cut off before publication) check the retries and that a failed push
+leaves the repo at its previous commit.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx2
+import numpy as np
+import pytest
+import torch
+from diffusers import UNet2DModel
+from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
+from huggingface_hub import constants as hub_constants
+from huggingface_hub.errors import LocalEntryNotFoundError
+
+from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler, hub
+
+if TYPE_CHECKING:
+    from hub_server import HubServer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TINY_UNET = dict(
+    sample_size=8,
+    in_channels=1,
+    out_channels=1,
+    block_out_channels=(8, 16),
+    layers_per_block=1,
+    down_block_types=("DownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "UpBlock2D"),
+    norm_num_groups=4,
+)
+WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
+PIPELINE_FILES = {
+    "model_index.json",
+    "pipeline_ddpm_posterior.py",
+    "scheduler/scheduler_config.json",
+    "scheduler/scheduling_ddpm_posterior.py",
+    "unet/config.json",
+    WEIGHTS,
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    # Tiny UNets on a shared 2-core machine: a second OpenMP thread only spins (2 s per step instead of 30 ms).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The same retry logic, with short waits: the faults below fire immediately, not after seconds.
+    monkeypatch.setattr(hub, "RETRY_DELAYS", (0.05, 0.05, 0.05))
+
+
+def save_tiny_pipeline(folder: Path, seed: int = 0) -> DDPMPosteriorPipeline:
+    torch.manual_seed(seed)
+    pipeline = DDPMPosteriorPipeline(
+        unet=UNet2DModel(**TINY_UNET), scheduler=DDPMPosteriorScheduler(num_train_timesteps=20)
+    )
+    pipeline.save_pretrained(str(folder))
+    return pipeline
+
+
+def sample(pipeline) -> np.ndarray:
+    generator = torch.Generator().manual_seed(0)
+    return pipeline(batch_size=2, generator=generator, num_inference_steps=5, output_type="np").images
+
+
+def read_tree(folder: str | Path, names: set[str] | None = None) -> dict[str, bytes]:
+    root = Path(folder)
+    files = {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    return {name: data for name, data in files.items() if names is None or name in names}
+
+
+def run_python(script: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), *args],
+        env={**env, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def write_png(path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) * 4).save(path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Push, pull, load
+# ----------------------------------------------------------------------------------------------------------------
+
+REMOTE_CODE_SCRIPT = """
+    import sys
+    sys.modules["hf_ddpm"] = None  # not importable: only the code that travels in the repo may run
+    import numpy as np
+    import torch
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(sys.argv[1], trust_remote_code=True)
+    print(type(pipe).__name__, type(pipe.scheduler).__name__, type(pipe).__module__)
+    generator = torch.Generator().manual_seed(0)
+    np.save(sys.argv[2], pipe(batch_size=2, generator=generator, num_inference_steps=5, output_type="np").images)
+"""
+
+
+def test_push_pull_and_load_give_the_local_images(hub_server: HubServer, hub_repo_id: str, tmp_path: Path) -> None:
+    folder = tmp_path / "pipeline"
+    expected = sample(save_tiny_pipeline(folder))
+    (folder / "logs").mkdir()
+    (folder / "logs" / "events.out").write_bytes(b"tensorboard")  # not part of a pipeline: not uploaded
+
+    sha = hub.push_pipeline(folder, hub_repo_id)
+
+    api = HfApi()
+    assert api.model_info(hub_repo_id).sha == sha and len(sha) == 40
+    assert [c.title for c in api.list_repo_commits(hub_repo_id)] == ["Upload DDPMPosteriorPipeline", "initial commit"]
+    assert set(api.list_repo_files(hub_repo_id)) == PIPELINE_FILES | {".gitattributes", "README.md"}
+    assert f'from_pretrained("{hub_repo_id}"' in (folder / "README.md").read_text()  # rendered, as it was missing
+
+    path = hub.pull(hub_repo_id)
+    assert Path(path).name == sha
+    assert read_tree(path) == read_tree(folder, PIPELINE_FILES | {"README.md"})
+    assert np.array_equal(sample(DDPMPosteriorPipeline.from_pretrained(hub_repo_id)), expected)
+
+    # diffusers alone, with the repo's own code, in a fresh process (and cache) where hf_ddpm cannot be imported
+    env = hub_server.env(cache_dir=tmp_path / "fresh_cache")
+    result = run_python(REMOTE_CODE_SCRIPT, hub_repo_id, str(tmp_path / "remote.npy"), env=env)
+    assert result.stdout.split()[:2] == ["DDPMPosteriorPipeline", "DDPMPosteriorScheduler"]
+    assert "hf_ddpm" not in result.stdout.split()[2]
+    np.testing.assert_allclose(np.load(tmp_path / "remote.npy"), expected, rtol=0, atol=1e-6)
+
+
+def test_revision_pinning_by_sha_tag_and_branch(hub_server: HubServer, hub_repo_id: str, tmp_path: Path) -> None:
+    api = HfApi()
+    v1, v2 = tmp_path / "v1", tmp_path / "v2"
+    save_tiny_pipeline(v1, seed=1)
+    save_tiny_pipeline(v2, seed=2)
+    write_png(v1 / "samples.png")
+    assert (v1 / WEIGHTS).read_bytes() != (v2 / WEIGHTS).read_bytes()
+
+    first = hub.push_pipeline(v1, hub_repo_id)
+    api.create_tag(hub_repo_id, tag="v1.0", revision=first)
+    # a new branch starts from main; the same content again makes no commit
+    assert hub.push_pipeline(v1, hub_repo_id, revision="stable") == first
+    second = hub.push_pipeline(v2, hub_repo_id, commit_message="v2")
+    assert second != first
+    assert "samples.png" not in api.list_repo_files(hub_repo_id)  # the branch mirrors the folder
+    assert "samples.png" in api.list_repo_files(hub_repo_id, revision="stable")
+    proposed = hub.push_pipeline(v1, hub_repo_id, create_pr=True)  # a pull request; main does not move
+    assert api.model_info(hub_repo_id).sha == second
+    pull_requests = api.list_repo_refs(hub_repo_id, include_pull_requests=True).pull_requests
+    assert [ref.target_commit for ref in pull_requests] == [proposed]
+
+    for revision in (first, "v1.0", "stable"):
+        assert (Path(hub.pull(hub_repo_id, revision=revision)) / WEIGHTS).read_bytes() == (v1 / WEIGHTS).read_bytes()
+    assert (Path(hub.pull(hub_repo_id)) / WEIGHTS).read_bytes() == (v2 / WEIGHTS).read_bytes()
+    local = hub.pull(hub_repo_id, revision="v1.0", local_dir=tmp_path / "local")
+    assert read_tree(local, {WEIGHTS, "samples.png"}) == read_tree(v1, {WEIGHTS, "samples.png"})
+
+    pinned = DDPMPosteriorPipeline.from_pretrained(hub_repo_id, revision="v1.0")
+    reference = DDPMPosteriorPipeline.from_pretrained(str(v1))
+    for name, tensor in reference.unet.state_dict().items():
+        assert torch.equal(pinned.unet.state_dict()[name], tensor), name
+
+
+def test_offline_pull_and_load_from_the_cache(
+    hub_server: HubServer, hub_repo_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = sample(save_tiny_pipeline(tmp_path / "v1", seed=1))
+    first = hub.push_pipeline(tmp_path / "v1", hub_repo_id)
+    HfApi().create_tag(hub_repo_id, tag="v1.0", revision=first)
+    save_tiny_pipeline(tmp_path / "v2", seed=2)
+    hub.push_pipeline(tmp_path / "v2", hub_repo_id)
+    cached = hub.pull(hub_repo_id, revision="v1.0")
+    assert Path(cached).name == first
+
+    with hub_server.stopped():
+        assert hub.pull(hub_repo_id, revision="v1.0") == cached  # Hub unreachable: the cached snapshot
+        # HF_HUB_OFFLINE=1 is read once, when huggingface_hub is imported, into this constant
+        monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+        assert hub.pull(hub_repo_id, revision="v1.0") == cached
+        assert np.array_equal(sample(DDPMPosteriorPipeline.from_pretrained(hub_repo_id, revision="v1.0")), expected)
+        with pytest.raises(LocalEntryNotFoundError, match="not in the local cache"):
+            hub.pull(hub_repo_id, revision="never-pulled")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Faults
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_transient_errors_are_retried_without_duplicate_commits(
+    hub_server: HubServer, hub_repo_id: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "pipeline"
+    save_tiny_pipeline(folder)
+    hub_server.fail_next(1, status=503, path_prefix="/api/repos/create")
+    hub_server.fail_next(1, status=500, method="POST", path_contains="/commit/")
+    hub_server.abort_next_commit(1)  # the connection is cut before the commit is published
+
+    sha = hub.push_pipeline(folder, hub_repo_id)
+
+    api = HfApi()
+    assert [r.fault for r in hub_server.requests_matching("POST", "/commit/")] == ["fail", "abort_commit", None]
+    assert [c.commit_id for c in api.list_repo_commits(hub_repo_id)][0] == sha
+    assert len(api.list_repo_commits(hub_repo_id)) == 2  # one push, one commit
+
+    hub_server.clear_requests()
+    hub_server.fail_next(2, status=500, method="GET", path_prefix=f"/api/models/{hub_repo_id}")
+    hub_server.fail_next(1, status=502, method="GET", path_contains="/resolve/")
+    hub_server.drop_next_download(1, path_contains=WEIGHTS)
+    path = hub.pull(hub_repo_id)
+
+    assert read_tree(path, PIPELINE_FILES) == read_tree(folder, PIPELINE_FILES)
+    faults = [r.fault for r in hub_server.requests if r.fault]
+    assert faults == ["fail", "fail", "fail", "drop"]
+    assert not hub_server.faults.pending()
+
+
+def test_interrupted_push_leaves_the_previous_revision(
+    hub_server: HubServer, hub_repo_id: str, tmp_path: Path
+) -> None:
+    save_tiny_pipeline(tmp_path / "v1", seed=1)
+    save_tiny_pipeline(tmp_path / "v2", seed=2)
+    first = hub.push_pipeline(tmp_path / "v1", hub_repo_id)
+    hub_server.abort_next_commit(len(hub.RETRY_DELAYS) + 1)  # every attempt is cut off
+
+    with pytest.raises(hub.HubPushError, match=f"unchanged at commit {first}"):
+        hub.push_pipeline(tmp_path / "v2", hub_repo_id)
+
+    api = HfApi()
+    assert len(hub_server.requests_matching("POST", "/commit/")) == len(hub.RETRY_DELAYS) + 2
+    assert api.model_info(hub_repo_id).sha == first
+    assert len(api.list_repo_commits(hub_repo_id)) == 2
+    weights = (Path(hub.pull(hub_repo_id)) / WEIGHTS).read_bytes()
+    assert weights == (tmp_path / "v1" / WEIGHTS).read_bytes()
+
+    # A commit that landed but whose answer was lost (the server has no fault for this: the push lands for real, then
+    # the decision is asked as it would be after the client's RemoteProtocolError): recognised, not made twice.
+    second = hub.push_pipeline(tmp_path / "v2", hub_repo_id, commit_message="v2")
+    lost = httpx2.RemoteProtocolError("Server disconnected without sending a response.")
+    assert hub._landed_commit(api, hub_repo_id, "model", "main", first, "v2", lost) == second
+    assert hub._landed_commit(api, hub_repo_id, "model", "main", second, "v3", lost) is None  # unchanged: retry
+    with pytest.raises(hub.HubPushError, match="moved to .* during the push; nothing was overwritten"):
+        hub._landed_commit(api, hub_repo_id, "model", "main", first, "someone else's", lost)
+
+
+def test_broken_repos_fail_with_errors_naming_the_file(hub_server: HubServer, tmp_path: Path) -> None:
+    folder = tmp_path / "pipeline"
+    save_tiny_pipeline(folder)
+    files = read_tree(folder)
+    api = HfApi()
+
+    def repo_with(changes: dict[str, bytes]) -> str:
+        repo_id = hub_server.new_repo_id("broken")
+        api.create_repo(repo_id)
+        operations = [CommitOperationAdd(path, data) for path, data in {**files, **changes}.items()]
+        api.create_commit(repo_id, operations, commit_message="broken")
+        return repo_id
+
+    cases = {
+        WEIGHTS: {WEIGHTS: files[WEIGHTS][: len(files[WEIGHTS]) // 2]},
+        "model_index.json": {"model_index.json": b"{not json"},
+        "`unet`": {"model_index.json": json.dumps({"scheduler": ["diffusers", "DDPMScheduler"]}).encode()},
+        "unet/config.json": {"unet/config.json": b"{bad"},
+    }
+    for named, changes in cases.items():
+        with pytest.raises((OSError, ValueError)) as excinfo:
+            DDPMPosteriorPipeline.from_pretrained(repo_with(changes))
+        assert named in str(excinfo.value), str(excinfo.value)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What is and is not uploaded
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_push_never_uploads_pickles_or_tokens(hub_server: HubServer, hub_repo_id: str, tmp_path: Path) -> None:
+    folder = tmp_path / "pipeline"
+    save_tiny_pipeline(folder)
+    (folder / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"pickle")
+    (folder / "checkpoint-5").mkdir()
+    (folder / "checkpoint-5" / "optimizer.bin").write_bytes(b"pickle")
+    (folder / "metrics.json").write_text(json.dumps({"bits_per_dim": {"value": 3.2, "split": "test"}}))
+    (folder / "training_args.json").write_text(json.dumps({"notes": f"pushed with {hub_server.token}"}))
+
+    with pytest.raises(ValueError, match="training_args.json holds a Hugging Face access token"):
+        hub.push_pipeline(folder, hub_repo_id)
+    assert hub_server.requests == []  # refused before anything was sent
+    assert hub_server.token not in (folder / "README.md").read_text()  # the card redacts it
+
+    (folder / "training_args.json").write_text(json.dumps({"learning_rate": 1e-4}))
+    hub.push_pipeline(folder, hub_repo_id)
+    remote = set(HfApi().list_repo_files(hub_repo_id))
+    assert remote == PIPELINE_FILES | {".gitattributes", "README.md", "metrics.json", "training_args.json"}
+
+    (folder / WEIGHTS).unlink()
+    with pytest.raises(FileNotFoundError, match="no .safetensors weights .found diffusion_pytorch_model.bin"):
+        hub.push_pipeline(folder, hub_repo_id)
+
+
+def test_model_card_metadata_tables_and_template(hub_server: HubServer, tmp_path: Path) -> None:
+    folder = tmp_path / "ddpm-digits"
+    save_tiny_pipeline(folder)
+    write_png(folder / "samples.png")
+    fake_token = "hf_" + "a1B2c3D4e5" * 4
+    training_args = {"dataset_name": "ylecun/mnist", "learning_rate": 2e-4, "use_ema": True, "hub_token": fake_token}
+    (folder / "training_args.json").write_text(json.dumps(training_args))
+    metrics = {"bits_per_dim": {"value": 1.2345, "split": "held-out", "num_images": 64}}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / "eval_results.json").write_text(json.dumps({"fd_digits": {"value": 3.5, "split": "test"}}))
+
+    hub.save_model_card(folder, repo_id="someone/ddpm-digits")
+
+    text = (folder / "README.md").read_text()
+    card = ModelCard.load(folder / "README.md")  # parses the YAML and the model-index
+    assert card.data.library_name == "diffusers" and card.data.license == "apache-2.0"
+    assert card.data.pipeline_tag == "unconditional-image-generation"
+    assert {"unconditional-image-generation", "diffusers:DDPMPosteriorPipeline", "ddpm"} <= set(card.data.tags)
+    assert card.data.datasets == ["ylecun/mnist"]
+    results = {(r.metric_type, r.metric_value, r.dataset_split, r.dataset_type) for r in card.data.eval_results}
+    mnist = "ylecun/mnist"
+    assert results == {("bits_per_dim", 1.2345, "held-out", mnist), ("fd_digits", 3.5, "test", mnist)}
+    assert card.data.model_name == "ddpm-digits"
+    assert "![Samples drawn from the model](samples.png)" in text
+    assert 'DDPMPosteriorPipeline.from_pretrained("someone/ddpm-digits")' in text
+    assert 'DiffusionPipeline.from_pretrained("someone/ddpm-digits", trust_remote_code=True)' in text
+    assert "| `learning_rate` | 0.0002 |" in text and "| `beta_schedule` | linear |" in text
+    assert "| bits_per_dim | 1.2345 | held-out | num_images: 64 |" in text
+    assert "| Parameters | 41,609 |" in text  # read from the safetensors header
+    assert fake_token not in text and "hub_token" not in text
+
+    # push refuses the token in training_args.json; without it, push refreshes a generated card (new repo id)
+    # and keeps a hand-written one
+    repo_id = hub_server.new_repo_id("card")
+    with pytest.raises(ValueError, match="training_args.json holds a Hugging Face access token"):
+        hub.push_pipeline(folder, repo_id)
+    (folder / "training_args.json").write_text(json.dumps({"dataset_name": "ylecun/mnist"}))
+    hub.push_pipeline(folder, repo_id.split("/")[1])  # a bare name goes to the token owner's namespace
+    assert f'from_pretrained("{repo_id}")' in (folder / "README.md").read_text()
+    (folder / "README.md").write_text("---\nlicense: mit\n---\n# Mine\n")
+    hub.push_pipeline(folder, repo_id)
+    assert ModelCard.load(Path(hub.pull(repo_id)) / "README.md").text.strip() == "# Mine"
+
+    (folder / "metrics.json").write_text(json.dumps({"bits_per_dim": {"value": "low"}}))
+    with pytest.raises(ValueError, match="Metric 'bits_per_dim' in .*metrics.json needs a finite number"):
+        hub.save_model_card(folder)
+
+    # one template: the package's copy, mirrored in model_cards/ for people browsing the repo
+    assert hub.TEMPLATE_PATH == REPO_ROOT / "src" / "hf_ddpm" / "templates" / "model_card.md"
+    assert (REPO_ROOT / "model_cards" / "ddpm_model_card.md").read_bytes() == hub.TEMPLATE_PATH.read_bytes()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoints and Spaces
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_checkpoint_round_trip_through_a_branch(hub_server: HubServer, hub_repo_id: str, tmp_path: Path) -> None:
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    for step in (3, 12, 5):  # 12 is the latest, though "checkpoint-5" sorts after it as text
+        torch.nn.init.constant_(model.weight, float(step))
+        accelerator.save_state(str(tmp_path / f"checkpoint-{step}"))
+        (tmp_path / f"checkpoint-{step}" / ".lock").write_text("")  # hidden files stay home
+        hub.push_checkpoint(tmp_path / f"checkpoint-{step}", hub_repo_id)
+
+    latest = hub.download_checkpoint(f"hub:{hub_repo_id}")  # as --resume_from_checkpoint passes it
+    assert Path(latest).name == "checkpoint-12"
+    saved = read_tree(tmp_path / "checkpoint-12")
+    assert saved.pop(".lock") == b"" and read_tree(latest) == saved
+    assert {"model.safetensors", "optimizer.bin", "random_states_0.pkl"} <= set(saved)
+    accelerator.load_state(latest)
+    assert torch.all(model.weight == 12)
+    accelerator.load_state(hub.download_checkpoint(f"{hub_repo_id}@checkpoints", path_in_repo="checkpoint-3"))
+    assert torch.all(model.weight == 3)
+
+    assert HfApi().list_repo_files(hub_repo_id) == [".gitattributes"]  # pickles stay off main
+    with pytest.raises(ValueError, match="empty revision"):
+        hub.download_checkpoint(f"{hub_repo_id}@")
+    with pytest.raises(ValueError, match="`repo_id` 'a/b/c' is not a Hub repo id"):
+        hub.download_checkpoint("a/b/c@checkpoints")
+
+
+def test_push_space_creates_a_gradio_space(hub_server: HubServer, hub_repo_id: str, tmp_path: Path) -> None:
+    space = tmp_path / "space"
+    (space / "__pycache__").mkdir(parents=True)
+    (space / "app.py").write_text("import gradio as gr\ngr.Interface(lambda x: x, 'text', 'text').launch()\n")
+    (space / "README.md").write_text("---\ntitle: DDPM demo\nsdk: gradio\napp_file: app.py\n---\n# Demo\n")
+    (space / "requirements.txt").write_text("hf-ddpm\n")
+    (space / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"\0")
+    (space / ".env").write_text("HF_TOKEN=secret\n")
+    (space / ".git" / "refs" / "heads").mkdir(parents=True)
+    (space / ".git" / "refs" / "heads" / "main").write_text("0" * 40)
+
+    sha = hub.push_space(space, hub_repo_id)
+
+    api = HfApi()
+    info = api.space_info(hub_repo_id)
+    assert (info.sdk, info.sha) == ("gradio", sha)
+    files = api.list_repo_files(hub_repo_id, repo_type="space")
+    assert set(files) == {".gitattributes", "app.py", "README.md", "requirements.txt"}
+
+    (space / "README.md").write_text("---\ntitle: DDPM demo\nsdk: streamlit\n---\n")
+    with pytest.raises(ValueError, match="must declare `sdk: gradio`"):
+        hub.push_space(space, hub_repo_id)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------------------
+
+# Runs `hf-ddpm` commands through hf_ddpm.cli.main in one subprocess (one torch import for all of them); only the hub
+# subcommands are registered, so these tests neither depend on nor pay for the training and evaluation modules.
+CLI_DRIVER = """
+    import contextlib, io, json, os, sys
+    from hf_ddpm import cli
+
+    cli.COMMAND_MODULES = ["hf_ddpm.hub"]
+    results = []
+    for env, argv in json.loads(sys.argv[1]):
+        os.environ.update(env)
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                code = cli.main(argv)
+            except SystemExit as exit:  # argparse: --help and malformed command lines
+                code = exit.code
+        results.append({"code": code, "stdout": stdout.getvalue(), "stderr": stderr.getvalue()})
+    print(json.dumps(results))
+"""
+
+
+def test_cli_push_pull_card_and_errors(hub_server: HubServer, hub_repo_id: str, tmp_path: Path) -> None:
+    folder, local = tmp_path / "pipeline", tmp_path / "pulled"
+    save_tiny_pipeline(folder)
+    wrong_token = {"HF_TOKEN": "hf_wrongwrongwrongwrongwrongwrong1234"}
+    commands = [
+        ({}, ["card", str(folder), "--repo-id", hub_repo_id]),
+        ({}, ["push", str(folder), hub_repo_id, "--commit-message", "from the CLI"]),
+        ({}, ["pull", hub_repo_id, "--local-dir", str(local)]),
+        ({}, ["push", str(tmp_path / "missing"), hub_repo_id]),
+        ({}, ["push", str(folder), "bad//id"]),
+        ({}, ["push", str(folder), hub_repo_id, "--revision", "0" * 40]),
+        ({}, ["pull", "a/b/c"]),
+        ({}, ["card", str(tmp_path)]),
+        ({}, ["push-space", str(folder), hub_repo_id]),
+        ({}, ["push", str(folder)]),
+        ({}, ["pull", "test-user/no-such-repo"]),
+        (wrong_token, ["push", str(folder), hub_repo_id]),
+        (wrong_token, ["pull", hub_repo_id]),
+    ] + [({}, [command, "--help"]) for command in ("push", "pull", "card", "push-space")]
+
+    result = run_python(CLI_DRIVER, json.dumps(commands), env=hub_server.env())
+    outcomes = json.loads(result.stdout.splitlines()[-1])
+
+    codes = [outcome["code"] for outcome in outcomes]
+    assert codes == [0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1, 0, 0, 0, 0], outcomes
+    card, push, pull = outcomes[:3]
+    assert card["stdout"].strip() == str(folder / "README.md")
+    assert f'from_pretrained("{hub_repo_id}")' in (folder / "README.md").read_text()
+    assert HfApi().list_repo_commits(hub_repo_id)[0].title == "from the CLI"
+    assert HfApi().model_info(hub_repo_id).sha in push["stdout"]
+    assert pull["stdout"].strip() == str(local)
+    assert read_tree(local, PIPELINE_FILES) == read_tree(folder, PIPELINE_FILES)
+
+    errors = [outcome["stderr"] for outcome in outcomes[3:13]]
+    assert "missing" in errors[0] and "`repo_id` 'bad//id'" in errors[1] and "must name a branch" in errors[2]
+    assert "`repo_id` 'a/b/c'" in errors[3] and "model_index.json is missing" in errors[4]
+    assert "app.py is missing" in errors[5] and "required: repo_id" in errors[6]
+    assert "repository not found" in errors[7]
+    for message in errors[8:]:
+        assert "the Hub refused the token (401" in message
+        assert wrong_token["HF_TOKEN"] not in message and len(message.strip().splitlines()) == 1
+    for outcome in outcomes[13:]:
+        assert "Example:\n  hf-ddpm " in outcome["stdout"]
