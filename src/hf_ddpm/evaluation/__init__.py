@@ -1,0 +1,57 @@
+# Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
+"""
+Evaluation of DDPM models: exact bits/dim of a dataset split and sample-quality metrics.
+
+    bpd.py                the variational bound of a split in bits/dim (`dataset_bits_per_dim`)
+    frechet.py            the Frechet distance in float64 and the Inception (FID) and DINOv2 feature spaces
+    digits_classifier.py  the small digits CNN that ships with hf_ddpm, the feature space of fd-digits
+    metrics.py            fd-digits, fd-dinov2 and FID of generated samples against reference images
+    samples.py            generating the samples (with a variance-type override) and saving a grid PNG
+    data.py               the evaluation images: sklearn digits (fixed split), an image folder, a `datasets` split
+    results.py            eval_results.json, merged entry by entry
+    cli.py                `hf-ddpm eval`
+"""
+
+import importlib
+
+# Public names and their modules, imported on first use: `hf-ddpm --help` imports `hf_ddpm.evaluation.cli` and must
+# not pay for torch, scikit-learn and transformers.
+_EXPORTS = {
+    "DatasetBitsPerDim": "bpd",
+    "dataset_bits_per_dim": "bpd",
+    "load_digits": "data",
+    "load_hf_dataset": "data",
+    "load_image_folder": "data",
+    "DigitsClassifier": "digits_classifier",
+    "digits_sample_statistics": "digits_classifier",
+    "Dinov2Features": "frechet",
+    "InceptionFID": "frechet",
+    "default_inception_weights_path": "frechet",
+    "frechet_distance": "frechet",
+    "frechet_distance_of_features": "frechet",
+    "gaussian_statistics": "frechet",
+    "resolve_inception_weights": "frechet",
+    "FrechetResult": "metrics",
+    "digits_reference_images": "metrics",
+    "fd_digits": "metrics",
+    "fd_dinov2": "metrics",
+    "fid": "metrics",
+    "read_eval_results": "results",
+    "write_eval_results": "results",
+    "generate_samples": "samples",
+    "save_image_grid": "samples",
+    "with_variance_type": "samples",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = sorted(_EXPORTS)

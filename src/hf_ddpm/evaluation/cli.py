@@ -1,0 +1,330 @@
+# Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
+"""`hf-ddpm eval`: bits/dim of a dataset split and sample-quality metrics of a saved pipeline.
+
+Heavy imports (torch, transformers, torchmetrics) happen inside the handler so that `hf-ddpm --help` stays fast.
+"""
+
+import argparse
+import os
+
+METRICS = ("bpd", "fid", "fd-dinov2", "fd-digits")
+FRECHET_METRICS = ("fid", "fd-dinov2", "fd-digits")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+SAMPLES_FILE = "eval_samples.png"
+
+DESCRIPTION = """\
+Evaluate a saved DDPM pipeline (a local folder or a Hub repo id):
+
+  bpd        the full variational bound in bits/dim on a dataset split (prior + every KL term + decoder), or
+             a strided estimate with --num_timesteps; reports the mean and its standard error
+  fd-digits  Frechet distance of generated samples to the digits in the feature space of the digits
+             classifier shipped with hf_ddpm, plus its mean confidence and class coverage of the samples
+  fd-dinov2  Frechet distance in DINOv2 feature space (--dinov2_model, a local folder or a cached Hub id)
+  fid        FID with torchmetrics' Inception-v3 from local weights (--inception_weights)
+
+Results are printed as a table and merged into eval_results.json next to the model (or in --output_dir);
+a grid of the generated samples is saved as eval_samples.png beside it."""
+
+EPILOG = """\
+Example:
+  hf-ddpm eval outputs/ddpm-digits --metric bpd --num_timesteps 100
+  hf-ddpm eval outputs/ddpm-digits --metric fd-digits --num_samples 1000 --num_inference_steps 250
+  hf-ddpm eval outputs/ddpm-digits --metric fd-digits --variance_type fixed_large --num_inference_steps 50
+  hf-ddpm eval outputs/ddpm-digits --metric fid --inception_weights ~/weights-inception-2015-12-05-6726825d.pth"""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="bits/dim and sample-quality metrics (FD) of a saved model",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+    )
+    parser.add_argument(
+        "pretrained_model_name_or_path", metavar="PATH_OR_REPO", help="a saved pipeline folder or a Hub repo id"
+    )
+    parser.add_argument(
+        "--metric", nargs="+", choices=METRICS, default=["bpd"], help="one or more metrics (default: bpd)"
+    )
+
+    data = parser.add_argument_group("dataset (bpd, and the reference images of fid and fd-dinov2)")
+    source = data.add_mutually_exclusive_group()
+    source.add_argument(
+        "--dataset", choices=("digits",), default="digits", help="a built-in dataset (default: digits)"
+    )
+    source.add_argument("--train_data_dir", default=None, help="a local folder of images instead of --dataset")
+    source.add_argument("--dataset_name", default=None, help="a `datasets` dataset (Hub id or local folder)")
+    data.add_argument(
+        "--split",
+        default="test",
+        help="the split: for digits 'test' (the 360 held-out images, default), 'train' or 'all'; for --dataset_name"
+        " any split it has",
+    )
+    data.add_argument("--max_images", type=int, default=None, help="use only the first N images of the split")
+
+    bpd = parser.add_argument_group("bits/dim")
+    bpd.add_argument(
+        "--num_timesteps",
+        type=int,
+        default=None,
+        help="evaluate only K evenly strided timesteps (the decoder always), scaled: faster (default: all T)",
+    )
+    bpd.add_argument(
+        "--clip_denoised",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="clip the predicted x_0 to [-1, 1] in the bound, as Improved DDPM does (default: on)",
+    )
+
+    sampling = parser.add_argument_group("samples (fid, fd-dinov2, fd-digits)")
+    sampling.add_argument("--num_samples", type=int, default=1000, help="how many samples to generate (default: 1000)")
+    sampling.add_argument(
+        "--num_inference_steps", type=int, default=None, help="sampling steps (default: the training steps T)"
+    )
+    sampling.add_argument(
+        "--variance_type",
+        default=None,
+        choices=("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"),
+        help="override the scheduler's reverse-process variance (also used by bpd); default: the saved one",
+    )
+    sampling.add_argument(
+        "--reference",
+        default="digits",
+        choices=("digits", "digits-train", "digits-test"),
+        help="the reference set of fd-digits: all 1,797 digits (default) or one side of the fixed split",
+    )
+    sampling.add_argument(
+        "--dinov2_model", default="facebook/dinov2-base", help="DINOv2 model id or folder (fd-dinov2)"
+    )
+    sampling.add_argument(
+        "--inception_weights",
+        default=None,
+        help="the FID Inception weights file (default: torch.hub's checkpoints folder, as torchmetrics uses)",
+    )
+
+    common = parser.add_argument_group("common")
+    common.add_argument("--batch_size", type=int, default=256, help="images (or image-timestep pairs) per UNet call")
+    common.add_argument(
+        "--seed", type=int, default=0, help="seed of the samples and of the bound's noise (default: 0)"
+    )
+    common.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default: auto)")
+    common.add_argument("--revision", default=None, help="the Hub revision of PATH_OR_REPO")
+    common.add_argument(
+        "--output_dir",
+        default=None,
+        help="where to write eval_results.json and eval_samples.png (default: the model folder; for a Hub repo,"
+        " outputs/eval/OWNER--NAME)",
+    )
+    parser.set_defaults(handler=run_eval)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The handler
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    metrics = list(dict.fromkeys(args.metric))  # unique, in the order given
+    _check_numbers(args, metrics)
+    device = resolve_device(args.device)
+
+    # 1. Feature extractors first: a missing Inception or DINOv2 model fails before any sampling
+    inception, dinov2 = _load_extractors(args, metrics, device)
+
+    # 2. The model, with the variance override
+    from ..pipeline_ddpm_posterior import DDPMPosteriorPipeline
+    from .samples import with_variance_type
+
+    pipeline = DDPMPosteriorPipeline.from_pretrained(args.pretrained_model_name_or_path, revision=args.revision)
+    try:
+        pipeline = with_variance_type(pipeline, args.variance_type).to(device)
+    except ValueError as error:
+        raise _usage_error(f"--variance_type: {error}") from error
+    _check_model(args, metrics, pipeline)
+    variance_type = pipeline.scheduler.config.variance_type
+
+    # 3. The metrics
+    rows, results = [], {}
+    needs_dataset = "bpd" in metrics or "fid" in metrics or "fd-dinov2" in metrics
+    images = load_dataset_images(args, pipeline) if needs_dataset else None
+    if "bpd" in metrics:
+        rows.append(_bits_per_dim(args, pipeline, images, variance_type, results))
+    samples = None
+    if any(metric in FRECHET_METRICS for metric in metrics):
+        from .samples import generate_samples
+
+        samples = generate_samples(
+            pipeline, args.num_samples, args.num_inference_steps, batch_size=args.batch_size, seed=args.seed
+        )
+    for metric in metrics:
+        if metric in FRECHET_METRICS:
+            rows.append(_frechet(metric, args, samples, images, inception, dinov2, pipeline, variance_type, results))
+
+    # 4. Report
+    print(format_table(rows))
+    output_dir = results_folder(args.pretrained_model_name_or_path, args.output_dir)
+    from .results import write_eval_results
+
+    path = write_eval_results(output_dir, results)
+    print(f"wrote {path}")
+    if samples is not None:
+        from .samples import save_image_grid
+
+        print(f"wrote {save_image_grid(samples, os.path.join(output_dir, SAMPLES_FILE))}")
+    return 0
+
+
+def _usage_error(message: str) -> Exception:
+    from ..cli import UsageError
+
+    return UsageError(message)
+
+
+def _check_numbers(args: argparse.Namespace, metrics: list[str]) -> None:
+    for flag in ("batch_size", "num_samples", "max_images", "num_inference_steps"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise _usage_error(f"--{flag} must be a positive integer, got {value}.")
+    if args.num_samples < 2 and any(metric in FRECHET_METRICS for metric in metrics):
+        raise _usage_error(f"--num_samples must be at least 2 for a Frechet distance, got {args.num_samples}.")
+    if args.num_timesteps is not None and args.num_timesteps < 2:
+        raise _usage_error(
+            f"--num_timesteps must be at least 2 (the decoder and one KL term), got {args.num_timesteps}."
+        )
+    if args.dataset_name is None and args.train_data_dir is None and args.split not in ("train", "test", "all"):
+        raise _usage_error(f"--split for --dataset digits must be one of 'train', 'test', 'all', got {args.split!r}.")
+
+
+def resolve_device(device: str) -> "torch.device":  # noqa: F821
+    """`auto` is cuda, then mps, then cpu; an explicit device must be available."""
+    import torch
+
+    if device not in DEVICES:
+        raise _usage_error(f"--device must be one of {', '.join(DEVICES)}, got {device!r}.")
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if device == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if (device == "cuda" and not cuda) or (device == "mps" and not mps):
+        raise _usage_error(f"--device {device} is not available on this machine; use --device cpu or auto.")
+    return torch.device(device)
+
+
+def _load_extractors(args, metrics, device):
+    from .frechet import Dinov2Features, InceptionFID
+
+    inception = InceptionFID(args.inception_weights, device, args.batch_size) if "fid" in metrics else None
+    dinov2 = Dinov2Features(args.dinov2_model, device, batch_size=args.batch_size) if "fd-dinov2" in metrics else None
+    return inception, dinov2
+
+
+def _check_model(args, metrics, pipeline) -> None:
+    """Refuse combinations that would only fail after sampling."""
+    config = pipeline.unet.config
+    size = config.sample_size if isinstance(config.sample_size, int) else tuple(config.sample_size)
+    is_digit_model = config.in_channels == 1 and size in (8, (8, 8))
+    if "fd-digits" in metrics and not is_digit_model:
+        raise _usage_error(
+            f"--metric fd-digits scores 8x8 grayscale digits, but this model makes {config.in_channels}-channel"
+            f" {size} images; use fd-dinov2 or fid."
+        )
+    needs_dataset = any(metric in metrics for metric in ("bpd", "fid", "fd-dinov2"))
+    if needs_dataset and args.train_data_dir is None and args.dataset_name is None and not is_digit_model:
+        raise _usage_error(
+            f"--dataset digits holds 8x8 grayscale images, but this model makes {config.in_channels}-channel {size}"
+            " images; pass --train_data_dir or --dataset_name."
+        )
+    steps = args.num_inference_steps
+    num_train_timesteps = pipeline.scheduler.config.num_train_timesteps
+    if steps is not None and steps > num_train_timesteps and any(metric in FRECHET_METRICS for metric in metrics):
+        raise _usage_error(f"--num_inference_steps must be at most the model's {num_train_timesteps} training steps.")
+
+
+def load_dataset_images(args, pipeline):
+    """The evaluation images, uint8 [N x H x W x C], checked against the model's channels and size."""
+    from .data import load_digits, load_hf_dataset, load_image_folder
+
+    channels, size = pipeline.unet.config.in_channels, pipeline.unet.config.sample_size
+    resolution = size if isinstance(size, int) else None
+    if args.train_data_dir is not None:
+        images = load_image_folder(args.train_data_dir, channels, resolution)
+    elif args.dataset_name is not None:
+        images = load_hf_dataset(args.dataset_name, channels, split=args.split, resolution=resolution)
+    else:
+        images = load_digits(args.split)[0]
+    return images[: args.max_images] if args.max_images is not None else images
+
+
+def _dataset_description(args) -> dict:
+    if args.train_data_dir is not None:
+        return {"dataset": os.path.abspath(args.train_data_dir)}
+    return {"dataset": args.dataset_name or args.dataset, "split": args.split}
+
+
+def _bits_per_dim(args, pipeline, images, variance_type, results) -> dict:
+    from .bpd import dataset_bits_per_dim
+
+    result = dataset_bits_per_dim(
+        pipeline,
+        images,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        num_timesteps=args.num_timesteps,
+        clip_denoised=args.clip_denoised,
+    )
+    summary = result.summary()
+    summary.update(_dataset_description(args), variance_type=variance_type, clip_denoised=args.clip_denoised)
+    results["bits_per_dim"] = {"value": summary.pop("bits_per_dim"), **summary}
+    dataset = summary["dataset"] + (f" ({summary['split']})" if "split" in summary else "")
+    return {
+        "metric": "bits/dim",
+        "value": result.bits_per_dim,
+        "error": result.standard_error,
+        "details": f"{result.num_images} images of {dataset}, {result.num_timesteps} timesteps, prior"
+        f" {result.prior:.4f} + KL {result.kl:.4f} + decoder {result.decoder:.4f}, seed {args.seed}",
+    }
+
+
+def _frechet(metric, args, samples, images, inception, dinov2, pipeline, variance_type, results) -> dict:
+    from . import metrics as quality
+
+    if metric == "fd-digits":
+        result = quality.fd_digits(samples, reference=args.reference)
+    elif metric == "fd-dinov2":
+        result = quality.fd_dinov2(samples, images, dinov2)
+        result.extras.update(model=args.dinov2_model, **_dataset_description(args))
+    else:
+        result = quality.fid(samples, images, inception)
+        result.extras.update(_dataset_description(args))
+    steps = args.num_inference_steps or pipeline.scheduler.config.num_train_timesteps
+    sampling = {"num_inference_steps": steps, "seed": args.seed, "variance_type": variance_type}
+    key = {"fd-digits": "fd_digits", "fd-dinov2": "fd_dinov2", "fid": "fid"}[metric]
+    results[key] = {**result.summary(), **sampling}
+    details = (
+        f"{result.num_samples} samples, {steps} steps, {variance_type}, seed {args.seed},"
+        f" {result.num_reference} reference images"
+    )
+    if metric == "fd-digits":
+        extras = result.extras
+        details += (
+            f"; confidence {extras['mean_confidence']:.3f}, coverage {extras['class_coverage']}/10,"
+            f" class entropy {extras['class_entropy_bits']:.2f} bits"
+        )
+    return {"metric": metric, "value": result.value, "error": None, "details": details}
+
+
+def format_table(rows: list[dict]) -> str:
+    """A markdown table: metric | value | standard error | details."""
+    lines = ["| metric | value | std. error | details |", "|---|---:|---:|---|"]
+    for row in rows:
+        error = f"{row['error']:.4f}" if row["error"] is not None else ""
+        lines.append(f"| {row['metric']} | {row['value']:.4f} | {error} | {row['details']} |")
+    return "\n".join(lines)
+
+
+def results_folder(name_or_path: str, output_dir: str | None) -> str:
+    """--output_dir, else the model folder, else outputs/eval/OWNER--NAME for a Hub repo."""
+    if output_dir is not None:
+        return output_dir
+    if os.path.isdir(name_or_path):
+        return name_or_path
+    return os.path.join("outputs", "eval", name_or_path.replace("/", "--"))

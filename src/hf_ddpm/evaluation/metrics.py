@@ -1,0 +1,139 @@
+# Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
+"""
+The sample-quality metrics: a Frechet distance between generated images and reference images in one feature space.
+
+    fd-digits   the penultimate layer of the digits classifier that ships with hf_ddpm (8x8 grayscale digits only),
+                plus the classifier's mean confidence, class coverage and class entropy of the samples;
+    fd-dinov2   DINOv2's CLS token (transformers `AutoModel`);
+    fid         Inception-v3 pool3 through torchmetrics, from local weights only.
+
+Each function takes the generated images as a float tensor [N x C x H x W] in [0, 1] (see `samples.generate_samples`)
+and returns a `FrechetResult`.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .data import load_digits
+from .frechet import frechet_distance_of_features, to_unit_images
+
+DIGITS_REFERENCES = ("digits", "digits-train", "digits-test")
+
+
+@dataclass
+class FrechetResult:
+    """
+    A Frechet distance between generated and reference images.
+
+    Args:
+        value (`float`): the distance.
+        num_samples (`int`): the number of generated images.
+        num_reference (`int`): the number of reference images.
+        extras (`dict`): metric-specific JSON-able values (feature space, classifier statistics, ...).
+    """
+
+    value: float
+    num_samples: int
+    num_reference: int
+    extras: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        return {
+            "value": self.value,
+            "num_samples": self.num_samples,
+            "num_reference": self.num_reference,
+            **self.extras,
+        }
+
+
+def digits_reference_images(reference: str = "digits") -> np.ndarray:
+    """
+    The reference images of fd-digits, uint8 [N x 8 x 8 x 1].
+
+    Args:
+        reference (`"digits"`, `"digits-train"` or `"digits-test"`, defaults to `"digits"`): all 1,797 digits, or one
+            side of the fixed split of `hf_ddpm.evaluation.data`.
+    """
+    if reference not in DIGITS_REFERENCES:
+        raise ValueError(f"`reference` must be one of {', '.join(map(repr, DIGITS_REFERENCES))}, got {reference!r}.")
+    split = {"digits": "all", "digits-train": "train", "digits-test": "test"}[reference]
+    return load_digits(split)[0]
+
+
+def _check_samples(samples: torch.Tensor) -> torch.Tensor:
+    samples = to_unit_images(samples)
+    if samples.shape[0] < 2:
+        raise ValueError(f"A Frechet distance needs at least 2 samples, got {samples.shape[0]}.")
+    return samples
+
+
+def fd_digits(
+    samples: torch.Tensor | np.ndarray, reference: str | np.ndarray = "digits", classifier=None
+) -> FrechetResult:
+    """
+    fd-digits: the Frechet distance in the digits classifier's 64-d penultimate feature space, with the classifier's
+    statistics of the samples.
+
+    Args:
+        samples (`torch.Tensor` or `np.ndarray`): float [N x 1 x 8 x 8] in [0, 1] or uint8 [N x 8 x 8 x 1].
+        reference (`str` or `np.ndarray`, defaults to `"digits"`): a name of `DIGITS_REFERENCES`, or the reference
+            images themselves (uint8 [M x 8 x 8 x 1]).
+        classifier ([`DigitsClassifier`], *optional*): the shipped classifier when `None`.
+
+    Returns:
+        [`FrechetResult`] with `mean_confidence`, `class_coverage`, `class_entropy_bits` and `class_histogram`.
+    """
+    from .digits_classifier import DigitsClassifier, classify, digits_sample_statistics
+
+    samples = _check_samples(samples)
+    if tuple(samples.shape[1:]) != (1, 8, 8):
+        raise ValueError(f"fd-digits scores 8x8 grayscale digits [N x 1 x 8 x 8]; got images {tuple(samples.shape)}.")
+    reference_name = reference if isinstance(reference, str) else "custom"
+    reference_images = digits_reference_images(reference) if isinstance(reference, str) else reference
+    classifier = DigitsClassifier.from_asset() if classifier is None else classifier
+    sample_features, probabilities = classify(classifier, samples)
+    reference_features, _ = classify(classifier, reference_images)
+    statistics = digits_sample_statistics(probabilities)
+    return FrechetResult(
+        value=frechet_distance_of_features(sample_features, reference_features),
+        num_samples=len(sample_features),
+        num_reference=len(reference_features),
+        extras={
+            "reference": reference_name,
+            "mean_confidence": statistics.mean_confidence,
+            "class_coverage": statistics.class_coverage,
+            "class_entropy_bits": statistics.class_entropy_bits,
+            "class_histogram": statistics.class_histogram,
+        },
+    )
+
+
+def fd_dinov2(samples: torch.Tensor, reference_images, extractor) -> FrechetResult:
+    """
+    fd-dinov2: the Frechet distance in DINOv2's CLS-token feature space.
+
+    Args:
+        samples (`torch.Tensor`): float [N x C x H x W] in [0, 1].
+        reference_images: uint8 [M x H x W x C] or float [M x C x H x W] in [0, 1].
+        extractor ([`~hf_ddpm.evaluation.frechet.Dinov2Features`]): the loaded model.
+    """
+    samples = _check_samples(samples)
+    value = frechet_distance_of_features(extractor(samples), extractor(to_unit_images(reference_images)))
+    model = getattr(extractor.model.config, "_name_or_path", None) or "dinov2"
+    return FrechetResult(value, samples.shape[0], len(reference_images), {"model": model})
+
+
+def fid(samples: torch.Tensor, reference_images, metric) -> FrechetResult:
+    """
+    FID with torchmetrics' `FrechetInceptionDistance`.
+
+    Args:
+        samples (`torch.Tensor`): float [N x C x H x W] in [0, 1].
+        reference_images: uint8 [M x H x W x C] or float [M x C x H x W] in [0, 1].
+        metric ([`~hf_ddpm.evaluation.frechet.InceptionFID`]): the loaded metric.
+    """
+    samples = _check_samples(samples)
+    value = metric(to_unit_images(reference_images), samples)
+    return FrechetResult(value, samples.shape[0], len(reference_images), {"inception_weights": metric.weights_path})

@@ -1,0 +1,73 @@
+# Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
+"""
+`eval_results.json`, the file beside a saved model that its model card reads.
+
+One entry per metric, each a JSON object with at least `value`:
+
+    {
+      "bits_per_dim": {"value": 1.52, "standard_error": 0.01, "num_images": 360, "dataset": "digits", ...},
+      "fd_digits": {"value": 0.84, "num_samples": 1000, "num_inference_steps": 1000, "seed": 0, ...},
+      "fd_dinov2": {...},
+      "fid": {...}
+    }
+
+Writing merges: a new result replaces the entry of its metric only, and the file is replaced atomically.
+"""
+
+import json
+import math
+import os
+import tempfile
+
+RESULTS_FILE = "eval_results.json"
+METRIC_KEYS = {"bpd": "bits_per_dim", "fd-digits": "fd_digits", "fd-dinov2": "fd_dinov2", "fid": "fid"}
+
+
+def read_eval_results(folder: str) -> dict:
+    """The results in `folder`/eval_results.json, or `{}` when there is none."""
+    path = os.path.join(folder, RESULTS_FILE)
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as f:
+            results = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); move it away to write new results.") from None
+    if not isinstance(results, dict):
+        raise ValueError(f"{path} must hold a JSON object; move it away to write new results.")
+    return results
+
+
+def write_eval_results(folder: str, new_results: dict) -> str:
+    """
+    Merge `new_results` ({key: {"value": ...}}) into `folder`/eval_results.json and return the path.
+
+    Existing entries of other metrics are kept; NaN and infinities are written as null (JSON has no NaN).
+    """
+    os.makedirs(folder, exist_ok=True)
+    results = read_eval_results(folder)
+    results.update(_json_safe(new_results))
+    path = os.path.join(folder, RESULTS_FILE)
+    descriptor, staging = tempfile.mkstemp(prefix=".eval_results-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(descriptor, "w") as f:
+            json.dump(results, f, indent=2, sort_keys=True, allow_nan=False)
+            f.write("\n")
+        os.chmod(staging, 0o644)  # mkstemp makes it private; the results are meant to be read (and pushed)
+        os.replace(staging, path)
+    finally:
+        if os.path.exists(staging):
+            os.remove(staging)
+    return path
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item") and callable(value.item):  # numpy and torch scalars
+        return _json_safe(value.item())
+    return value
