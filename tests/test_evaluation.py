@@ -268,16 +268,20 @@ def test_the_bound_is_lowest_for_the_bayes_optimal_model():
         assert difference.mean() > 4 * difference.std(ddof=1) / math.sqrt(len(difference))
 
 
-def test_strided_bound_estimate_weights_each_evaluated_term_by_the_stride():
+def test_strided_bound_estimate_weights_each_drawn_term_by_its_stratum():
     images = torch.from_numpy(gaussian_images(96, seed=3)).reshape(-1, 1, 8, 8)
     strided = dataset_bits_per_dim(
         gaussian_pipeline(), images, seed=0, num_timesteps=7, clip_denoised=False, show_progress=False
     )
-    assert strided.num_timesteps == 7 and strided.timesteps.tolist() == [0, 1, 5, 8, 12, 15, 19]
+    # one timestep drawn in each of 6 strata of [1, 20), each weighted by its stratum's size
+    edges = np.linspace(1, BETAS["num_train_timesteps"], 7).round().astype(int)
+    assert strided.num_timesteps == 7 and strided.timesteps[0] == 0
+    assert all(low <= t < high for t, low, high in zip(strided.timesteps[1:], edges[:-1], edges[1:], strict=True))
+    np.testing.assert_array_equal(strided.weights, [1, *np.diff(edges)])
     expected_kl, _ = expected_gaussian_terms()
-    stride = (BETAS["num_train_timesteps"] - 1) / 6
     kl_error = (strided.per_image - strided.prior - strided.decoder).std(ddof=1) / math.sqrt(96)
-    assert strided.kl == pytest.approx(stride * expected_kl[strided.timesteps[1:]].sum(), abs=4 * kl_error)
+    expected = (strided.weights[1:] * expected_kl[strided.timesteps[1:]]).sum()
+    assert strided.kl == pytest.approx(expected, abs=4 * kl_error)
     again = dataset_bits_per_dim(
         gaussian_pipeline(), images, seed=0, num_timesteps=7, clip_denoised=False, show_progress=False
     )

@@ -86,6 +86,7 @@ class BitsPerDimOutput(BaseOutput):
         prior_bpd (`torch.Tensor`): [N] KL(q(x_T | x_0) || N(0, I)).
         vb_bpd (`torch.Tensor`): [N x T'] the term of each evaluated timestep, ascending; column 0 is the decoder.
         timesteps (`torch.Tensor`): [T'] the evaluated timesteps.
+        weights (`torch.Tensor`): [T'] the weight of each term in the sum (1 for the full bound).
         standard_error (`float`): the standard error of the mean bpd over the N images.
     """
 
@@ -93,6 +94,7 @@ class BitsPerDimOutput(BaseOutput):
     prior_bpd: torch.Tensor
     vb_bpd: torch.Tensor
     timesteps: torch.Tensor
+    weights: torch.Tensor
     standard_error: float
 
 
@@ -267,8 +269,8 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
             batch_size (`int`, defaults to 256):
                 (image, timestep) pairs per UNet call.
             num_timesteps (`int`, *optional*):
-                Evaluate the KL terms only at this many evenly strided timesteps (the decoder term always) and scale
-                their sum by the stride: an unbiased-in-expectation, faster estimate. All T timesteps when `None`.
+                Evaluate the decoder term and `num_timesteps - 1` KL terms, one drawn per stratum of the timesteps
+                and weighted by the stratum's size: a faster, unbiased estimate of the bound. All T when `None`.
             clip_denoised (`bool`, defaults to `True`):
                 Clip the x_0 prediction to [-1, 1], as the Improved DDPM evaluation does.
             show_progress (`bool`, defaults to `True`):
@@ -283,7 +285,7 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
                 f"bits_per_dim needs a DDPMPosteriorScheduler, but the scheduler is {type(scheduler).__name__}."
             )
         x_start = self._to_model_space(images)
-        timesteps, weights = _bound_timesteps(scheduler.config.num_train_timesteps, num_timesteps)
+        timesteps, weights = _bound_timesteps(scheduler.config.num_train_timesteps, num_timesteps, generator)
         device, dtype = self._execution_device, self.unet.dtype
         x_start = x_start.to(device, dtype)
 
@@ -305,9 +307,10 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         if progress is not None:
             progress.close()
         prior = scheduler.prior_bpd(x_start.float()).double().cpu()
-        bpd = prior + (vb * torch.as_tensor(weights, dtype=torch.float64)).sum(dim=1)
+        weights = torch.as_tensor(weights, dtype=torch.float64)
+        bpd = prior + (vb * weights).sum(dim=1)
         standard_error = float(bpd.std() / math.sqrt(len(bpd))) if len(bpd) > 1 else float("nan")
-        return BitsPerDimOutput(bpd, prior, vb, torch.as_tensor(timesteps), standard_error)
+        return BitsPerDimOutput(bpd, prior, vb, torch.as_tensor(timesteps), weights, standard_error)
 
     def _vb_terms(self, x0: torch.Tensor, timesteps: list[int], generator, clip_denoised: bool) -> torch.Tensor:
         """The bound's terms of images `x0` [n x ...] at each of `timesteps`: [len(timesteps) x n] bits/dim."""
@@ -435,15 +438,27 @@ def _frame_indices(num_steps: int, frames: int | None) -> set[int]:
     return {int(round(i)) for i in np.linspace(0, num_steps - 1, frames)}
 
 
-def _bound_timesteps(num_train_timesteps: int, num_timesteps: int | None) -> tuple[list[int], list[float]]:
-    """The timesteps at which the bound is evaluated, ascending, and the weight of each term in the sum."""
+def _bound_timesteps(
+    num_train_timesteps: int, num_timesteps: int | None, generator: torch.Generator | None = None
+) -> tuple[list[int], list[float]]:
+    """
+    The timesteps at which the bound is evaluated, ascending, and the weight of each term in the sum.
+
+    All T terms by default. With `num_timesteps` K, the decoder term at t = 0 exactly, and the T - 1 KL terms by
+    stratified sampling: [1, T) is cut into K - 1 contiguous strata, one uniformly drawn timestep stands for each,
+    weighted by its stratum's size. The estimate of the sum is unbiased; it is exact when K = T.
+    """
     if num_timesteps is None or num_timesteps >= num_train_timesteps:
         return list(range(num_train_timesteps)), [1.0] * num_train_timesteps
     if num_timesteps < 2:
         raise ValueError(f"`num_timesteps` must be at least 2 (the decoder and one KL term), got {num_timesteps}.")
-    # the decoder term at t=0 exactly; the T-1 KL terms estimated from evenly strided ones
-    kl_timesteps = np.unique(np.linspace(1, num_train_timesteps - 1, num_timesteps - 1).round().astype(int)).tolist()
-    return [0, *kl_timesteps], [1.0] + [(num_train_timesteps - 1) / len(kl_timesteps)] * len(kl_timesteps)
+    edges = np.linspace(1, num_train_timesteps, num_timesteps).round().astype(int)
+    draws = torch.rand(num_timesteps - 1, generator=generator, device=getattr(generator, "device", "cpu"))
+    timesteps, weights = [0], [1.0]
+    for low, high, u in zip(edges[:-1], edges[1:], draws.tolist(), strict=True):
+        timesteps.append(int(low + min(int(u * (high - low)), high - low - 1)))
+        weights.append(float(high - low))
+    return timesteps, weights
 
 
 def _replace_directory(source: str, target: str) -> None:
