@@ -19,7 +19,7 @@ from hf_ddpm.evaluation.digits_classifier import CONFIG_PATH, WEIGHTS_PATH, trai
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0, help="seed of the initialisation, shuffling and augmentation")
-    parser.add_argument("--epochs", type=int, default=60, help="passes over the 1,437 training images")
+    parser.add_argument("--epochs", type=int, default=60, help="passes over the 1,617 training images")
     parser.add_argument("--output_dir", default=None, help="where to write the asset (default: the package's assets)")
     args = parser.parse_args()
 

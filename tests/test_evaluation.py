@@ -336,12 +336,17 @@ def test_digits_split_is_fixed_stratified_and_disjoint():
     test_images, test_labels = load_digits("test")
     assert images.shape == (1797, 8, 8, 1) and images.dtype == np.uint8
     assert images.max() == 255 and images.min() == 0
-    assert len(train_labels) == 1437 and len(test_labels) == 360
-    assert np.abs(np.bincount(test_labels) - np.bincount(labels) * 0.2).max() <= 1  # stratified
+    assert len(train_labels) == 1617 and len(test_labels) == 180
+    assert np.abs(np.bincount(test_labels) - np.bincount(labels) * 0.1).max() <= 1  # stratified
     rows = {row.tobytes() for row in train_images.reshape(len(train_images), -1)}
     # sklearn's digits hold a few exact duplicates; the split is by index, so nearly all test images are unseen
     assert sum(row.tobytes() in rows for row in test_images.reshape(len(test_images), -1)) <= 5
     assert np.array_equal(load_digits("test")[0], test_images)
+    # the same held-out split as the DDPM's training (hf_ddpm.training.data)
+    from hf_ddpm.training.data import load_digits_dataset
+
+    heldout = load_digits_dataset()["test"]
+    assert np.array_equal(np.stack([np.asarray(im) for im in heldout["image"]])[..., None], test_images)
     with pytest.raises(ValueError, match="`split` must be one of 'train', 'test', 'all'"):
         load_digits("validation")
 
@@ -352,7 +357,7 @@ def test_digits_classifier_asset_reaches_its_documented_accuracy():
     model = DigitsClassifier.from_asset()
     test_images, test_labels = load_digits("test")
     correct = int((predict(model, test_images) == test_labels).sum())
-    assert correct == config["test_correct"] and config["split"]["num_test"] == len(test_labels) == 360
+    assert correct == config["test_correct"] and config["split"]["num_test"] == len(test_labels) == 180
     assert correct / len(test_labels) == pytest.approx(config["test_accuracy"])
     assert config["test_accuracy"] >= 0.98
     import hf_ddpm.evaluation.digits_classifier as module
@@ -382,7 +387,7 @@ def test_fd_digits_of_real_digits_is_far_below_noise_blur_and_shuffle():
     shuffled = x.flatten(1)[:, torch.randperm(64, generator=generator)].reshape(x.shape)
     shuffle = fd_digits(shuffled, reference="digits-train")
 
-    assert real.num_samples == 360 and real.num_reference == 1437
+    assert real.num_samples == 180 and real.num_reference == 1617
     assert real.value < 20
     for other in (noise, blur, shuffle):
         assert other.value > 20 * real.value

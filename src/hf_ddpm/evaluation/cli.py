@@ -57,7 +57,7 @@ def register(subparsers) -> None:
     data.add_argument(
         "--split",
         default="test",
-        help="the split: for digits 'test' (the 360 held-out images, default), 'train' or 'all'; for --dataset_name"
+        help="the split: for digits 'test' (the 180 held-out images, default), 'train' or 'all'; for --dataset_name"
         " any split it has",
     )
     data.add_argument("--max_images", type=int, default=None, help="use only the first N images of the split")

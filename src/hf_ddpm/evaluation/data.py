@@ -4,10 +4,10 @@
 Every loader returns uint8 arrays [N x H x W x C], the format `DDPMPosteriorPipeline.bits_per_dim` and the feature
 extractors take.
 
-The digits split. Until `hf_ddpm.training.data` defines the held-out split of the DDPM, evaluation uses one fixed
-split of its own, which is also the split the digits classifier was trained and tested on:
-`sklearn.model_selection.train_test_split(range(1797), test_size=0.2, stratify=labels, random_state=0)`, i.e. 1,437
-training and 360 test images with the class proportions of the full set. Pixels 0..16 map to uint8 by
+The digits split is the DDPM's own held-out split (`hf_ddpm.training.data.load_digits_dataset`), which is also the
+split the digits classifier was trained and tested on:
+`sklearn.model_selection.train_test_split(range(1797), test_size=0.1, stratify=labels, random_state=0)`, i.e. 1,617
+training and 180 test images with the class proportions of the full set. Pixels 0..16 map to uint8 by
 round(v * 255 / 16), as the training code does.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 import PIL.Image
 
 DIGITS_SPLITS = ("train", "test", "all")
-DIGITS_TEST_FRACTION = 0.2
+DIGITS_TEST_FRACTION = 0.1  # = hf_ddpm.training.data.DIGITS_HELDOUT_FRACTION
 DIGITS_SPLIT_SEED = 0
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 

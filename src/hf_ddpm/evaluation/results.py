@@ -5,7 +5,7 @@
 One entry per metric, each a JSON object with at least `value`:
 
     {
-      "bits_per_dim": {"value": 1.52, "standard_error": 0.01, "num_images": 360, "dataset": "digits", ...},
+      "bits_per_dim": {"value": 1.52, "standard_error": 0.01, "num_images": 180, "dataset": "digits", ...},
       "fd_digits": {"value": 0.84, "num_samples": 1000, "num_inference_steps": 1000, "seed": 0, ...},
       "fd_dinov2": {...},
       "fid": {...}
