@@ -42,18 +42,6 @@ LOAD_PATTERNS = [
     "*.safetensors",
 ]
 
-EXAMPLE_DOC_STRING = """
-    Examples:
-        ```py
-        >>> from hf_ddpm import DDPMPosteriorPipeline
-
-        >>> pipe = DDPMPosteriorPipeline.from_pretrained("google/ddpm-cifar10-32")
-        >>> image = pipe(num_inference_steps=100).images[0]
-        >>> image.save("ddpm_generated_image.png")
-        ```
-"""
-
-
 @dataclass
 class DDPMPosteriorPipelineOutput(BaseOutput):
     """
