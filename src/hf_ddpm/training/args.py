@@ -1,0 +1,457 @@
+# Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
+"""The training flags, grouped by concern, and their validation.
+
+Flag names follow diffusers' examples/unconditional_image_generation/train_unconditional.py wherever it has one.
+Defaults live in two places only: here (`default=` of each flag) and, for the flags that depend on the model size
+(`default=None` here, "from the preset" in their help), in `presets.MODEL_PRESETS`.
+"""
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Sequence
+
+from diffusers.optimization import SchedulerType
+
+from ..cli import UsageError
+from ..scheduling_ddpm_posterior import LEARNED_VARIANCE_TYPES, PREDICTION_TYPES, VARIANCE_TYPES
+from . import presets
+from .losses import LOSS_TYPES
+from .resample import TIMESTEP_SAMPLERS
+
+BETA_SCHEDULES = ("linear", "squaredcos_cap_v2", "cosine")
+BETA_SCHEDULE_ALIASES = {"cosine": "squaredcos_cap_v2"}
+MIXED_PRECISIONS = ("no", "fp16", "bf16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+LOGGERS = ("tensorboard", "wandb", "none")
+EXAMPLE = """Example:
+  accelerate launch train.py --max_train_steps 2000 --output_dir outputs/ddpm-digits
+  hf-ddpm train --dataset_name uoft-cs/cifar10 --model_preset cifar10 --mixed_precision bf16"""
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add every training flag to `parser`, grouped by concern (used by train.py and `hf-ddpm train`)."""
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--dataset_name",
+        type=str,
+        default=None,
+        help="A Hugging Face dataset name or local dataset path. Default: scikit-learn's handwritten digits (8x8).",
+    )
+    data.add_argument(
+        "--dataset_config_name",
+        "--dataset_config",
+        dest="dataset_config_name",
+        type=str,
+        default=None,
+        help="The dataset's config name, if it has several.",
+    )
+    data.add_argument(
+        "--train_data_dir",
+        type=str,
+        default=None,
+        help="A folder of images (datasets' imagefolder layout), instead of --dataset_name.",
+    )
+    data.add_argument("--cache_dir", type=str, default=None, help="Where datasets are cached.")
+    data.add_argument(
+        "--image_column", type=str, default=None, help="The column holding the images (default: detected)."
+    )
+    data.add_argument(
+        "--resolution", type=int, default=None, help="Train on RES x RES images (default: from the preset)."
+    )
+    data.add_argument(
+        "--channels",
+        type=int,
+        choices=(1, 3, 4),
+        default=None,
+        help="Image channels: 1 grayscale, 3 RGB, 4 RGBA; images are converted (default: from the preset).",
+    )
+    data.add_argument(
+        "--center_crop", action="store_true", help="Center-crop images after resizing (default: random crop)."
+    )
+    data.add_argument("--random_flip", action="store_true", help="Randomly flip training images horizontally.")
+    data.add_argument(
+        "--heldout_fraction",
+        type=float,
+        default=0.1,
+        help="Fraction held out for bits/dim when the dataset has no test or validation split (fixed split).",
+    )
+    data.add_argument(
+        "--max_train_samples", type=int, default=None, help="Use at most this many training images (debugging)."
+    )
+    data.add_argument(
+        "--dataloader_num_workers", type=int, default=0, help="Data loading subprocesses (0: the main process)."
+    )
+
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--model_preset",
+        type=str,
+        choices=tuple(presets.MODEL_PRESETS),
+        default="digits",
+        help="UNet architecture and size-dependent defaults: digits (8x8 CPU model), tiny (smoke tests), cifar10"
+        " (Ho et al., 35.7M), 64 (64x64).",
+    )
+
+    diffusion = parser.add_argument_group("diffusion")
+    diffusion.add_argument("--ddpm_num_steps", type=int, default=1000, help="Diffusion steps T of training.")
+    diffusion.add_argument(
+        "--beta_schedule",
+        "--ddpm_beta_schedule",
+        dest="beta_schedule",
+        type=str,
+        choices=BETA_SCHEDULES,
+        default="squaredcos_cap_v2",
+        help="Noise schedule: linear (Ho et al.) or squaredcos_cap_v2 (cosine, Nichol & Dhariwal; alias: cosine).",
+    )
+    diffusion.add_argument(
+        "--variance_type",
+        type=str,
+        choices=VARIANCE_TYPES,
+        default="learned_range",
+        help="Reverse-process variance: fixed (small: posterior, large: beta) or learned (learned_range: eq. 15).",
+    )
+    diffusion.add_argument(
+        "--prediction_type",
+        type=str,
+        choices=PREDICTION_TYPES,
+        default="epsilon",
+        help="What the UNet predicts: the noise (epsilon), x_0 (sample) or v (v_prediction).",
+    )
+    diffusion.add_argument(
+        "--ddpm_num_inference_steps",
+        type=int,
+        default=100,
+        help="Sampling steps for the sample grids (respaced from --ddpm_num_steps).",
+    )
+
+    objective = parser.add_argument_group("objective")
+    objective.add_argument(
+        "--loss",
+        type=str,
+        choices=LOSS_TYPES,
+        default="hybrid",
+        help="simple: MSE of the prediction (L_simple); hybrid: L_simple + lambda L_vlb; vlb: the bound L_vlb.",
+    )
+    objective.add_argument(
+        "--vlb_weight", type=float, default=0.001, help="lambda of the hybrid loss (Nichol & Dhariwal: 0.001)."
+    )
+    objective.add_argument(
+        "--timestep_sampler",
+        type=str,
+        choices=TIMESTEP_SAMPLERS,
+        default="auto",
+        help="How t is drawn: uniform, or loss-second-moment importance sampling (auto: the latter for --loss vlb).",
+    )
+
+    optimization = parser.add_argument_group("optimization")
+    optimization.add_argument(
+        "--train_batch_size", type=int, default=None, help="Batch size per device (default: from the preset)."
+    )
+    optimization.add_argument(
+        "--num_epochs", type=int, default=None, help="Epochs to train, when --max_train_steps is not given."
+    )
+    optimization.add_argument(
+        "--max_train_steps",
+        type=int,
+        default=None,
+        help="Optimizer steps to train (overrides --num_epochs; default: from the preset).",
+    )
+    optimization.add_argument(
+        "--gradient_accumulation_steps", type=int, default=1, help="Batches accumulated per optimizer step."
+    )
+    optimization.add_argument(
+        "--learning_rate", type=float, default=None, help="Peak learning rate (default: from the preset)."
+    )
+    optimization.add_argument(
+        "--lr_scheduler",
+        type=str,
+        choices=[s.value for s in SchedulerType],
+        default="cosine",
+        help="Learning-rate schedule after the warmup.",
+    )
+    optimization.add_argument(
+        "--lr_warmup_steps", type=int, default=None, help="Linear warmup steps (default: from the preset)."
+    )
+    optimization.add_argument("--adam_beta1", type=float, default=0.9, help="AdamW beta1.")
+    optimization.add_argument("--adam_beta2", type=float, default=0.999, help="AdamW beta2.")
+    optimization.add_argument("--adam_weight_decay", type=float, default=0.0, help="AdamW decoupled weight decay.")
+    optimization.add_argument("--adam_epsilon", type=float, default=1e-8, help="AdamW epsilon.")
+    optimization.add_argument(
+        "--max_grad_norm", type=float, default=1.0, help="Clip the gradient norm to this (0 disables clipping)."
+    )
+    optimization.add_argument("--seed", type=int, default=0, help="Seed of initialization, data order and noise.")
+
+    ema = parser.add_argument_group("EMA")
+    ema.add_argument(
+        "--use_ema",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Keep an exponential moving average of the weights; it is what gets saved and sampled.",
+    )
+    ema.add_argument(
+        "--ema_decay",
+        "--ema_max_decay",
+        dest="ema_decay",
+        type=float,
+        default=None,
+        help="Largest EMA decay, reached after the warmup (default: from the preset).",
+    )
+    ema.add_argument(
+        "--ema_inv_gamma", type=float, default=1.0, help="EMA warmup: decay = 1 - (1 + step / inv_gamma)^-power."
+    )
+    ema.add_argument("--ema_power", type=float, default=3 / 4, help="EMA warmup power (3/4 suits short runs).")
+
+    hardware = parser.add_argument_group("hardware")
+    hardware.add_argument(
+        "--device",
+        type=str,
+        choices=DEVICES,
+        default="auto",
+        help="Where to train: auto picks CUDA or MPS when present, else the CPU (multi-process CPU uses gloo).",
+    )
+    hardware.add_argument(
+        "--mixed_precision",
+        type=str,
+        choices=MIXED_PRECISIONS,
+        default=None,
+        help="Mixed precision (default: accelerate's config). fp16 needs a GPU and is refused on the CPU.",
+    )
+
+    checkpoints = parser.add_argument_group("checkpoints")
+    checkpoints.add_argument(
+        "--output_dir", type=str, default=None, help="Where everything is written (default: outputs/ddpm-PRESET)."
+    )
+    checkpoints.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="Delete the checkpoints of an earlier run in --output_dir instead of refusing to start.",
+    )
+    checkpoints.add_argument(
+        "--checkpointing_steps",
+        type=int,
+        default=None,
+        help="Save the full training state every N steps; 0 disables (default: from the preset).",
+    )
+    checkpoints.add_argument(
+        "--checkpoints_total_limit", type=int, default=None, help="Keep only the newest N checkpoints."
+    )
+    checkpoints.add_argument(
+        "--resume_from_checkpoint",
+        type=str,
+        default=None,
+        help="Continue a run: 'latest' (newest complete checkpoint in --output_dir), a checkpoint folder, or "
+        "hub:REPO_ID[@REVISION].",
+    )
+
+    logging = parser.add_argument_group("logging and evaluation")
+    logging.add_argument(
+        "--logger", type=str, choices=LOGGERS, default="tensorboard", help="Experiment tracker for the metrics."
+    )
+    logging.add_argument("--logging_dir", type=str, default="logs", help="Tracker folder, relative to --output_dir.")
+    logging.add_argument("--logging_steps", type=int, default=10, help="Log averaged losses every N steps.")
+    logging.add_argument(
+        "--save_images_steps",
+        type=int,
+        default=None,
+        help="Save a sample grid (PNG and tracker) every N steps; 0 disables (default: from the preset).",
+    )
+    logging.add_argument(
+        "--save_images_epochs", type=int, default=None, help="Also save a sample grid every N epochs."
+    )
+    logging.add_argument(
+        "--eval_batch_size", type=int, default=64, help="Images in each sample grid (and samples.png)."
+    )
+    logging.add_argument(
+        "--bpd_steps",
+        type=int,
+        default=None,
+        help="Evaluate bits/dim on the held-out split every N steps; 0 disables (default: from the preset).",
+    )
+    logging.add_argument(
+        "--bpd_num_images", type=int, default=256, help="Held-out images used for bits/dim (at most)."
+    )
+    logging.add_argument(
+        "--bpd_num_timesteps",
+        type=int,
+        default=50,
+        help="Evaluate the bound at this many strided timesteps (all of them: --ddpm_num_steps).",
+    )
+    logging.add_argument(
+        "--save_rank_weight_hashes",
+        action="store_true",
+        help="Write output_dir/weights-rank<i>.sha256 from every process (checks data-parallel ranks agree).",
+    )
+
+    hub = parser.add_argument_group("hub")
+    hub.add_argument("--push_to_hub", action="store_true", help="Push the trained pipeline to the Hub.")
+    hub.add_argument(
+        "--hub_model_id", type=str, default=None, help="The Hub repo to push to (default: the output folder name)."
+    )
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=os.path.basename(sys.argv[0]) or "train.py",
+        description="Train a DDPM / Improved DDPM with Accelerate (one CPU to many GPUs).",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return add_training_arguments(parser)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse and validate the training flags; bad values exit with code 2 and a message naming the flag."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return finalize_args(args)
+    except UsageError as error:
+        parser.error(str(error))
+
+
+def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the preset's defaults, resolve aliases and check every flag; raises `hf_ddpm.cli.UsageError`."""
+    if args.model_preset not in presets.MODEL_PRESETS:
+        raise UsageError(
+            f"--model_preset must be one of {', '.join(presets.MODEL_PRESETS)}, got {args.model_preset!r}."
+        )
+    _fill_preset_defaults(args)
+    args.beta_schedule = BETA_SCHEDULE_ALIASES.get(args.beta_schedule, args.beta_schedule)
+    if args.output_dir is None:
+        args.output_dir = os.path.join("outputs", f"ddpm-{args.model_preset}")
+    if args.timestep_sampler == "auto":
+        args.timestep_sampler = "loss-second-moment" if args.loss == "vlb" else "uniform"
+    if args.mixed_precision is None:
+        args.mixed_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    for check in (_check_positive, _check_objective, _check_resolution, _check_data_source, _check_hardware):
+        problem = check(args)
+        if problem:
+            raise UsageError(problem)
+    return args
+
+
+def _fill_preset_defaults(args: argparse.Namespace) -> None:
+    defaults = presets.preset_defaults(args.model_preset)
+    if args.num_epochs is not None:  # --num_epochs alone sets the length: no preset step count
+        defaults.pop("max_train_steps")
+    if args.save_images_epochs is not None:
+        defaults.pop("save_images_steps")
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
+def _check_positive(args: argparse.Namespace) -> str | None:
+    at_least_one = [
+        "train_batch_size",
+        "gradient_accumulation_steps",
+        "ddpm_num_steps",
+        "ddpm_num_inference_steps",
+        "eval_batch_size",
+        "bpd_num_images",
+        "logging_steps",
+        "resolution",
+    ]
+    optional_at_least_one = ["max_train_steps", "num_epochs", "checkpoints_total_limit", "max_train_samples"]
+    optional_at_least_one += ["save_images_epochs"]
+    at_least_zero = ["lr_warmup_steps", "checkpointing_steps", "save_images_steps", "bpd_steps"]
+    at_least_zero += ["dataloader_num_workers", "seed"]
+    for name in at_least_one + [n for n in optional_at_least_one if getattr(args, n) is not None]:
+        if getattr(args, name) < 1:
+            return f"--{name} must be at least 1, got {getattr(args, name)}."
+    for name in at_least_zero:
+        if getattr(args, name) < 0:
+            return f"--{name} must be at least 0, got {getattr(args, name)}."
+    if not args.learning_rate > 0 or not math.isfinite(args.learning_rate):
+        return f"--learning_rate must be a positive number, got {args.learning_rate}."
+    if not args.max_grad_norm >= 0:
+        return f"--max_grad_norm must be >= 0 (0 disables clipping), got {args.max_grad_norm}."
+    if not 0 < args.ema_decay < 1:
+        return f"--ema_decay must be in (0, 1), got {args.ema_decay}."
+    if not 0 < args.heldout_fraction < 1:
+        return f"--heldout_fraction must be in (0, 1), got {args.heldout_fraction}."
+    if args.ddpm_num_inference_steps > args.ddpm_num_steps:
+        return (
+            f"--ddpm_num_inference_steps ({args.ddpm_num_inference_steps}) cannot exceed --ddpm_num_steps"
+            f" ({args.ddpm_num_steps})."
+        )
+    if args.bpd_num_timesteps < 2:
+        return f"--bpd_num_timesteps must be at least 2 (the decoder and one KL term), got {args.bpd_num_timesteps}."
+    return None
+
+
+def _check_objective(args: argparse.Namespace) -> str | None:
+    learned = args.variance_type in LEARNED_VARIANCE_TYPES
+    if args.loss in ("hybrid", "vlb") and not learned:
+        return (
+            f"--loss {args.loss} trains the variance, so it needs --variance_type learned_range or learned"
+            f" (got {args.variance_type}); use --loss simple with a fixed variance."
+        )
+    if args.loss == "simple" and learned:
+        return (
+            f"--variance_type {args.variance_type} is only trained by --loss hybrid or vlb (L_simple gives the"
+            " variance no gradient); use a fixed variance type with --loss simple."
+        )
+    if not args.vlb_weight > 0:
+        return f"--vlb_weight must be positive, got {args.vlb_weight}."
+    return None
+
+
+def _check_resolution(args: argparse.Namespace) -> str | None:
+    factor = presets.downsampling_factor(args.model_preset)
+    if args.resolution % factor:
+        return (
+            f"--resolution {args.resolution} is not divisible by {factor}: the {args.model_preset} UNet halves the"
+            f" image {int(math.log2(factor))} times (use a multiple of {factor})."
+        )
+    return None
+
+
+def _check_data_source(args: argparse.Namespace) -> str | None:
+    if args.dataset_name is not None and args.train_data_dir is not None:
+        return "Pass only one of --dataset_name and --train_data_dir."
+    if args.train_data_dir is not None and not os.path.isdir(args.train_data_dir):
+        return f"--train_data_dir {args.train_data_dir} is not a folder."
+    if args.resume_from_checkpoint is not None:
+        spec = args.resume_from_checkpoint
+        if not (spec == "latest" or spec.startswith("hub:") or os.path.isdir(spec)):
+            return f"--resume_from_checkpoint must be 'latest', a checkpoint folder or hub:REPO_ID, got {spec!r}."
+    return None
+
+
+def _check_hardware(args: argparse.Namespace) -> str | None:
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        return "--device cuda was asked for, but torch sees no CUDA device."
+    if args.device == "mps" and not torch.backends.mps.is_available():
+        return "--device mps was asked for, but torch sees no MPS device."
+    if args.mixed_precision not in MIXED_PRECISIONS:
+        return f"--mixed_precision must be one of {', '.join(MIXED_PRECISIONS)}, got {args.mixed_precision!r}."
+    if args.mixed_precision == "fp16" and resolve_device_type(args.device) == "cpu":
+        return (
+            "--mixed_precision fp16 needs a GPU (float16 autocast with loss scaling); on the CPU use"
+            " --mixed_precision bf16 or no."
+        )
+    if args.logger == "wandb":
+        from accelerate.utils import is_wandb_available
+
+        if not is_wandb_available():
+            return "--logger wandb needs the wandb package (pip install wandb); or use --logger tensorboard."
+    return None
+
+
+def resolve_device_type(device: str) -> str:
+    """The device type training will use for `--device`: 'cuda', 'mps' or 'cpu'."""
+    import torch
+
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"

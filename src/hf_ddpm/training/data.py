@@ -1,0 +1,303 @@
+# Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
+"""Training data: the built-in digits, any Hugging Face image dataset, or a folder of images.
+
+Images are decoded once, converted to the model's channels, resized (shorter side to the resolution) and, with
+`--center_crop`, cropped, then held in memory as uint8 tensors: decoding is paid once instead of every epoch, and a
+batch is one tensor index. Images that cannot be read or decoded are skipped and counted.
+
+The random augmentations (flip, crop offset) are a pure function of (seed, epoch, image index), not of an RNG state:
+the same on every process and data-loader worker, and the same after resuming from a checkpoint.
+"""
+
+import io
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import PIL.Image
+import torch
+from tqdm.auto import tqdm
+
+from ..cli import UsageError
+
+logger = logging.getLogger(__name__)
+
+HELDOUT_SPLITS = ("test", "validation", "valid", "val")
+DIGITS_HELDOUT_FRACTION = 0.1
+MAX_IN_MEMORY_BYTES = 16 * 2**30  # decoded uint8 images kept in memory
+
+
+def load_digits_dataset():
+    """
+    scikit-learn's 1,797 handwritten digits as a `datasets.DatasetDict` with a fixed, stratified 10% "test" split.
+
+    Returns:
+        `datasets.DatasetDict`: "train" (1,617) and "test" (180) splits with columns `image` (8x8 grayscale PIL
+        images, pixel values round(v * 255 / 16) of the original 0..16 values) and `label` (0-9).
+    """
+    import datasets
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    pixels = np.round(digits.images * 255.0 / 16.0).astype(np.uint8)  # [1797 x 8 x 8]
+    labels = digits.target.astype(np.int64)
+    train_index, test_index = train_test_split(
+        np.arange(len(labels)), test_size=DIGITS_HELDOUT_FRACTION, random_state=0, stratify=labels
+    )
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=[str(d) for d in range(10)])}
+    )
+
+    def split(index):
+        index = np.sort(index)
+        images = [PIL.Image.fromarray(pixels[i], mode="L") for i in index]
+        return datasets.Dataset.from_dict({"image": images, "label": labels[index].tolist()}, features=features)
+
+    return datasets.DatasetDict({"train": split(train_index), "test": split(test_index)})
+
+
+def load_image_dataset(
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    train_data_dir: str | None = None,
+    cache_dir: str | None = None,
+):
+    """The dataset as a `datasets.DatasetDict`: a Hub name or local path, an imagefolder, or (neither) the digits."""
+    import datasets
+
+    if train_data_dir is not None:
+        return datasets.load_dataset("imagefolder", data_dir=train_data_dir, cache_dir=cache_dir)
+    if dataset_name is None:
+        return load_digits_dataset()
+    if os.path.isdir(dataset_name) and os.path.isfile(os.path.join(dataset_name, "dataset_dict.json")):
+        loaded = datasets.load_from_disk(dataset_name)
+    else:
+        loaded = datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir)
+    if isinstance(loaded, datasets.Dataset):
+        loaded = datasets.DatasetDict({"train": loaded})
+    return loaded
+
+
+def split_train_heldout(dataset_dict, heldout_fraction: float = 0.1):
+    """
+    The training split and a held-out split for bits/dim: the dataset's test/validation split when it has one, else a
+    fixed `heldout_fraction` of its training split (seed 0, independent of the run's seed).
+
+    Returns:
+        `tuple`: (train `datasets.Dataset`, held-out `datasets.Dataset`, a description of the held-out split).
+    """
+    if "train" not in dataset_dict:
+        raise UsageError(f"The dataset has no 'train' split (it has: {', '.join(dataset_dict)}).")
+    train = dataset_dict["train"]
+    for name in HELDOUT_SPLITS:
+        if name in dataset_dict:
+            return train, dataset_dict[name], name
+    if len(train) < 2:
+        raise UsageError(f"The dataset has {len(train)} image(s): too few to hold some out for bits/dim.")
+    parts = train.train_test_split(test_size=heldout_fraction, seed=0, shuffle=True)
+    return parts["train"], parts["test"], f"{heldout_fraction:.0%} of train"
+
+
+def find_image_column(dataset, requested: str | None = None) -> str:
+    """The image column: `requested` (checked), else the first `datasets.Image` column, else one named image/img."""
+    import datasets
+
+    columns = list(dataset.column_names)
+    if requested is not None:
+        if requested not in columns:
+            raise UsageError(f"--image_column {requested!r} is not a column of the dataset; it has: {columns}.")
+        return requested
+    for name, feature in dataset.features.items():
+        if isinstance(feature, datasets.Image):
+            return name
+    for name in ("image", "img", "images", "pixel_values"):
+        if name in columns:
+            return name
+    raise UsageError(f"No image column found among {columns}: pass --image_column.")
+
+
+@dataclass
+class DecodedImages:
+    """Images decoded to uint8 tensors: one [N x C x H x W] tensor, or a list of [C x H x W] when sizes differ."""
+
+    images: torch.Tensor | list[torch.Tensor]
+    num_skipped: int
+    first_error: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def decode_images(
+    dataset,
+    column: str,
+    resolution: int,
+    channels: int,
+    center_crop: bool,
+    desc: str = "Decoding images",
+    show_progress: bool = True,
+) -> DecodedImages:
+    """
+    Decode every image of `dataset[column]`, convert it to `channels` channels, resize its shorter side to
+    `resolution` and, with `center_crop`, crop the center. Unreadable or undecodable images are skipped.
+
+    Returns:
+        [`DecodedImages`]: uint8 images and the number skipped (with the first error, for the warning).
+    """
+    import datasets
+
+    if isinstance(dataset.features.get(column), datasets.Image):
+        dataset = dataset.select_columns([column]).cast_column(column, datasets.Image(decode=False))
+    else:
+        dataset = dataset.select_columns([column])
+    images, num_skipped, first_error = [], 0, None
+    progress = tqdm(total=len(dataset), desc=desc, disable=not show_progress, leave=False)
+    for batch in dataset.iter(batch_size=256):
+        for value in batch[column]:
+            try:
+                image = _open_image(value)
+                images.append(_to_tensor(_resize(_convert(image, channels), resolution, center_crop)))
+            except (OSError, ValueError, TypeError, SyntaxError, PIL.Image.DecompressionBombError) as error:
+                num_skipped += 1
+                first_error = first_error or f"{_describe(value)}: {type(error).__name__}: {error}"
+        progress.update(len(batch[column]))
+    progress.close()
+    if images and all(image.shape == images[0].shape for image in images):
+        return DecodedImages(torch.stack(images), num_skipped, first_error)
+    return DecodedImages(images, num_skipped, first_error)
+
+
+def _open_image(value) -> PIL.Image.Image:
+    if isinstance(value, PIL.Image.Image):
+        image = value
+    elif isinstance(value, dict) and (value.get("bytes") or value.get("path")):
+        image = PIL.Image.open(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"])
+    elif isinstance(value, (np.ndarray, list)):
+        image = PIL.Image.fromarray(np.asarray(value, dtype=np.uint8))
+    else:
+        raise TypeError(f"not an image: {type(value).__name__}")
+    image.load()  # decode now: truncated files fail here, not in the middle of training
+    return image
+
+
+def _describe(value) -> str:
+    if isinstance(value, dict) and value.get("path"):
+        return str(value["path"])
+    return "an image"
+
+
+def _convert(image: PIL.Image.Image, channels: int) -> PIL.Image.Image:
+    """To L, RGB or RGBA. Transparent pixels become white unless the alpha channel is kept."""
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
+    if channels != 4 and (image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = PIL.Image.alpha_composite(white, rgba)
+    return image.convert(mode)
+
+
+def _resize(image: PIL.Image.Image, resolution: int, center_crop: bool) -> PIL.Image.Image:
+    width, height = image.size
+    if min(width, height) != resolution:
+        scale = resolution / min(width, height)
+        size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
+        image = image.resize(size, PIL.Image.BILINEAR)
+    if center_crop:
+        width, height = image.size
+        left, top = (width - resolution) // 2, (height - resolution) // 2
+        image = image.crop((left, top, left + resolution, top + resolution))
+    return image
+
+
+def _to_tensor(image: PIL.Image.Image) -> torch.Tensor:
+    array = np.asarray(image, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()  # [C x H x W]
+
+
+def to_model_space(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images [N x C x H x W] to float32 in [-1, 1]."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def _hash_uniform(seed: int, epoch: int, indices: np.ndarray, stream: int) -> np.ndarray:
+    """Uniform [0, 1) numbers from (seed, epoch, index, stream) through SplitMix64: no RNG state involved."""
+    x = indices.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(
+        (seed * 1_000_003 + epoch * 7_919 + stream * 104_729) % 2**63
+    )
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / float(2**53)
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """
+    Decoded uint8 images, served a batch at a time (`__getitems__`): [B x C x R x R] uint8 tensors.
+
+    Args:
+        images ([`DecodedImages`] or `torch.Tensor`): the decoded images.
+        resolution (`int`): the side R of the served images (random crops of larger ones).
+        random_flip (`bool`): flip half the images horizontally, a fresh half each epoch.
+        seed (`int`): the seed of the flips and crops.
+    """
+
+    def __init__(self, images, resolution: int, random_flip: bool = False, seed: int = 0):
+        self.images = images.images if isinstance(images, DecodedImages) else images
+        self.resolution = resolution
+        self.random_flip = random_flip
+        self.seed = seed
+        self.epoch = 0
+        self._square = isinstance(self.images, torch.Tensor) and self.images.shape[-2:] == (resolution, resolution)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's flips and crops (the data loader's workers receive it with the dataset)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> torch.Tensor:
+        index = np.asarray(indices, dtype=np.int64)
+        if self._square:
+            batch = self.images[torch.from_numpy(index)]
+        else:
+            offsets = self._uniform(index, 1)
+            batch = torch.stack([self._random_crop(int(i), u) for i, u in zip(index, offsets, strict=True)])
+        if self.random_flip:
+            flip = torch.from_numpy(self._uniform(index, 0) < 0.5).view(-1, 1, 1, 1)
+            batch = torch.where(flip, batch.flip(-1), batch)
+        return batch
+
+    def _uniform(self, index: np.ndarray, stream: int) -> np.ndarray:
+        return _hash_uniform(self.seed, self.epoch, index, stream)
+
+    def _random_crop(self, index: int, u: float) -> torch.Tensor:
+        image = self.images[index]
+        height, width = image.shape[-2:]
+        offset = int(u * (max(height, width) - self.resolution + 1))
+        if width > height:
+            return image[:, : self.resolution, offset : offset + self.resolution]
+        return image[:, offset : offset + self.resolution, : self.resolution]
+
+
+def identity_collate(batch: torch.Tensor) -> torch.Tensor:
+    """The dataset already returns whole batches (`__getitems__`)."""
+    return batch
+
+
+def check_in_memory_size(num_images: int, channels: int, resolution: int) -> None:
+    """Refuse datasets whose decoded images would not fit in memory, before decoding them."""
+    needed = num_images * channels * resolution * resolution
+    if needed > MAX_IN_MEMORY_BYTES:
+        raise UsageError(
+            f"{num_images} images of {channels}x{resolution}x{resolution} need {needed / 2**30:.1f} GiB decoded;"
+            f" the trainer keeps images in memory (limit {MAX_IN_MEMORY_BYTES / 2**30:.0f} GiB): use"
+            " --max_train_samples."
+        )

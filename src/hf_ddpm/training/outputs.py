@@ -1,0 +1,142 @@
+# Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
+"""What training leaves behind: sample grids, held-out bits/dim, the saved pipeline and the run's JSON files."""
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import UNet2DModel
+
+from ..pipeline_ddpm_posterior import DDPMPosteriorPipeline
+from ..scheduling_ddpm_posterior import DDPMPosteriorScheduler
+
+GRID_MIN_CELL = 64  # small images are upscaled (nearest) to at least this many pixels per side in grids
+
+
+class EvaluationModel:
+    """
+    A copy of the UNet for sampling and bits/dim, loaded with the EMA (or current) weights on demand: evaluation
+    never touches the training weights, and it draws from its own generators, never from the global RNG.
+    """
+
+    def __init__(self, unet_config: dict, scheduler_config: dict, device: torch.device):
+        with torch.random.fork_rng(devices=[]):  # its random init must not shift the training RNG (exact resume)
+            self.unet = UNet2DModel.from_config(unet_config).to(device).eval()
+        self.unet.requires_grad_(False)
+        scheduler = DDPMPosteriorScheduler.from_config(scheduler_config)
+        self.pipeline = DDPMPosteriorPipeline(unet=self.unet, scheduler=scheduler)
+        self.pipeline.set_progress_bar_config(disable=True)
+
+    def load_weights(self, ema, training_unet: torch.nn.Module) -> None:
+        """The EMA weights when there is an EMA, else the training weights."""
+        if ema is not None:
+            ema.copy_to(self.unet.parameters())
+        else:
+            self.unet.load_state_dict(training_unet.state_dict())
+
+    def sample(self, num_images: int, num_inference_steps: int, seed: int) -> np.ndarray:
+        """[N x H x W x C] float images in [0, 1], always from the same noise (seed) to compare across steps."""
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        return self.pipeline(
+            batch_size=num_images, generator=generator, num_inference_steps=num_inference_steps, output_type="np"
+        ).images
+
+    def bits_per_dim(self, images: torch.Tensor, num_timesteps: int, batch_size: int = 512) -> dict:
+        """The variational bound of `images` ([N x C x H x W] in [-1, 1]) in bits/dim, strided over timesteps."""
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        num_train_timesteps = self.pipeline.scheduler.config.num_train_timesteps
+        strided = None if num_timesteps >= num_train_timesteps else num_timesteps
+        result = self.pipeline.bits_per_dim(
+            images, generator=generator, batch_size=batch_size, num_timesteps=strided, show_progress=False
+        )
+        return {
+            "value": float(result.bpd.mean()),
+            "standard_error": result.standard_error,
+            "num_images": int(images.shape[0]),
+            "num_timesteps": int(len(result.timesteps)),
+        }
+
+
+def image_grid(images: np.ndarray) -> PIL.Image.Image:
+    """
+    Images [N x H x W x C] in [0, 1] as one near-square grid with gray gaps between cells; small images are
+    upscaled (nearest neighbours) to at least `GRID_MIN_CELL` pixels a side so that 8x8 digits are visible.
+    """
+    num, height, width, channels = images.shape
+    columns = math.ceil(math.sqrt(num))
+    rows = math.ceil(num / columns)
+    scale = max(1, GRID_MIN_CELL // max(height, width))
+    cell_height, cell_width = height * scale, width * scale
+    gap = max(1, min(cell_height, cell_width) // 32)
+    pixels = np.round(np.clip(images, 0, 1) * 255).astype(np.uint8)
+    pixels = pixels.repeat(scale, axis=1).repeat(scale, axis=2)  # [N x H*scale x W*scale x C]
+    grid = np.full((rows * (cell_height + gap) - gap, columns * (cell_width + gap) - gap, channels), 128, np.uint8)
+    for i in range(num):
+        top, left = (i // columns) * (cell_height + gap), (i % columns) * (cell_width + gap)
+        grid[top : top + cell_height, left : left + cell_width] = pixels[i]
+    return PIL.Image.fromarray(grid[:, :, 0] if channels == 1 else grid)
+
+
+def save_png(image: PIL.Image.Image, path: str) -> None:
+    """Write a PNG atomically (temporary file, then rename)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temp = f"{path}.tmp-{os.getpid()}"
+    image.save(temp, format="PNG")
+    os.replace(temp, path)
+
+
+def write_json(data: dict, path: str) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    temp = f"{path}.tmp-{os.getpid()}"
+    with open(temp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(temp, path)
+
+
+def save_pipeline_into(pipeline: DDPMPosteriorPipeline, output_dir: str) -> None:
+    """
+    Save `pipeline` into `output_dir`, which also holds checkpoints and logs: the pipeline is saved whole to a
+    sibling staging folder, then each of its entries (model_index.json, unet/, scheduler/, code) replaces its
+    namesake. `DDPMPosteriorPipeline.save_pretrained` alone would replace the whole folder.
+    """
+    output_dir = os.path.abspath(output_dir)
+    staging = tempfile.mkdtemp(prefix=".pipeline-", dir=output_dir)
+    try:
+        folder = os.path.join(staging, "pipeline")
+        pipeline.save_pretrained(folder)
+        # model_index.json last: a folder with it is a complete pipeline
+        names = sorted(os.listdir(folder), key=lambda name: name == "model_index.json")
+        for name in names:
+            _replace(os.path.join(folder, name), os.path.join(output_dir, name), staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _replace(source: str, target: str, trash: str) -> None:
+    if os.path.isdir(target) and not os.path.islink(target):
+        os.replace(target, os.path.join(trash, "old-" + os.path.basename(target)))
+    os.replace(source, target)
+
+
+def weights_sha256(module: torch.nn.Module) -> str:
+    """A hash of every tensor of `module.state_dict()` (names, dtypes, shapes and bytes)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def tensors_sha256(tensors: list[torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
