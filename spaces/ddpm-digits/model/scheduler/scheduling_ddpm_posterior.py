@@ -1,0 +1,679 @@
+# Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
+"""The DDPM scheduler with the true posterior, learned variances, respacing and the variational bound.
+
+Implements Ho et al. 2020 ("Denoising Diffusion Probabilistic Models", arXiv 2006.11239) and the learned-variance
+improvements of Nichol & Dhariwal 2021 ("Improved Denoising Diffusion Probabilistic Models", arXiv 2102.09672) as a
+diffusers scheduler. It is a drop-in replacement for `diffusers.DDPMScheduler`: the same config keys, the same
+`step()` outputs for the same `torch.Generator`, plus what DDPMScheduler lacks: exact float64 schedules, learned
+log-variances as in the Improved DDPM code, respacing that keeps every variance type correct, and the variational
+bound in bits per dimension.
+
+This module imports only torch, numpy and diffusers on purpose: it is copied next to `scheduler_config.json` when a
+pipeline is saved, so `DiffusionPipeline.from_pretrained(..., trust_remote_code=True)` can load it where hf_ddpm is
+not installed.
+"""
+
+import inspect
+import math
+import os
+import shutil
+from typing import Literal
+
+import numpy as np
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.schedulers.scheduling_ddpm import DDPMScheduler, DDPMSchedulerOutput
+from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
+
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
+VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range")
+LEARNED_VARIANCE_TYPES = ("learned", "learned_range")
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
+
+
+def _check_choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"`{name}` must be one of {', '.join(map(repr, allowed))}, got {value!r}.")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Beta schedules, in float64. Same definitions as diffusers.DDPMScheduler, which computes them in float32.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def betas_for_alpha_bar(num_diffusion_timesteps: int, max_beta: float = 0.999) -> np.ndarray:
+    """The cosine schedule of Nichol & Dhariwal (eq. 17): betas discretizing alpha_bar(t) = cos^2((t+s)/(1+s) pi/2)."""
+    steps = np.arange(num_diffusion_timesteps + 1, dtype=np.float64) / num_diffusion_timesteps
+    alpha_bar = np.cos((steps + 0.008) / 1.008 * math.pi / 2) ** 2
+    return np.minimum(1.0 - alpha_bar[1:] / alpha_bar[:-1], max_beta)
+
+
+def rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
+    """Rescale betas to zero terminal SNR, Algorithm 1 of arXiv 2305.08891 (as diffusers does, in float64)."""
+    alphas_bar_sqrt = np.sqrt(np.cumprod(1.0 - betas))
+    first, last = alphas_bar_sqrt[0], alphas_bar_sqrt[-1]
+    alphas_bar_sqrt = (alphas_bar_sqrt - last) * first / (first - last)
+    alphas_bar = alphas_bar_sqrt**2
+    alphas = np.concatenate([alphas_bar[:1], alphas_bar[1:] / alphas_bar[:-1]])
+    return 1.0 - alphas
+
+
+def make_betas(
+    num_train_timesteps: int, beta_start: float, beta_end: float, beta_schedule: str, trained_betas=None
+) -> np.ndarray:
+    """The float64 betas of a schedule: `linear`, `scaled_linear`, `squaredcos_cap_v2`, `sigmoid` or given betas."""
+    if trained_betas is not None:
+        betas = np.asarray(trained_betas, dtype=np.float64).reshape(-1)
+        if betas.shape[0] != num_train_timesteps:
+            raise ValueError(
+                f"`trained_betas` has {betas.shape[0]} values but `num_train_timesteps` is {num_train_timesteps}."
+            )
+        return betas
+    _check_choice("beta_schedule", beta_schedule, BETA_SCHEDULES)
+    if beta_schedule == "linear":
+        return np.linspace(beta_start, beta_end, num_train_timesteps, dtype=np.float64)
+    if beta_schedule == "scaled_linear":  # the latent diffusion schedule
+        return np.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=np.float64) ** 2
+    if beta_schedule == "squaredcos_cap_v2":
+        return betas_for_alpha_bar(num_train_timesteps)
+    # "sigmoid": the GeoDiff schedule
+    sigmoid = 1.0 / (1.0 + np.exp(-np.linspace(-6, 6, num_train_timesteps, dtype=np.float64)))
+    return sigmoid * (beta_end - beta_start) + beta_start
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The Gaussian terms of the variational bound (Ho et al. eq. 5; Nichol & Dhariwal eq. 4-6). Pure functions.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
+    """KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))), elementwise, in nats. Arguments broadcast."""
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+
+
+def discretized_gaussian_log_likelihood(
+    x: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor
+) -> torch.Tensor:
+    """
+    Log-likelihood of images `x` in [-1, 1], quantized to 256 levels, under N(means, exp(log_scales)^2): the decoder
+    term L_0 of Ho et al. (eq. 13). The edge bins extend to -inf and +inf. Unlike the Improved DDPM code, which uses a
+    tanh approximation of the normal CDF, this uses the exact CDF (`torch.special.ndtr`) and evaluates tail
+    probabilities on the side where they do not cancel.
+    """
+    if not x.shape == means.shape == log_scales.shape:
+        raise ValueError(
+            f"x, means and log_scales must have one shape, got {x.shape}, {means.shape}, {log_scales.shape}."
+        )
+    inv_stdv = torch.exp(-log_scales)
+    upper = (x - means + 1.0 / 255.0) * inv_stdv
+    lower = (x - means - 1.0 / 255.0) * inv_stdv
+    # Phi(upper) - Phi(lower) cancels when both are near 1: use Phi(-lower) - Phi(-upper) there.
+    right_tail = lower > 0
+    cdf_delta = torch.where(
+        right_tail,
+        torch.special.ndtr(-lower) - torch.special.ndtr(-upper),
+        torch.special.ndtr(upper) - torch.special.ndtr(lower),
+    )
+    log_probs = torch.where(
+        x < -0.999,
+        torch.special.log_ndtr(upper),
+        torch.where(x > 0.999, torch.special.log_ndtr(-lower), torch.log(cdf_delta.clamp(min=1e-12))),
+    )
+    return log_probs
+
+
+def mean_over_pixels(tensor: torch.Tensor) -> torch.Tensor:
+    """Mean over every dimension but the batch: [N x C x H x W] -> [N]."""
+    return tensor.mean(dim=tuple(range(1, tensor.ndim)))
+
+
+def _broadcast(values: torch.Tensor, timesteps: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Gather `values[timesteps]` and shape it [N x 1 x 1 ...] to broadcast against an [N x ...] tensor."""
+    return values[timesteps].reshape(-1, *([1] * (ndim - 1)))
+
+
+class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
+    """
+    `DDPMPosteriorScheduler` is the DDPM ancestral sampler p(x_{t-1} | x_t) built on the true posterior
+    q(x_{t-1} | x_t, x_0), with fixed or learned variances, respacing and the variational bound.
+
+    This model inherits from [`SchedulerMixin`] and [`ConfigMixin`]. It takes the config of
+    [`~diffusers.DDPMScheduler`] unchanged, so `DDPMPosteriorScheduler.from_pretrained(repo, subfolder="scheduler")`
+    loads any diffusers DDPM scheduler and `DDIMScheduler.from_config(scheduler.config)` goes the other way.
+
+    Differences from `diffusers.DDPMScheduler`, all deliberate:
+        - schedules are computed once in float64 and cast, so the last steps of the cosine schedule keep their digits;
+        - `variance_type="learned"` reads the model's extra channels as a *log*-variance, as the Improved DDPM code
+          does (diffusers reads them as a variance);
+        - `variance_type="fixed_large_log"` is sigma^2 = beta_t computed in log space (diffusers returns NaN);
+        - invalid options raise a `ValueError` that lists the allowed values instead of falling through;
+        - no noise is added at the last step of a chain, also when that step's timestep is above 0 ("trailing"
+          spacing or custom timesteps): p(x_0 | x_1) is the decoder, whose mean is the sample.
+
+    Args:
+        num_train_timesteps (`int`, defaults to 1000):
+            The number of diffusion steps T the model was trained with.
+        beta_start (`float`, defaults to 0.0001):
+            The first beta of the `linear`, `scaled_linear` and `sigmoid` schedules.
+        beta_end (`float`, defaults to 0.02):
+            The last beta of the `linear`, `scaled_linear` and `sigmoid` schedules.
+        beta_schedule (`"linear"`, `"scaled_linear"`, `"squaredcos_cap_v2"` or `"sigmoid"`, defaults to `"linear"`):
+            How betas are spaced. `squaredcos_cap_v2` is the cosine schedule of Improved DDPM.
+        trained_betas (`np.ndarray` or `list[float]`, *optional*):
+            Betas given directly, one per training timestep; overrides `beta_schedule`.
+        variance_type (`str`, defaults to `"fixed_small"`):
+            The reverse-process variance sigma_t^2: `fixed_small` (beta-tilde_t, the posterior variance),
+            `fixed_large` (beta_t), their `_log` twins (the same values computed in log space), `learned` (the model's
+            extra channels are log sigma^2) or `learned_range` (they are v in [-1, 1] with
+            log sigma^2 = v' log beta_t + (1 - v') log beta-tilde_t, v' = (v + 1) / 2). Learned types expect the model
+            to output twice the image channels.
+        clip_sample (`bool`, defaults to `True`):
+            Clip the predicted x_0 to [-clip_sample_range, clip_sample_range].
+        prediction_type (`"epsilon"`, `"sample"` or `"v_prediction"`, defaults to `"epsilon"`):
+            What the model predicts: the noise, x_0 itself, or v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0.
+        thresholding (`bool`, defaults to `False`):
+            Dynamic thresholding of the predicted x_0 (Imagen, arXiv 2205.11487) instead of plain clipping.
+        dynamic_thresholding_ratio (`float`, defaults to 0.995):
+            The quantile used by dynamic thresholding.
+        clip_sample_range (`float`, defaults to 1.0):
+            The clipping bound of `clip_sample`.
+        sample_max_value (`float`, defaults to 1.0):
+            The largest threshold of dynamic thresholding.
+        timestep_spacing (`"linspace"`, `"leading"` or `"trailing"`, defaults to `"leading"`):
+            How `set_timesteps(n)` picks n of the T timesteps. Improved DDPM's respacing "n" is `linspace` and its
+            "ddimN" is `leading`.
+        steps_offset (`int`, defaults to 0):
+            Added to the `leading` timesteps.
+        rescale_betas_zero_snr (`bool`, defaults to `False`):
+            Rescale betas to zero terminal SNR (arXiv 2305.08891); needs `prediction_type` `v_prediction` or `sample`.
+    """
+
+    _compatibles = [e.name for e in KarrasDiffusionSchedulers]
+    order = 1
+
+    @register_to_config
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        beta_start: float = 0.0001,
+        beta_end: float = 0.02,
+        beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"] = "linear",
+        trained_betas: np.ndarray | list[float] | None = None,
+        variance_type: Literal[
+            "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"
+        ] = "fixed_small",
+        clip_sample: bool = True,
+        prediction_type: Literal["epsilon", "sample", "v_prediction"] = "epsilon",
+        thresholding: bool = False,
+        dynamic_thresholding_ratio: float = 0.995,
+        clip_sample_range: float = 1.0,
+        sample_max_value: float = 1.0,
+        timestep_spacing: Literal["linspace", "leading", "trailing"] = "leading",
+        steps_offset: int = 0,
+        rescale_betas_zero_snr: bool = False,
+    ):
+        if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, (int, np.integer)):
+            raise TypeError(f"`num_train_timesteps` must be an int, got {type(num_train_timesteps).__name__}.")
+        if num_train_timesteps < 1:
+            raise ValueError(f"`num_train_timesteps` must be at least 1, got {num_train_timesteps}.")
+        _check_choice("variance_type", variance_type, VARIANCE_TYPES)
+        _check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+        _check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
+        if clip_sample_range <= 0 or sample_max_value <= 0:
+            raise ValueError("`clip_sample_range` and `sample_max_value` must be positive.")
+        if not 0 < dynamic_thresholding_ratio <= 1:
+            raise ValueError(f"`dynamic_thresholding_ratio` must be in (0, 1], got {dynamic_thresholding_ratio}.")
+        if steps_offset < 0:
+            raise ValueError(f"`steps_offset` must be >= 0, got {steps_offset}.")
+
+        betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
+        if rescale_betas_zero_snr:
+            if prediction_type == "epsilon":
+                raise ValueError(
+                    "`rescale_betas_zero_snr=True` makes alpha_bar_T = 0, where an epsilon prediction cannot give x_0;"
+                    " use `prediction_type` 'v_prediction' or 'sample'."
+                )
+            betas = rescale_zero_terminal_snr(betas)
+        if not (np.all(betas > 0) and np.all(betas <= 1)):
+            bad = betas[(betas <= 0) | (betas > 1)][0]
+            raise ValueError(
+                f"Every beta must lie in (0, 1]; the schedule (beta_schedule={beta_schedule!r},"
+                f" beta_start={beta_start}, beta_end={beta_end}) contains {bad}."
+            )
+
+        # The training chain in float64; the public float32 tensors mirror diffusers.DDPMScheduler's attributes.
+        self._betas64 = betas
+        self._alphas_cumprod64 = np.cumprod(1.0 - betas)
+        self.betas = torch.from_numpy(betas).float()
+        self.alphas = 1.0 - self.betas
+        self.alphas_cumprod = torch.from_numpy(self._alphas_cumprod64).float()
+        self.one = torch.tensor(1.0)
+        self.init_noise_sigma = 1.0
+        self.variance_type = variance_type
+        self._train_terms = self._chain_terms(np.arange(num_train_timesteps))
+        self._train_terms_cache = {}
+        self._set_chain(np.arange(num_train_timesteps)[::-1].copy(), num_inference_steps=None, custom=False)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Schedules: computed once per chain, in float64
+    # ------------------------------------------------------------------------------------------------------------
+
+    def _chain_terms(self, kept_timesteps: np.ndarray) -> dict[str, np.ndarray]:
+        """
+        Every per-step quantity of the chain that visits `kept_timesteps` (ascending), in float64.
+
+        Respacing (Nichol & Dhariwal, section 4): keep alpha_bar at the kept timesteps and recompute
+        beta_i = 1 - alpha_bar_i / alpha_bar_{i-1}, so the posterior of the shorter chain is exact.
+        """
+        alphas_cumprod = self._alphas_cumprod64[kept_timesteps]
+        alphas_cumprod_prev = np.concatenate([[1.0], alphas_cumprod[:-1]])
+        betas = 1.0 - alphas_cumprod / alphas_cumprod_prev
+        # Ho et al. eq. 7: posterior variance beta-tilde and the two coefficients of its mean
+        posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
+        # beta-tilde_0 = 0: clip the log at the first step to beta-tilde_1, as the Improved DDPM code does
+        first = posterior_variance[1] if len(posterior_variance) > 1 else betas[0]
+        posterior_log_variance_clipped = np.log(np.concatenate([[first], posterior_variance[1:]]))
+        with np.errstate(divide="ignore"):  # zero terminal SNR: alpha_bar_T = 0 gives an infinite epsilon factor
+            sqrt_recipm1_alphas_cumprod = np.sqrt(1.0 / alphas_cumprod - 1.0)
+        return {
+            "timesteps": kept_timesteps,
+            "betas": betas,
+            "alphas_cumprod": alphas_cumprod,
+            "alphas_cumprod_prev": alphas_cumprod_prev,
+            "sqrt_alphas_cumprod": np.sqrt(alphas_cumprod),
+            "sqrt_one_minus_alphas_cumprod": np.sqrt(1.0 - alphas_cumprod),
+            "sqrt_recipm1_alphas_cumprod": sqrt_recipm1_alphas_cumprod,
+            "posterior_variance": posterior_variance,
+            "posterior_log_variance_clipped": posterior_log_variance_clipped,
+            "posterior_mean_coef1": betas * np.sqrt(alphas_cumprod_prev) / (1.0 - alphas_cumprod),
+            "posterior_mean_coef2": (1.0 - alphas_cumprod_prev) * np.sqrt(1.0 - betas) / (1.0 - alphas_cumprod),
+            # sigma^2 = beta_t, but beta-tilde_1 at the first step: a better decoder variance (Improved DDPM code)
+            "log_betas_fixed_large": np.log(np.concatenate([[first], betas[1:]])),
+            "log_betas": np.log(betas),
+        }
+
+    def _set_chain(self, timesteps: np.ndarray, num_inference_steps: int | None, custom: bool, device=None) -> None:
+        """Install the sampling chain `timesteps` (descending) and its per-step coefficients as Python floats."""
+        self.timesteps = torch.from_numpy(timesteps.astype(np.int64)).to(device)
+        self.num_inference_steps = num_inference_steps
+        self.custom_timesteps = custom
+        terms = self._chain_terms(timesteps[::-1].copy())
+        # step() reads plain floats: no tensor indexing or 0-dim tensor arithmetic on the sampling hot path
+        self._step_index = {int(t): i for i, t in enumerate(terms["timesteps"])}
+        self._step_coefficients = [
+            (
+                float(np.sqrt(terms["alphas_cumprod"][i])),
+                float(terms["sqrt_one_minus_alphas_cumprod"][i]),
+                float(terms["posterior_mean_coef1"][i]),
+                float(terms["posterior_mean_coef2"][i]),
+                float(np.sqrt(max(terms["posterior_variance"][i], 1e-20))),
+                float(np.sqrt(terms["betas"][i])),
+                float(terms["posterior_log_variance_clipped"][i]),
+                float(terms["log_betas"][i]),
+            )
+            for i in range(len(terms["timesteps"]))
+        ]
+
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        timesteps: list[int] | None = None,
+    ) -> None:
+        """
+        Sets the chain of timesteps used for sampling (run before inference). A shorter chain is respaced exactly:
+        its betas are recomputed from alpha_bar, so every variance type stays correct at 50 or 100 steps.
+
+        Args:
+            num_inference_steps (`int`, *optional*):
+                The number of steps, spaced by `config.timestep_spacing`. Exclusive with `timesteps`.
+            device (`str` or `torch.device`, *optional*):
+                The device to put `self.timesteps` on.
+            timesteps (`list[int]`, *optional*):
+                Custom timesteps, strictly descending, each in [0, num_train_timesteps).
+        """
+        num_train_timesteps = self.config.num_train_timesteps
+        if (num_inference_steps is None) == (timesteps is None):
+            raise ValueError("Pass exactly one of `num_inference_steps` or `timesteps`.")
+        if timesteps is not None:
+            chain = np.asarray([int(t) for t in timesteps], dtype=np.int64)
+            if chain.ndim != 1 or len(chain) == 0:
+                raise ValueError("`timesteps` must be a non-empty list of ints.")
+            if np.any(np.diff(chain) >= 0):
+                raise ValueError(f"`timesteps` must be strictly descending, got {chain.tolist()}.")
+            if chain[0] >= num_train_timesteps or chain[-1] < 0:
+                raise ValueError(f"`timesteps` must lie in [0, {num_train_timesteps}), got {chain.tolist()}.")
+            self._set_chain(chain, num_inference_steps=None, custom=True, device=device)
+            return
+        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer)):
+            raise TypeError(f"`num_inference_steps` must be an int, got {type(num_inference_steps).__name__}.")
+        if not 1 <= num_inference_steps <= num_train_timesteps:
+            raise ValueError(
+                f"`num_inference_steps` must be between 1 and num_train_timesteps={num_train_timesteps}, got"
+                f" {num_inference_steps}."
+            )
+        chain = self._spaced_timesteps(num_inference_steps)
+        if chain[0] >= num_train_timesteps:
+            raise ValueError(
+                f"`steps_offset`={self.config.steps_offset} pushes timestep {chain[0]} past num_train_timesteps."
+            )
+        self._set_chain(chain, num_inference_steps=num_inference_steps, custom=False, device=device)
+
+    def _spaced_timesteps(self, num_inference_steps: int) -> np.ndarray:
+        """Descending timesteps per Table 2 of arXiv 2305.08891, exactly as diffusers.DDPMScheduler spaces them."""
+        num_train_timesteps = self.config.num_train_timesteps
+        spacing = self.config.timestep_spacing
+        if spacing == "linspace":
+            return np.linspace(0, num_train_timesteps - 1, num_inference_steps).round()[::-1].astype(np.int64)
+        if spacing == "leading":
+            step_ratio = num_train_timesteps // num_inference_steps
+            timesteps = (np.arange(0, num_inference_steps) * step_ratio).round()[::-1].astype(np.int64)
+            return timesteps + self.config.steps_offset
+        step_ratio = num_train_timesteps / num_inference_steps  # "trailing"
+        return np.round(np.arange(num_train_timesteps, 0, -step_ratio)).astype(np.int64) - 1
+
+    def previous_timestep(self, timestep: int | torch.Tensor) -> int:
+        """The timestep after `timestep` in the current chain, or -1 after the last one."""
+        index = self._index_of(timestep)
+        return int(self.timesteps[-1 - (index - 1)]) if index > 0 else -1
+
+    def _index_of(self, timestep: int | torch.Tensor) -> int:
+        """Position of `timestep` in the chain counted from its end (0 is the last step, the decoder)."""
+        try:
+            return self._step_index[int(timestep)]
+        except (KeyError, TypeError, ValueError, RuntimeError):
+            raise ValueError(
+                f"`timestep` {timestep!r} is not in the current chain of {len(self._step_index)} timesteps"
+                f" (from {int(self.timesteps[0])} down to {int(self.timesteps[-1])}); call `set_timesteps` first."
+            ) from None
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
+        """DDPM does not scale the model input; kept for interchangeability with other schedulers."""
+        return sample
+
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps
+
+    # ------------------------------------------------------------------------------------------------------------
+    # The reverse step p(x_{t-1} | x_t)
+    # ------------------------------------------------------------------------------------------------------------
+
+    def _split_model_output(self, model_output: torch.Tensor, sample: torch.Tensor):
+        """Split the model output into its mean part and, for a 2x-channel model, its variance part."""
+        if (
+            model_output.ndim != sample.ndim
+            or model_output.shape[0] != sample.shape[0]
+            or (model_output.shape[2:] != sample.shape[2:])
+        ):
+            raise ValueError(
+                f"`model_output` of shape {tuple(model_output.shape)} does not match `sample` of shape"
+                f" {tuple(sample.shape)}."
+            )
+        channels = sample.shape[1]
+        if model_output.shape[1] == 2 * channels:
+            return model_output[:, :channels], model_output[:, channels:]
+        if self.config.variance_type in LEARNED_VARIANCE_TYPES:
+            raise ValueError(
+                f"variance_type={self.config.variance_type!r} needs a model that outputs 2 x {channels} channels"
+                f" (mean and variance), but `model_output` has {model_output.shape[1]}."
+            )
+        if model_output.shape[1] != channels:
+            raise ValueError(
+                f"`model_output` has {model_output.shape[1]} channels; expected {channels} (or {2 * channels} for a"
+                " model with learned variances)."
+            )
+        return model_output, None
+
+    def _predict_original_sample(self, model_output, sample, sqrt_alpha_prod, sqrt_one_minus_alpha_prod):
+        """x_0 from the model output: Ho et al. eq. 15 for epsilon, the identity for sample, and v's inverse."""
+        prediction_type = self.config.prediction_type
+        if prediction_type == "epsilon":
+            return torch.sub(sample, model_output, alpha=sqrt_one_minus_alpha_prod).div_(sqrt_alpha_prod)
+        if prediction_type == "sample":
+            return model_output.clone()
+        return torch.mul(sample, sqrt_alpha_prod).sub_(model_output, alpha=sqrt_one_minus_alpha_prod)
+
+    _threshold_sample = DDPMScheduler._threshold_sample
+
+    def _clip(self, pred_original_sample: torch.Tensor) -> torch.Tensor:
+        if self.config.thresholding:
+            return self._threshold_sample(pred_original_sample)
+        if self.config.clip_sample:
+            bound = self.config.clip_sample_range
+            return pred_original_sample.clamp_(-bound, bound)
+        return pred_original_sample
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: int | torch.Tensor,
+        sample: torch.Tensor,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        return_dict: bool = True,
+    ) -> DDPMSchedulerOutput | tuple:
+        """
+        One step of ancestral sampling: draw x_{t-1} ~ p(x_{t-1} | x_t) = N(mu(x_t, x_0_hat), sigma_t^2 I).
+
+        Args:
+            model_output (`torch.Tensor`):
+                The model output at `timestep`, [N x C x ...], or [N x 2C x ...] for a model with learned variances.
+            timestep (`int`):
+                The current timestep t; must be in `self.timesteps`.
+            sample (`torch.Tensor`):
+                x_t, [N x C x ...].
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
+                The generator of the noise; the same generator gives the same noise as `diffusers.DDPMScheduler`.
+            return_dict (`bool`, defaults to `True`):
+                Return a [`~schedulers.scheduling_ddpm.DDPMSchedulerOutput`] instead of a tuple.
+
+        Returns:
+            [`~schedulers.scheduling_ddpm.DDPMSchedulerOutput`] or `tuple`: `prev_sample` (x_{t-1}) and
+            `pred_original_sample` (the clipped x_0 prediction).
+        """
+        model_output, predicted_variance = self._split_model_output(model_output, sample)
+        index = self._index_of(timestep)
+        (sqrt_alpha_prod, sqrt_one_minus_alpha_prod, coef_x0, coef_xt, sigma_small, sigma_large, min_log, max_log) = (
+            self._step_coefficients[index]
+        )
+
+        # 1. x_0 from the model output (Ho et al. eq. 15), then clipped or thresholded
+        pred_original_sample = self._predict_original_sample(
+            model_output, sample, sqrt_alpha_prod, sqrt_one_minus_alpha_prod
+        )
+        pred_original_sample = self._clip(pred_original_sample)
+
+        # 2. The posterior mean mu(x_t, x_0) = coef_x0 x_0 + coef_xt x_t (Ho et al. eq. 7)
+        prev_sample = torch.mul(sample, coef_xt).add_(pred_original_sample, alpha=coef_x0)
+
+        # 3. Add sigma_t z, except at the last step, where the decoder's mean is the sample
+        if index > 0:
+            noise = self._draw_noise(model_output, generator)
+            variance_type = self.config.variance_type
+            if variance_type == "learned_range":
+                # Nichol & Dhariwal eq. 15: log sigma^2 = v' log beta + (1 - v') log beta-tilde, v' = (v + 1) / 2,
+                # so sigma = exp(v (max_log - min_log) / 4 + (max_log + min_log) / 4)
+                sigma = torch.mul(predicted_variance, (max_log - min_log) / 4).add_((max_log + min_log) / 4).exp_()
+                prev_sample.addcmul_(sigma, noise)
+            elif variance_type == "learned":  # the model outputs log sigma^2 (Improved DDPM code)
+                prev_sample.addcmul_(torch.exp(0.5 * predicted_variance), noise)
+            else:
+                sigma = sigma_small if variance_type.startswith("fixed_small") else sigma_large
+                prev_sample.add_(noise, alpha=sigma)
+
+        if not return_dict:
+            return (prev_sample, pred_original_sample)
+        return DDPMSchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_original_sample)
+
+    @staticmethod
+    def _draw_noise(like: torch.Tensor, generator) -> torch.Tensor:
+        """Standard normal noise shaped like `like`: the numbers diffusers' `randn_tensor` draws."""
+        if generator is None or (isinstance(generator, torch.Generator) and generator.device.type == like.device.type):
+            # the fast path: no device move, no per-sample generators
+            return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+        return randn_tensor(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # The forward process q(x_t | x_0) and the posterior q(x_{t-1} | x_t, x_0), batched over training timesteps
+    # ------------------------------------------------------------------------------------------------------------
+
+    def _train_term(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        """A training-chain schedule tensor, cast once per (device, dtype) and cached."""
+        key = (name, like.device, like.dtype)
+        if key not in self._train_terms_cache:
+            self._train_terms_cache[key] = torch.from_numpy(self._train_terms[name]).to(like.device, like.dtype)
+        return self._train_terms_cache[key]
+
+    def _gather(self, name: str, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        timesteps = self._check_train_timesteps(timesteps, like)
+        return _broadcast(self._train_term(name, like), timesteps, like.ndim)
+
+    def _check_train_timesteps(self, timesteps, like: torch.Tensor) -> torch.Tensor:
+        timesteps = torch.as_tensor(timesteps, device=like.device).long().reshape(-1)
+        if timesteps.shape[0] not in (1, like.shape[0]):
+            raise ValueError(f"`timesteps` has {timesteps.shape[0]} entries for a batch of {like.shape[0]}.")
+        if timesteps.numel() and (timesteps.min() < 0 or timesteps.max() >= self.config.num_train_timesteps):
+            raise ValueError(f"`timesteps` must lie in [0, {self.config.num_train_timesteps}).")
+        return timesteps
+
+    def add_noise(
+        self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.IntTensor
+    ) -> torch.Tensor:
+        """Sample q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I) (Ho et al. eq. 4)."""
+        if noise.shape != original_samples.shape:
+            raise ValueError(
+                f"`noise` {tuple(noise.shape)} and `original_samples` {tuple(original_samples.shape)} differ."
+            )
+        return (
+            self._gather("sqrt_alphas_cumprod", timesteps, original_samples) * original_samples
+            + self._gather("sqrt_one_minus_alphas_cumprod", timesteps, original_samples) * noise
+        )
+
+    def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.IntTensor) -> torch.Tensor:
+        """The v-prediction target v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0 (arXiv 2202.00512)."""
+        if noise.shape != sample.shape:
+            raise ValueError(f"`noise` {tuple(noise.shape)} and `sample` {tuple(sample.shape)} differ.")
+        return (
+            self._gather("sqrt_alphas_cumprod", timesteps, sample) * noise
+            - self._gather("sqrt_one_minus_alphas_cumprod", timesteps, sample) * sample
+        )
+
+    def q_posterior_mean_variance(self, x_start: torch.Tensor, x_t: torch.Tensor, timesteps: torch.Tensor):
+        """
+        The true posterior q(x_{t-1} | x_t, x_0) (Ho et al. eq. 6-7).
+
+        Returns:
+            `tuple`: the mean [N x ...], and the variance and clipped log-variance, each [N x 1 x ...].
+        """
+        mean = (
+            self._gather("posterior_mean_coef1", timesteps, x_t) * x_start
+            + self._gather("posterior_mean_coef2", timesteps, x_t) * x_t
+        )
+        return (
+            mean,
+            self._gather("posterior_variance", timesteps, x_t),
+            self._gather("posterior_log_variance_clipped", timesteps, x_t),
+        )
+
+    def p_mean_variance(
+        self, model_output: torch.Tensor, x_t: torch.Tensor, timesteps: torch.Tensor, clip_denoised: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """
+        The model's reverse distribution p(x_{t-1} | x_t) on the training chain: its mean, log-variance and x_0.
+
+        Args:
+            model_output (`torch.Tensor`): [N x C x ...], or [N x 2C x ...] for learned variances.
+            x_t (`torch.Tensor`): [N x C x ...].
+            timesteps (`torch.Tensor`): [N] training timesteps.
+            clip_denoised (`bool`): clip the x_0 prediction to [-1, 1].
+
+        Returns:
+            `dict` with `mean`, `log_variance` (broadcastable to x_t) and `pred_original_sample`.
+        """
+        model_output, predicted_variance = self._split_model_output(model_output, x_t)
+        log_variance = self._model_log_variance(predicted_variance, timesteps, x_t)
+        sqrt_alpha = self._gather("sqrt_alphas_cumprod", timesteps, x_t)
+        sqrt_one_minus_alpha = self._gather("sqrt_one_minus_alphas_cumprod", timesteps, x_t)
+        prediction_type = self.config.prediction_type
+        if prediction_type == "epsilon":
+            pred_original_sample = (x_t - sqrt_one_minus_alpha * model_output) / sqrt_alpha
+        elif prediction_type == "sample":
+            pred_original_sample = model_output
+        else:
+            pred_original_sample = sqrt_alpha * x_t - sqrt_one_minus_alpha * model_output
+        if clip_denoised:
+            pred_original_sample = pred_original_sample.clamp(-1, 1)
+        mean, _, _ = self.q_posterior_mean_variance(pred_original_sample, x_t, timesteps)
+        return {"mean": mean, "log_variance": log_variance, "pred_original_sample": pred_original_sample}
+
+    def _model_log_variance(self, predicted_variance, timesteps, x_t) -> torch.Tensor:
+        variance_type = self.config.variance_type
+        if variance_type == "learned":
+            return predicted_variance
+        if variance_type == "learned_range":
+            min_log = self._gather("posterior_log_variance_clipped", timesteps, x_t)
+            max_log = self._gather("log_betas", timesteps, x_t)
+            frac = (predicted_variance + 1) / 2
+            return frac * max_log + (1 - frac) * min_log
+        if variance_type.startswith("fixed_large"):
+            return self._gather("log_betas_fixed_large", timesteps, x_t)
+        return self._gather("posterior_log_variance_clipped", timesteps, x_t)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # The variational bound, in bits per dimension (Ho et al. eq. 5; Nichol & Dhariwal eq. 4-6)
+    # ------------------------------------------------------------------------------------------------------------
+
+    def vb_terms_bpd(
+        self,
+        model_output: torch.Tensor,
+        x_start: torch.Tensor,
+        x_t: torch.Tensor,
+        timesteps: torch.Tensor,
+        clip_denoised: bool = False,
+    ) -> torch.Tensor:
+        """
+        The term L_{t-1} of the bound for each example, in bits/dim: KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)) for
+        t > 0, and the discretized Gaussian decoder NLL -log p(x_0|x_1) at t = 0.
+
+        Args:
+            model_output (`torch.Tensor`): the model output at (x_t, t), [N x C x ...] or [N x 2C x ...].
+            x_start (`torch.Tensor`): x_0 in [-1, 1], [N x C x ...].
+            x_t (`torch.Tensor`): x_t drawn from q(x_t | x_0), [N x C x ...].
+            timesteps (`torch.Tensor`): [N] training timesteps.
+            clip_denoised (`bool`): clip the x_0 prediction to [-1, 1].
+
+        Returns:
+            `torch.Tensor`: [N] bits per dimension.
+        """
+        timesteps = self._check_train_timesteps(timesteps, x_t).expand(x_t.shape[0])
+        true_mean, _, true_log_variance = self.q_posterior_mean_variance(x_start, x_t, timesteps)
+        model = self.p_mean_variance(model_output, x_t, timesteps, clip_denoised=clip_denoised)
+        kl = mean_over_pixels(normal_kl(true_mean, true_log_variance, model["mean"], model["log_variance"]))
+        log_scales = (0.5 * model["log_variance"]).expand_as(x_start)
+        decoder_nll = -mean_over_pixels(discretized_gaussian_log_likelihood(x_start, model["mean"], log_scales))
+        return torch.where(timesteps == 0, decoder_nll, kl) / math.log(2.0)
+
+    def prior_bpd(self, x_start: torch.Tensor) -> torch.Tensor:
+        """The prior term KL(q(x_T | x_0) || N(0, I)) for each example of [N x C x ...], in bits/dim."""
+        last = torch.full((x_start.shape[0],), self.config.num_train_timesteps - 1, device=x_start.device)
+        mean = self._gather("sqrt_alphas_cumprod", last, x_start) * x_start
+        log_variance = torch.log1p(-self._gather("alphas_cumprod", last, x_start))
+        return mean_over_pixels(
+            normal_kl(mean, log_variance, torch.zeros_like(mean), torch.zeros_like(mean))
+        ) / math.log(2.0)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Saving: the module travels with the config so remote-code loading works without hf_ddpm installed
+    # ------------------------------------------------------------------------------------------------------------
+
+    def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs):
+        """Save `scheduler_config.json` and, beside it, this module's source file (for `trust_remote_code=True`)."""
+        super().save_pretrained(save_directory, push_to_hub=False, **kwargs)
+        source = inspect.getsourcefile(type(self))
+        shutil.copyfile(source, os.path.join(save_directory, MODULE_FILE))
+        if push_to_hub:
+            super().save_pretrained(save_directory, push_to_hub=True, **kwargs)
+
+
+MODULE_FILE = "scheduling_ddpm_posterior.py"
