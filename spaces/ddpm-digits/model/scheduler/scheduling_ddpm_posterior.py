@@ -650,6 +650,8 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         true_mean, _, true_log_variance = self.q_posterior_mean_variance(x_start, x_t, timesteps)
         model = self.p_mean_variance(model_output, x_t, timesteps, clip_denoised=clip_denoised)
         kl = mean_over_pixels(normal_kl(true_mean, true_log_variance, model["mean"], model["log_variance"]))
+        if not bool((timesteps == 0).any()):  # the decoder term is costly: only where t = 0 needs it
+            return kl / math.log(2.0)
         log_scales = (0.5 * model["log_variance"]).expand_as(x_start)
         decoder_nll = -mean_over_pixels(discretized_gaussian_log_likelihood(x_start, model["mean"], log_scales))
         return torch.where(timesteps == 0, decoder_nll, kl) / math.log(2.0)
