@@ -333,6 +333,7 @@ def test_model_card_metadata_tables_and_template(hub_server: HubServer, tmp_path
 
     hub.save_model_card(folder, repo_id="someone/ddpm-digits")
 
+    assert (folder / "README.md").stat().st_mode & 0o044 == 0o044  # readable by others, as a card is meant to be
     text = (folder / "README.md").read_text()
     card = ModelCard.load(folder / "README.md")  # parses the YAML and the model-index
     assert card.data.library_name == "diffusers" and card.data.license == "apache-2.0"

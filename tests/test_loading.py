@@ -40,6 +40,14 @@ def test_save_writes_the_standard_layout_and_reloads_identically(tiny_pipeline, 
     assert index["_class_name"] == ["pipeline_ddpm_posterior", "DDPMPosteriorPipeline"]
     assert index["scheduler"] == ["scheduling_ddpm_posterior", "DDPMPosteriorScheduler"]
     assert index["unet"] == ["diffusers", "UNet2DModel"]
+    # the modes a plain mkdir/open give (umask 022 here), not the private ones of mkdtemp and safetensors
+    umask = os.umask(0o022)
+    try:
+        tiny_pipeline.save_pretrained(folder)
+    finally:
+        os.umask(umask)
+    assert oct(os.stat(folder).st_mode & 0o777) == oct(0o755)
+    assert {oct(os.stat(os.path.join(folder, f)).st_mode & 0o777) for f in _files(folder)} == {oct(0o644)}
     reloaded = DDPMPosteriorPipeline.from_pretrained(folder)
     assert isinstance(reloaded.scheduler, DDPMPosteriorScheduler)
     np.testing.assert_array_equal(_sample(reloaded), _sample(tiny_pipeline))

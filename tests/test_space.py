@@ -596,3 +596,14 @@ def test_a_burst_of_20_clients_is_served_in_bounded_memory(app, server, tmp_path
     peak = peak_rss_bytes(server.process.pid)
     print(f"20 clients served in {result.wall_seconds:.1f} s; server peak RSS {peak / 2**20:.0f} MiB")
     assert peak < SERVER_PEAK_RSS_BOUND
+
+
+def test_the_shipped_model_carries_the_current_remote_code():
+    """The Space's model folder loads with trust_remote_code on the Hub: its module files must be today's sources."""
+    model = REPO_ROOT / "spaces" / "ddpm-digits" / "model"
+    sources = REPO_ROOT / "src" / "hf_ddpm"
+    for shipped, source in (
+        (model / "pipeline_ddpm_posterior.py", sources / "pipeline_ddpm_posterior.py"),
+        (model / "scheduler" / "scheduling_ddpm_posterior.py", sources / "scheduling_ddpm_posterior.py"),
+    ):
+        assert shipped.read_bytes() == source.read_bytes(), f"{shipped} is stale: copy {source} over it"

@@ -358,6 +358,7 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         try:
             super().save_pretrained(staging, safe_serialization=True, **kwargs)
             self._write_remote_code(staging)
+            _apply_umask(staging)
             _replace_directory(staging, save_directory)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -447,6 +448,21 @@ def _bound_timesteps(
         timesteps.append(int(low + min(int(u * (high - low)), high - low - 1)))
         weights.append(float(high - low))
     return timesteps, weights
+
+
+def _apply_umask(folder: str) -> None:
+    """
+    Give `folder` and everything in it the modes a plain `open`/`mkdir` would: mkdtemp makes the staging folder
+    private (0700) and safetensors writes its files 0600, which would hide a shared pipeline from other users.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    for root, directories, files in os.walk(folder):
+        for name in directories:
+            os.chmod(os.path.join(root, name), 0o777 & ~umask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~umask)
 
 
 def _replace_directory(source: str, target: str) -> None:
