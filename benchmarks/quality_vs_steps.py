@@ -150,6 +150,23 @@ def measure(setting: Setting, steps: int, args, classifier) -> Measurement:
     )
 
 
+def real_digits_floor(args, classifier) -> tuple[int, float]:
+    """
+    fd-digits of `--num_samples` real training digits (drawn with `--seed`) against the reference: what a perfect
+    sampler would score at this N, the metric's finite-sample floor. These digits are part of the "digits" and
+    "digits-train" references, which makes the floor a little optimistic.
+    """
+    import numpy as np
+
+    from hf_ddpm.evaluation import fd_digits
+    from hf_ddpm.evaluation.metrics import digits_reference_images
+
+    train = digits_reference_images("digits-train")
+    count = min(args.num_samples, len(train))
+    chosen = np.random.default_rng(args.seed).choice(len(train), count, replace=False)
+    return count, fd_digits(train[chosen], reference=args.reference, classifier=classifier).value
+
+
 def device_of(pipeline) -> torch.device:
     return next(pipeline.unet.parameters()).device
 
@@ -167,7 +184,7 @@ def markdown_table(measurements: list[Measurement]) -> str:
     return "\n".join(lines)
 
 
-def plot(measurements: list[Measurement], path: str, title: str) -> None:
+def plot(measurements: list[Measurement], path: str, title: str, floor: float | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -202,6 +219,8 @@ def plot(measurements: list[Measurement], path: str, title: str) -> None:
         axis.set_xlabel("sampling steps")
         axis.set_ylabel(ylabel)
         axis.grid(True, which="both", alpha=0.3)
+    if floor is not None:
+        quality_axis.axhline(floor, color="gray", linestyle="-.", label="real training digits (the floor)")
     quality_axis.legend(fontsize=8)
     figure.suptitle(title)
     figure.tight_layout()
@@ -232,10 +251,12 @@ def main(argv=None) -> int:
         measurements.append(measure(setting, steps, args, classifier))
 
     table = markdown_table(measurements)
+    floor_count, floor = real_digits_floor(args, classifier)
+    table += f"\n\nReal digits: {floor_count} training digits score {floor:.3f} against the reference (the floor)."
     title = f"fd-digits vs sampling steps ({args.num_samples} samples, seed {args.seed}, reference {args.reference})"
     os.makedirs(args.output_dir, exist_ok=True)
     png = os.path.join(args.output_dir, "quality_vs_steps.png")
-    plot(measurements, png, title)
+    plot(measurements, png, title, floor=floor)
     with open(os.path.join(args.output_dir, "quality_vs_steps.md"), "w") as f:
         f.write(f"# {title}\n\nModels: hybrid = `{args.hybrid}`, simple = `{args.simple}`; device {device}.\n\n")
         f.write(table + "\n")
@@ -250,6 +271,7 @@ def main(argv=None) -> int:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "command": " ".join(sys.argv),
+        "real_digits_floor": {"num_images": floor_count, "fd_digits": floor},
     }
     with open(os.path.join(args.output_dir, "quality_vs_steps.json"), "w") as f:
         json.dump({**metadata, "results": [asdict(m) for m in measurements]}, f, indent=2)

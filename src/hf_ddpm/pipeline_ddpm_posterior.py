@@ -42,6 +42,7 @@ LOAD_PATTERNS = [
     "*.safetensors",
 ]
 
+
 @dataclass
 class DDPMPosteriorPipelineOutput(BaseOutput):
     """

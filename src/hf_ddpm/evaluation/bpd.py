@@ -75,7 +75,8 @@ def dataset_bits_per_dim(
         images (`torch.Tensor` or `np.ndarray`): [N x C x H x W] in [-1, 1], or uint8 [N x H x W x C].
         seed (`int`, defaults to 0): the seed of the draws of x_t; one seed and `batch_size`, one result.
         batch_size (`int`, defaults to 256): (image, timestep) pairs per UNet call.
-        num_timesteps (`int`, *optional*): evaluate only this many strided timesteps (see the module docstring).
+        num_timesteps (`int`, *optional*): estimate the KL terms from this many timesteps, one per stratum (see the
+            module docstring).
         clip_denoised (`bool`, defaults to `True`): clip the x_0 prediction to [-1, 1], as Improved DDPM does.
         show_progress (`bool`, defaults to `True`): show a progress bar.
 

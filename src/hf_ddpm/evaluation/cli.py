@@ -16,7 +16,7 @@ DESCRIPTION = """\
 Evaluate a saved DDPM pipeline (a local folder or a Hub repo id):
 
   bpd        the full variational bound in bits/dim on a dataset split (prior + every KL term + decoder), or
-             a strided estimate with --num_timesteps; reports the mean and its standard error
+             a stratified estimate with --num_timesteps; reports the mean and its standard error
   fd-digits  Frechet distance of generated samples to the digits in the feature space of the digits
              classifier shipped with hf_ddpm, plus its mean confidence and class coverage of the samples
   fd-dinov2  Frechet distance in DINOv2 feature space (--dinov2_model, a local folder or a cached Hub id)
@@ -67,7 +67,8 @@ def register(subparsers) -> None:
         "--num_timesteps",
         type=int,
         default=None,
-        help="evaluate only K evenly strided timesteps (the decoder always), scaled: faster (default: all T)",
+        help="estimate the KL terms from K timesteps, one drawn per stratum (the decoder always): unbiased and T/K"
+        " times faster (default: all T)",
     )
     bpd.add_argument(
         "--clip_denoised",
