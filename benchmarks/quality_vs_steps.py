@@ -81,6 +81,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=["fixed_small"],
         help="the variance types of the diffusers curves (default: fixed_small, DDPMScheduler's default)",
     )
+    parser.add_argument(
+        "--simple_variance_types",
+        nargs="*",
+        choices=FIXED_VARIANCES,
+        default=list(FIXED_VARIANCES),
+        help="the variance types of our sampler's curves on the L_simple model (none: give the flag alone)",
+    )
     parser.add_argument("--reference", default="digits", choices=("digits", "digits-train", "digits-test"))
     parser.add_argument("--batch_size", type=int, default=500, help="samples per pipeline call")
     parser.add_argument("--seed", type=int, default=0, help="seed of every setting's samples")
@@ -117,7 +124,7 @@ def load_settings(args, device: torch.device) -> list[Setting]:
     settings = [
         Setting("hybrid", "hf_ddpm", v, with_variance_type(hybrid, v)) for v in (*FIXED_VARIANCES, "learned_range")
     ]
-    settings += [Setting("simple", "hf_ddpm", v, with_variance_type(simple, v)) for v in FIXED_VARIANCES]
+    settings += [Setting("simple", "hf_ddpm", v, with_variance_type(simple, v)) for v in args.simple_variance_types]
     unet = UNet2DModel.from_pretrained(args.simple, subfolder="unet").to(device)
     for variance_type in args.diffusers_variance_types:
         scheduler = DDPMScheduler.from_pretrained(args.simple, subfolder="scheduler", variance_type=variance_type)

@@ -8,6 +8,7 @@ from conftest import make_tiny_unet
 from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler
 
 from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler
+from hf_ddpm.pipeline_ddpm_posterior import bound_strata_edges
 
 
 def _sample(pipe, **kwargs):
@@ -109,7 +110,8 @@ def test_bits_per_dim_adds_up_and_strided_estimate_is_close(tiny_pipeline):
     full = tiny_pipeline.bits_per_dim(
         images, generator=torch.Generator().manual_seed(0), batch_size=64, show_progress=False
     )
-    assert full.vb_bpd.shape == (4, 50) and full.timesteps.tolist() == list(range(50))
+    assert full.vb_bpd.shape == (4, 50) and full.timesteps.shape == (4, 50)
+    assert (full.timesteps == torch.arange(50)).all()
     torch.testing.assert_close(full.bpd, full.prior_bpd + full.vb_bpd.sum(1))
     assert torch.isfinite(full.bpd).all() and (full.vb_bpd[:, 1:] >= 0).all()  # KL terms are non-negative
     # batching does not change the numbers (same noise stream, different UNet batch sizes)
@@ -120,11 +122,13 @@ def test_bits_per_dim_adds_up_and_strided_estimate_is_close(tiny_pipeline):
     strided = tiny_pipeline.bits_per_dim(
         images, generator=torch.Generator().manual_seed(0), num_timesteps=11, show_progress=False
     )
-    # the decoder term once; the 49 KL terms estimated by one drawn timestep per stratum, weighted by its size
-    timesteps = strided.timesteps.tolist()
-    assert timesteps[0] == 0 and strided.weights[0] == 1 and strided.weights.sum() == 50
-    edges = np.linspace(1, 50, 11).round().astype(int)
-    assert all(low <= t < high for t, low, high in zip(timesteps[1:], edges[:-1], edges[1:], strict=True))
+    # the decoder term once; the 49 KL terms estimated by one timestep per image and stratum, weighted by its size
+    edges = bound_strata_edges(50, 10)
+    assert (strided.timesteps[:, 0] == 0).all() and strided.weights[0] == 1 and strided.weights.sum() == 50
+    np.testing.assert_array_equal(strided.weights[1:].numpy(), np.diff(edges))
+    kl_timesteps = strided.timesteps[:, 1:].numpy()
+    assert ((edges[:-1] <= kl_timesteps) & (kl_timesteps < edges[1:])).all()
+    assert len({tuple(row) for row in kl_timesteps.tolist()}) > 1  # each image draws its own
     torch.testing.assert_close(strided.bpd, strided.prior_bpd + (strided.vb_bpd * strided.weights).sum(1))
     # unbiased: averaged over many draws of the strata, the weighted KL sum approaches the full one
     estimates = [
@@ -139,6 +143,18 @@ def test_bits_per_dim_adds_up_and_strided_estimate_is_close(tiny_pipeline):
         [PIL.Image.fromarray(a) for a in uint8], num_timesteps=5, show_progress=False
     )
     assert from_pil.bpd.shape == (4,)
+
+
+def test_bound_strata_start_with_single_timesteps_and_grow_geometrically():
+    edges = bound_strata_edges(1000, 49)
+    sizes = np.diff(edges)
+    assert edges[0] == 1 and edges[-1] == 1000 and len(sizes) == 49
+    assert (sizes[:10] == 1).all()  # the first KL terms, the largest, are evaluated exactly
+    assert (np.diff(sizes) >= 0).all() and sizes[-1] > 100
+    np.testing.assert_array_equal(bound_strata_edges(20, 19), np.arange(1, 21))  # K = T: every timestep
+    for bad in (0, 20):
+        with pytest.raises(ValueError, match="num_strata"):
+            bound_strata_edges(20, bad)
 
 
 def test_bad_calls_are_refused(tiny_pipeline):

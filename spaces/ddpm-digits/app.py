@@ -540,8 +540,8 @@ class Likelihood:
 def likelihood(model: SpaceModel, image: np.ndarray, num_timesteps, num_draws, seed) -> Likelihood:
     """
     The bound -log p(x_0) <= L_T + sum_t L_{t-1} + L_0 of one image in bits/dim, under the model's own variances:
-    the KL terms at `num_timesteps` strided timesteps (the pipeline's estimate), repeated for `num_draws`
-    independent draws of x_t, whose spread gives the standard error.
+    the KL terms at `num_timesteps` stratified timesteps (the pipeline's estimate), repeated for `num_draws`
+    independent draws of the timesteps and of x_t, whose spread gives the standard error.
     """
     num_timesteps = check_int("Timesteps", num_timesteps, 2, model.num_train_timesteps)
     num_draws = check_int("Noise draws", num_draws, MIN_DRAWS, MAX_DRAWS)
@@ -561,7 +561,8 @@ def likelihood_plot(result: Likelihood) -> PIL.Image.Image:
     figure = Figure(figsize=(6.4, 3.4))
     axes = figure.subplots()
     terms = output.vb_bpd.mean(dim=0).numpy()  # column 0 is the decoder L_0, the others KL terms L_{t-1}
-    axes.semilogy(output.timesteps.numpy()[1:], terms[1:], "o-", ms=3, label=r"$L_{t-1}$ (KL) at the evaluated t")
+    mean_timesteps = output.timesteps.double().mean(dim=0).numpy()  # the draws' mean t of each stratum
+    axes.semilogy(mean_timesteps[1:], terms[1:], "o-", ms=3, label=r"$L_{t-1}$ (KL) at the evaluated t")
     axes.semilogy([0], terms[:1], "s", color="tab:red", label=r"$L_0$ (decoder)")
     axes.set(
         xlabel="t",

@@ -74,7 +74,8 @@ class BitsPerDimOutput(BaseOutput):
         bpd (`torch.Tensor`): [N] the total bound: prior + sum of the KL terms + decoder NLL.
         prior_bpd (`torch.Tensor`): [N] KL(q(x_T | x_0) || N(0, I)).
         vb_bpd (`torch.Tensor`): [N x T'] the term of each evaluated timestep, ascending; column 0 is the decoder.
-        timesteps (`torch.Tensor`): [T'] the evaluated timesteps.
+        timesteps (`torch.Tensor`): [N x T'] each image's evaluated timesteps (every row 0 ... T - 1 for the full
+            bound; with `num_timesteps`, one drawn per stratum).
         weights (`torch.Tensor`): [T'] the weight of each term in the sum (1 for the full bound).
         standard_error (`float`): the standard error of the mean bpd over the N images.
     """
@@ -258,8 +259,9 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
             batch_size (`int`, defaults to 256):
                 (image, timestep) pairs per UNet call.
             num_timesteps (`int`, *optional*):
-                Evaluate the decoder term and `num_timesteps - 1` KL terms, one drawn per stratum of the timesteps
-                and weighted by the stratum's size: a faster, unbiased estimate of the bound. All T when `None`.
+                Evaluate the decoder term and `num_timesteps - 1` KL terms, one drawn per image and stratum of the
+                timesteps (strata growing geometrically with t) and weighted by the stratum's size: a faster,
+                unbiased estimate of the bound whose standard error covers the draw. All T when `None`.
             clip_denoised (`bool`, defaults to `True`):
                 Clip the x_0 prediction to [-1, 1], as the Improved DDPM evaluation does.
             show_progress (`bool`, defaults to `True`):
@@ -274,23 +276,25 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
                 f"bits_per_dim needs a DDPMPosteriorScheduler, but the scheduler is {type(scheduler).__name__}."
             )
         x_start = self._to_model_space(images)
-        timesteps, weights = _bound_timesteps(scheduler.config.num_train_timesteps, num_timesteps, generator)
+        num_images = x_start.shape[0]
+        timesteps, weights = _bound_timesteps(
+            scheduler.config.num_train_timesteps, num_timesteps, num_images, generator
+        )
         device, dtype = self._execution_device, self.unet.dtype
         x_start = x_start.to(device, dtype)
 
-        num_images = x_start.shape[0]
         images_per_call = min(batch_size, num_images)
         timesteps_per_call = max(1, batch_size // images_per_call)
         image_starts = range(0, num_images, images_per_call)
-        timestep_starts = range(0, len(timesteps), timesteps_per_call)
-        vb = torch.zeros(num_images, len(timesteps), dtype=torch.float64)
+        timestep_starts = range(0, timesteps.shape[1], timesteps_per_call)
+        vb = torch.zeros(num_images, timesteps.shape[1], dtype=torch.float64)
         progress = self.progress_bar(total=len(image_starts) * len(timestep_starts)) if show_progress else None
         for start in image_starts:
             x0 = x_start[start : start + images_per_call]
             for first in timestep_starts:
-                chunk = timesteps[first : first + timesteps_per_call]
-                terms = self._vb_terms(x0, chunk, generator, clip_denoised)  # [len(chunk) x n]
-                vb[start : start + x0.shape[0], first : first + len(chunk)] = terms.T.double().cpu()
+                chunk = timesteps[start : start + x0.shape[0], first : first + timesteps_per_call]
+                terms = self._vb_terms(x0, chunk.to(device), generator, clip_denoised)  # [n x len(chunk)]
+                vb[start : start + x0.shape[0], first : first + chunk.shape[1]] = terms.double().cpu()
                 if progress is not None:
                     progress.update()
         if progress is not None:
@@ -299,20 +303,20 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         weights = torch.as_tensor(weights, dtype=torch.float64)
         bpd = prior + (vb * weights).sum(dim=1)
         standard_error = float(bpd.std() / math.sqrt(len(bpd))) if len(bpd) > 1 else float("nan")
-        return BitsPerDimOutput(bpd, prior, vb, torch.as_tensor(timesteps), weights, standard_error)
+        return BitsPerDimOutput(bpd, prior, vb, timesteps.clone(), weights, standard_error)
 
-    def _vb_terms(self, x0: torch.Tensor, timesteps: list[int], generator, clip_denoised: bool) -> torch.Tensor:
-        """The bound's terms of images `x0` [n x ...] at each of `timesteps`: [len(timesteps) x n] bits/dim."""
-        n = x0.shape[0]
-        x_start = x0.repeat(len(timesteps), *([1] * (x0.ndim - 1)))
-        t = torch.as_tensor(timesteps, device=x0.device).repeat_interleave(n)
+    def _vb_terms(self, x0: torch.Tensor, timesteps: torch.Tensor, generator, clip_denoised: bool) -> torch.Tensor:
+        """The bound's terms of images `x0` [n x ...] at their timesteps [n x k]: [n x k] bits/dim."""
+        n, k = timesteps.shape
+        x_start = x0.repeat(k, *([1] * (x0.ndim - 1)))  # column by column: x0 k times
+        t = timesteps.T.reshape(-1)
         noise = randn_tensor(x_start.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         x_t = self.scheduler.add_noise(x_start, noise, t)
         model_output = self.unet(x_t, t).sample
         terms = self.scheduler.vb_terms_bpd(
             model_output.float(), x_start.float(), x_t.float(), t, clip_denoised=clip_denoised
         )
-        return terms.reshape(len(timesteps), n)
+        return terms.reshape(k, n).T
 
     def _to_model_space(self, images) -> torch.Tensor:
         """Images as an [N x C x H x W] float tensor in [-1, 1], checked against the UNet's channels."""
@@ -429,26 +433,44 @@ def _frame_indices(num_steps: int, frames: int | None) -> set[int]:
 
 
 def _bound_timesteps(
-    num_train_timesteps: int, num_timesteps: int | None, generator: torch.Generator | None = None
-) -> tuple[list[int], list[float]]:
+    num_train_timesteps: int, num_timesteps: int | None, num_images: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, list[float]]:
     """
-    The timesteps at which the bound is evaluated, ascending, and the weight of each term in the sum.
+    The timesteps at which each image's bound is evaluated, [N x T'] ascending, and the weight of each term.
 
     All T terms by default. With `num_timesteps` K, the decoder term at t = 0 exactly, and the T - 1 KL terms by
-    stratified sampling: [1, T) is cut into K - 1 contiguous strata, one uniformly drawn timestep stands for each,
-    weighted by its stratum's size. The estimate of the sum is unbiased; it is exact when K = T.
+    stratified sampling: [1, T) is cut into K - 1 strata of geometrically growing size (the first ones single
+    timesteps, where the terms are large and change fast), and each image draws its own timestep in each stratum,
+    weighted by the stratum's size. Independent draws per image make the estimate unbiased and its standard error over
+    the images honest: it covers the choice of timesteps too. Exact when K = T.
     """
     if num_timesteps is None or num_timesteps >= num_train_timesteps:
-        return list(range(num_train_timesteps)), [1.0] * num_train_timesteps
+        timesteps = torch.arange(num_train_timesteps).expand(num_images, -1)
+        return timesteps, [1.0] * num_train_timesteps
     if num_timesteps < 2:
         raise ValueError(f"`num_timesteps` must be at least 2 (the decoder and one KL term), got {num_timesteps}.")
-    edges = np.linspace(1, num_train_timesteps, num_timesteps).round().astype(int)
-    draws = torch.rand(num_timesteps - 1, generator=generator, device=getattr(generator, "device", "cpu"))
-    timesteps, weights = [0], [1.0]
-    for low, high, u in zip(edges[:-1], edges[1:], draws.tolist(), strict=True):
-        timesteps.append(int(low + min(int(u * (high - low)), high - low - 1)))
-        weights.append(float(high - low))
-    return timesteps, weights
+    edges = torch.from_numpy(bound_strata_edges(num_train_timesteps, num_timesteps - 1))
+    draws = torch.rand(num_images, num_timesteps - 1, generator=generator, device=getattr(generator, "device", "cpu"))
+    sizes = edges[1:] - edges[:-1]
+    kl_timesteps = edges[:-1] + torch.minimum((draws.cpu().double() * sizes).long(), sizes - 1)
+    timesteps = torch.cat([torch.zeros(num_images, 1, dtype=torch.long), kl_timesteps], dim=1)
+    return timesteps, [1.0, *map(float, sizes.tolist())]
+
+
+def bound_strata_edges(num_train_timesteps: int, num_strata: int) -> np.ndarray:
+    """
+    Edges 1 = e_0 < e_1 < ... < e_S = T of `num_strata` S strata [e_i, e_{i+1}) of the KL timesteps: geometric
+    spacing, with every stratum at least one timestep wide.
+    """
+    if not 1 <= num_strata <= num_train_timesteps - 1:
+        raise ValueError(f"`num_strata` must be in [1, {num_train_timesteps - 1}], got {num_strata}.")
+    edges = np.round(np.geomspace(1, num_train_timesteps, num_strata + 1)).astype(np.int64)
+    edges[0], edges[-1] = 1, num_train_timesteps
+    for i in range(1, num_strata + 1):  # at least one timestep a stratum, from the small end...
+        edges[i] = max(edges[i], edges[i - 1] + 1)
+    for i in range(num_strata - 1, 0, -1):  # ...without running past T at the large end
+        edges[i] = min(edges[i], edges[i + 1] - 1)
+    return edges
 
 
 def _apply_umask(folder: str) -> None:

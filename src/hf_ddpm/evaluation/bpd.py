@@ -8,10 +8,11 @@ Gaussian decoder NLL L_0. The per-image bound comes from `DDPMPosteriorPipeline.
 it over a split and reports the standard error of the mean, which covers both the spread between images and the
 Monte-Carlo draw of x_t ~ q(x_t | x_0) for each term.
 
-With `num_timesteps=K` the T - 1 KL terms are estimated by stratified sampling: one timestep drawn per stratum of
-[1, T), weighted by the stratum's size (the decoder term is always exact). The estimate is unbiased and about T/K
-times faster; its extra variance comes from one draw of the strata for the whole split, so for a final figure use
-the full bound or average several seeds.
+With `num_timesteps=K` the T - 1 KL terms are estimated by stratified sampling: [1, T) is cut into K - 1 strata that
+grow geometrically with t (the first ones single timesteps, where the terms are large and change fast), each image
+draws its own timestep in each stratum, and each drawn term is weighted by its stratum's size (the decoder term is
+always exact). The estimate is unbiased and about T/K times faster, and since the draws are independent between
+images, the standard error over the images covers the choice of timesteps as well.
 """
 
 from dataclasses import asdict, dataclass
@@ -35,9 +36,10 @@ class DatasetBitsPerDim:
         kl (`float`): the mean of the (stride-weighted) sum of the KL terms L_1 .. L_{T-1}.
         seed (`int`): the seed of the noise draws.
         per_image (`np.ndarray`): [N] the bound of each image.
-        timesteps (`np.ndarray`): [T'] the evaluated timesteps, ascending.
+        timesteps (`np.ndarray`): [N x T'] each image's evaluated timesteps, ascending.
         weights (`np.ndarray`): [T'] the weight of each term in the sum (the stratum size; 1 for the full bound).
-        terms (`np.ndarray`): [T'] each evaluated term, averaged over the images (column 0 is the decoder).
+        terms (`np.ndarray`): [T'] each evaluated term (each stratum's, with `num_timesteps`), averaged over the
+            images; column 0 is the decoder.
     """
 
     bits_per_dim: float
@@ -75,8 +77,8 @@ def dataset_bits_per_dim(
         images (`torch.Tensor` or `np.ndarray`): [N x C x H x W] in [-1, 1], or uint8 [N x H x W x C].
         seed (`int`, defaults to 0): the seed of the draws of x_t; one seed and `batch_size`, one result.
         batch_size (`int`, defaults to 256): (image, timestep) pairs per UNet call.
-        num_timesteps (`int`, *optional*): estimate the KL terms from this many timesteps, one per stratum (see the
-            module docstring).
+        num_timesteps (`int`, *optional*): evaluate this many timesteps per image, the decoder and one per stratum
+            of the KL terms (see the module docstring).
         clip_denoised (`bool`, defaults to `True`): clip the x_0 prediction to [-1, 1], as Improved DDPM does.
         show_progress (`bool`, defaults to `True`): show a progress bar.
 

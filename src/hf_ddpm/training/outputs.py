@@ -48,7 +48,7 @@ class EvaluationModel:
         ).images
 
     def bits_per_dim(self, images: torch.Tensor, num_timesteps: int, batch_size: int = 512) -> dict:
-        """The variational bound of `images` ([N x C x H x W] in [-1, 1]) in bits/dim, strided over timesteps."""
+        """The variational bound of `images` ([N x C x H x W] in [-1, 1]) in bits/dim, stratified over timesteps."""
         generator = torch.Generator(device="cpu").manual_seed(0)
         num_train_timesteps = self.pipeline.scheduler.config.num_train_timesteps
         strided = None if num_timesteps >= num_train_timesteps else num_timesteps
@@ -59,7 +59,7 @@ class EvaluationModel:
             "value": float(result.bpd.mean()),
             "standard_error": result.standard_error,
             "num_images": int(images.shape[0]),
-            "num_timesteps": int(len(result.timesteps)),
+            "num_timesteps": int(result.timesteps.shape[1]),
         }
 
 
