@@ -484,13 +484,20 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         )
         pred_original_sample = self._clip(pred_original_sample)
 
-        # 2. The posterior mean mu(x_t, x_0) = coef_x0 x_0 + coef_xt x_t (Ho et al. eq. 7)
-        prev_sample = torch.mul(sample, coef_xt).add_(pred_original_sample, alpha=coef_x0)
-
-        # 3. Add sigma_t z, except at the last step, where the decoder's mean is the sample
-        if index > 0:
+        # 2. x_{t-1} = mu(x_t, x_0) + sigma_t z, mu = coef_x0 x_0 + coef_xt x_t (Ho et al. eq. 7); no noise at the
+        # last step, where the decoder's mean is the sample
+        variance_type = self.config.variance_type
+        if index == 0:
+            prev_sample = torch.mul(sample, coef_xt).add_(pred_original_sample, alpha=coef_x0)
+        elif variance_type not in LEARNED_VARIANCE_TYPES and self._can_draw_in_place(model_output, sample, generator):
+            # sigma_t z drawn straight into the output: normal_(0, sigma) gives the very numbers of sigma * randn
+            # (the same draws of the same generator) and saves the noise tensor and a pass over it
+            sigma = sigma_small if variance_type.startswith("fixed_small") else sigma_large
+            prev_sample = torch.empty_like(model_output).normal_(0.0, sigma, generator=generator)
+            prev_sample.add_(sample, alpha=coef_xt).add_(pred_original_sample, alpha=coef_x0)
+        else:
+            prev_sample = torch.mul(sample, coef_xt).add_(pred_original_sample, alpha=coef_x0)
             noise = self._draw_noise(model_output, generator)
-            variance_type = self.config.variance_type
             if variance_type == "learned_range":
                 # Nichol & Dhariwal eq. 15: log sigma^2 = v' log beta + (1 - v') log beta-tilde, v' = (v + 1) / 2,
                 # so sigma = exp(v (max_log - min_log) / 4 + (max_log + min_log) / 4)
@@ -505,6 +512,21 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         if not return_dict:
             return (prev_sample, pred_original_sample)
         return DDPMSchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_original_sample)
+
+    @staticmethod
+    def _can_draw_in_place(model_output: torch.Tensor, sample: torch.Tensor, generator) -> bool:
+        """
+        Whether normal_(0, sigma) into a new buffer draws what diffusers' sigma * randn_tensor(...) does: float32 on
+        the CPU with one generator (or none), and at least 16 numbers (torch's CPU normal_ draws smaller tensors with
+        a scalar path that rounds differently), the model output shaped and typed like the sample.
+        """
+        return (
+            model_output.device.type == "cpu"
+            and model_output.dtype == sample.dtype == torch.float32
+            and model_output.shape == sample.shape
+            and model_output.numel() >= 16
+            and (generator is None or (isinstance(generator, torch.Generator) and generator.device.type == "cpu"))
+        )
 
     @staticmethod
     def _draw_noise(like: torch.Tensor, generator) -> torch.Tensor:
