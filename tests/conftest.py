@@ -9,6 +9,19 @@ from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler
 pytest_plugins = ["conftest_hub"]
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """
+    One torch thread for a module's tests: tiny UNets gain nothing from a second thread, and on a shared 2-core
+    machine a second OpenMP thread only spins (2 s per step instead of 30 ms). Use it with
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_tiny_unet(in_channels: int = 1, learned_variance: bool = False, sample_size: int = 8, seed: int = 0):
     """A UNet2DModel small enough for CPU tests (~10k parameters), deterministic for a seed."""
     torch.manual_seed(seed)

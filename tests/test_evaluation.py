@@ -70,13 +70,7 @@ def tiny_pipeline(out_channels: int = 1, num_train_timesteps: int = 20) -> DDPMP
     return DDPMPosteriorPipeline(unet=tiny_unet(out_channels), scheduler=scheduler)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One CPU thread: the machine is shared, and small convolutions gain nothing from a second thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers.utils.torch_utils import randn_tensor
 from scipy import integrate, stats
 
 from hf_ddpm import DDPMPosteriorScheduler
@@ -492,3 +493,12 @@ def test_no_nan_for_valid_configs_at_the_ends_of_the_chain():
             xt = torch.randn(2, 1, 4, 4)
             terms = scheduler.vb_terms_bpd(torch.randn(2, channels, 4, 4).clamp(-1, 1), x0, xt, torch.tensor([0, 999]))
             assert torch.isfinite(terms).all()
+
+
+@pytest.mark.parametrize("shape", [(64, 3, 32, 32), (4, 1, 2, 2), (2, 1, 8, 8)])
+@pytest.mark.parametrize("sigma", [0.1, 0.0123456, 1.0])
+def test_the_in_place_noise_draw_is_sigma_times_diffusers_noise(shape, sigma):
+    """step() draws fixed-variance noise as normal_(0, sigma) into its output: the numbers of sigma * randn_tensor."""
+    drawn = torch.empty(shape).normal_(0.0, sigma, generator=torch.Generator().manual_seed(7))
+    expected = sigma * randn_tensor(shape, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(drawn, expected)

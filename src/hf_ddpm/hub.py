@@ -32,7 +32,6 @@ import math
 import os
 import re
 import struct
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -63,6 +62,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import get_token, validate_repo_id
 
+from .files import atomic_write_text
 from .pipeline_ddpm_posterior import LOAD_PATTERNS, PIPELINE_CLASS
 
 __all__ = [
@@ -520,7 +520,7 @@ def save_model_card(
     token = get_token()
     if token and token in card.content:  # e.g. a token passed as a training flag under an innocent name
         card = ModelCard(card.content.replace(token, "<redacted>"))
-    _atomic_write_text(folder / "README.md", str(card))
+    atomic_write_text(folder / "README.md", str(card))
     return card
 
 
@@ -720,21 +720,6 @@ def _read_json(path: Path) -> Any:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from None
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temporary sibling and rename: a reader never sees half a file."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it private; a model card is meant to be read
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ Writing merges: a new result replaces the entry of its metric only, and the file
 import json
 import math
 import os
-import tempfile
+
+from ..files import atomic_write_text
 
 RESULTS_FILE = "eval_results.json"
 METRIC_KEYS = {"bpd": "bits_per_dim", "fd-digits": "fd_digits", "fd-dinov2": "fd_dinov2", "fid": "fid"}
@@ -48,16 +49,7 @@ def write_eval_results(folder: str, new_results: dict) -> str:
     results = read_eval_results(folder)
     results.update(_json_safe(new_results))
     path = os.path.join(folder, RESULTS_FILE)
-    descriptor, staging = tempfile.mkstemp(prefix=".eval_results-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(descriptor, "w") as f:
-            json.dump(results, f, indent=2, sort_keys=True, allow_nan=False)
-            f.write("\n")
-        os.chmod(staging, 0o644)  # mkstemp makes it private; the results are meant to be read (and pushed)
-        os.replace(staging, path)
-    finally:
-        if os.path.exists(staging):
-            os.remove(staging)
+    atomic_write_text(path, json.dumps(results, indent=2, sort_keys=True, allow_nan=False) + "\n")
     return path
 
 

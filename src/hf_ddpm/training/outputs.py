@@ -13,6 +13,7 @@ import PIL.Image
 import torch
 from diffusers import UNet2DModel
 
+from ..files import atomic_write_text
 from ..pipeline_ddpm_posterior import DDPMPosteriorPipeline
 from ..scheduling_ddpm_posterior import DDPMPosteriorScheduler
 
@@ -93,11 +94,7 @@ def save_png(image: PIL.Image.Image, path: str) -> None:
 
 def write_json(data: dict, path: str) -> None:
     """Write JSON atomically (temporary file, then rename)."""
-    temp = f"{path}.tmp-{os.getpid()}"
-    with open(temp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(temp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def save_pipeline_into(pipeline: DDPMPosteriorPipeline, output_dir: str) -> None:
