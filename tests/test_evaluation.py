@@ -26,9 +26,11 @@ from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler
 from hf_ddpm.evaluation import (
     DigitsClassifier,
     Dinov2Features,
+    bootstrap_frechet_distances,
     dataset_bits_per_dim,
     digits_sample_statistics,
     fd_digits,
+    fd_digits_real_floor,
     fd_dinov2,
     frechet_distance,
     frechet_distance_of_features,
@@ -124,6 +126,37 @@ def test_frechet_distance_of_samples_approaches_the_closed_form():
     np.testing.assert_allclose(sigma, np.cov(x1, rowvar=False), rtol=1e-12)
 
 
+def gaussian_features(rng, count: int, shift: float) -> np.ndarray:
+    """[count x 6] features of N(shift, S) with a fixed full covariance S."""
+    root = np.linalg.cholesky(np.full((6, 6), 0.3) + 0.7 * np.eye(6))
+    return shift + rng.standard_normal((count, 6)) @ root.T
+
+
+def test_bootstrap_standard_error_matches_the_spread_of_the_distance_over_repeated_draws():
+    """
+    The bootstrap standard error of one set of N samples against the spread of the distance over 300 independent
+    sets of N: within 20% where the distance is well above its finite-sample floor (the regime of comparing models),
+    and never optimistic near the floor, where the resamples' duplicated rows inflate it (measured: +60% there).
+    """
+    rng = np.random.default_rng(0)
+    reference = gaussian_features(rng, 4000, shift=0.0)
+    for shift, (low, high) in [(0.3, (0.8, 1.2)), (0.0, (0.9, 2.0))]:
+        spread = np.std(
+            [frechet_distance_of_features(gaussian_features(rng, 400, shift), reference) for _ in range(300)]
+        )
+        errors = [
+            bootstrap_frechet_distances(gaussian_features(rng, 400, shift), reference, 200, seed).std(ddof=1)
+            for seed in range(10)
+        ]
+        assert low < np.mean(errors) / spread < high, (shift, np.mean(errors), spread)
+    features = gaussian_features(rng, 50, shift=0.3)
+    first, again = (bootstrap_frechet_distances(features, reference, 20, seed=1) for _ in range(2))
+    assert first.shape == (20,) and np.array_equal(first, again)  # reproducible for a seed
+    assert not np.array_equal(first, bootstrap_frechet_distances(features, reference, 20, seed=2))
+    with pytest.raises(ValueError, match="`num_resamples` must be an int >= 2"):
+        bootstrap_frechet_distances(features, reference, 1)
+
+
 def test_frechet_distance_rejects_bad_shapes():
     with pytest.raises(ValueError, match=r"\[N x D\] with N >= 2"):
         gaussian_statistics(np.zeros((1, 3)))
@@ -192,8 +225,10 @@ def independent_bound(x0: np.ndarray, rng: np.random.Generator) -> tuple[np.ndar
             sigma = np.sqrt(beta_tilde[0])
             upper, lower = (x0 + 1 / 255 - model_mean) / sigma, (x0 - 1 / 255 - model_mean) / sigma
             log_p = np.log(special.ndtr(upper) - special.ndtr(lower))
+            # the edge bins, below the first cut between levels and above the last, reach to -inf and +inf
+            first_cut, last_cut = -1 + 1 / 255, 1 - 1 / 255
             log_p = np.where(
-                x0 < -0.999, special.log_ndtr(upper), np.where(x0 > 0.999, special.log_ndtr(-lower), log_p)
+                x0 < first_cut, special.log_ndtr(upper), np.where(x0 > last_cut, special.log_ndtr(-lower), log_p)
             )
             terms[:, 0] = -log_p.mean(axis=1) / LOG2
         else:  # KL of two Gaussians with one variance: (mu_true - mu_model)^2 / (2 sigma^2)
@@ -218,7 +253,13 @@ def test_bits_per_dim_of_the_bayes_optimal_gaussian_model_matches_an_independent
     assert abs(difference.mean()) < 4 * paired_error
     reference_error = reference.std(ddof=1) / math.sqrt(len(reference))
     assert abs(result.bits_per_dim - reference.mean()) < 3 * math.hypot(result.standard_error, reference_error)
-    assert result.prior + result.decoder + result.kl == pytest.approx(result.bits_per_dim, rel=1e-12)
+    # each part against its independent counterpart, not against the remainder of the others
+    a = np.cumprod(1 - np.linspace(BETAS["beta_start"], BETAS["beta_end"], BETAS["num_train_timesteps"]))[-1]
+    exact_prior = (0.5 * (-np.log(1 - a) + (1 - a) + a * x0**2 - 1)).mean(axis=1) / LOG2  # KL(q(x_T|x_0) || N(0, I))
+    assert result.prior == pytest.approx(exact_prior.mean(), abs=1e-7)  # float32 loses digits of the tiny prior
+    for mine, theirs in [(result.decoder, reference_terms[:, 0]), (result.kl, reference_terms[:, 1:].sum(axis=1))]:
+        # unpaired (independent noise), so twice the variance of one side at most
+        assert abs(mine - theirs.mean()) < 4 * math.sqrt(2) * theirs.std(ddof=1) / math.sqrt(len(theirs))
 
     expected_kl, expected_prior = expected_gaussian_terms()
     expected_kl = expected_kl[1:]
@@ -399,6 +440,32 @@ def test_fd_digits_of_real_digits_is_far_below_noise_blur_and_shuffle():
     assert fd_digits(test_images, reference=test_images).value == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="8x8 grayscale"):
         fd_digits(torch.rand(4, 3, 8, 8))
+
+
+def test_fd_digits_bootstrap_standard_error_and_the_real_data_floor():
+    test_images = load_digits("test")[0]
+    plain = fd_digits(test_images, reference="digits-train")
+    assert plain.standard_error is None and "standard_error" not in plain.summary()
+    boot = fd_digits(test_images, reference="digits-train", bootstrap=50, seed=3)
+    assert boot.value == plain.value  # the point estimate is the plain distance
+    assert boot.standard_error > 0 and boot.summary()["standard_error"] == boot.standard_error
+    assert boot.extras["bootstrap"] == 50 and boot.extras["bootstrap_seed"] == 3
+    # resamples repeat rows, so their distances sit above the distance of the distinct samples
+    assert boot.extras["bootstrap_mean"] > boot.value
+    assert fd_digits(test_images, reference="digits-train", bootstrap=50, seed=3).standard_error == boot.standard_error
+
+    # the floor: N real held-out digits (none of them in the training reference) scored like samples
+    floor = fd_digits_real_floor(120, bootstrap=50, seed=0)
+    assert (floor.num_samples, floor.num_reference) == (120, 1617) and floor.standard_error > 0
+    assert floor.extras["source"] == "digits-test" and floor.extras["source_in_reference"] is False
+    assert floor.extras["class_coverage"] == 10 and floor.value < 20
+    assert fd_digits_real_floor(120, bootstrap=50, seed=0).value == floor.value  # the draw is seeded
+    inside = fd_digits_real_floor(500, source="digits-train", reference="digits", bootstrap=0)
+    assert inside.extras["source_in_reference"] is True and inside.standard_error is None
+    with pytest.raises(ValueError, match=r"`num_samples` must be in \[2, 180\] for source 'digits-test'"):
+        fd_digits_real_floor(181)
+    with pytest.raises(ValueError, match="`bootstrap` must be 0 \\(none\\) or a number of resamples >= 2"):
+        fd_digits(test_images, bootstrap=1)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -635,6 +702,9 @@ def test_cli_writes_eval_results_next_to_the_model(saved_pipeline, tiny_dinov2, 
     assert bpd["dataset"] == "digits" and bpd["split"] == "test" and bpd["variance_type"] == "fixed_large"
     assert digits["num_samples"] == 24 and digits["num_inference_steps"] == 4 and digits["seed"] == 7
     assert digits["variance_type"] == "fixed_large" and digits["reference"] == "digits"
+    assert digits["bootstrap"] == 200 and digits["bootstrap_seed"] == 7 and digits["standard_error"] > 0
+    fd_row = next(line for line in completed.stdout.splitlines() if line.startswith("| fd-digits |"))
+    assert f"| {digits['standard_error']:.4f} |" in fd_row  # the table's standard-error column
     assert results["fd_dinov2"]["value"] > 0 and results["custom"] == {"value": 42}
     with PIL.Image.open(os.path.join(model, "eval_samples.png")) as grid:
         assert grid.size == (4 * (5 * 9 + 1), 4 * (5 * 9 + 1))  # 24 samples: 5 x 5 grid of 8+1 pixels, x4
@@ -647,7 +717,9 @@ def test_cli_writes_eval_results_next_to_the_model(saved_pipeline, tiny_dinov2, 
     assert bpd["value"] == pytest.approx(expected.bits_per_dim, rel=1e-6)
     assert bpd["standard_error"] == pytest.approx(expected.standard_error, rel=1e-5)
     samples = generate_samples(pipeline, 24, num_inference_steps=4, batch_size=48, seed=7, show_progress=False)
-    assert digits["value"] == pytest.approx(fd_digits(samples).value, rel=1e-6)
+    expected_digits = fd_digits(samples, bootstrap=200, seed=7)
+    assert digits["value"] == pytest.approx(expected_digits.value, rel=1e-6)
+    assert digits["standard_error"] == pytest.approx(expected_digits.standard_error, rel=1e-6)
 
 
 def test_cli_refuses_bad_requests_before_any_work(saved_pipeline, monkeypatch, capsys):
@@ -656,6 +728,7 @@ def test_cli_refuses_bad_requests_before_any_work(saved_pipeline, monkeypatch, c
         (["--metric", "fd-digits", "--num_samples", "1"], 2, "--num_samples must be at least 2"),
         (["--metric", "bpd", "--batch_size", "0"], 2, "--batch_size must be a positive integer"),
         (["--metric", "bpd", "--num_timesteps", "1"], 2, "--num_timesteps must be at least 2"),
+        (["--metric", "fd-digits", "--bootstrap", "1"], 2, "--bootstrap must be 0 (none) or at least 2"),
         (["--metric", "bpd", "--split", "validation"], 2, "--split for --dataset digits must be one of"),
         (["--metric", "fd-digits", "--num_inference_steps", "50"], 2, "at most the model's 20 training steps"),
         (["--metric", "fd-dinov2", "--dinov2_model", "/nonexistent/dinov2"], 1, "Could not load DINOv2"),

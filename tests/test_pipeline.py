@@ -114,11 +114,13 @@ def test_bits_per_dim_adds_up_and_strided_estimate_is_close(tiny_pipeline):
     assert (full.timesteps == torch.arange(50)).all()
     torch.testing.assert_close(full.bpd, full.prior_bpd + full.vb_bpd.sum(1))
     assert torch.isfinite(full.bpd).all() and (full.vb_bpd[:, 1:] >= 0).all()  # KL terms are non-negative
-    # batching does not change the numbers (same noise stream, different UNet batch sizes)
-    again = tiny_pipeline.bits_per_dim(
-        images, generator=torch.Generator().manual_seed(0), batch_size=64, show_progress=False
-    )
-    torch.testing.assert_close(full.bpd, again.bpd)
+    # the UNet batch size does not change the numbers while every call holds all the images (the same noise stream;
+    # with fewer images a call, the draws go to other (image, timestep) pairs: one seed and batch size, one result)
+    for batch_size in (4, 8, 200):
+        again = tiny_pipeline.bits_per_dim(
+            images, generator=torch.Generator().manual_seed(0), batch_size=batch_size, show_progress=False
+        )
+        torch.testing.assert_close(full.bpd, again.bpd)
     strided = tiny_pipeline.bits_per_dim(
         images, generator=torch.Generator().manual_seed(0), num_timesteps=11, show_progress=False
     )
@@ -129,7 +131,8 @@ def test_bits_per_dim_adds_up_and_strided_estimate_is_close(tiny_pipeline):
     kl_timesteps = strided.timesteps[:, 1:].numpy()
     assert ((edges[:-1] <= kl_timesteps) & (kl_timesteps < edges[1:])).all()
     assert len({tuple(row) for row in kl_timesteps.tolist()}) > 1  # each image draws its own
-    torch.testing.assert_close(strided.bpd, strided.prior_bpd + (strided.vb_bpd * strided.weights).sum(1))
+    # that the weighted sum is the bound is checked against closed forms and the recorded full bound of the shipped
+    # model (test_evaluation.py, test_evidence.py), not by re-adding these fields here
     # unbiased: averaged over many draws of the strata, the weighted KL sum approaches the full one
     estimates = [
         tiny_pipeline.bits_per_dim(

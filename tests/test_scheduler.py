@@ -289,9 +289,9 @@ def test_vb_terms_are_the_kl_and_decoder_terms():
 
 def _discretized_log_prob(x, mean, sd):
     dist = stats.norm(mean, sd)
-    if x <= -0.999:
+    if x < -1 + 1 / 255:  # the first level's bin reaches to -inf, the last one's to +inf
         return dist.logcdf(x + 1 / 255)
-    if x >= 0.999:
+    if x > 1 - 1 / 255:
         return dist.logsf(x - 1 / 255)
     return math.log(max(dist.cdf(x + 1 / 255) - dist.cdf(x - 1 / 255), 1e-12))
 
@@ -358,8 +358,14 @@ def test_respacing_keeps_every_variance_type_finite_and_decoder_noise_free():
             channels = 2 if variance_type.startswith("learned") else 1
             for t in scheduler.timesteps:
                 out = torch.randn(1, channels, 4, 4).clamp(-1, 1)
-                x = scheduler.step(out, t, x, generator=torch.Generator().manual_seed(int(t))).prev_sample
-                assert torch.isfinite(x).all(), (variance_type, spacing_steps, int(t))
+                step = scheduler.step(out, t, x, generator=torch.Generator().manual_seed(int(t)))
+                assert torch.isfinite(step.prev_sample).all(), (variance_type, spacing_steps, int(t))
+                if t == scheduler.timesteps[-1]:
+                    # the decoder step draws no noise: another generator gives the same image, the x_0 prediction
+                    other = scheduler.step(out, t, x, generator=torch.Generator().manual_seed(int(t) + 1))
+                    assert torch.equal(other.prev_sample, step.prev_sample), (variance_type, spacing_steps)
+                    torch.testing.assert_close(step.prev_sample, step.pred_original_sample, rtol=0, atol=1e-6)
+                x = step.prev_sample
 
 
 def test_fixed_large_log_is_fixed_large_not_nan():

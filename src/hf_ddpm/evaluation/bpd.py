@@ -101,8 +101,8 @@ def dataset_bits_per_dim(
     per_image = output.bpd.double().numpy()
     terms = output.vb_bpd.double()  # [N x T']
     prior = output.prior_bpd.double().numpy()
-    # the KL terms are what is left of the bound without the prior and the decoder (stride weights included)
-    kl = per_image - prior - terms[:, 0].numpy()
+    # the KL terms L_1 .. L_{T-1}, each weighted by its stratum's size (1 for the full bound)
+    kl = (terms[:, 1:] * output.weights[1:].double()).sum(dim=1).numpy()
     return DatasetBitsPerDim(
         bits_per_dim=float(per_image.mean()),
         standard_error=float(output.standard_error),

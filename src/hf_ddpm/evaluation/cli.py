@@ -18,7 +18,8 @@ Evaluate a saved DDPM pipeline (a local folder or a Hub repo id):
   bpd        the full variational bound in bits/dim on a dataset split (prior + every KL term + decoder), or
              a stratified estimate with --num_timesteps; reports the mean and its standard error
   fd-digits  Frechet distance of generated samples to the digits in the feature space of the digits
-             classifier shipped with hf_ddpm, plus its mean confidence and class coverage of the samples
+             classifier shipped with hf_ddpm, with its bootstrap standard error over the draw of the samples
+             (--bootstrap), plus the classifier's mean confidence and class coverage of the samples
   fd-dinov2  Frechet distance in DINOv2 feature space (--dinov2_model, a local folder or a cached Hub id)
   fid        FID with torchmetrics' Inception-v3 from local weights (--inception_weights)
 
@@ -93,6 +94,12 @@ def register(subparsers) -> None:
         default="digits",
         choices=("digits", "digits-train", "digits-test"),
         help="the reference set of fd-digits: all 1,797 digits (default) or one side of the fixed split",
+    )
+    sampling.add_argument(
+        "--bootstrap",
+        type=int,
+        default=200,
+        help="resamples of the samples' features for fd-digits' standard error (default: 200; 0: none)",
     )
     sampling.add_argument(
         "--dinov2_model", default="facebook/dinov2-base", help="DINOv2 model id or folder (fd-dinov2)"
@@ -188,6 +195,8 @@ def _check_numbers(args: argparse.Namespace, metrics: list[str]) -> None:
             raise _usage_error(f"--{flag} must be a positive integer, got {value}.")
     if args.num_samples < 2 and any(metric in FRECHET_METRICS for metric in metrics):
         raise _usage_error(f"--num_samples must be at least 2 for a Frechet distance, got {args.num_samples}.")
+    if args.bootstrap < 0 or args.bootstrap == 1:
+        raise _usage_error(f"--bootstrap must be 0 (none) or at least 2 resamples, got {args.bootstrap}.")
     if args.num_timesteps is not None and args.num_timesteps < 2:
         raise _usage_error(
             f"--num_timesteps must be at least 2 (the decoder and one KL term), got {args.num_timesteps}."
@@ -289,7 +298,7 @@ def _frechet(metric, args, samples, images, inception, dinov2, pipeline, varianc
     from . import metrics as quality
 
     if metric == "fd-digits":
-        result = quality.fd_digits(samples, reference=args.reference)
+        result = quality.fd_digits(samples, reference=args.reference, bootstrap=args.bootstrap, seed=args.seed)
     elif metric == "fd-dinov2":
         result = quality.fd_dinov2(samples, images, dinov2)
         result.extras.update(model=args.dinov2_model, **_dataset_description(args))
@@ -310,7 +319,9 @@ def _frechet(metric, args, samples, images, inception, dinov2, pipeline, varianc
             f"; confidence {extras['mean_confidence']:.3f}, coverage {extras['class_coverage']}/10,"
             f" class entropy {extras['class_entropy_bits']:.2f} bits"
         )
-    return {"metric": metric, "value": result.value, "error": None, "details": details}
+        if result.standard_error is not None:
+            details += f"; standard error from {extras['bootstrap']} bootstrap resamples of the samples"
+    return {"metric": metric, "value": result.value, "error": result.standard_error, "details": details}
 
 
 def format_table(rows: list[dict]) -> str:

@@ -88,6 +88,33 @@ def frechet_distance_of_features(features1: np.ndarray, features2: np.ndarray) -
     return frechet_distance(*gaussian_statistics(features1), *gaussian_statistics(features2))
 
 
+def bootstrap_frechet_distances(
+    features: np.ndarray, reference_features: np.ndarray, num_resamples: int = 200, seed: int = 0
+) -> np.ndarray:
+    """
+    The Frechet distance of `num_resamples` bootstrap resamples of `features` (N rows drawn with replacement) to the
+    fixed reference: their standard deviation is the standard error of the distance for N samples (Efron's bootstrap).
+    Only the scored set is resampled: the reference is the same for every model compared against it.
+
+    Args:
+        features (`np.ndarray`): [N x D] features of the scored images, N >= 2.
+        reference_features (`np.ndarray`): [M x D] features of the reference images.
+        num_resamples (`int`, defaults to 200): B, the number of resamples.
+        seed (`int`, defaults to 0): the seed of the resampling.
+
+    Returns:
+        `np.ndarray`: [B] float64 distances.
+    """
+    if isinstance(num_resamples, bool) or not isinstance(num_resamples, (int, np.integer)) or num_resamples < 2:
+        raise ValueError(f"`num_resamples` must be an int >= 2, got {num_resamples!r}.")
+    features = np.asarray(features, dtype=np.float64)
+    mu_reference, sigma_reference = gaussian_statistics(reference_features)
+    gaussian_statistics(features)  # the shape check
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, len(features), size=(num_resamples, len(features)))
+    return np.array([frechet_distance(*gaussian_statistics(features[r]), mu_reference, sigma_reference) for r in rows])
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Image formats
 # ----------------------------------------------------------------------------------------------------------------
