@@ -94,7 +94,10 @@ def fd_digits(
         classifier ([`DigitsClassifier`], *optional*): the shipped classifier when `None`.
         bootstrap (`int`, defaults to 0): B > 0 also gives the standard error of the distance over the draw of the N
             samples: the standard deviation of the distances of B resamples of the samples' features (with
-            replacement; the reference is fixed). 200 is plenty and costs well under a second.
+            replacement; the reference is fixed). 200 is plenty and costs well under a second. It errs on the safe
+            side: close to the metric's floor the resamples' repeated rows add spread (on real digits, scored against
+            the held-out ones, it is 1.7x the true spread at N = 180, 1.4x at 500, 1.1x at 1,000); well above the
+            floor it is within 10% (Gaussian features, see the tests).
         seed (`int`, defaults to 0): the seed of the bootstrap resampling.
 
     Returns:
