@@ -8,11 +8,13 @@ import math
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -321,6 +323,16 @@ def test_forward_process_refuses_out_of_range_requests(app, model):
         app.forward_process(model, image, 3, "linear", "7")
 
 
+def png_header(width: int, height: int) -> bytes:
+    """A PNG signature, an IHDR chunk declaring width x height 8-bit grey, and IEND: what PIL reads when opening."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
 def test_uploads_are_resized_and_bad_ones_refused_with_a_reason(app, model, tmp_path):
     blocks = np.random.default_rng(1).integers(0, 256, (SIDE, SIDE), dtype=np.uint8)
     PIL.Image.fromarray(np.kron(blocks, np.ones((4, 4), dtype=np.uint8))).save(tmp_path / "big_digit.png")
@@ -344,6 +356,9 @@ def test_uploads_are_resized_and_bad_ones_refused_with_a_reason(app, model, tmp_
     frames[0].save(tmp_path / "animated.gif", save_all=True, append_images=frames[1:])
     PIL.Image.fromarray(blocks).save(tmp_path / "full.png")
     (tmp_path / "truncated.png").write_bytes((tmp_path / "full.png").read_bytes()[:60])
+    # PIL would identify this as EPS and hand it to Ghostscript: only the listed decoders may see an upload
+    (tmp_path / "drawing.eps").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n%%EOF\n")
+    (tmp_path / "bomb.png").write_bytes(png_header(30_000, 30_000))  # 9e8 pixels claimed in a 45-byte file
     cases = {
         "text.png": r"The upload is not an image file that can be read \(PNG, JPEG, GIF, BMP or WebP\)\.",
         "huge.bin": r"The upload is 2\.0 MB; uploads are limited to 2 MB\.",
@@ -352,6 +367,8 @@ def test_uploads_are_resized_and_bad_ones_refused_with_a_reason(app, model, tmp_
         "deep.png": r"The upload's colour mode is 'I;16'; accepted modes are",
         "animated.gif": r"The upload is an animated image; upload a still image\.",
         "truncated.png": r"The upload could not be decoded as an image",
+        "drawing.eps": r"The upload is not an image file that can be read \(PNG, JPEG, GIF, BMP or WebP\)\.",
+        "bomb.png": r"The upload is a decompression bomb \(its header claims more than [\d,]+ pixels\); images up to",
     }
     for name, message in cases.items():
         with pytest.raises(app.InputError, match=message):
