@@ -259,7 +259,7 @@ def check_pipeline_folder(folder: str | os.PathLike) -> Path:
 
     Raises:
         `FileNotFoundError`: a file or folder is missing (named in the message), or the weights are pickles only.
-        `ValueError`: model_index.json is malformed.
+        `ValueError`: model_index.json is malformed, or a safetensors file is incomplete (truncated).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -273,10 +273,13 @@ def check_pipeline_folder(folder: str | os.PathLike) -> Path:
     for required in ("unet/config.json", "scheduler/scheduler_config.json"):
         if not (folder / required).is_file():
             raise FileNotFoundError(f"{folder / required} is missing: the pipeline is incomplete.")
-    if not any((folder / "unet").glob("*.safetensors")):
+    weight_files = sorted((folder / "unet").glob("*.safetensors"))
+    if not weight_files:
         pickles = sorted(path for path in _walk(folder / "unet") if _matches(_name(path), PICKLE_PATTERNS))
         found = f" (found {', '.join(pickles)}: hf-ddpm never uploads pickled weights)" if pickles else ""
         raise FileNotFoundError(f"{folder / 'unet'} has no .safetensors weights{found}; save with safetensors.")
+    for path in weight_files:
+        _check_safetensors(path)
     for module_path in _remote_code_files(index):
         if not (folder / module_path).is_file():
             raise FileNotFoundError(
@@ -812,7 +815,7 @@ def _check_safetensors(path: Path) -> None:
     except ValueError as error:
         problem = str(error)
     if problem:
-        raise ValueError(f"{path} is not a complete safetensors file: {problem}. Nothing was pushed.")
+        raise ValueError(f"{path} is not a complete safetensors file: {problem}; it would not load.")
 
 
 def _read_json(path: Path) -> Any:
