@@ -2,10 +2,13 @@
 `python spaces/ddpm-digits/app.py` on a free port with a tiny random pipeline, through gradio_client, a headless
 Chromium and a burst of 20 concurrent clients."""
 
+import ast
+import importlib.metadata
 import importlib.util
 import io
 import math
 import os
+import re
 import shutil
 import socket
 import struct
@@ -21,7 +24,9 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+import yaml
 from diffusers import UNet2DModel
+from huggingface_hub import snapshot_download
 
 from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler
 
@@ -423,22 +428,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(model_dir, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("space_server")
+def start_app(argv: list[str], folder: Path, env: dict[str, str], cwd: Path | None = None) -> Server:
+    """Start the app as `argv` on a free port, its gradio cache and log in `folder`; wait until it answers."""
     port = free_port()
     env = {
-        **os.environ,
-        "HF_DDPM_SPACE_MODEL": model_dir,
+        **env,
         "GRADIO_SERVER_NAME": "127.0.0.1",
         "GRADIO_SERVER_PORT": str(port),
         "GRADIO_ANALYTICS_ENABLED": "False",
         "GRADIO_TEMP_DIR": str(folder / "gradio"),
         "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
     }
     log = folder / "server.log"
     with open(log, "wb") as log_file:
-        process = subprocess.Popen([sys.executable, str(APP_PATH)], env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 150
     while True:
@@ -454,13 +458,25 @@ def server(model_dir, tmp_path_factory):
             process.kill()
             pytest.fail(f"the app did not answer on {url} within 150 s:\n{log.read_text()}")
         time.sleep(0.5)
-    yield Server(process, url, log)
+    return Server(process, url, log)
+
+
+def stop_app(server: Server) -> None:
+    process = server.process
     process.terminate()
     try:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(model_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("space_server")
+    server = start_app([sys.executable, str(APP_PATH)], folder, {**os.environ, "HF_DDPM_SPACE_MODEL": model_dir})
+    yield server
+    stop_app(server)
 
 
 @pytest.fixture
@@ -624,3 +640,78 @@ def test_the_shipped_model_carries_the_current_remote_code():
         (model / "scheduler" / "scheduling_ddpm_posterior.py", sources / "scheduling_ddpm_posterior.py"),
     ):
         assert shipped.read_bytes() == source.read_bytes(), f"{shipped} is stale: copy {source} over it"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The Space as the Hub runs it: pushed, downloaded into an empty folder, started without hf_ddpm
+# --------------------------------------------------------------------------------------------------------------------
+
+# What a Space does at start, with hf_ddpm made unimportable (it is installed editable in this environment).
+HUB_LAUNCHER = "import runpy, sys; sys.modules['hf_ddpm'] = None; runpy.run_path('app.py', run_name='__main__')"
+# Imports that are not packages to install: the standard library and the model's own modules.
+LOCAL_MODULES = set(sys.stdlib_module_names)
+
+
+def imported_packages(paths: list[Path]) -> set[str]:
+    """The top-level modules that the files in `paths` import (at any depth: lazy imports too)."""
+    modules = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                modules.add(node.module.split(".")[0])
+    return modules - LOCAL_MODULES
+
+
+def test_the_pushed_space_runs_where_hf_ddpm_cannot_be_imported(app, hub_server, tmp_path):
+    repo_id = hub_server.new_repo_id("ddpm-digits-demo")
+    push = subprocess.run(
+        [shutil.which("hf-ddpm") or "hf-ddpm", "push-space", str(APP_PATH.parent), repo_id],
+        env=hub_server.env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert push.returncode == 0, push.stderr
+    sha = push.stdout.strip().rsplit(" ", 1)[-1]
+    space = Path(snapshot_download(repo_id, repo_type="space", revision=sha, local_dir=tmp_path / "space"))
+
+    # what the Space installs covers what it imports; its card links only to files it holds
+    requirements = {
+        re.split(r"[<>=!~\[; ]", line.strip())[0].lower().replace("_", "-")
+        for line in (space / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    distributions = importlib.metadata.packages_distributions()
+    model_code = [space / "model" / "pipeline_ddpm_posterior.py", *sorted((space / "model").glob("*/*.py"))]
+    for module in imported_packages([space / "app.py", *model_code]):
+        names = {name.lower().replace("_", "-") for name in distributions.get(module, [module])}
+        assert names & (requirements | {"gradio"}), f"{module} is imported but not in requirements.txt"
+    assert "hf-ddpm" not in requirements and "diffusers==0.42.1" in (space / "requirements.txt").read_text()
+    readme = (space / "README.md").read_text()
+    front_matter = yaml.safe_load(readme.split("---")[1])
+    assert front_matter["sdk"] == "gradio" and front_matter["sdk_version"] == importlib.metadata.version("gradio")
+    assert "models" not in front_matter  # the model ships inside the Space: it names no Hub model it does not load
+    for link in re.findall(r"\]\(([^)#]+)\)", readme):
+        assert link.startswith("https://") or (space / link).resolve().is_relative_to(space.resolve()), link
+        assert link.startswith("https://") or (space / link).is_file(), link
+
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}  # no src/ of this repository
+    env["HF_MODULES_CACHE"] = str(tmp_path / "modules")  # where diffusers copies the model's own code
+    env.pop("HF_DDPM_SPACE_MODEL", None)
+    server = start_app([sys.executable, "-c", HUB_LAUNCHER], tmp_path, env, cwd=space)
+    try:
+        from gradio_client import Client
+
+        client = Client(server.url, verbose=False, analytics_enabled=False, download_files=str(tmp_path / "out"))
+        grid = PIL.Image.open(client.predict(0, 4, 10, "learned_range", api_name="/generate"))
+        assert grid.size == grid_size(app, 2, 2) and np.ptp(np.asarray(grid)) > 0
+        strip, gif, frame_times = client.predict(0, 1, 10, "fixed_small", 2, api_name="/trajectory")
+        assert PIL.Image.open(strip).size == grid_size(app, 2, 2)
+        assert frame_times.startswith("Frames at t = ")
+        evaluated, terms, bpd, standard_error = client.predict(9, None, 2, 2, 0, api_name="/likelihood")
+        assert PIL.Image.open(terms).format == "PNG" and 0 < bpd < 16 and standard_error >= 0
+    finally:
+        stop_app(server)
+    assert not (space / "hf_ddpm").exists() and not (space / "src").exists()
