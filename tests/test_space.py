@@ -568,6 +568,52 @@ def test_served_app_refuses_bad_uploads_with_a_readable_error(client, tmp_path):
     assert (np.asarray(PIL.Image.open(pair))[2:10, 2:10] == 255).all()
 
 
+def test_every_endpoint_runs_in_the_one_model_concurrency_group(app, model):
+    """The forward process too: otherwise its requests run beside the queue's limit of CONCURRENCY_LIMIT."""
+    demo = app.build_demo(model)
+    groups = {fn.api_name: (fn.concurrency_id, fn.concurrency_limit) for fn in demo.fns.values() if fn.api_name}
+    assert set(groups) == {"generate", "trajectory", "forward", "likelihood"}
+    assert set(groups.values()) == {("model", "default")}, groups
+    assert demo.delete_cache == (app.CACHE_SWEEP_S, app.CACHE_MAX_AGE_S)
+
+
+def test_uploads_are_bounded_in_size_total_and_time(model_dir, tmp_path):
+    """
+    Junk uploads (gradio's upload route runs outside the queue): a file over 2 MB or a request over 2 MB is refused,
+    a burst of 20 users keeps at most the cache bound on disk, and the sweep frees it after the maximum age.
+    """
+    from space_load_test import folder_bytes, upload_burst
+
+    megabyte = 2**20
+    bound, max_age = 8 * megabyte, 3
+    env = {
+        **os.environ,
+        "HF_DDPM_SPACE_MODEL": model_dir,
+        "HF_DDPM_SPACE_CACHE_MAX_BYTES": str(bound),
+        "HF_DDPM_SPACE_CACHE_MAX_AGE_S": str(max_age),
+        "HF_DDPM_SPACE_CACHE_SWEEP_S": "1",
+    }
+    server = start_app([sys.executable, str(APP_PATH)], tmp_path, env)
+    cache = tmp_path / "gradio"
+    try:
+        junk = os.urandom(3 * megabyte // 2)
+        assert upload_burst(server.url, [[os.urandom(2 * megabyte + 1)], [junk, junk]]) == [413, 413]
+        assert folder_bytes(cache) < megabyte  # nothing of them was kept
+
+        statuses = upload_burst(server.url, [[junk]] * 20)
+        assert set(statuses) <= {200, 507} and 507 in statuses, statuses
+        assert 1 <= statuses.count(200) <= bound // len(junk), statuses
+        assert folder_bytes(cache) <= bound
+
+        deadline = time.monotonic() + max_age + 20
+        while folder_bytes(cache) >= len(junk) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert folder_bytes(cache) < len(junk)  # every upload older than max_age was deleted
+        assert upload_burst(server.url, [[junk]] * 2) == [200, 200]
+    finally:
+        stop_app(server)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # A real browser
 # --------------------------------------------------------------------------------------------------------------------

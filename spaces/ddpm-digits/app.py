@@ -809,28 +809,37 @@ def build_demo(model: SpaceModel | None = None) -> gr.Blocks:
 class UploadQuota:
     """
     ASGI middleware bounding gradio's upload route: a request larger than `MAX_UPLOAD_REQUEST_BYTES` (or without a
-    Content-Length) gets 413/411, and while gradio's cache folder holds `CACHE_MAX_BYTES` every upload gets 507, before
-    any byte of it is read. The cache empties as `delete_cache` removes files older than `CACHE_MAX_AGE_S`.
+    Content-Length) gets 413/411, and an upload that would bring gradio's cache folder, plus the uploads still in
+    flight, over `CACHE_MAX_BYTES` gets 507, before any byte of it is read. The cache empties as `delete_cache`
+    removes files older than `CACHE_MAX_AGE_S`.
     """
 
     def __init__(self, app, cache_dir: str):
         self.app, self.cache_dir = app, cache_dir
+        self.in_flight = 0  # bytes admitted but maybe not yet on disk; one event loop: no lock needed
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith("/upload"):
-            refusal = self.refusal(dict(scope["headers"]).get(b"content-length"))
-            if refusal is not None:
-                status, message = refusal
-                response = PlainTextResponse(message, status_code=status, headers={"Connection": "close"})
-                return await response(scope, receive, send)
-        return await self.app(scope, receive, send)
+        is_upload = scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith("/upload")
+        if not is_upload:
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        refusal = self.refusal(length)
+        if refusal is not None:
+            status, message = refusal
+            response = PlainTextResponse(message, status_code=status, headers={"Connection": "close"})
+            return await response(scope, receive, send)
+        self.in_flight += int(length)  # checked and reserved with no await in between
+        try:
+            await self.app(scope, receive, send)  # returns after gradio's background move into the cache
+        finally:
+            self.in_flight -= int(length)
 
-    def refusal(self, content_length: bytes | None) -> tuple[int, str] | None:
-        if content_length is None or not content_length.isdigit():
+    def refusal(self, content_length: bytes) -> tuple[int, str] | None:
+        if not content_length.isdigit():
             return 411, "Uploads must declare their size (Content-Length)."
         if int(content_length) > MAX_UPLOAD_REQUEST_BYTES:
             return 413, f"Uploads are limited to {MAX_UPLOAD_BYTES // 2**20} MB."
-        if folder_bytes(self.cache_dir) + int(content_length) > CACHE_MAX_BYTES:
+        if folder_bytes(self.cache_dir) + self.in_flight + int(content_length) > CACHE_MAX_BYTES:
             return 507, "The Space's upload space is full; try again in a few minutes."
         return None
 
