@@ -568,12 +568,26 @@ def test_cli_push_pull_card_and_errors(hub_server: HubServer, hub_repo_id: str, 
         (wrong_token, ["push", str(folder), hub_repo_id]),
         (wrong_token, ["pull", hub_repo_id]),
     ] + [({}, [command, "--help"]) for command in ("push", "pull", "card", "push-space")]
+    truncated, space = tmp_path / "truncated", tmp_path / "space"
+    save_tiny_pipeline(truncated)
+    (truncated / WEIGHTS).write_bytes((truncated / WEIGHTS).read_bytes()[:-64])
+    space.mkdir()
+    (space / "app.py").write_text("import gradio\n")
+    (space / "README.md").write_text("---\nsdk: gradio\n---\n")
+    (space / "deploy.sh").write_text(f"HF_TOKEN={hub_server.token} hf upload\n")
+    commands += [  # HF_TOKEN back to the valid token, the one in deploy.sh
+        ({"HF_TOKEN": hub_server.token}, ["push", str(truncated), hub_server.new_repo_id()]),
+        ({}, ["push-space", str(space), hub_server.new_repo_id()]),
+        ({}, ["push-space", str(space), hub_server.new_repo_id(), "--include", "nowhere.txt"]),
+        ({}, ["card", str(tmp_path / "missing")]),
+        ({}, ["pull", str(folder)]),
+    ]
 
     result = run_python(CLI_DRIVER, json.dumps(commands), env=hub_server.env())
     outcomes = json.loads(result.stdout.splitlines()[-1])
 
     codes = [outcome["code"] for outcome in outcomes]
-    assert codes == [0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1, 0, 0, 0, 0], outcomes
+    assert codes == [0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1, 0, 0, 0, 0, 2, 2, 2, 2, 2], outcomes
     card, push, pull = outcomes[:3]
     assert card["stdout"].strip() == str(folder / "README.md")
     assert f'from_pretrained("{hub_repo_id}")' in (folder / "README.md").read_text()
@@ -590,5 +604,13 @@ def test_cli_push_pull_card_and_errors(hub_server: HubServer, hub_repo_id: str, 
     for message in errors[8:]:
         assert "the Hub refused the token (401" in message
         assert wrong_token["HF_TOKEN"] not in message and len(message.strip().splitlines()) == 1
-    for outcome in outcomes[13:]:
+    for outcome in outcomes[13:17]:
         assert "Example:\n  hf-ddpm " in outcome["stdout"]
+    refusals = [outcome["stderr"].strip() for outcome in outcomes[17:]]
+    assert all(len(refusal.splitlines()) == 1 for refusal in refusals), refusals
+    assert f"{truncated / WEIGHTS} is not a complete safetensors file" in refusals[0]
+    assert f"{space / 'deploy.sh'} holds a Hugging Face access token" in refusals[1]
+    assert hub_server.token not in refusals[1]
+    assert "`include` names 'nowhere.txt', which is not a file inside" in refusals[2]
+    assert f"{tmp_path / 'missing'} is not a folder" in refusals[3]
+    assert f"`repo_id` {str(folder)!r} is a local folder" in refusals[4]
