@@ -393,6 +393,25 @@ def test_push_space_sends_no_token_and_no_credential_files(hub_server: HubServer
         hub.push_space(space, hub_repo_id, include=["../elsewhere"])
 
 
+def test_push_refuses_any_token_stored_on_this_machine(
+    hub_server: HubServer, hub_repo_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only the token in use: the login's token file and every `hf auth login` stored token."""
+    monkeypatch.setattr(hub_constants, "HF_TOKEN_PATH", str(tmp_path / "token"))
+    monkeypatch.setattr(hub_constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "stored_tokens"))
+    (tmp_path / "token").write_text("saved-login-token-0001\n")
+    (tmp_path / "stored_tokens").write_text("[work]\nhf_token = stored-work-token-0002\n")
+    space = tmp_path / "space"
+    space.mkdir()
+    (space / "app.py").write_text("import gradio as gr\n")
+    (space / "README.md").write_text("---\nsdk: gradio\n---\n")
+    for secret in ("saved-login-token-0001", "stored-work-token-0002"):
+        (space / "config.yaml").write_text(f"key: {secret}\n")
+        with pytest.raises(ValueError, match="config.yaml holds a Hugging Face access token"):
+            hub.push_space(space, hub_repo_id)
+    assert hub_server.requests == []
+
+
 def test_push_refuses_a_truncated_safetensors_file(hub_server: HubServer, hub_repo_id: str, tmp_path: Path) -> None:
     folder = tmp_path / "pipeline"
     save_tiny_pipeline(folder)

@@ -62,7 +62,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
     RevisionResolutionError,
 )
-from huggingface_hub.utils import get_token, validate_repo_id
+from huggingface_hub.utils import get_stored_tokens, get_token, validate_repo_id
 
 from .files import atomic_write_text
 from .pipeline_ddpm_posterior import LOAD_PATTERNS, PIPELINE_CLASS
@@ -752,14 +752,21 @@ def _check_uploadable(folder: Path, paths: list[str]) -> None:
 
 def _check_no_secrets(folder: Path, paths: list[str]) -> None:
     """
-    Refuse to upload any file, whatever its name or type, whose bytes hold the token in use (HF_TOKEN or the stored
-    login) or anything shaped like a Hub token; PNG text chunks are also read decompressed (zTXt, iTXt).
+    Refuse to upload any file, whatever its name or type, whose bytes hold a token of this machine (the one in use,
+    HF_TOKEN, the login's token file and every stored token) or anything shaped like a Hub token; PNG text chunks are
+    also read decompressed (zTXt, iTXt).
     """
-    tokens = {token.encode() for token in (get_token(), os.environ.get("HF_TOKEN")) if token}
+    tokens = {token.strip().encode() for token in _known_tokens() if token and token.strip()}
     for path in paths:
         full = folder / path
         if _holds_token(full, tokens):
             raise ValueError(f"{full} holds a Hugging Face access token: remove it before pushing (nothing was sent).")
+
+
+def _known_tokens() -> list[str]:
+    token_file = Path(hub_constants.HF_TOKEN_PATH)
+    saved = token_file.read_text(errors="replace") if token_file.is_file() else None
+    return [get_token(), os.environ.get("HF_TOKEN"), saved, *get_stored_tokens().values()]
 
 
 def _holds_token(path: Path, tokens: set[bytes]) -> bool:
