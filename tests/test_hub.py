@@ -431,6 +431,17 @@ def test_push_refuses_a_truncated_safetensors_file(hub_server: HubServer, hub_re
     assert Path(local, WEIGHTS).read_bytes() == complete
 
 
+def test_an_unreachable_hub_is_named_with_its_address(hub_server: HubServer, hub_repo_id: str, tmp_path: Path):
+    """A push to a Hub that does not answer says which address it tried, in one line (not a bare socket error)."""
+    folder = tmp_path / "pipeline"
+    save_tiny_pipeline(folder)
+    hub_server.stop()
+    with pytest.raises(RuntimeError) as error:
+        hub._hub_call(lambda: hub.push_pipeline(folder, hub_repo_id))
+    message = str(error.value)
+    assert message.startswith(f"cannot reach the Hub at {hub_constants.ENDPOINT} (") and "\n" not in message
+
+
 def test_model_card_metadata_tables_and_template(hub_server: HubServer, tmp_path: Path) -> None:
     folder = tmp_path / "ddpm-digits"
     save_tiny_pipeline(folder)
