@@ -4,6 +4,9 @@ Used by tests/test_space.py, and runnable against any running copy of the app:
 
     python spaces/ddpm-digits/app.py &                        # serves on 127.0.0.1:7860
     python tests/space_load_test.py http://127.0.0.1:7860 --clients 20 --pid $!
+
+`upload_burst` does the same with junk uploads, which gradio handles outside the queue: tests/test_space.py uses it to
+check the app's bounds on what it accepts and keeps on disk.
 """
 
 from __future__ import annotations
@@ -80,6 +83,35 @@ def run_burst(url: str, requests: list[tuple], api_name: str = "/generate", down
     for thread in threads:
         thread.join(timeout=600)
     return BurstResult(outputs, errors, seconds, time.perf_counter() - start)
+
+
+def upload_burst(url: str, payloads: list[list[bytes]], timeout: float = 120) -> list[int]:
+    """
+    One thread per request, released at once, each POSTing its files (multipart, as the page does) to gradio's upload
+    route, which runs outside the queue. Returns each request's HTTP status.
+    """
+    import httpx
+
+    statuses = [0] * len(payloads)
+    barrier = threading.Barrier(len(payloads))
+
+    def user(i: int) -> None:
+        files = [("files", (f"junk-{i}-{j}.png", data, "image/png")) for j, data in enumerate(payloads[i])]
+        with httpx.Client(timeout=timeout) as client:
+            barrier.wait(timeout=timeout)
+            statuses[i] = client.post(f"{url}/gradio_api/upload", files=files).status_code
+
+    threads = [threading.Thread(target=user, args=(i,), daemon=True) for i in range(len(payloads))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
+    return statuses
+
+
+def folder_bytes(folder: str | Path) -> int:
+    """The bytes of every file below `folder`."""
+    return sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file())
 
 
 def main() -> None:

@@ -313,6 +313,135 @@ def test_push_never_uploads_pickles_or_tokens(hub_server: HubServer, hub_repo_id
         hub.push_pipeline(folder, hub_repo_id)
 
 
+def png_with_text(path: Path, text: str, *, compressed: bool) -> None:
+    """A PNG whose metadata holds `text`: a tEXt chunk (plain bytes) or a zTXt chunk (deflated)."""
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", text, zip=compressed)
+    Image.new("L", (8, 8), 128).save(path, pnginfo=info)
+
+
+def test_push_refuses_a_token_in_any_file_text_or_binary(hub_server: HubServer, hub_repo_id: str, tmp_path: Path):
+    """The token in use, or any Hub-shaped token, in a file of any name or type: refused, naming it, nothing sent."""
+    folder = tmp_path / "pipeline"
+    save_tiny_pipeline(folder)
+    other_token = "hf_" + "Ab1" * 12  # shaped like a Hub token, not the one in use
+    cases = {
+        "samples.png": lambda path: png_with_text(path, f"made with {hub_server.token}", compressed=False),
+        "samples/grid.png": lambda path: png_with_text(path, f"token={other_token}", compressed=True),
+        "scheduler/scheduling_extra.py": lambda path: path.write_bytes(b"KEY = b'" + other_token.encode() + b"'\n"),
+    }
+    for name, write in cases.items():
+        path = folder / name
+        path.parent.mkdir(exist_ok=True)
+        write(path)
+        with pytest.raises(ValueError, match=f"{path} holds a Hugging Face access token: remove it"):
+            hub.push_pipeline(folder, hub_repo_id)
+        path.unlink()
+    assert hub_server.requests == []  # every refusal came before anything was sent
+
+    # a hidden or credential-like file is not picked even where a pattern matches its name
+    (folder / ".secret.py").write_text(f"TOKEN = {hub_server.token!r}\n")
+    (folder / ".hidden.png").write_bytes(b"\x89PNG" + hub_server.token.encode())
+    hub.push_pipeline(folder, hub_repo_id)
+    assert not {".secret.py", ".hidden.png"} & set(HfApi().list_repo_files(hub_repo_id))
+
+
+def test_push_space_sends_no_token_and_no_credential_files(hub_server: HubServer, hub_repo_id: str, tmp_path: Path):
+    space = tmp_path / "space"
+    space.mkdir()
+    (space / "app.py").write_text("import gradio as gr\n")
+    (space / "README.md").write_text("---\ntitle: demo\nsdk: gradio\napp_file: app.py\n---\n# Demo\n")
+    token = hub_server.token
+    for name, content in {
+        "deploy.sh": f"export HF_TOKEN={token}\n",
+        "settings.ini": f"[hub]\nkey = {token}\n",
+        "assets/logo.png": None,  # a token in a PNG text chunk
+        "Makefile": f"push:\n\tHF_TOKEN={token} hf upload\n",
+    }.items():
+        path = space / name
+        path.parent.mkdir(exist_ok=True)
+        png_with_text(path, token, compressed=False) if content is None else path.write_text(content)
+        with pytest.raises(ValueError, match=f"{path} holds a Hugging Face access token"):
+            hub.push_space(space, hub_repo_id)
+        path.unlink()
+    assert hub_server.requests == []
+
+    credentials = {
+        ".git-credentials": f"https://user:{token}@huggingface.co\n",
+        ".huggingface/token": token,
+        ".huggingface/stored_tokens": f"[default]\nhf_token = {token}\n",
+        ".netrc": f"machine huggingface.co login user password {token}\n",
+        ".env": f"HF_TOKEN={token}\n",
+        "id_rsa": "-----BEGIN OPENSSH PRIVATE KEY-----\n",
+        "server.pem": "-----BEGIN PRIVATE KEY-----\n",
+        ".streamlit/config.toml": "[server]\nheadless = true\n",
+    }
+    for name, content in credentials.items():
+        (space / name).parent.mkdir(exist_ok=True)
+        (space / name).write_text(content)
+    hub.push_space(space, hub_repo_id)
+    assert set(HfApi().list_repo_files(hub_repo_id, repo_type="space")) == {".gitattributes", "app.py", "README.md"}
+
+    # asked for by name, a hidden file goes, and is still scanned
+    hub.push_space(space, hub_repo_id, include=[".streamlit/config.toml"])
+    assert ".streamlit/config.toml" in HfApi().list_repo_files(hub_repo_id, repo_type="space")
+    with pytest.raises(ValueError, match=r"\.git-credentials holds a Hugging Face access token"):
+        hub.push_space(space, hub_repo_id, include=[".git-credentials"])
+    with pytest.raises(FileNotFoundError, match="`include` names '../elsewhere', which is not a file inside"):
+        hub.push_space(space, hub_repo_id, include=["../elsewhere"])
+
+
+def test_push_refuses_any_token_stored_on_this_machine(
+    hub_server: HubServer, hub_repo_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only the token in use: the login's token file and every `hf auth login` stored token."""
+    monkeypatch.setattr(hub_constants, "HF_TOKEN_PATH", str(tmp_path / "token"))
+    monkeypatch.setattr(hub_constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "stored_tokens"))
+    (tmp_path / "token").write_text("saved-login-token-0001\n")
+    (tmp_path / "stored_tokens").write_text("[work]\nhf_token = stored-work-token-0002\n")
+    space = tmp_path / "space"
+    space.mkdir()
+    (space / "app.py").write_text("import gradio as gr\n")
+    (space / "README.md").write_text("---\nsdk: gradio\n---\n")
+    for secret in ("saved-login-token-0001", "stored-work-token-0002"):
+        (space / "config.yaml").write_text(f"key: {secret}\n")
+        with pytest.raises(ValueError, match="config.yaml holds a Hugging Face access token"):
+            hub.push_space(space, hub_repo_id)
+    assert hub_server.requests == []
+
+
+def test_push_refuses_a_truncated_safetensors_file(hub_server: HubServer, hub_repo_id: str, tmp_path: Path) -> None:
+    folder = tmp_path / "pipeline"
+    save_tiny_pipeline(folder)
+    weights = folder / WEIGHTS
+    complete = weights.read_bytes()
+    for broken in (complete[:-100], complete[:6], complete + b"\0" * 8):
+        weights.write_bytes(broken)
+        with pytest.raises(ValueError, match=f"{weights} is not a complete safetensors file: .*it would not load"):
+            hub.push_pipeline(folder, hub_repo_id)
+    assert hub_server.requests == []
+    with pytest.raises(Exception):  # noqa: B017  (the repo was never created)
+        HfApi().model_info(hub_repo_id)
+
+    weights.write_bytes(complete)
+    hub.push_pipeline(folder, hub_repo_id)
+    local = hub.pull(hub_repo_id, local_dir=tmp_path / "pulled")
+    assert Path(local, WEIGHTS).read_bytes() == complete
+
+
+def test_an_unreachable_hub_is_named_with_its_address(hub_server: HubServer, hub_repo_id: str, tmp_path: Path):
+    """A push to a Hub that does not answer says which address it tried, in one line (not a bare socket error)."""
+    folder = tmp_path / "pipeline"
+    save_tiny_pipeline(folder)
+    hub_server.stop()
+    with pytest.raises(RuntimeError) as error:
+        hub._hub_call(lambda: hub.push_pipeline(folder, hub_repo_id))
+    message = str(error.value)
+    assert message.startswith(f"cannot reach the Hub at {hub_constants.ENDPOINT} (") and "\n" not in message
+
+
 def test_model_card_metadata_tables_and_template(hub_server: HubServer, tmp_path: Path) -> None:
     folder = tmp_path / "ddpm-digits"
     save_tiny_pipeline(folder)
@@ -469,12 +598,26 @@ def test_cli_push_pull_card_and_errors(hub_server: HubServer, hub_repo_id: str, 
         (wrong_token, ["push", str(folder), hub_repo_id]),
         (wrong_token, ["pull", hub_repo_id]),
     ] + [({}, [command, "--help"]) for command in ("push", "pull", "card", "push-space")]
+    truncated, space = tmp_path / "truncated", tmp_path / "space"
+    save_tiny_pipeline(truncated)
+    (truncated / WEIGHTS).write_bytes((truncated / WEIGHTS).read_bytes()[:-64])
+    space.mkdir()
+    (space / "app.py").write_text("import gradio\n")
+    (space / "README.md").write_text("---\nsdk: gradio\n---\n")
+    (space / "deploy.sh").write_text(f"HF_TOKEN={hub_server.token} hf upload\n")
+    commands += [  # HF_TOKEN back to the valid token, the one in deploy.sh
+        ({"HF_TOKEN": hub_server.token}, ["push", str(truncated), hub_server.new_repo_id()]),
+        ({}, ["push-space", str(space), hub_server.new_repo_id()]),
+        ({}, ["push-space", str(space), hub_server.new_repo_id(), "--include", "nowhere.txt"]),
+        ({}, ["card", str(tmp_path / "missing")]),
+        ({}, ["pull", str(folder)]),
+    ]
 
     result = run_python(CLI_DRIVER, json.dumps(commands), env=hub_server.env())
     outcomes = json.loads(result.stdout.splitlines()[-1])
 
     codes = [outcome["code"] for outcome in outcomes]
-    assert codes == [0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1, 0, 0, 0, 0], outcomes
+    assert codes == [0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1, 0, 0, 0, 0, 2, 2, 2, 2, 2], outcomes
     card, push, pull = outcomes[:3]
     assert card["stdout"].strip() == str(folder / "README.md")
     assert f'from_pretrained("{hub_repo_id}")' in (folder / "README.md").read_text()
@@ -491,5 +634,13 @@ def test_cli_push_pull_card_and_errors(hub_server: HubServer, hub_repo_id: str, 
     for message in errors[8:]:
         assert "the Hub refused the token (401" in message
         assert wrong_token["HF_TOKEN"] not in message and len(message.strip().splitlines()) == 1
-    for outcome in outcomes[13:]:
+    for outcome in outcomes[13:17]:
         assert "Example:\n  hf-ddpm " in outcome["stdout"]
+    refusals = [outcome["stderr"].strip() for outcome in outcomes[17:]]
+    assert all(len(refusal.splitlines()) == 1 for refusal in refusals), refusals
+    assert f"{truncated / WEIGHTS} is not a complete safetensors file" in refusals[0]
+    assert f"{space / 'deploy.sh'} holds a Hugging Face access token" in refusals[1]
+    assert hub_server.token not in refusals[1]
+    assert "`include` names 'nowhere.txt', which is not a file inside" in refusals[2]
+    assert f"{tmp_path / 'missing'} is not a folder" in refusals[3]
+    assert f"`repo_id` {str(folder)!r} is a local folder" in refusals[4]

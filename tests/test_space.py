@@ -2,24 +2,31 @@
 `python spaces/ddpm-digits/app.py` on a free port with a tiny random pipeline, through gradio_client, a headless
 Chromium and a burst of 20 concurrent clients."""
 
+import ast
+import importlib.metadata
 import importlib.util
 import io
 import math
 import os
+import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import pytest
 import torch
+import yaml
 from diffusers import UNet2DModel
+from huggingface_hub import snapshot_download
 
 from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler
 
@@ -321,6 +328,16 @@ def test_forward_process_refuses_out_of_range_requests(app, model):
         app.forward_process(model, image, 3, "linear", "7")
 
 
+def png_header(width: int, height: int) -> bytes:
+    """A PNG signature, an IHDR chunk declaring width x height 8-bit grey, and IEND: what PIL reads when opening."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
 def test_uploads_are_resized_and_bad_ones_refused_with_a_reason(app, model, tmp_path):
     blocks = np.random.default_rng(1).integers(0, 256, (SIDE, SIDE), dtype=np.uint8)
     PIL.Image.fromarray(np.kron(blocks, np.ones((4, 4), dtype=np.uint8))).save(tmp_path / "big_digit.png")
@@ -344,6 +361,9 @@ def test_uploads_are_resized_and_bad_ones_refused_with_a_reason(app, model, tmp_
     frames[0].save(tmp_path / "animated.gif", save_all=True, append_images=frames[1:])
     PIL.Image.fromarray(blocks).save(tmp_path / "full.png")
     (tmp_path / "truncated.png").write_bytes((tmp_path / "full.png").read_bytes()[:60])
+    # PIL would identify this as EPS and hand it to Ghostscript: only the listed decoders may see an upload
+    (tmp_path / "drawing.eps").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n%%EOF\n")
+    (tmp_path / "bomb.png").write_bytes(png_header(30_000, 30_000))  # 9e8 pixels claimed in a 45-byte file
     cases = {
         "text.png": r"The upload is not an image file that can be read \(PNG, JPEG, GIF, BMP or WebP\)\.",
         "huge.bin": r"The upload is 2\.0 MB; uploads are limited to 2 MB\.",
@@ -352,6 +372,8 @@ def test_uploads_are_resized_and_bad_ones_refused_with_a_reason(app, model, tmp_
         "deep.png": r"The upload's colour mode is 'I;16'; accepted modes are",
         "animated.gif": r"The upload is an animated image; upload a still image\.",
         "truncated.png": r"The upload could not be decoded as an image",
+        "drawing.eps": r"The upload is not an image file that can be read \(PNG, JPEG, GIF, BMP or WebP\)\.",
+        "bomb.png": r"The upload is a decompression bomb \(its header claims more than [\d,]+ pixels\); images up to",
     }
     for name, message in cases.items():
         with pytest.raises(app.InputError, match=message):
@@ -406,22 +428,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(model_dir, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("space_server")
+def start_app(argv: list[str], folder: Path, env: dict[str, str], cwd: Path | None = None) -> Server:
+    """Start the app as `argv` on a free port, its gradio cache and log in `folder`; wait until it answers."""
     port = free_port()
     env = {
-        **os.environ,
-        "HF_DDPM_SPACE_MODEL": model_dir,
+        **env,
         "GRADIO_SERVER_NAME": "127.0.0.1",
         "GRADIO_SERVER_PORT": str(port),
         "GRADIO_ANALYTICS_ENABLED": "False",
         "GRADIO_TEMP_DIR": str(folder / "gradio"),
         "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
     }
     log = folder / "server.log"
     with open(log, "wb") as log_file:
-        process = subprocess.Popen([sys.executable, str(APP_PATH)], env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 150
     while True:
@@ -437,13 +458,25 @@ def server(model_dir, tmp_path_factory):
             process.kill()
             pytest.fail(f"the app did not answer on {url} within 150 s:\n{log.read_text()}")
         time.sleep(0.5)
-    yield Server(process, url, log)
+    return Server(process, url, log)
+
+
+def stop_app(server: Server) -> None:
+    process = server.process
     process.terminate()
     try:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(model_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("space_server")
+    server = start_app([sys.executable, str(APP_PATH)], folder, {**os.environ, "HF_DDPM_SPACE_MODEL": model_dir})
+    yield server
+    stop_app(server)
 
 
 @pytest.fixture
@@ -535,6 +568,52 @@ def test_served_app_refuses_bad_uploads_with_a_readable_error(client, tmp_path):
     assert (np.asarray(PIL.Image.open(pair))[2:10, 2:10] == 255).all()
 
 
+def test_every_endpoint_runs_in_the_one_model_concurrency_group(app, model):
+    """The forward process too: otherwise its requests run beside the queue's limit of CONCURRENCY_LIMIT."""
+    demo = app.build_demo(model)
+    groups = {fn.api_name: (fn.concurrency_id, fn.concurrency_limit) for fn in demo.fns.values() if fn.api_name}
+    assert set(groups) == {"generate", "trajectory", "forward", "likelihood"}
+    assert set(groups.values()) == {("model", "default")}, groups
+    assert demo.delete_cache == (app.CACHE_SWEEP_S, app.CACHE_MAX_AGE_S)
+
+
+def test_uploads_are_bounded_in_size_total_and_time(model_dir, tmp_path):
+    """
+    Junk uploads (gradio's upload route runs outside the queue): a file over 2 MB or a request over 2 MB is refused,
+    a burst of 20 users keeps at most the cache bound on disk, and the sweep frees it after the maximum age.
+    """
+    from space_load_test import folder_bytes, upload_burst
+
+    megabyte = 2**20
+    bound, max_age = 8 * megabyte, 3
+    env = {
+        **os.environ,
+        "HF_DDPM_SPACE_MODEL": model_dir,
+        "HF_DDPM_SPACE_CACHE_MAX_BYTES": str(bound),
+        "HF_DDPM_SPACE_CACHE_MAX_AGE_S": str(max_age),
+        "HF_DDPM_SPACE_CACHE_SWEEP_S": "1",
+    }
+    server = start_app([sys.executable, str(APP_PATH)], tmp_path, env)
+    cache = tmp_path / "gradio"
+    try:
+        junk = os.urandom(3 * megabyte // 2)
+        assert upload_burst(server.url, [[os.urandom(2 * megabyte + 1)], [junk, junk]]) == [413, 413]
+        assert folder_bytes(cache) < megabyte  # nothing of them was kept
+
+        statuses = upload_burst(server.url, [[junk]] * 20)
+        assert set(statuses) <= {200, 507} and 507 in statuses, statuses
+        assert 1 <= statuses.count(200) <= bound // len(junk), statuses
+        assert folder_bytes(cache) <= bound
+
+        deadline = time.monotonic() + max_age + 20
+        while folder_bytes(cache) >= len(junk) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert folder_bytes(cache) < len(junk)  # every upload older than max_age was deleted
+        assert upload_burst(server.url, [[junk]] * 2) == [200, 200]
+    finally:
+        stop_app(server)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # A real browser
 # --------------------------------------------------------------------------------------------------------------------
@@ -607,3 +686,78 @@ def test_the_shipped_model_carries_the_current_remote_code():
         (model / "scheduler" / "scheduling_ddpm_posterior.py", sources / "scheduling_ddpm_posterior.py"),
     ):
         assert shipped.read_bytes() == source.read_bytes(), f"{shipped} is stale: copy {source} over it"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The Space as the Hub runs it: pushed, downloaded into an empty folder, started without hf_ddpm
+# --------------------------------------------------------------------------------------------------------------------
+
+# What a Space does at start, with hf_ddpm made unimportable (it is installed editable in this environment).
+HUB_LAUNCHER = "import runpy, sys; sys.modules['hf_ddpm'] = None; runpy.run_path('app.py', run_name='__main__')"
+# Imports that are not packages to install: the standard library and the model's own modules.
+LOCAL_MODULES = set(sys.stdlib_module_names)
+
+
+def imported_packages(paths: list[Path]) -> set[str]:
+    """The top-level modules that the files in `paths` import (at any depth: lazy imports too)."""
+    modules = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                modules.add(node.module.split(".")[0])
+    return modules - LOCAL_MODULES
+
+
+def test_the_pushed_space_runs_where_hf_ddpm_cannot_be_imported(app, hub_server, tmp_path):
+    repo_id = hub_server.new_repo_id("ddpm-digits-demo")
+    push = subprocess.run(
+        [shutil.which("hf-ddpm") or "hf-ddpm", "push-space", str(APP_PATH.parent), repo_id],
+        env=hub_server.env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert push.returncode == 0, push.stderr
+    sha = push.stdout.strip().rsplit(" ", 1)[-1]
+    space = Path(snapshot_download(repo_id, repo_type="space", revision=sha, local_dir=tmp_path / "space"))
+
+    # what the Space installs covers what it imports; its card links only to files it holds
+    requirements = {
+        re.split(r"[<>=!~\[; ]", line.strip())[0].lower().replace("_", "-")
+        for line in (space / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    distributions = importlib.metadata.packages_distributions()
+    model_code = [space / "model" / "pipeline_ddpm_posterior.py", *sorted((space / "model").glob("*/*.py"))]
+    for module in imported_packages([space / "app.py", *model_code]):
+        names = {name.lower().replace("_", "-") for name in distributions.get(module, [module])}
+        assert names & (requirements | {"gradio"}), f"{module} is imported but not in requirements.txt"
+    assert "hf-ddpm" not in requirements and "diffusers==0.42.1" in (space / "requirements.txt").read_text()
+    readme = (space / "README.md").read_text()
+    front_matter = yaml.safe_load(readme.split("---")[1])
+    assert front_matter["sdk"] == "gradio" and front_matter["sdk_version"] == importlib.metadata.version("gradio")
+    assert "models" not in front_matter  # the model ships inside the Space: it names no Hub model it does not load
+    for link in re.findall(r"\]\(([^)#]+)\)", readme):
+        assert link.startswith("https://") or (space / link).resolve().is_relative_to(space.resolve()), link
+        assert link.startswith("https://") or (space / link).is_file(), link
+
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}  # no src/ of this repository
+    env["HF_MODULES_CACHE"] = str(tmp_path / "modules")  # where diffusers copies the model's own code
+    env.pop("HF_DDPM_SPACE_MODEL", None)
+    server = start_app([sys.executable, "-c", HUB_LAUNCHER], tmp_path, env, cwd=space)
+    try:
+        from gradio_client import Client
+
+        client = Client(server.url, verbose=False, analytics_enabled=False, download_files=str(tmp_path / "out"))
+        grid = PIL.Image.open(client.predict(0, 4, 10, "learned_range", api_name="/generate"))
+        assert grid.size == grid_size(app, 2, 2) and np.ptp(np.asarray(grid)) > 0
+        strip, gif, frame_times = client.predict(0, 1, 10, "fixed_small", 2, api_name="/trajectory")
+        assert PIL.Image.open(strip).size == grid_size(app, 2, 2)
+        assert frame_times.startswith("Frames at t = ")
+        evaluated, terms, bpd, standard_error = client.predict(9, None, 2, 2, 0, api_name="/likelihood")
+        assert PIL.Image.open(terms).format == "PNG" and 0 < bpd < 16 and standard_error >= 0
+    finally:
+        stop_app(server)
+    assert not (space / "hf_ddpm").exists() and not (space / "src").exists()

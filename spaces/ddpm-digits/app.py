@@ -5,6 +5,9 @@ Runs locally with `python spaces/ddpm-digits/app.py` (GRADIO_SERVER_NAME / GRADI
 127.0.0.1:7860) and as a Hugging Face Space unchanged. The model is a saved `DDPMPosteriorPipeline`: a folder or Hub
 repo id from the environment variable HF_DDPM_SPACE_MODEL, by default the `model` folder beside this file.
 
+The Space needs only the packages in requirements.txt, not hf_ddpm: the saved pipeline carries its own pipeline and
+scheduler modules, which diffusers loads with `trust_remote_code=True` (they import only torch, numpy and diffusers).
+
 Each tab is a plain function of a loaded `SpaceModel` (`generate`, `reverse_trajectory`, `forward_process`,
 `likelihood`), which validates its own inputs and raises `InputError` naming the input and its allowed values;
 `build_demo` wires them to Gradio, where an `InputError` becomes a `gr.Error` shown in the page.
@@ -25,23 +28,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import PIL.Image
 import torch
+from diffusers import DiffusionPipeline, SchedulerMixin
+from gradio.utils import get_upload_folder as gradio_cache_dir
+from matplotlib.figure import Figure  # no pyplot: its global state is not thread-safe
+from starlette.middleware import Middleware
+from starlette.responses import PlainTextResponse
 
 APP_DIR = Path(__file__).resolve().parent
-try:  # installed (pip install hf-ddpm), or a copy of the package beside this file
-    import hf_ddpm
-except ImportError:  # run from a checkout of the repo without installing it: use the repo's src/ folder
-    sys.path.insert(0, str(APP_DIR.parents[1] / "src"))
-    import hf_ddpm
-
-import gradio as gr  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402  (no pyplot: its global state is not thread-safe)
-
-DDPMPosteriorPipeline = hf_ddpm.DDPMPosteriorPipeline
-DDPMPosteriorScheduler = hf_ddpm.DDPMPosteriorScheduler
-
+PIPELINE_CLASS = "DDPMPosteriorPipeline"  # the class the model's own pipeline_ddpm_posterior.py defines
 MODEL_ENV = "HF_DDPM_SPACE_MODEL"
 DEFAULT_MODEL_DIR = APP_DIR / "model"
 
@@ -52,9 +50,19 @@ MIN_STEPS = 10  # the chain is respaced from T steps down to at most this few
 MIN_FRAMES, MAX_FRAMES = 2, 20
 MIN_DRAWS, MAX_DRAWS = 2, 16  # noise draws per likelihood estimate; two or more give a standard error
 MAX_SEED = 2**32 - 1
-MAX_UPLOAD_BYTES = 2 * 1024 * 1024
+MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # gradio refuses bigger uploads before writing them (launch's max_file_size)
 MAX_UPLOAD_SIDE = 2048
 UPLOAD_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA")
+# Decoders an upload may reach; anything else (EPS would run Ghostscript, PDF, ...) is refused before decoding.
+UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
+# Gradio keeps uploads and outputs in its cache: every CACHE_SWEEP_S seconds, files older than CACHE_MAX_AGE_S go,
+# and an upload request is refused (507) while the cache holds CACHE_MAX_BYTES. The upload route runs outside the
+# queue, so these bounds, not the queue, are what keeps a burst of uploads from filling the disk.
+CACHE_SWEEP_S = int(os.environ.get("HF_DDPM_SPACE_CACHE_SWEEP_S", "60"))
+CACHE_MAX_AGE_S = int(os.environ.get("HF_DDPM_SPACE_CACHE_MAX_AGE_S", "600"))
+CACHE_MAX_BYTES = int(os.environ.get("HF_DDPM_SPACE_CACHE_MAX_BYTES", str(256 * 2**20)))
+# One upload request (gradio accepts up to 1000 files in one): the image, multipart framing, nothing more.
+MAX_UPLOAD_REQUEST_BYTES = MAX_UPLOAD_BYTES + 64 * 1024
 # Two requests run at once (a basic CPU Space has 2 cores); the others wait in line, not sharing memory and cores.
 CONCURRENCY_LIMIT = 2
 QUEUE_MAX_SIZE = 64
@@ -115,6 +123,8 @@ class SpaceModel:
     unet: torch.nn.Module
     scheduler_config: dict
     source: str
+    pipeline_class: type[DiffusionPipeline]  # the model's own DDPMPosteriorPipeline, loaded as remote code
+    scheduler_class: type[SchedulerMixin]  # its DDPMPosteriorScheduler
 
     @property
     def num_train_timesteps(self) -> int:
@@ -148,14 +158,14 @@ class SpaceModel:
     def min_steps(self) -> int:
         return min(MIN_STEPS, self.num_train_timesteps)
 
-    def scheduler(self, **overrides) -> DDPMPosteriorScheduler:
+    def scheduler(self, **overrides) -> SchedulerMixin:
         """A fresh scheduler of the model's config, with `overrides` (e.g. `variance_type`)."""
-        return DDPMPosteriorScheduler.from_config(self.scheduler_config, **overrides)
+        return self.scheduler_class.from_config(self.scheduler_config, **overrides)
 
-    def pipeline(self, variance_type: str | None = None) -> DDPMPosteriorPipeline:
+    def pipeline(self, variance_type: str | None = None) -> DiffusionPipeline:
         """A pipeline of its own for one request: the shared UNet and a fresh scheduler."""
         variance_type = variance_type or self.default_variance_type
-        pipeline = DDPMPosteriorPipeline(unet=self.unet, scheduler=self.scheduler(variance_type=variance_type))
+        pipeline = self.pipeline_class(unet=self.unet, scheduler=self.scheduler(variance_type=variance_type))
         pipeline.set_progress_bar_config(disable=True)
         return pipeline
 
@@ -165,26 +175,46 @@ def model_source() -> str:
     return os.environ.get(MODEL_ENV) or str(DEFAULT_MODEL_DIR)
 
 
+def is_local_path(source: str) -> bool:
+    """A folder (existing, or written as a path), as opposed to a Hub repo id ("name" or "namespace/name")."""
+    return os.path.exists(source) or source.startswith((".", "/", "~")) or source.count("/") > 1
+
+
 def load_space_model(source: str | os.PathLike | None = None) -> SpaceModel:
-    """Load the served pipeline, or raise a `SpaceModelError` that says what to do."""
+    """
+    Load the served pipeline with diffusers alone (its own modules, `trust_remote_code=True`), or raise a
+    `SpaceModelError` that says what to do.
+    """
     source = os.fspath(source) if source is not None else model_source()
     if Path(source) == DEFAULT_MODEL_DIR and not DEFAULT_MODEL_DIR.is_dir():
         raise SpaceModelError(
             f"No model folder at {DEFAULT_MODEL_DIR}. Copy a saved pipeline there (the output_dir of"
             f" `hf-ddpm train`), or set {MODEL_ENV} to a saved pipeline folder or a Hub repo id."
         )
+    failure = f"Could not load the model {source!r} (from {MODEL_ENV} or the default)"
+    if is_local_path(source) and not os.path.isfile(os.path.join(source, "model_index.json")):
+        # checked here: diffusers would take a missing folder for a repo id and report a network error
+        raise SpaceModelError(f"{failure}: {source} is not a folder holding a saved pipeline (no model_index.json).")
     try:
-        pipeline = DDPMPosteriorPipeline.from_pretrained(source)
+        pipeline = DiffusionPipeline.from_pretrained(source, trust_remote_code=True)
     except Exception as error:  # any loading failure is a startup failure: say which model and why
+        raise SpaceModelError(f"{failure}: {error}") from error
+    if type(pipeline).__name__ != PIPELINE_CLASS:
         raise SpaceModelError(
-            f"Could not load the model {source!r} (from {MODEL_ENV} or the default): {error}"
-        ) from error
+            f"{failure}: it is a {type(pipeline).__name__}; the Space serves a {PIPELINE_CLASS} saved by hf-ddpm."
+        )
     if pipeline.unet.config.in_channels not in (1, 3):
         raise SpaceModelError(
             f"The model {source!r} has {pipeline.unet.config.in_channels} channels; the Space shows 1 or 3."
         )
     unet = pipeline.unet.eval().requires_grad_(False)
-    return SpaceModel(unet=unet, scheduler_config=dict(pipeline.scheduler.config), source=source)
+    return SpaceModel(
+        unet=unet,
+        scheduler_config=dict(pipeline.scheduler.config),
+        source=source,
+        pipeline_class=type(pipeline),
+        scheduler_class=type(pipeline.scheduler),
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -293,7 +323,8 @@ def load_upload(path: str | os.PathLike, model: SpaceModel) -> np.ndarray:
             f"The upload is {size / 2**20:.1f} MB; uploads are limited to {MAX_UPLOAD_BYTES // 2**20} MB."
         )
     try:
-        with PIL.Image.open(path) as image:  # reads the header only: sizes are checked before decoding
+        # the header only, and only by the decoders listed: sizes and modes are checked before decoding
+        with PIL.Image.open(path, formats=UPLOAD_FORMATS) as image:
             width, height = image.size
             if max(width, height) > MAX_UPLOAD_SIDE:
                 raise InputError(
@@ -308,7 +339,12 @@ def load_upload(path: str | os.PathLike, model: SpaceModel) -> np.ndarray:
                 )
             image.load()
             return fit_to_model(image, model)
-    except (PIL.UnidentifiedImageError, PIL.Image.DecompressionBombError):
+    except PIL.Image.DecompressionBombError:  # a header claiming far more pixels than any upload may have
+        raise InputError(
+            f"The upload is a decompression bomb (its header claims more than {PIL.Image.MAX_IMAGE_PIXELS:,} pixels);"
+            f" images up to {MAX_UPLOAD_SIDE} pixels a side are accepted."
+        ) from None
+    except PIL.UnidentifiedImageError:
         raise InputError("The upload is not an image file that can be read (PNG, JPEG, GIF, BMP or WebP).") from None
     except OSError as error:  # truncated or corrupt data
         raise InputError(f"The upload could not be decoded as an image: {error}.") from None
@@ -450,7 +486,7 @@ def schedule_choices(model: SpaceModel) -> tuple[str, ...]:
     return tuple(dict.fromkeys(["linear", "squaredcos_cap_v2", own]))
 
 
-def schedule_curves(scheduler: DDPMPosteriorScheduler) -> dict[str, np.ndarray]:
+def schedule_curves(scheduler: SchedulerMixin) -> dict[str, np.ndarray]:
     """
     alpha-bar_t, beta_t and the posterior variance beta-tilde_t = beta_t (1 - alpha-bar_{t-1}) / (1 - alpha-bar_t)
     (Ho et al. eq. 7) of the training chain, each [T], in float64.
@@ -529,12 +565,12 @@ class Likelihood:
     Args:
         bpd (`float`): the variational bound in bits/dim, averaged over the noise draws.
         standard_error (`float`): its standard error over the draws of x_t ~ q(x_t | x_0).
-        output (`hf_ddpm.BitsPerDimOutput`): the pipeline's output, one row per draw.
+        output (`BitsPerDimOutput`): the pipeline's output, one row per draw.
     """
 
     bpd: float
     standard_error: float
-    output: hf_ddpm.BitsPerDimOutput
+    output: object  # the model module's BitsPerDimOutput
 
 
 def likelihood(model: SpaceModel, image: np.ndarray, num_timesteps, num_draws, seed) -> Likelihood:
@@ -614,8 +650,8 @@ def _new_gif_path() -> str:
 
 INTRO = """# DDPM digits
 Denoising diffusion (Ho et al. 2020) with the Improved DDPM variances (Nichol & Dhariwal 2021), built on
-hf-ddpm's `DDPMPosteriorPipeline`. Model: `{source}`, {channels}x{height}x{width}
-images, T = {T} diffusion steps, variances: {variances}.
+hf-ddpm's `DDPMPosteriorPipeline`, loaded by diffusers from the model's own code. Model: `{source}`,
+{channels}x{height}x{width} images, T = {T} diffusion steps, variances: {variances}.
 """
 
 
@@ -686,7 +722,7 @@ def build_demo(model: SpaceModel | None = None) -> gr.Blocks:
             result = likelihood(model, image, num_timesteps, num_draws, seed)
             return make_grid(image[None]), likelihood_plot(result), result.bpd, result.standard_error
 
-    with gr.Blocks(title="DDPM digits", delete_cache=(3600, 3600)) as demo:
+    with gr.Blocks(title="DDPM digits", delete_cache=(CACHE_SWEEP_S, CACHE_MAX_AGE_S)) as demo:
         gr.Markdown(intro)
         with gr.Tab("Generate"):
             with gr.Row():
@@ -739,6 +775,7 @@ def build_demo(model: SpaceModel | None = None) -> gr.Blocks:
                 [forward_index, forward_upload, t, schedule, forward_seed],
                 [pair, plot, forward_text],
                 api_name="forward",
+                concurrency_id="model",
                 preprocess=False,
             )
 
@@ -769,6 +806,54 @@ def build_demo(model: SpaceModel | None = None) -> gr.Blocks:
     return demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_MAX_SIZE)
 
 
+class UploadQuota:
+    """
+    ASGI middleware bounding gradio's upload route: a request larger than `MAX_UPLOAD_REQUEST_BYTES` (or without a
+    Content-Length) gets 413/411, and an upload that would bring gradio's cache folder, plus the uploads still in
+    flight, over `CACHE_MAX_BYTES` gets 507, before any byte of it is read. The cache empties as `delete_cache`
+    removes files older than `CACHE_MAX_AGE_S`.
+    """
+
+    def __init__(self, app, cache_dir: str):
+        self.app, self.cache_dir = app, cache_dir
+        self.in_flight = 0  # bytes admitted but maybe not yet on disk; one event loop: no lock needed
+
+    async def __call__(self, scope, receive, send):
+        is_upload = scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith("/upload")
+        if not is_upload:
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        refusal = self.refusal(length)
+        if refusal is not None:
+            status, message = refusal
+            response = PlainTextResponse(message, status_code=status, headers={"Connection": "close"})
+            return await response(scope, receive, send)
+        self.in_flight += int(length)  # checked and reserved with no await in between
+        try:
+            await self.app(scope, receive, send)  # returns after gradio's background move into the cache
+        finally:
+            self.in_flight -= int(length)
+
+    def refusal(self, content_length: bytes) -> tuple[int, str] | None:
+        if not content_length.isdigit():
+            return 411, "Uploads must declare their size (Content-Length)."
+        if int(content_length) > MAX_UPLOAD_REQUEST_BYTES:
+            return 413, f"Uploads are limited to {MAX_UPLOAD_BYTES // 2**20} MB."
+        if folder_bytes(self.cache_dir) + self.in_flight + int(content_length) > CACHE_MAX_BYTES:
+            return 507, "The Space's upload space is full; try again in a few minutes."
+        return None
+
+
+def folder_bytes(folder: str) -> int:
+    """The bytes of every file below `folder` (0 when it does not exist)."""
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            with contextlib.suppress(OSError):  # removed meanwhile by the cache sweep
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
 def torch_threads() -> int:
     """Cores shared by the requests that may run at once, at least one each."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -785,6 +870,7 @@ def main() -> None:
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
         max_file_size=MAX_UPLOAD_BYTES,
+        app_kwargs={"middleware": [Middleware(UploadQuota, cache_dir=gradio_cache_dir())]},
     )
 
 

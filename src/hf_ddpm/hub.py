@@ -5,8 +5,10 @@ What goes where, and why:
 
 * A pipeline repo (`push_pipeline`, `pull`) holds what loading needs (model_index.json, unet/ config and safetensors,
   scheduler/ config), the self-contained *.py modules for `trust_remote_code=True`, README.md, sample PNGs and
-  metrics JSON. Never pickles (*.bin, *.pkl, ...), never a token: files are picked by an allow-list and scanned for
-  the active token before anything is sent.
+  metrics JSON. Never pickles (*.bin, *.pkl, ...), never a token: files are picked by an allow-list, hidden and
+  credential files are never picked, and every file about to be sent, text or binary, is scanned for every token of
+  this machine and anything shaped like a Hub token before anything is sent. Every safetensors file's header is
+  checked against its size, so a truncated weight file is refused instead of published.
 * A push is ONE commit created against the branch head read just before (`parent_commit`): a push that fails leaves
   the repo at its previous commit, and a push that races another writer is refused instead of overwriting it.
   Transient failures (5xx, dropped connections) are retried with backoff; a commit is retried only after checking
@@ -60,7 +62,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
     RevisionResolutionError,
 )
-from huggingface_hub.utils import get_token, validate_repo_id
+from huggingface_hub.utils import get_stored_tokens, get_token, validate_repo_id
 
 from .files import atomic_write_text
 from .pipeline_ddpm_posterior import LOAD_PATTERNS, PIPELINE_CLASS
@@ -124,11 +126,25 @@ PULL_PATTERNS = [
 CHECKPOINT_MARKER = "random_states_*.pkl"
 PICKLE_PATTERNS = ["*.bin", "*.pkl", "*.pickle", "*.pt", "*.pth", "*.ckpt"]
 # Never sent with a Space: caches, virtual environments, VCS data, credentials (folders at any depth, file names).
-SPACE_IGNORED_FOLDERS = {".git", "__pycache__", ".venv", "venv", ".cache", ".gradio", "flagged", ".ipynb_checkpoints"}
-SPACE_IGNORED_FILES = ["*.pyc", ".env", ".env.*", ".netrc", "token", "stored_tokens", ".DS_Store"]
-TEXT_SUFFIXES = (".json", ".md", ".py", ".txt", ".yaml", ".yml", ".cfg", ".toml", ".csv", ".html", ".js", ".css")
-# An access token as the Hub issues them; the active token is also looked for verbatim.
+# Hidden files and folders (".git-credentials", ".huggingface/", ".env", ...) are never sent by any push either,
+# unless a Space push names them in `include`.
+SPACE_IGNORED_FOLDERS = {"__pycache__", "venv", "flagged"}
+SPACE_IGNORED_FILES = ["*.pyc"]
+CREDENTIAL_FILES = [
+    "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*",
+    "*.netrc", "_netrc", "credentials", "credentials.json", "*.git-credentials", "token", "stored_tokens", "*.env",
+]  # fmt: skip
+# An access token as the Hub issues them, as bytes (files are scanned whatever their type); the active token is also
+# looked for verbatim. Files are read in blocks that overlap by more than a token's length.
 TOKEN_RE = re.compile(r"\bhf_[A-Za-z0-9]{30,}\b")
+TOKEN_BYTES_RE = re.compile(rb"(?<![A-Za-z0-9_])hf_[A-Za-z0-9]{30,}(?![A-Za-z0-9])")
+SCAN_BLOCK_BYTES = 8 * 2**20
+SCAN_OVERLAP_BYTES = 4096
+# safetensors: dtype name -> bytes per element, to check each tensor's byte range against its shape
+SAFETENSORS_DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}  # fmt: skip
 SECRET_KEY_RE = re.compile(r"token|secret|password|passwd|credential|api_key", re.IGNORECASE)
 
 # Seconds to wait before each retry of a call that failed transiently (server errors, dropped connections).
@@ -184,9 +200,9 @@ def push_pipeline(
     generated_card = not readme.is_file() or GENERATED_MARKER in readme.read_text(encoding="utf-8", errors="replace")
     if generated_card:
         save_model_card(folder, repo_id=repo_id)
-    # an allow-list: pickles (*.bin, *.pkl), checkpoints, logs and caches are never picked
-    paths = [path for path in _walk(folder) if _matches(path, PUSH_PATTERNS)]
-    _check_no_secrets(folder, paths)
+    # an allow-list: pickles (*.bin, *.pkl), checkpoints, logs, caches, hidden and credential files are never picked
+    paths = [path for path in _walk(folder) if _matches(path, PUSH_PATTERNS) and not _is_private(path)]
+    _check_uploadable(folder, paths)
     skipped = sorted(set(_walk(folder)) - set(paths))
     if skipped:
         logger.info("Not uploading %d file(s) outside the pipeline layout: %s", len(skipped), ", ".join(skipped[:5]))
@@ -243,7 +259,7 @@ def check_pipeline_folder(folder: str | os.PathLike) -> Path:
 
     Raises:
         `FileNotFoundError`: a file or folder is missing (named in the message), or the weights are pickles only.
-        `ValueError`: model_index.json is malformed.
+        `ValueError`: model_index.json is malformed, or a safetensors file is incomplete (truncated).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -257,10 +273,13 @@ def check_pipeline_folder(folder: str | os.PathLike) -> Path:
     for required in ("unet/config.json", "scheduler/scheduler_config.json"):
         if not (folder / required).is_file():
             raise FileNotFoundError(f"{folder / required} is missing: the pipeline is incomplete.")
-    if not any((folder / "unet").glob("*.safetensors")):
+    weight_files = sorted((folder / "unet").glob("*.safetensors"))
+    if not weight_files:
         pickles = sorted(path for path in _walk(folder / "unet") if _matches(_name(path), PICKLE_PATTERNS))
         found = f" (found {', '.join(pickles)}: hf-ddpm never uploads pickled weights)" if pickles else ""
         raise FileNotFoundError(f"{folder / 'unet'} has no .safetensors weights{found}; save with safetensors.")
+    for path in weight_files:
+        _check_safetensors(path)
     for module_path in _remote_code_files(index):
         if not (folder / module_path).is_file():
             raise FileNotFoundError(
@@ -322,8 +341,8 @@ def push_checkpoint(
     prefix = (checkpoint_dir.resolve().name if path_in_repo is None else path_in_repo).strip("/")
     if not prefix:
         raise ValueError("`path_in_repo` must name a folder (e.g. 'checkpoint-500'): a branch holds many checkpoints.")
-    paths = [path for path in _walk(checkpoint_dir) if not _is_hidden_or_cache(path)]
-    _check_no_secrets(checkpoint_dir, paths)
+    paths = [path for path in _walk(checkpoint_dir) if not _is_hidden_or_cache(path) and not _is_private(path)]
+    _check_uploadable(checkpoint_dir, paths)
     api = HfApi()
     _with_retries(api.create_repo, repo_id, private=private, exist_ok=True, description=f"create repo {repo_id}")
     _with_retries(api.create_branch, repo_id, branch=branch, exist_ok=True, description=f"create branch {branch}")
@@ -395,17 +414,23 @@ def _latest_checkpoint(files: list[str], spec: str) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def push_space(folder: str | os.PathLike, repo_id: str, *, private: bool = False) -> str:
+def push_space(folder: str | os.PathLike, repo_id: str, *, private: bool = False, include: Iterable[str] = ()) -> str:
     """
     Create (if needed) a Gradio Space and upload `folder` to it in one commit; return the commit sha.
 
     The folder needs app.py and a README.md whose YAML front matter declares `sdk: gradio`. Caches, virtual
-    environments, VCS data and credential files are not sent, and no file may hold the active token.
+    environments, hidden files and folders, and credential files (*.pem, id_rsa, .netrc, ...) are not sent unless
+    `include` names them, and no file sent, text or binary, may hold the active token or a Hub token.
+
+    Args:
+        include (`Iterable[str]`, *optional*): paths relative to `folder` to send although hidden or credential-like
+            (e.g. ".streamlit/config.toml"); they are still scanned for tokens.
     """
     folder = _check_space_folder(Path(folder))
     _check_repo_id(repo_id)
-    paths = [path for path in _walk(folder) if _is_space_file(path)]
-    _check_no_secrets(folder, paths)
+    included = _check_included(folder, include)
+    paths = sorted({path for path in _walk(folder) if _is_space_file(path) and not _is_private(path)} | included)
+    _check_uploadable(folder, paths)
     api = HfApi()
     _with_retries(
         api.create_repo,
@@ -435,6 +460,23 @@ def _is_hidden_or_cache(path: str) -> bool:
     *folders, name = path.split("/")
     hidden_folder = any(folder.startswith(".") or folder == "__pycache__" for folder in folders)
     return hidden_folder or name.startswith(".") or name.endswith(".pyc")
+
+
+def _check_included(folder: Path, include: Iterable[str]) -> set[str]:
+    """The files named in `include`, as POSIX paths relative to `folder`; each must be a file inside it."""
+    included = set()
+    for name in include:
+        path = Path(folder, name)
+        if not path.is_file() or not path.resolve().is_relative_to(folder.resolve()):
+            raise FileNotFoundError(f"`include` names {name!r}, which is not a file inside {folder}.")
+        included.add(path.resolve().relative_to(folder.resolve()).as_posix())
+    return included
+
+
+def _is_private(path: str) -> bool:
+    """Hidden (a name or folder starting with "."), or named like a credential (keys, .netrc, tokens)."""
+    parts = path.split("/")
+    return any(part.startswith(".") for part in parts) or _matches(parts[-1], CREDENTIAL_FILES)
 
 
 def _is_space_file(path: str) -> bool:
@@ -700,18 +742,87 @@ def _name(path: str) -> str:
     return path.rsplit("/", 1)[-1]
 
 
-def _check_no_secrets(folder: Path, paths: list[str]) -> None:
-    """Refuse to upload a text file that holds the active token or anything shaped like a Hub token."""
-    token = get_token()
+def _check_uploadable(folder: Path, paths: list[str]) -> None:
+    """Everything checked before a push sends a byte: no token in any file, every safetensors file complete."""
+    _check_no_secrets(folder, paths)
     for path in paths:
-        if not path.endswith(TEXT_SUFFIXES) and "." in _name(path):
-            continue
+        if path.endswith(".safetensors"):
+            _check_safetensors(folder / path)
+
+
+def _check_no_secrets(folder: Path, paths: list[str]) -> None:
+    """
+    Refuse to upload any file, whatever its name or type, whose bytes hold a token of this machine (the one in use,
+    HF_TOKEN, the login's token file and every stored token) or anything shaped like a Hub token; PNG text chunks are
+    also read decompressed (zTXt, iTXt).
+    """
+    tokens = {token.strip().encode() for token in _known_tokens() if token and token.strip()}
+    for path in paths:
         full = folder / path
-        if full.stat().st_size > 50 * 2**20:
-            continue
-        text = full.read_text(encoding="utf-8", errors="replace")
-        if (token and token in text) or TOKEN_RE.search(text):
+        if _holds_token(full, tokens):
             raise ValueError(f"{full} holds a Hugging Face access token: remove it before pushing (nothing was sent).")
+
+
+def _known_tokens() -> list[str]:
+    token_file = Path(hub_constants.HF_TOKEN_PATH)
+    saved = token_file.read_text(errors="replace") if token_file.is_file() else None
+    return [get_token(), os.environ.get("HF_TOKEN"), saved, *get_stored_tokens().values()]
+
+
+def _holds_token(path: Path, tokens: set[bytes]) -> bool:
+    with open(path, "rb") as f:
+        tail = b""
+        while block := f.read(SCAN_BLOCK_BYTES):
+            data = tail + block
+            if TOKEN_BYTES_RE.search(data) or any(token in data for token in tokens):
+                return True
+            tail = data[-SCAN_OVERLAP_BYTES:]
+    return path.suffix.lower() == ".png" and _png_text_holds_token(path, tokens)
+
+
+def _png_text_holds_token(path: Path, tokens: set[bytes]) -> bool:
+    """Compressed PNG text chunks hide their bytes from the raw scan: read them as PIL decodes them."""
+    import PIL.Image
+
+    try:
+        with PIL.Image.open(path, formats=["PNG"]) as image:
+            texts = [f"{key}\n{value}" for key, value in getattr(image, "text", {}).items()]
+    except (OSError, ValueError, PIL.Image.DecompressionBombError):
+        return False  # not a PNG PIL can read: the raw scan is all there is
+    data = "\n".join(texts).encode("utf-8", errors="replace")
+    return bool(TOKEN_BYTES_RE.search(data)) or any(token in data for token in tokens)
+
+
+def _check_safetensors(path: Path) -> None:
+    """
+    Refuse a safetensors file that would not load: its header (8-byte length, then JSON) must parse, each tensor's
+    byte range must match its dtype and shape, and the ranges must fill the file exactly (a truncated file does not).
+    """
+    size = path.stat().st_size
+    problem = None
+    try:
+        with open(path, "rb") as f:
+            (header_size,) = struct.unpack("<Q", f.read(8))
+            if header_size > size - 8:
+                raise ValueError(f"its header claims {header_size} bytes but the file has {size}")
+            header = json.loads(f.read(header_size))
+        end = 0
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            begin, stop = info["data_offsets"]
+            expected = math.prod(info["shape"]) * SAFETENSORS_DTYPE_BYTES[info["dtype"]]
+            if stop - begin != expected:
+                raise ValueError(f"tensor {name!r} spans {stop - begin} bytes, its shape and dtype need {expected}")
+            end = max(end, stop)
+        if 8 + header_size + end != size:
+            problem = f"its tensors need {8 + header_size + end} bytes but the file has {size} (truncated or padded)"
+    except (struct.error, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as error:
+        problem = f"its header cannot be read ({_one_line(error)})"
+    except ValueError as error:
+        problem = str(error)
+    if problem:
+        raise ValueError(f"{path} is not a complete safetensors file: {problem}; it would not load.")
 
 
 def _read_json(path: Path) -> Any:
@@ -935,6 +1046,11 @@ def describe_hub_error(error: BaseException) -> str | None:
             return "the Hub needs a token for this (401): log in with `hf auth login` or set HF_TOKEN."
         if status == 403:
             return "the token cannot write to this repo (403 Forbidden): use a token with write access."
+    if isinstance(error, httpx2.TransportError) and not isinstance(error, httpx2.ProxyError):
+        return (
+            f"cannot reach the Hub at {hub_constants.ENDPOINT} ({_one_line(error)}): check the network, or set "
+            "HF_HUB_OFFLINE=1 to use what is cached."
+        )
     if isinstance(error, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
         return f"{_one_line(error).split(': ', 1)[-1]} (offline or unreachable Hub, nothing cached)"
     return None
@@ -997,6 +1113,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("path", help="the Space folder")
     parser.add_argument("repo_id", help="the Space repo, NAMESPACE/NAME")
     parser.add_argument("--private", action="store_true", help="create the Space private (new Spaces only)")
+    parser.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="send this hidden or credential-like file too (relative to the folder; repeatable); still scanned",
+    )
     parser.set_defaults(handler=_push_space_command)
 
 
@@ -1029,22 +1152,27 @@ def _check_push_args(args: argparse.Namespace) -> None:
 
 def _push_command(args: argparse.Namespace) -> int:
     _usage_checked(lambda: _check_push_args(args))
-    sha = _hub_call(
-        lambda: push_pipeline(
-            args.path,
-            args.repo_id,
-            private=args.private,
-            revision=args.revision,
-            commit_message=args.commit_message,
-            create_pr=args.create_pr,
-        )
+    push = lambda: push_pipeline(  # noqa: E731
+        args.path,
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        commit_message=args.commit_message,
+        create_pr=args.create_pr,
     )
+    sha = _usage_checked(lambda: _hub_call(push))  # a token or a truncated weight file in the folder: exit 2
     branch = args.revision or hub_constants.DEFAULT_REVISION
     print(f"Pushed {args.path} to {hub_constants.ENDPOINT}/{args.repo_id} ({branch}) at commit {sha}")
     return 0
 
 
 def _pull_command(args: argparse.Namespace) -> int:
+    if os.path.isdir(args.repo_id):
+        from hf_ddpm.cli import UsageError
+
+        raise UsageError(
+            f"`repo_id` {args.repo_id!r} is a local folder: pull takes a Hub repo id (load a folder directly)."
+        )
     _usage_checked(lambda: _check_repo_id(args.repo_id))
     print(_hub_call(lambda: pull(args.repo_id, revision=args.revision, local_dir=args.local_dir)))
     return 0
@@ -1062,6 +1190,8 @@ def _card_command(args: argparse.Namespace) -> int:
 def _push_space_command(args: argparse.Namespace) -> int:
     _usage_checked(lambda: _check_space_folder(Path(args.path)))
     _usage_checked(lambda: _check_repo_id(args.repo_id))
-    sha = _hub_call(lambda: push_space(args.path, args.repo_id, private=args.private))
+    _usage_checked(lambda: _check_included(Path(args.path), args.include))
+    push = lambda: push_space(args.path, args.repo_id, private=args.private, include=args.include)  # noqa: E731
+    sha = _usage_checked(lambda: _hub_call(push))  # a token in a file: exit 2
     print(f"Pushed {args.path} to {hub_constants.ENDPOINT}/spaces/{args.repo_id} at commit {sha}")
     return 0
