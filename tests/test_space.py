@@ -1,10 +1,10 @@
-"""The demo Space (spaces/ddpm-digits/app.py): its tab functions in-process, then the app itself, started as
+"""The demo Space (spaces/ddpm-digits): its tab functions (handlers.py) in-process, then the app itself, started as
 `python spaces/ddpm-digits/app.py` on a free port with a tiny random pipeline, through gradio_client, a headless
 Chromium and a burst of 20 concurrent clients."""
 
 import ast
+import importlib
 import importlib.metadata
-import importlib.util
 import io
 import math
 import os
@@ -19,6 +19,7 @@ import time
 import urllib.request
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import PIL.Image
@@ -31,7 +32,9 @@ from huggingface_hub import snapshot_download
 from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-APP_PATH = REPO_ROOT / "spaces" / "ddpm-digits" / "app.py"
+SPACE_DIR = REPO_ROOT / "spaces" / "ddpm-digits"
+APP_PATH = SPACE_DIR / "app.py"
+SPACE_MODULES = ("app", "handlers", "images", "space_model", "upload_quota")  # the Space's own modules
 SCREENSHOT_PATH = REPO_ROOT / "docs" / "space_screenshot.png"
 T = 50
 SIDE = 8
@@ -69,18 +72,40 @@ def save_tiny_pipeline(path: Path, learned_variance: bool) -> str:
 
 
 @pytest.fixture(scope="module")
-def app():
+def space() -> SimpleNamespace:
+    """The Space's modules, imported as the Space imports them (its folder first on sys.path), then forgotten."""
     # One torch thread, as the served app uses with 2 cores and 2 concurrent requests: more threads than free cores
     # make OpenMP spin, 50x slower on a shared machine.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    spec = importlib.util.spec_from_file_location("ddpm_digits_app", APP_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
-    torch.set_num_threads(threads)
+    sys.path.insert(0, str(SPACE_DIR))
+    try:
+        yield SimpleNamespace(**{name: importlib.import_module(name) for name in SPACE_MODULES})
+    finally:
+        sys.path.remove(str(SPACE_DIR))
+        for name in SPACE_MODULES:
+            sys.modules.pop(name, None)
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def app(space):
+    return space.app
+
+
+@pytest.fixture(scope="module")
+def handlers(space):
+    return space.handlers
+
+
+@pytest.fixture(scope="module")
+def images(space):
+    return space.images
+
+
+@pytest.fixture(scope="module")
+def space_model(space):
+    return space.space_model
 
 
 @pytest.fixture(scope="module")
@@ -90,26 +115,26 @@ def model_dir(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def model(app, model_dir):
-    return app.load_space_model(model_dir)
+def model(space_model, model_dir):
+    return space_model.load_space_model(model_dir)
 
 
-def grid_size(app, rows: int, columns: int) -> tuple[int, int]:
+def grid_size(images, rows: int, columns: int) -> tuple[int, int]:
     """(width, height) of a grid of 8x8 samples."""
-    cell = SIDE * app.grid_scale(SIDE, SIDE)
-    return columns * (cell + app.GRID_PAD) + app.GRID_PAD, rows * (cell + app.GRID_PAD) + app.GRID_PAD
+    cell = SIDE * images.grid_scale(SIDE, SIDE)
+    return columns * (cell + images.GRID_PAD) + images.GRID_PAD, rows * (cell + images.GRID_PAD) + images.GRID_PAD
 
 
-def cells(app, grid: PIL.Image.Image, rows: int, columns: int) -> np.ndarray:
+def cells(images, grid: PIL.Image.Image, rows: int, columns: int) -> np.ndarray:
     """The grid's samples, downscaled back to 8x8: uint8 [rows*columns x 8 x 8]."""
     array = np.asarray(grid)
-    scale = app.grid_scale(SIDE, SIDE)
-    step = SIDE * scale + app.GRID_PAD
+    scale = images.grid_scale(SIDE, SIDE)
+    step = SIDE * scale + images.GRID_PAD
     return np.stack(
         [
             array[
-                app.GRID_PAD + r * step : app.GRID_PAD + r * step + SIDE * scale : scale,
-                app.GRID_PAD + c * step : app.GRID_PAD + c * step + SIDE * scale : scale,
+                images.GRID_PAD + r * step : images.GRID_PAD + r * step + SIDE * scale : scale,
+                images.GRID_PAD + c * step : images.GRID_PAD + c * step + SIDE * scale : scale,
             ]  # fmt: skip
             for r in range(rows)
             for c in range(columns)
@@ -122,75 +147,77 @@ def cells(app, grid: PIL.Image.Image, rows: int, columns: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def test_make_grid_tiles_nearest_neighbour_upscaled_cells(app):
-    images = np.random.default_rng(0).integers(0, 256, (5, SIDE, SIDE, 1), dtype=np.uint8)
-    grid = app.make_grid(images, num_columns=3)
-    assert grid.mode == "L" and grid.size == grid_size(app, 2, 3)
-    scale = app.grid_scale(SIDE, SIDE)
-    assert scale == app.CELL_PIXELS // SIDE
+def test_make_grid_tiles_nearest_neighbour_upscaled_cells(images):
+    samples = np.random.default_rng(0).integers(0, 256, (5, SIDE, SIDE, 1), dtype=np.uint8)
+    grid = images.make_grid(samples, num_columns=3)
+    assert grid.mode == "L" and grid.size == grid_size(images, 2, 3)
+    scale = images.grid_scale(SIDE, SIDE)
+    assert scale == images.CELL_PIXELS // SIDE
     array = np.asarray(grid)
-    step = SIDE * scale + app.GRID_PAD
-    for i, image in enumerate(images):
-        top, left = app.GRID_PAD + (i // 3) * step, app.GRID_PAD + (i % 3) * step
+    step = SIDE * scale + images.GRID_PAD
+    for i, image in enumerate(samples):
+        top, left = images.GRID_PAD + (i // 3) * step, images.GRID_PAD + (i % 3) * step
         block = array[top : top + SIDE * scale, left : left + SIDE * scale]
         np.testing.assert_array_equal(block, np.kron(image[..., 0], np.ones((scale, scale), dtype=np.uint8)))
-    assert (array[: app.GRID_PAD] == app.GRID_PAD_VALUE).all()
-    empty = array[app.GRID_PAD + step :, app.GRID_PAD + 2 * step :]  # the sixth cell: no image
-    assert (empty == app.GRID_PAD_VALUE).all()
-    rgb = app.make_grid(np.repeat(images, 3, axis=3))
-    assert rgb.mode == "RGB" and rgb.size == grid_size(app, 2, 3)
+    assert (array[: images.GRID_PAD] == images.GRID_PAD_VALUE).all()
+    empty = array[images.GRID_PAD + step :, images.GRID_PAD + 2 * step :]  # the sixth cell: no image
+    assert (empty == images.GRID_PAD_VALUE).all()
+    rgb = images.make_grid(np.repeat(samples, 3, axis=3))
+    assert rgb.mode == "RGB" and rgb.size == grid_size(images, 2, 3)
 
 
-def test_validators_name_the_input_and_its_range(app):
-    assert app.check_int("Steps", 12.0, 10, 50) == 12
-    with pytest.raises(app.InputError, match=r"^Steps must be between 10 and 50, got 51\.$"):
-        app.check_int("Steps", 51, 10, 50)
+def test_validators_name_the_input_and_its_range(handlers):
+    assert handlers.check_int("Steps", 12.0, 10, 50) == 12
+    with pytest.raises(handlers.InputError, match=r"^Steps must be between 10 and 50, got 51\.$"):
+        handlers.check_int("Steps", 51, 10, 50)
     for bad in (1.5, "12", None, True, float("nan")):
-        with pytest.raises(app.InputError, match=r"Steps must be a whole number between 10 and 50"):
-            app.check_int("Steps", bad, 10, 50)
-    with pytest.raises(app.InputError, match=r"Variance must be one of 'a', 'b', got 'c'\."):
-        app.check_choice("Variance", "c", ("a", "b"))
+        with pytest.raises(handlers.InputError, match=r"Steps must be a whole number between 10 and 50"):
+            handlers.check_int("Steps", bad, 10, 50)
+    with pytest.raises(handlers.InputError, match=r"Variance must be one of 'a', 'b', got 'c'\."):
+        handlers.check_choice("Variance", "c", ("a", "b"))
 
 
-def test_variance_types_follow_the_unet_channels(app, model, tmp_path):
+def test_variance_types_follow_the_unet_channels(handlers, space_model, model, tmp_path):
     assert model.variance_types == ("fixed_small", "fixed_large", "learned_range")
     assert model.default_variance_type == "learned_range"
-    fixed = app.load_space_model(save_tiny_pipeline(tmp_path / "fixed", learned_variance=False))
+    fixed = space_model.load_space_model(save_tiny_pipeline(tmp_path / "fixed", learned_variance=False))
     assert fixed.variance_types == ("fixed_small", "fixed_large")
     with pytest.raises(
-        app.InputError, match="Variance must be one of 'fixed_small', 'fixed_large', got 'learned_range'"
+        handlers.InputError, match="Variance must be one of 'fixed_small', 'fixed_large', got 'learned_range'"
     ):
-        app.generate(fixed, 0, 1, 10, "learned_range")
+        handlers.generate(fixed, 0, 1, 10, "learned_range")
 
 
-def test_generate_is_deterministic_and_equals_the_pipeline(app, model, model_dir):
+def test_generate_is_deterministic_and_equals_the_pipeline(handlers, images, model, model_dir):
     calls = []
-    grid = app.generate(model, 7, 4, 10, "learned_range", progress=lambda done, total: calls.append((done, total)))
+    grid = handlers.generate(
+        model, 7, 4, 10, "learned_range", progress=lambda done, total: calls.append((done, total))
+    )
     assert calls == [(i, 10) for i in range(1, 11)]
-    assert grid.size == grid_size(app, 2, 2)
-    np.testing.assert_array_equal(np.asarray(app.generate(model, 7, 4, 10, "learned_range")), np.asarray(grid))
+    assert grid.size == grid_size(images, 2, 2)
+    np.testing.assert_array_equal(np.asarray(handlers.generate(model, 7, 4, 10, "learned_range")), np.asarray(grid))
 
     pipeline = DDPMPosteriorPipeline.from_pretrained(model_dir)
     expected = pipeline(
         batch_size=4, generator=torch.Generator().manual_seed(7), num_inference_steps=10, output_type="np"
     )
-    np.testing.assert_array_equal(cells(app, grid, 2, 2), (expected.images[..., 0] * 255).round().astype(np.uint8))
+    np.testing.assert_array_equal(cells(images, grid, 2, 2), (expected.images[..., 0] * 255).round().astype(np.uint8))
 
-    other_variance = app.generate(model, 7, 4, 10, "fixed_large")
-    other_seed = app.generate(model, 8, 4, 10, "learned_range")
+    other_variance = handlers.generate(model, 7, 4, 10, "fixed_large")
+    other_seed = handlers.generate(model, 8, 4, 10, "learned_range")
     assert not np.array_equal(np.asarray(other_variance), np.asarray(grid))
     assert not np.array_equal(np.asarray(other_seed), np.asarray(grid))
 
 
-def test_concurrent_requests_do_not_share_a_scheduler(app, model):
+def test_concurrent_requests_do_not_share_a_scheduler(handlers, model):
     """Requests with different variance types and step counts at once give what each gives alone."""
     config_before = dict(model.scheduler_config)
     requests = [(1, 3, 10, "fixed_small"), (1, 3, 25, "learned_range"), (2, 3, 17, "fixed_large")] * 2
-    alone = [np.asarray(app.generate(model, *request)) for request in requests[:3]]
+    alone = [np.asarray(handlers.generate(model, *request)) for request in requests[:3]]
     together = [None] * len(requests)
 
     def run(i):
-        together[i] = np.asarray(app.generate(model, *requests[i]))
+        together[i] = np.asarray(handlers.generate(model, *requests[i]))
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
     for thread in threads:
@@ -202,7 +229,7 @@ def test_concurrent_requests_do_not_share_a_scheduler(app, model):
     assert dict(model.scheduler_config) == config_before
 
 
-def test_generate_refuses_out_of_range_requests(app, model):
+def test_generate_refuses_out_of_range_requests(handlers, model):
     cases = [
         ((0, 0, 10, "fixed_small"), "Number of images must be between 1 and 64, got 0."),
         ((0, 65, 10, "fixed_small"), "Number of images must be between 1 and 64, got 65."),
@@ -216,17 +243,17 @@ def test_generate_refuses_out_of_range_requests(app, model):
         ),
     ]
     for args, message in cases:
-        with pytest.raises(app.InputError) as error:
-            app.generate(model, *args)
+        with pytest.raises(handlers.InputError) as error:
+            handlers.generate(model, *args)
         assert str(error.value) == message
 
 
-def test_reverse_trajectory_records_x_t_and_predicted_x0(app, model, model_dir, tmp_path):
-    result = app.reverse_trajectory(model, 3, 2, 20, "fixed_small", 4)
+def test_reverse_trajectory_records_x_t_and_predicted_x0(handlers, images, model, model_dir, tmp_path):
+    result = handlers.reverse_trajectory(model, 3, 2, 20, "fixed_small", 4)
     # the chain of 20 "leading" steps of T = 50: 38, 36, ..., 0; frames at steps 0, 6, 13 and 19 of it
     assert result.timesteps == [38, 26, 12, 0]
-    assert result.strip.size == grid_size(app, 4, 4)  # per sample a row of x_t and a row of x_0
-    assert len(result.frames) == 4 and all(frame.size == grid_size(app, 2, 2) for frame in result.frames)
+    assert result.strip.size == grid_size(images, 4, 4)  # per sample a row of x_t and a row of x_0
+    assert len(result.frames) == 4 and all(frame.size == grid_size(images, 2, 2) for frame in result.frames)
 
     pipeline = DDPMPosteriorPipeline.from_pretrained(model_dir)
     pipeline.scheduler = DDPMPosteriorScheduler.from_config(pipeline.scheduler.config, variance_type="fixed_small")
@@ -239,7 +266,7 @@ def test_reverse_trajectory_records_x_t_and_predicted_x0(app, model, model_dir, 
         trajectory_frames=4,
     )
     to_uint8 = lambda x: ((x.clamp(-1, 1) / 2 + 0.5) * 255).round().to(torch.uint8).numpy()[:, 0]  # noqa: E731
-    strip = cells(app, result.strip, 4, 4).reshape(2, 2, 4, SIDE, SIDE)  # [sample, x_t | x_0, frame, H, W]
+    strip = cells(images, result.strip, 4, 4).reshape(2, 2, 4, SIDE, SIDE)  # [sample, x_t | x_0, frame, H, W]
     for f in range(4):
         np.testing.assert_array_equal(strip[:, 0, f], to_uint8(expected.trajectory[f]))
         np.testing.assert_array_equal(strip[:, 1, f], to_uint8(expected.pred_original_trajectory[f]))
@@ -247,31 +274,33 @@ def test_reverse_trajectory_records_x_t_and_predicted_x0(app, model, model_dir, 
     noise = torch.randn((2, 1, SIDE, SIDE), generator=torch.Generator().manual_seed(3))
     np.testing.assert_array_equal(strip[:, 0, 0], to_uint8(noise))
     # and its last frame's x_0 is the sample generate() draws
-    np.testing.assert_array_equal(strip[:, 1, 3], cells(app, app.generate(model, 3, 2, 20, "fixed_small"), 1, 2))
+    np.testing.assert_array_equal(
+        strip[:, 1, 3], cells(images, handlers.generate(model, 3, 2, 20, "fixed_small"), 1, 2)
+    )
 
     gif_path = tmp_path / "trajectory.gif"
-    app.save_gif(result.frames, gif_path)
+    images.save_gif(result.frames, gif_path)
     with PIL.Image.open(gif_path) as gif:
         assert gif.format == "GIF" and gif.n_frames == 4 and gif.info["loop"] == 0
         gif.seek(3)
         np.testing.assert_array_equal(np.asarray(gif.convert("L")), np.asarray(result.frames[3]))
     assert sorted(os.listdir(tmp_path)) == ["trajectory.gif"]  # no partial file left behind
 
-    with pytest.raises(app.InputError, match="Frames must be between 2 and 10, got 11"):
-        app.reverse_trajectory(model, 3, 2, 10, "fixed_small", 11)
-    with pytest.raises(app.InputError, match="Number of images must be between 1 and 8, got 9"):
-        app.reverse_trajectory(model, 3, 9, 10, "fixed_small", 4)
+    with pytest.raises(handlers.InputError, match="Frames must be between 2 and 10, got 11"):
+        handlers.reverse_trajectory(model, 3, 2, 10, "fixed_small", 11)
+    with pytest.raises(handlers.InputError, match="Number of images must be between 1 and 8, got 9"):
+        handlers.reverse_trajectory(model, 3, 9, 10, "fixed_small", 4)
 
 
-def test_digits_are_scikit_learn_digits_at_the_model_size(app, model):
+def test_digits_are_scikit_learn_digits_at_the_model_size(handlers, model):
     from sklearn.datasets import load_digits
 
     digits = load_digits().images
-    image = app.digit_image(model, 17)
+    image = handlers.digit_image(model, 17)
     assert image.shape == (SIDE, SIDE, 1) and image.dtype == np.uint8
     np.testing.assert_array_equal(image[..., 0], (digits[17] * 255 / 16).round().astype(np.uint8))
-    with pytest.raises(app.InputError, match=f"Digit index must be between 0 and {len(digits) - 1}, got 1797"):
-        app.digit_image(model, len(digits))
+    with pytest.raises(handlers.InputError, match=f"Digit index must be between 0 and {len(digits) - 1}, got 1797"):
+        handlers.digit_image(model, len(digits))
 
 
 def linear_alpha_bar() -> np.ndarray:
@@ -288,24 +317,24 @@ def cosine_alpha_bar() -> np.ndarray:
 @pytest.mark.parametrize(
     "schedule, alpha_bar", [("linear", linear_alpha_bar), ("squaredcos_cap_v2", cosine_alpha_bar)]
 )
-def test_forward_process_is_the_closed_form_q(app, model, schedule, alpha_bar):
+def test_forward_process_is_the_closed_form_q(handlers, images, model, schedule, alpha_bar):
     alpha_bar = alpha_bar()
-    image = app.digit_image(model, 5)
+    image = handlers.digit_image(model, 5)
     for t in (0, 21, T - 1):
-        result = app.forward_process(model, image, t, schedule, seed=11)
+        result = handlers.forward_process(model, image, t, schedule, seed=11)
         x_0 = torch.from_numpy(image[..., 0].astype(np.float64)) / 127.5 - 1
         eps = torch.randn((1, 1, SIDE, SIDE), generator=torch.Generator().manual_seed(11))[0, 0].double()
         x_t = math.sqrt(alpha_bar[t]) * x_0 + math.sqrt(1 - alpha_bar[t]) * eps  # Ho et al. eq. 4
         expected = ((x_t.clamp(-1, 1) / 2 + 0.5) * 255).round().numpy()
         assert np.abs(result.x_t[..., 0].astype(np.float64) - expected).max() <= 1
         assert result.alpha_bar == pytest.approx(alpha_bar[t], rel=1e-5)
-        pair = cells(app, result.pair, 1, 2)
+        pair = cells(images, result.pair, 1, 2)
         np.testing.assert_array_equal(pair[0], image[..., 0])
         np.testing.assert_array_equal(pair[1], result.x_t[..., 0])
-    plot = app.schedule_plot(model, schedule, 21)
+    plot = handlers.schedule_plot(model, schedule, 21)
     assert plot.mode == "RGB" and len(np.unique(np.asarray(plot).reshape(-1, 3), axis=0)) > 20
 
-    curves = app.schedule_curves(model.scheduler(beta_schedule=schedule))
+    curves = handlers.schedule_curves(model.scheduler(beta_schedule=schedule))
     np.testing.assert_allclose(curves["alpha_bar"], alpha_bar, rtol=1e-5)
     alpha_bar_prev = np.concatenate([[1.0], alpha_bar[:-1]])
     beta = 1 - alpha_bar / alpha_bar_prev
@@ -316,16 +345,18 @@ def test_forward_process_is_the_closed_form_q(app, model, schedule, alpha_bar):
     assert curves["beta_tilde"][0] == 0
 
 
-def test_forward_process_refuses_out_of_range_requests(app, model):
-    image = app.digit_image(model, 0)
-    with pytest.raises(app.InputError, match=f"Timestep t must be between 0 and {T - 1}, got {T}"):
-        app.forward_process(model, image, T, "linear", 0)
-    with pytest.raises(app.InputError, match="Schedule must be one of 'linear', 'squaredcos_cap_v2', got 'cosine'"):
-        app.forward_process(model, image, 3, "cosine", 0)
-    with pytest.raises(app.InputError, match=f"Timestep t must be between 0 and {T - 1}, got -1"):
-        app.schedule_plot(model, "linear", -1)
-    with pytest.raises(app.InputError, match="Seed must be a whole number"):
-        app.forward_process(model, image, 3, "linear", "7")
+def test_forward_process_refuses_out_of_range_requests(handlers, model):
+    image = handlers.digit_image(model, 0)
+    with pytest.raises(handlers.InputError, match=f"Timestep t must be between 0 and {T - 1}, got {T}"):
+        handlers.forward_process(model, image, T, "linear", 0)
+    with pytest.raises(
+        handlers.InputError, match="Schedule must be one of 'linear', 'squaredcos_cap_v2', got 'cosine'"
+    ):
+        handlers.forward_process(model, image, 3, "cosine", 0)
+    with pytest.raises(handlers.InputError, match=f"Timestep t must be between 0 and {T - 1}, got -1"):
+        handlers.schedule_plot(model, "linear", -1)
+    with pytest.raises(handlers.InputError, match="Seed must be a whole number"):
+        handlers.forward_process(model, image, 3, "linear", "7")
 
 
 def png_header(width: int, height: int) -> bytes:
@@ -338,23 +369,27 @@ def png_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
 
 
-def test_uploads_are_resized_and_bad_ones_refused_with_a_reason(app, model, tmp_path):
+def test_uploads_are_resized_and_bad_ones_refused_with_a_reason(handlers, model, tmp_path):
     blocks = np.random.default_rng(1).integers(0, 256, (SIDE, SIDE), dtype=np.uint8)
     PIL.Image.fromarray(np.kron(blocks, np.ones((4, 4), dtype=np.uint8))).save(tmp_path / "big_digit.png")
-    np.testing.assert_array_equal(app.load_upload(tmp_path / "big_digit.png", model)[..., 0], blocks)  # box filter
+    np.testing.assert_array_equal(
+        handlers.load_upload(tmp_path / "big_digit.png", model)[..., 0], blocks
+    )  # box filter
     rgba = np.zeros((SIDE, SIDE, 4), dtype=np.uint8)
     rgba[..., :3], rgba[..., 3] = 200, 255
     rgba[0, 0, 3] = 0  # transparent: the black background
     PIL.Image.fromarray(rgba).save(tmp_path / "rgba.png")
     expected = np.full((SIDE, SIDE), 200, dtype=np.uint8)
     expected[0, 0] = 0
-    np.testing.assert_array_equal(app.load_upload(tmp_path / "rgba.png", model)[..., 0], expected)
-    np.testing.assert_array_equal(app.source_image(model, 3, {"path": str(tmp_path / "rgba.png")})[..., 0], expected)
-    np.testing.assert_array_equal(app.source_image(model, 3, None), app.digit_image(model, 3))
+    np.testing.assert_array_equal(handlers.load_upload(tmp_path / "rgba.png", model)[..., 0], expected)
+    np.testing.assert_array_equal(
+        handlers.source_image(model, 3, {"path": str(tmp_path / "rgba.png")})[..., 0], expected
+    )
+    np.testing.assert_array_equal(handlers.source_image(model, 3, None), handlers.digit_image(model, 3))
 
     (tmp_path / "text.png").write_text("not an image")
-    (tmp_path / "huge.bin").write_bytes(b"\0" * (app.MAX_UPLOAD_BYTES + 1))
-    PIL.Image.new("L", (app.MAX_UPLOAD_SIDE + 1, 4)).save(tmp_path / "wide.png")
+    (tmp_path / "huge.bin").write_bytes(b"\0" * (handlers.MAX_UPLOAD_BYTES + 1))
+    PIL.Image.new("L", (handlers.MAX_UPLOAD_SIDE + 1, 4)).save(tmp_path / "wide.png")
     PIL.Image.new("CMYK", (8, 8)).save(tmp_path / "cmyk.jpg")
     PIL.Image.new("I;16", (8, 8)).save(tmp_path / "deep.png")
     frames = [PIL.Image.new("L", (8, 8), value) for value in (0, 255)]
@@ -367,7 +402,7 @@ def test_uploads_are_resized_and_bad_ones_refused_with_a_reason(app, model, tmp_
     cases = {
         "text.png": r"The upload is not an image file that can be read \(PNG, JPEG, GIF, BMP or WebP\)\.",
         "huge.bin": r"The upload is 2\.0 MB; uploads are limited to 2 MB\.",
-        "wide.png": f"The upload is {app.MAX_UPLOAD_SIDE + 1}x4 pixels; images up to 2048 pixels a side",
+        "wide.png": f"The upload is {handlers.MAX_UPLOAD_SIDE + 1}x4 pixels; images up to 2048 pixels a side",
         "cmyk.jpg": r"The upload's colour mode is 'CMYK'; accepted modes are 1, L, LA, P, PA, RGB, RGBA",
         "deep.png": r"The upload's colour mode is 'I;16'; accepted modes are",
         "animated.gif": r"The upload is an animated image; upload a still image\.",
@@ -376,36 +411,36 @@ def test_uploads_are_resized_and_bad_ones_refused_with_a_reason(app, model, tmp_
         "bomb.png": r"The upload is a decompression bomb \(its header claims more than [\d,]+ pixels\); images up to",
     }
     for name, message in cases.items():
-        with pytest.raises(app.InputError, match=message):
-            app.load_upload(tmp_path / name, model)
+        with pytest.raises(handlers.InputError, match=message):
+            handlers.load_upload(tmp_path / name, model)
 
 
-def test_likelihood_is_the_pipeline_bound_with_its_standard_error(app, model, model_dir):
-    image = app.digit_image(model, 9)
-    result = app.likelihood(model, image, 10, 3, seed=5)
+def test_likelihood_is_the_pipeline_bound_with_its_standard_error(handlers, model, model_dir):
+    image = handlers.digit_image(model, 9)
+    result = handlers.likelihood(model, image, 10, 3, seed=5)
     expected = DDPMPosteriorPipeline.from_pretrained(model_dir).bits_per_dim(
         np.repeat(image[None], 3, axis=0), generator=torch.Generator().manual_seed(5), num_timesteps=10
     )
     assert result.bpd == pytest.approx(float(expected.bpd.mean()), rel=1e-6)
     assert result.standard_error == pytest.approx(float(expected.bpd.std()) / math.sqrt(3), rel=1e-6)
     assert result.standard_error > 0 and result.output.vb_bpd.shape == (3, 10)
-    plot = app.likelihood_plot(result)
+    plot = handlers.likelihood_plot(result)
     assert plot.mode == "RGB" and len(np.unique(np.asarray(plot).reshape(-1, 3), axis=0)) > 20
-    with pytest.raises(app.InputError, match=f"Timesteps must be between 2 and {T}, got 1"):
-        app.likelihood(model, image, 1, 3, 0)
-    with pytest.raises(app.InputError, match="Noise draws must be between 2 and 16, got 1"):
-        app.likelihood(model, image, 10, 1, 0)
+    with pytest.raises(handlers.InputError, match=f"Timesteps must be between 2 and {T}, got 1"):
+        handlers.likelihood(model, image, 1, 3, 0)
+    with pytest.raises(handlers.InputError, match="Noise draws must be between 2 and 16, got 1"):
+        handlers.likelihood(model, image, 10, 1, 0)
 
 
-def test_a_missing_model_stops_the_app_with_what_to_do(app, tmp_path, monkeypatch):
-    monkeypatch.delenv(app.MODEL_ENV, raising=False)
-    monkeypatch.setattr(app, "DEFAULT_MODEL_DIR", tmp_path / "model")
+def test_a_missing_model_stops_the_app_with_what_to_do(app, space_model, tmp_path, monkeypatch):
+    monkeypatch.delenv(space_model.MODEL_ENV, raising=False)
+    monkeypatch.setattr(space_model, "DEFAULT_MODEL_DIR", tmp_path / "model")
     with pytest.raises(SystemExit) as stop:
         app.main()
     message = str(stop.value.code)
     assert message.startswith(f"ddpm-digits Space: No model folder at {tmp_path / 'model'}.")
     assert "HF_DDPM_SPACE_MODEL" in message and "hf-ddpm train" in message
-    monkeypatch.setenv(app.MODEL_ENV, str(tmp_path / "elsewhere"))
+    monkeypatch.setenv(space_model.MODEL_ENV, str(tmp_path / "elsewhere"))
     with pytest.raises(SystemExit) as stop:
         app.main()
     assert f"Could not load the model '{tmp_path / 'elsewhere'}'" in str(stop.value.code)
@@ -486,41 +521,41 @@ def client(server, tmp_path):
     return Client(server.url, verbose=False, analytics_enabled=False, download_files=str(tmp_path))
 
 
-def test_served_endpoints_return_images_of_the_right_shape(app, model, client):
+def test_served_endpoints_return_images_of_the_right_shape(handlers, images, model, client):
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     assert set(endpoints) == {"/generate", "/trajectory", "/forward", "/likelihood"}
 
     grid = PIL.Image.open(client.predict(0, 4, 10, "learned_range", api_name="/generate"))
-    assert grid.format == "PNG" and grid.size == grid_size(app, 2, 2)
+    assert grid.format == "PNG" and grid.size == grid_size(images, 2, 2)
 
     strip, gif, frame_times = client.predict(0, 2, 20, "fixed_small", 4, api_name="/trajectory")
-    assert PIL.Image.open(strip).size == grid_size(app, 4, 4)
+    assert PIL.Image.open(strip).size == grid_size(images, 4, 4)
     with PIL.Image.open(gif) as animation:
-        assert animation.format == "GIF" and animation.n_frames == 4 and animation.size == grid_size(app, 2, 2)
+        assert animation.format == "GIF" and animation.n_frames == 4 and animation.size == grid_size(images, 2, 2)
     assert frame_times.startswith("Frames at t = 38, 26, 12, 0")
 
     pair, plot, text = client.predict(5, None, 10, "squaredcos_cap_v2", 0, api_name="/forward")
-    assert PIL.Image.open(pair).size == grid_size(app, 1, 2)
+    assert PIL.Image.open(pair).size == grid_size(images, 1, 2)
     assert PIL.Image.open(plot).format == "PNG"
     alpha_bar = cosine_alpha_bar()[10]
     assert text.startswith(f"t = 10: x_t = {math.sqrt(alpha_bar):.4f} x_0 + {math.sqrt(1 - alpha_bar):.4f} eps")
 
     evaluated, terms, bpd, standard_error = client.predict(9, None, 10, 3, 5, api_name="/likelihood")
-    assert PIL.Image.open(evaluated).size == grid_size(app, 1, 1)
+    assert PIL.Image.open(evaluated).size == grid_size(images, 1, 1)
     assert PIL.Image.open(terms).format == "PNG"
-    expected = app.likelihood(model, app.digit_image(model, 9), 10, 3, 5)
+    expected = handlers.likelihood(model, handlers.digit_image(model, 9), 10, 3, 5)
     assert bpd == pytest.approx(expected.bpd, rel=1e-4)
     assert standard_error == pytest.approx(expected.standard_error, rel=1e-3)
 
 
-def test_served_generation_depends_on_the_seed_only(app, model, client):
+def test_served_generation_depends_on_the_seed_only(handlers, model, client):
     first = np.asarray(PIL.Image.open(client.predict(42, 9, 12, "fixed_large", api_name="/generate")))
     again = np.asarray(PIL.Image.open(client.predict(42, 9, 12, "fixed_large", api_name="/generate")))
     other = np.asarray(PIL.Image.open(client.predict(43, 9, 12, "fixed_large", api_name="/generate")))
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other)
     # the same images as in this process, up to float rounding of the server's thread count
-    local = np.asarray(app.generate(model, 42, 9, 12, "fixed_large")).astype(int)
+    local = np.asarray(handlers.generate(model, 42, 9, 12, "fixed_large")).astype(int)
     assert np.abs(first.astype(int) - local).max() <= 1
 
 
@@ -620,7 +655,7 @@ def test_uploads_are_bounded_in_size_total_and_time(model_dir, tmp_path):
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing: apt-get install -y chromium")
-def test_browser_generates_a_grid_and_shows_input_errors(app, server, tmp_path):
+def test_browser_generates_a_grid_and_shows_input_errors(images, server, tmp_path):
     """Headless Chromium: set a seed, click Generate, get a non-blank grid; a bad seed shows its message."""
     from playwright.sync_api import expect, sync_playwright
 
@@ -644,10 +679,10 @@ def test_browser_generates_a_grid_and_shows_input_errors(app, server, tmp_path):
         finally:
             browser.close()
 
-    assert grid.size == grid_size(app, 4, 4)  # the default 16 images
+    assert grid.size == grid_size(images, 4, 4)  # the default 16 images
     pixels = np.asarray(grid)
     assert pixels.min() < pixels.max()
-    assert len(np.unique(cells(app, grid, 4, 4))) > 2  # the samples themselves, not only the padding, vary
+    assert len(np.unique(cells(images, grid, 4, 4))) > 2  # the samples themselves, not only the padding, vary
     screenshot = PIL.Image.open(tmp_path / "space.png")
     assert screenshot.size == (1280, 760)
     if os.environ.get("HF_DDPM_UPDATE_SCREENSHOT") == "1":  # refresh the README's screenshot on request only
@@ -660,7 +695,7 @@ def test_browser_generates_a_grid_and_shows_input_errors(app, server, tmp_path):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def test_a_burst_of_20_clients_is_served_in_bounded_memory(app, server, tmp_path):
+def test_a_burst_of_20_clients_is_served_in_bounded_memory(images, server, tmp_path):
     """20 concurrent gradio_client users; pairs with one seed and variance must get identical images."""
     from space_load_test import peak_rss_bytes, run_burst
 
@@ -668,10 +703,10 @@ def test_a_burst_of_20_clients_is_served_in_bounded_memory(app, server, tmp_path
     requests = [(i % 10, 16, 10 + i % 10, variances[i % 3]) for i in range(10)] * 2
     result = run_burst(server.url, requests, download_dir=str(tmp_path))
     assert result.failures == [], [repr(result.errors[i]) for i in result.failures]
-    images = [np.asarray(PIL.Image.open(path)) for path in result.outputs]
-    for i, image in enumerate(images):
-        assert image.shape == grid_size(app, 4, 4)[::-1]
-        np.testing.assert_array_equal(image, images[(i + 10) % 20])
+    grids = [np.asarray(PIL.Image.open(path)) for path in result.outputs]
+    for i, grid in enumerate(grids):
+        assert grid.shape == grid_size(images, 4, 4)[::-1]
+        np.testing.assert_array_equal(grid, grids[(i + 10) % 20])
     peak = peak_rss_bytes(server.process.pid)
     print(f"20 clients served in {result.wall_seconds:.1f} s; server peak RSS {peak / 2**20:.0f} MiB")
     assert peak < SERVER_PEAK_RSS_BOUND
@@ -694,8 +729,8 @@ def test_the_shipped_model_carries_the_current_remote_code():
 
 # What a Space does at start, with hf_ddpm made unimportable (it is installed editable in this environment).
 HUB_LAUNCHER = "import runpy, sys; sys.modules['hf_ddpm'] = None; runpy.run_path('app.py', run_name='__main__')"
-# Imports that are not packages to install: the standard library and the model's own modules.
-LOCAL_MODULES = set(sys.stdlib_module_names)
+# Imports that are not packages to install: the standard library and the Space's own modules.
+LOCAL_MODULES = set(sys.stdlib_module_names) | set(SPACE_MODULES)
 
 
 def imported_packages(paths: list[Path]) -> set[str]:
@@ -710,7 +745,7 @@ def imported_packages(paths: list[Path]) -> set[str]:
     return modules - LOCAL_MODULES
 
 
-def test_the_pushed_space_runs_where_hf_ddpm_cannot_be_imported(app, hub_server, tmp_path):
+def test_the_pushed_space_runs_where_hf_ddpm_cannot_be_imported(images, hub_server, tmp_path):
     repo_id = hub_server.new_repo_id("ddpm-digits-demo")
     push = subprocess.run(
         [shutil.which("hf-ddpm") or "hf-ddpm", "push-space", str(APP_PATH.parent), repo_id],
@@ -731,7 +766,7 @@ def test_the_pushed_space_runs_where_hf_ddpm_cannot_be_imported(app, hub_server,
     }
     distributions = importlib.metadata.packages_distributions()
     model_code = [space / "model" / "pipeline_ddpm_posterior.py", *sorted((space / "model").glob("*/*.py"))]
-    for module in imported_packages([space / "app.py", *model_code]):
+    for module in imported_packages([*sorted(space.glob("*.py")), *model_code]):
         names = {name.lower().replace("_", "-") for name in distributions.get(module, [module])}
         assert names & (requirements | {"gradio"}), f"{module} is imported but not in requirements.txt"
     assert "hf-ddpm" not in requirements and "diffusers==0.42.1" in (space / "requirements.txt").read_text()
@@ -752,9 +787,9 @@ def test_the_pushed_space_runs_where_hf_ddpm_cannot_be_imported(app, hub_server,
 
         client = Client(server.url, verbose=False, analytics_enabled=False, download_files=str(tmp_path / "out"))
         grid = PIL.Image.open(client.predict(0, 4, 10, "learned_range", api_name="/generate"))
-        assert grid.size == grid_size(app, 2, 2) and np.ptp(np.asarray(grid)) > 0
+        assert grid.size == grid_size(images, 2, 2) and np.ptp(np.asarray(grid)) > 0
         strip, gif, frame_times = client.predict(0, 1, 10, "fixed_small", 2, api_name="/trajectory")
-        assert PIL.Image.open(strip).size == grid_size(app, 2, 2)
+        assert PIL.Image.open(strip).size == grid_size(images, 2, 2)
         assert frame_times.startswith("Frames at t = ")
         evaluated, terms, bpd, standard_error = client.predict(9, None, 2, 2, 0, api_name="/likelihood")
         assert PIL.Image.open(terms).format == "PNG" and 0 < bpd < 16 and standard_error >= 0
