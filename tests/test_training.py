@@ -28,6 +28,7 @@ from safetensors.torch import load_file
 from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler
 from hf_ddpm.cli import UsageError
 from hf_ddpm.training import checkpoints, data, finalize_args, main, parse_args
+from hf_ddpm.training.lock import LOCK_NAME
 from hf_ddpm.training.losses import quartile_means, training_losses
 from hf_ddpm.training.outputs import image_grid
 from hf_ddpm.training.resample import LossSecondMomentResampler, UniformSampler
@@ -276,7 +277,7 @@ def test_latest_skips_leftover_temp_folders_and_truncated_checkpoints(tmp_path: 
     weights = out / "checkpoint-4" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     assert checkpoints.latest_checkpoint(str(out)) == str(out / "checkpoint-2")
-    assert "model.safetensors has" in caplog.text and "checkpoint-8" in caplog.text
+    assert "model.safetensors: " in caplog.text and "bytes instead of" in caplog.text and "checkpoint-8" in caplog.text
 
     # resuming from latest continues from step 2 and saves a complete checkpoint 4 again; the temp folder is gone
     AcceleratorState._reset_state(reset_partial_state=True)
@@ -312,6 +313,149 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_path: P
     latest = checkpoints.latest_checkpoint(str(out))
     assert latest is not None and checkpoints.checkpoint_problem(latest) is None
     assert not (out / "model_index.json").exists()
+
+
+def reset_accelerate() -> None:
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def damage(path: Path) -> None:
+    """Flip bytes in the middle of `path`, keeping its size: what a size check cannot see."""
+    content = bytearray(path.read_bytes())
+    middle = len(content) // 2
+    content[middle : middle + 16] = bytes(255 - byte for byte in content[middle : middle + 16])
+    path.write_bytes(bytes(content))
+
+
+def test_manifest_records_the_size_and_sha256_of_every_file(tmp_path: Path) -> None:
+    import hashlib
+
+    out = tmp_path / "manifest"
+    assert run_main(out, "--checkpointing_steps", "4") == 0
+    folder = out / "checkpoint-4"
+    manifest = json.loads((folder / checkpoints.MANIFEST_NAME).read_text())
+    assert manifest["step"] == 4 and manifest["model"]["model_preset"] == "tiny"
+    on_disk = {p.name for p in folder.iterdir()} - {checkpoints.MANIFEST_NAME}
+    assert set(manifest["files"]) == on_disk and "random_states_0.pkl" in on_disk
+    for name, entry in manifest["files"].items():
+        content = (folder / name).read_bytes()
+        assert entry == {"size": len(content), "sha256": hashlib.sha256(content).hexdigest()}
+
+
+def test_all_checkpoints_broken_resume_stops_naming_them_and_deletes_nothing(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "broken"
+    assert run_main(out, "--checkpointing_steps", "2") == 0
+    for step in (2, 4):
+        damage(out / f"checkpoint-{step}" / "model.safetensors")
+    reset_accelerate()
+    flags = ["--checkpointing_steps", "1", "--checkpoints_total_limit", "1", "--resume_from_checkpoint", "latest"]
+    assert run_main(out, *flags) == 2  # not a new run from step 0
+    err = capsys.readouterr().err
+    assert "every checkpoint in" in err and "checkpoint-2 (" in err and "checkpoint-4 (" in err
+    assert "model.safetensors: content differs from its sha256" in err
+    assert [step for step, _ in checkpoints.list_checkpoints(str(out))] == [2, 4]
+
+
+def test_resume_skips_a_broken_newest_checkpoint_and_pruning_keeps_newer_ones(tmp_path: Path, caplog) -> None:
+    out = tmp_path / "fallback"
+    assert run_main(out, "--checkpointing_steps", "2") == 0
+    weights = out / "checkpoint-4" / "model.safetensors"
+    straight = {name: tensor.clone() for name, tensor in load_file(str(weights)).items()}  # not the mapped file
+    weights.write_bytes(weights.read_bytes()[:-100])
+    reset_accelerate()
+    # checkpoints every 3 steps, keep 1: step 3 is saved while the broken checkpoint-4 (newer than the resume point,
+    # not written by this run) is still there; pruning by step number alone would delete step 3 and keep it
+    flags = ["--checkpointing_steps", "3", "--checkpoints_total_limit", "1", "--resume_from_checkpoint", "latest"]
+    assert run_main(out, *flags) == 0
+    assert f"Resuming from {out / 'checkpoint-2'}, the newest good checkpoint" in caplog.text
+    assert "checkpoint-4 (model.safetensors: " in caplog.text
+    assert [step for step, _ in checkpoints.list_checkpoints(str(out))] == [4]
+    assert checkpoints.checkpoint_problem(str(out / "checkpoint-4")) is None  # rewritten by the resumed run
+    resumed = load_file(str(out / "checkpoint-4" / "model.safetensors"))
+    assert all(torch.equal(straight[name], resumed[name]) for name in straight)  # and exact
+
+
+def test_pruning_never_deletes_a_checkpoint_newer_than_the_resume_point(tmp_path: Path) -> None:
+    out = tmp_path / "newer"
+    assert run_main(out, "--checkpointing_steps", "2", "--max_train_steps", "6") == 0
+    reset_accelerate()
+    # resume from checkpoint-2 into a shorter schedule of checkpoints: 4 and 6 are another run's future
+    flags = ["--checkpointing_steps", "1", "--checkpoints_total_limit", "1", "--max_train_steps", "3"]
+    assert run_main(out, *flags, "--resume_from_checkpoint", str(out / "checkpoint-2")) == 0
+    assert [step for step, _ in checkpoints.list_checkpoints(str(out))] == [3, 4, 6]
+
+
+def test_a_damaged_rng_state_is_an_error_unless_inexact_resume_is_allowed(tmp_path: Path, capsys, caplog) -> None:
+    out = tmp_path / "rng"
+    assert run_main(out, "--checkpointing_steps", "4") == 0
+    damage(out / "checkpoint-4" / "random_states_0.pkl")  # same size: only the hash can tell
+    reset_accelerate()
+    resume = ["--resume_from_checkpoint", str(out / "checkpoint-4"), "--max_train_steps", "6"]
+    assert run_main(out, *resume) == 2
+    err = capsys.readouterr().err
+    assert "random_states_0.pkl: content differs from its sha256" in err and "checkpoint-4" in err
+    assert not (out / "checkpoint-6").exists()
+    reset_accelerate()
+    assert run_main(out, *resume, "--allow_inexact_resume") == 0
+    assert "random_states_0.pkl" in caplog.text and "will NOT repeat an uninterrupted one" in caplog.text
+    assert (out / "checkpoint-6").is_dir()
+
+
+def test_random_states_of_another_number_of_processes_are_not_restored(tmp_path: Path) -> None:
+    out = tmp_path / "processes"
+    assert run_main(out, "--checkpointing_steps", "4") == 0
+    folder = str(out / "checkpoint-4")
+    # what a 2-process run would have left: one RNG state file per process
+    (out / "checkpoint-4" / "random_states_1.pkl").write_bytes(
+        (out / "checkpoint-4" / "random_states_0.pkl").read_bytes()
+    )
+    assert "saved by 2 process(es) and is resumed by 1" in checkpoints.random_state_problem(folder, 0, 1)
+
+
+def test_resume_with_another_model_or_past_max_train_steps_says_what_differs(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "mismatch"
+    assert run_main(out, "--checkpointing_steps", "4") == 0
+    reset_accelerate()
+    other = ["--loss", "simple", "--variance_type", "fixed_small", "--max_train_steps", "6"]
+    capsys.readouterr()
+    assert run_main(out, *other, "--resume_from_checkpoint", "latest") == 2
+    err = capsys.readouterr().err
+    line = err.strip().splitlines()[-1]  # one line, after the progress bars
+    assert "Traceback" not in err and "Error(s) in loading state_dict" not in err
+    assert line.startswith("error: --resume_from_checkpoint latest: ") and "checkpoint-4 does not fit" in line
+    assert "--variance_type learned_range (this run: fixed_small)" in line
+    assert "conv_out.bias has shape [2] in the checkpoint and [1] in this model" in line
+    reset_accelerate()
+    assert run_main(out, "--max_train_steps", "2", "--resume_from_checkpoint", "latest") == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--max_train_steps 2 is below" in line and "step 4" in line
+    assert [step for step, _ in checkpoints.list_checkpoints(str(out))] == [4]
+
+
+def test_a_second_run_into_a_locked_output_dir_refuses_and_a_killed_run_leaves_no_lock(tmp_path: Path) -> None:
+    out = tmp_path / "locked"
+    env = subprocess_env()
+    flags = ["--max_train_steps", "100000", "--checkpointing_steps", "1", "--checkpoints_total_limit", "2"]
+    first = subprocess.Popen(train_command(out, *flags), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not checkpoints.list_checkpoints(str(out)) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert first.poll() is None, "the first run ended early"
+        # the worst case: a second run that would delete the first one's checkpoints
+        second = subprocess.run(
+            train_command(out, "--overwrite_output_dir"), env=env, capture_output=True, text=True, timeout=300
+        )
+        assert second.returncode == 2, second.stderr[-3000:]
+        assert f"--output_dir {out} is in use by another training run (pid {first.pid} on host" in second.stderr
+        assert first.poll() is None and checkpoints.list_checkpoints(str(out))
+    finally:
+        first.kill()
+        first.wait(timeout=60)
+    # the kernel dropped the lock with the killed process: the next run goes ahead
+    assert run_main(out, "--overwrite_output_dir") == 0
+    assert (out / LOCK_NAME).is_file() and [step for step, _ in checkpoints.list_checkpoints(str(out))] == [4]
 
 
 # ----------------------------------------------------------------------------------------------------------------
