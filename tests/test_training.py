@@ -162,10 +162,27 @@ RESUME_FLAGS = [
 ]  # fmt: skip
 
 
-def test_kill_and_resume_gives_bit_identical_weights(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The output folder of an uninterrupted run with RESUME_FLAGS, shared by the resume tests of this module."""
+    straight = tmp_path_factory.mktemp("straight") / "run"
+    command = train_command(straight, *RESUME_FLAGS)
+    subprocess.run(command, env=subprocess_env(), check=True, capture_output=True, timeout=300)
+    return straight
+
+
+def assert_same_final_weights(straight: Path, resumed: Path) -> None:
+    """The training weights of the last checkpoint and the EMA weights of the saved pipeline, bit for bit."""
+    assert tensors_equal(
+        straight / "checkpoint-20" / "model.safetensors", resumed / "checkpoint-20" / "model.safetensors"
+    )
+    weights = Path("unet") / "diffusion_pytorch_model.safetensors"
+    assert tensors_equal(straight / weights, resumed / weights)
+
+
+def test_kill_and_resume_gives_bit_identical_weights(tmp_path: Path, straight_run: Path) -> None:
     env = subprocess_env()
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    subprocess.run(train_command(straight, *RESUME_FLAGS), env=env, check=True, capture_output=True, timeout=300)
+    straight, resumed = straight_run, tmp_path / "resumed"
 
     # the same run, killed with SIGKILL as soon as the checkpoint of step 10 is complete
     process = subprocess.Popen(
@@ -187,10 +204,7 @@ def test_kill_and_resume_gives_bit_identical_weights(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Resuming from" in result.stderr
 
-    for name in ("model.safetensors",):  # the training weights
-        assert tensors_equal(straight / "checkpoint-20" / name, resumed / "checkpoint-20" / name)
-    weights = Path("unet") / "diffusion_pytorch_model.safetensors"  # the EMA weights of the saved pipeline
-    assert tensors_equal(straight / weights, resumed / weights)
+    assert_same_final_weights(straight, resumed)
     optimizer_a = torch.load(straight / "checkpoint-20" / "optimizer.bin", weights_only=False)["state"]
     optimizer_b = torch.load(resumed / "checkpoint-20" / "optimizer.bin", weights_only=False)["state"]
     assert all(torch.equal(optimizer_a[k]["exp_avg_sq"], optimizer_b[k]["exp_avg_sq"]) for k in optimizer_a)
@@ -254,6 +268,96 @@ def test_push_to_hub_and_exact_resume_from_a_hub_checkpoint(hub_server, hub_repo
     assert run_main(second, *flags) == 0
     assert [s for s, _ in checkpoints.list_checkpoints(str(second))] == [4]  # it went on from step 2
     assert tensors_equal(first / "checkpoint-4" / "model.safetensors", second / "checkpoint-4" / "model.safetensors")
+
+
+def test_checkpoints_pushed_during_training_resume_bit_exact_in_a_fresh_folder(
+    hub_server, hub_repo_id: str, tmp_path: Path, straight_run: Path
+) -> None:
+    from huggingface_hub import HfApi
+
+    env = subprocess_env()  # the hub_server fixture pointed HF_ENDPOINT, HF_TOKEN and the cache at the local server
+    pushed = tmp_path / "pushed"
+    hub_flags = ["--push_checkpoints_to_hub", "--hub_model_id", hub_repo_id]
+    process = subprocess.Popen(
+        train_command(pushed, *RESUME_FLAGS, *hub_flags), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+    def pushed_steps() -> set[int]:
+        try:
+            files = HfApi().list_repo_files(hub_repo_id, revision="checkpoints")
+        except Exception:  # the repo or the branch does not exist yet
+            return set()
+        return {int(m.group(1)) for f in files if (m := re.fullmatch(r"checkpoint-(\d+)/checkpoint.json", f))}
+
+    # killed with SIGKILL as soon as the Hub holds checkpoint-10
+    deadline = time.monotonic() + 300
+    while 10 not in pushed_steps() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
+    commits = [c.title for c in HfApi().list_repo_commits(hub_repo_id, revision="checkpoints")]
+    assert commits[-3:] == ["Upload checkpoint-10", "Upload checkpoint-5", "initial commit"]  # one commit each
+    assert "model_index.json" not in HfApi().list_repo_files(hub_repo_id)  # main: no pickles, no pipeline yet
+
+    # another machine: a fresh folder, the newest checkpoint on the Hub
+    fresh = tmp_path / "fresh"
+    result = subprocess.run(
+        train_command(fresh, *RESUME_FLAGS, "--resume_from_checkpoint", f"hub:{hub_repo_id}"),
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"Resuming from \S+checkpoint-(10|15)", result.stderr)
+    assert_same_final_weights(straight_run, fresh)
+
+
+def test_hub_token_flag_is_used_and_never_written_logged_or_tracked(
+    hub_server, hub_repo_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd, caplog
+) -> None:
+    from huggingface_hub import HfApi, snapshot_download
+
+    token = hub_server.token
+    monkeypatch.delenv("HF_TOKEN")  # the flag is the only credential: anonymous pushes are refused
+    out = tmp_path / "token"
+    flags = ["--push_to_hub", "--hub_model_id", hub_repo_id, "--hub_token", token, "--hub_private_repo"]
+    flags += ["--push_checkpoints_to_hub", "--checkpointing_steps", "2", "--logger", "tensorboard"]
+    assert run_main(out, *flags) == 0
+    assert "HF_TOKEN" not in os.environ  # restored after each push
+
+    api = HfApi(token=token)
+    assert api.repo_info(hub_repo_id).private
+    assert "model_index.json" in api.list_repo_files(hub_repo_id)
+    assert {"checkpoint-2/model.safetensors", "checkpoint-4/model.safetensors"} <= set(
+        api.list_repo_files(hub_repo_id, revision="checkpoints")
+    )
+    secret = token.encode()
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert any(p.name.startswith("events.out.tfevents") for p in written) and (out / "README.md").is_file()
+    assert [p for p in written if secret in p.read_bytes()] == []  # args, card, TensorBoard, checkpoints, logs
+    training_args = json.loads((out / "training_args.json").read_text())
+    assert "hub_token" not in training_args and training_args["hub_private_repo"] is True
+    remote = Path(snapshot_download(hub_repo_id, token=token, local_dir=tmp_path / "remote"))
+    assert [p for p in remote.rglob("*") if p.is_file() and secret in p.read_bytes()] == []
+    captured = capfd.readouterr()
+    assert token not in captured.out + captured.err and token not in caplog.text
+
+
+def test_model_card_usage_runs_with_diffusers_alone(hub_server, hub_repo_id: str, tmp_path: Path) -> None:
+    out = tmp_path / "card"
+    assert run_main(out, "--push_to_hub", "--hub_model_id", hub_repo_id) == 0
+    from huggingface_hub import hf_hub_download
+
+    card = Path(hf_hub_download(hub_repo_id, "README.md")).read_text()
+    install = re.search(r"```bash\n(pip install [^\n]*)\n```", card).group(1)
+    assert install == "pip install diffusers torch"  # hf-ddpm is not on PyPI: `pip install hf-ddpm` would fail
+    usage = re.search(r"```python\n(.*?)```", card, re.DOTALL).group(1)
+    assert "trust_remote_code=True" in usage and "hf_ddpm" not in usage
+    # run it as a reader would, with hf_ddpm not importable: only diffusers, torch and the repo's own code
+    script = 'import sys\nsys.modules["hf_ddpm"] = None\n' + usage
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert PIL.Image.open(tmp_path / "sample.png").size == (8, 8)
 
 
 # ----------------------------------------------------------------------------------------------------------------
