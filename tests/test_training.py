@@ -22,6 +22,7 @@ import PIL.Image
 import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
+from conftest import make_tiny_unet
 from diffusers import DDPMScheduler
 from safetensors.torch import load_file
 
@@ -815,6 +816,61 @@ def test_image_grid_layout() -> None:
     assert grid.shape == (2 * 64 + 2, 3 * 64 + 2 * 2)  # 5 images: 2 rows of 3 cells, 8x8 upscaled x8, 2px gaps
     assert grid[66:130, 66:130].min() == 255 and grid[:64, :64].max() == 0  # image 4: row 1, column 1
     assert (grid[64:66, :] == 128).all() and (grid[130 - 64 :, 196 - 64 :] == 128).all()  # gaps, empty cell
+
+
+def test_vlb_loss_with_importance_sampling_estimates_the_uniform_average_over_timesteps() -> None:
+    """
+    Nichol & Dhariwal eq. 18: drawing t with p_t ~ sqrt(E[L_t^2]) and weighting each L_t by 1 / (T p_t) keeps the
+    training loss an unbiased estimate of L_vlb's uniform average. Without the weights the loss would overweight the
+    large-loss timesteps: the sum of p_t L_t, several standard errors away.
+    """
+    from hf_ddpm.training.loop import TrainingComponents, compute_losses
+
+    T = 20
+    scheduler = DDPMPosteriorScheduler(num_train_timesteps=T, variance_type="learned_range")
+    unet = make_tiny_unet(learned_variance=True).requires_grad_(False)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (16, 1, 8, 8), dtype=torch.uint8, generator=generator)
+
+    # the reference, independent of the sampler and of compute_losses: each L_t averaged over 128 noise draws
+    x_start = data.to_model_space(images).repeat(T * 8, 1, 1, 1)  # [T*128 x 1 x 8 x 8]
+    timesteps = torch.arange(T).repeat_interleave(128)
+    noise = torch.randn(x_start.shape, generator=generator)
+    x_t = scheduler.add_noise(x_start, noise, timesteps)
+    with torch.no_grad():
+        losses = training_losses(scheduler, unet(x_t, timesteps).sample, x_start, x_t, noise, timesteps, "vlb")
+    per_t = losses["loss"].reshape(T, 128).double()
+    uniform_average = per_t.mean()
+    reference_se = float(per_t.var(dim=1).sum().sqrt() / (T * math.sqrt(128)))
+
+    sampler = LossSecondMomentResampler(T)
+    for _ in range(10):  # warm: p_t from the second moments of the measured losses
+        sampler.update_with_all_losses(torch.arange(T), per_t.mean(dim=1))
+    p = torch.from_numpy(sampler.probabilities())
+    components = TrainingComponents(
+        accelerator=None, unet=unet, noise_scheduler=scheduler, optimizer=None, lr_scheduler=None,
+        timestep_sampler=sampler, ema=None, loss_type="vlb", vlb_weight=0.001, max_grad_norm=0.0,
+    )  # fmt: skip
+    torch.manual_seed(1)
+    batch = images.repeat(256, 1, 1, 1)  # 4096 draws of (t, noise)
+    with torch.no_grad():
+        loss, terms, drawn = compute_losses(components, batch)
+    weighted = terms["loss"].double() / (T * p[drawn])
+    tolerance = 4 * math.sqrt(reference_se**2 + float(weighted.var()) / len(batch))
+    assert abs(float(loss) - float(uniform_average)) < tolerance
+    unweighted_expectation = float((p * per_t.mean(dim=1)).sum())
+    assert abs(unweighted_expectation - float(uniform_average)) > 3 * tolerance  # the test can tell
+
+
+def test_defaults_are_the_recipe_of_the_shipped_model() -> None:
+    """The flags of `accelerate launch train.py` with no flags are those the Space's model was trained with."""
+    shipped = json.loads((REPO / "spaces" / "ddpm-digits" / "model" / "training_args.json").read_text())
+    found_by_the_run = {"dataset", "heldout_split", "num_heldout_images", "num_processes", "num_skipped_images"}
+    found_by_the_run |= {"num_train_images", "total_batch_size", "image_column"}  # image_column: detected
+    flags = {name: value for name, value in shipped.items() if name not in found_by_the_run}
+    defaults = vars(parse_args([]))
+    assert {name: defaults[name] for name in flags} == flags
+    assert (defaults["loss"], defaults["vlb_weight"], defaults["learning_rate"]) == ("hybrid", 0.001, 0.002)
 
 
 def test_finalize_args_rejects_unknown_preset_set_programmatically() -> None:
