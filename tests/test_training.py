@@ -29,7 +29,6 @@ from safetensors.torch import load_file
 from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler
 from hf_ddpm.cli import UsageError
 from hf_ddpm.training import checkpoints, data, finalize_args, main, parse_args
-from hf_ddpm.training.lock import LOCK_NAME
 from hf_ddpm.training.losses import quartile_means, training_losses
 from hf_ddpm.training.outputs import image_grid
 from hf_ddpm.training.resample import LossSecondMomentResampler, UniformSampler
@@ -535,6 +534,11 @@ def test_resume_with_another_model_or_past_max_train_steps_says_what_differs(tmp
     assert run_main(out, "--max_train_steps", "2", "--resume_from_checkpoint", "latest") == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--max_train_steps 2 is below" in line and "step 4" in line
+    reset_accelerate()
+    assert run_main(out, "--no-use_ema", "--max_train_steps", "6", "--resume_from_checkpoint", "latest") == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "could not be restored (Number of custom checkpoints" in err
+    assert "it was saved with --use_ema True (this run: False)" in err.strip().splitlines()[-1]
     assert [step for step, _ in checkpoints.list_checkpoints(str(out))] == [4]
 
 
@@ -559,6 +563,8 @@ def test_a_second_run_into_a_locked_output_dir_refuses_and_a_killed_run_leaves_n
         first.kill()
         first.wait(timeout=60)
     # the kernel dropped the lock with the killed process: the next run goes ahead
+    from hf_ddpm.training.lock import LOCK_NAME
+
     assert run_main(out, "--overwrite_output_dir") == 0
     assert (out / LOCK_NAME).is_file() and [step for step, _ in checkpoints.list_checkpoints(str(out))] == [4]
 

@@ -304,12 +304,18 @@ def model_mismatch(folder: str, model, flags: dict) -> str | None:
         differences.append(f"{len(unexpected)} tensor(s) this model does not have (first: {unexpected[0]})")
     if not differences:
         return None
+    changed = changed_flags(folder, flags)
+    saved_with = f"it was saved with {changed}; " if changed else ""
+    more = f" and {len(differences) - 1} more difference(s)" if len(differences) > 1 else ""
+    return f"{saved_with}{differences[0]}{more}"
+
+
+def changed_flags(folder: str, flags: dict) -> str | None:
+    """The flags of `flags` that the manifest of `folder` recorded with other values ("--name old (this run: new)")."""
     recorded = read_manifest(folder).get("model", {})
-    flag_changes = [
+    changes = [
         f"--{name} {recorded[name]} (this run: {value})"
         for name, value in flags.items()
         if name in recorded and recorded[name] != value
     ]
-    saved_with = f"it was saved with {', '.join(flag_changes)}; " if flag_changes else ""
-    more = f" and {len(differences) - 1} more difference(s)" if len(differences) > 1 else ""
-    return f"{saved_with}{differences[0]}{more}"
+    return ", ".join(changes) or None

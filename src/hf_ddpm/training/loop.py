@@ -464,10 +464,17 @@ def resume(args: argparse.Namespace, accelerator: Accelerator, unet: torch.nn.Mo
         return set()
     logger.info(f"Resuming from {folder}", main_process_only=True)
     model = accelerator.unwrap_model(unet)
-    mismatch = checkpoints.model_mismatch(folder, model, model_flags(args))
+    mismatch = checkpoints.model_mismatch(folder, model, state_flags(args))
     if mismatch is not None:
         raise UsageError(f"--resume_from_checkpoint {spec}: {folder} does not fit this model: {mismatch}.")
-    accelerator.load_state(folder)
+    try:
+        accelerator.load_state(folder)
+    except (RuntimeError, ValueError, KeyError) as error:  # e.g. EMA or resampler state of another configuration
+        changed = checkpoints.changed_flags(folder, state_flags(args))
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        saved_with = f"; it was saved with {changed}" if changed else ""
+        message = f"--resume_from_checkpoint {spec}: {folder} could not be restored ({reason}){saved_with}."
+        raise UsageError(message) from error
     problem = checkpoints.random_state_problem(folder, accelerator.process_index, accelerator.num_processes)
     if problem is not None:
         message = f"The RNG states of {folder} were not restored: {problem}"
@@ -488,15 +495,17 @@ def resume(args: argparse.Namespace, accelerator: Accelerator, unet: torch.nn.Mo
     return checkpoints.newer_checkpoints(args.output_dir, progress.global_step)
 
 
-def model_flags(args: argparse.Namespace) -> dict:
-    """The flags that define the UNet's architecture (recorded in each checkpoint's manifest)."""
-    return {name: getattr(args, name) for name in ("model_preset", "resolution", "channels", "variance_type")}
+def state_flags(args: argparse.Namespace) -> dict:
+    """The flags that shape the saved training state (recorded in each checkpoint's manifest, compared on resume)."""
+    names = ("model_preset", "resolution", "channels", "variance_type", "use_ema", "timestep_sampler")
+    names += ("ddpm_num_steps",)
+    return {name: getattr(args, name) for name in names}
 
 
 def save_training_state(args: argparse.Namespace, accelerator: Accelerator, step: int, keep: set[int]) -> None:
     """Save checkpoint-`step` (pruning spares the steps in `keep`) and push it when asked."""
     keep.discard(step)  # from now on checkpoint-<step> is this run's own
-    extra = {"model": model_flags(args)}
+    extra = {"model": state_flags(args)}
     folder = checkpoints.save_checkpoint(
         accelerator, args.output_dir, step, args.checkpoints_total_limit, frozenset(keep), manifest_extra=extra
     )
