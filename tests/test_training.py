@@ -588,6 +588,12 @@ BAD_FLAGS = {
     "schedule": (["--beta_schedule", "quadratic"], "--ddpm_beta_schedule: invalid choice: 'quadratic'"),
     "batch-too-big": (["--train_batch_size", "5000"], "lower --train_batch_size"),
     "two-sources": (["--dataset_name", "x", "--train_data_dir", "."], "only one of --dataset_name and"),
+    "push-no-checkpoints": (
+        ["--push_checkpoints_to_hub", "--checkpointing_steps", "0"],
+        "--push_checkpoints_to_hub needs checkpoints",
+    ),
+    "checkpoints-on-main": (["--hub_checkpoint_revision", "main"], "--hub_checkpoint_revision must name a branch"),
+    "empty-token": (["--hub_token", " "], "--hub_token is empty"),
 }
 
 
