@@ -439,7 +439,7 @@ def test_manifest_records_the_size_and_sha256_of_every_file(tmp_path: Path) -> N
     assert run_main(out, "--checkpointing_steps", "4") == 0
     folder = out / "checkpoint-4"
     manifest = json.loads((folder / checkpoints.MANIFEST_NAME).read_text())
-    assert manifest["step"] == 4 and manifest["model"]["model_preset"] == "tiny"
+    assert manifest["step"] == 4 and manifest["flags"]["model_preset"] == "tiny"
     on_disk = {p.name for p in folder.iterdir()} - {checkpoints.MANIFEST_NAME}
     assert set(manifest["files"]) == on_disk and "random_states_0.pkl" in on_disk
     for name, entry in manifest["files"].items():

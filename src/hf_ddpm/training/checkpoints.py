@@ -312,7 +312,7 @@ def model_mismatch(folder: str, model, flags: dict) -> str | None:
 
 def changed_flags(folder: str, flags: dict) -> str | None:
     """The flags of `flags` that the manifest of `folder` recorded with other values ("--name old (this run: new)")."""
-    recorded = read_manifest(folder).get("model", {})
+    recorded = read_manifest(folder).get("flags", {})
     changes = [
         f"--{name} {recorded[name]} (this run: {value})"
         for name, value in flags.items()

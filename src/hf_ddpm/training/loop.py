@@ -436,11 +436,9 @@ def prepare_output_dir(args: argparse.Namespace, accelerator: Accelerator) -> Ou
         lock.acquire()  # before anything in the folder is deleted: another run may be using it
     accelerator.wait_for_everyone()
     existing = checkpoints.list_checkpoints(args.output_dir)
-    if existing and args.resume_from_checkpoint is None:  # --overwrite_output_dir
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            for _, folder in existing:
-                shutil.rmtree(folder)
+    if existing and args.resume_from_checkpoint is None and accelerator.is_main_process:  # --overwrite_output_dir
+        for _, folder in existing:
+            shutil.rmtree(folder)
     accelerator.wait_for_everyone()
     return lock
 
@@ -505,7 +503,7 @@ def state_flags(args: argparse.Namespace) -> dict:
 def save_training_state(args: argparse.Namespace, accelerator: Accelerator, step: int, keep: set[int]) -> None:
     """Save checkpoint-`step` (pruning spares the steps in `keep`) and push it when asked."""
     keep.discard(step)  # from now on checkpoint-<step> is this run's own
-    extra = {"model": state_flags(args)}
+    extra = {"flags": state_flags(args)}
     folder = checkpoints.save_checkpoint(
         accelerator, args.output_dir, step, args.checkpoints_total_limit, frozenset(keep), manifest_extra=extra
     )
