@@ -472,12 +472,12 @@ def test_resume_skips_a_broken_newest_checkpoint_and_pruning_keeps_newer_ones(tm
     # not written by this run) is still there; pruning by step number alone would delete step 3 and keep it
     flags = ["--checkpointing_steps", "3", "--checkpoints_total_limit", "1", "--resume_from_checkpoint", "latest"]
     assert run_main(out, *flags) == 0
-    assert f"Resuming from {out / 'checkpoint-2'}, the newest good checkpoint" in caplog.text
-    assert "checkpoint-4 (model.safetensors: " in caplog.text
     assert [step for step, _ in checkpoints.list_checkpoints(str(out))] == [4]
     assert checkpoints.checkpoint_problem(str(out / "checkpoint-4")) is None  # rewritten by the resumed run
     resumed = load_file(str(out / "checkpoint-4" / "model.safetensors"))
     assert all(torch.equal(straight[name], resumed[name]) for name in straight)  # and exact
+    assert f"Resuming from {out / 'checkpoint-2'}, the newest good checkpoint" in caplog.text
+    assert "checkpoint-4 (model.safetensors: " in caplog.text
 
 
 def test_pruning_never_deletes_a_checkpoint_newer_than_the_resume_point(tmp_path: Path) -> None:
