@@ -22,6 +22,7 @@ import PIL.Image
 import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
+from conftest import make_tiny_unet
 from diffusers import DDPMScheduler
 from safetensors.torch import load_file
 
@@ -161,10 +162,27 @@ RESUME_FLAGS = [
 ]  # fmt: skip
 
 
-def test_kill_and_resume_gives_bit_identical_weights(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The output folder of an uninterrupted run with RESUME_FLAGS, shared by the resume tests of this module."""
+    straight = tmp_path_factory.mktemp("straight") / "run"
+    command = train_command(straight, *RESUME_FLAGS)
+    subprocess.run(command, env=subprocess_env(), check=True, capture_output=True, timeout=300)
+    return straight
+
+
+def assert_same_final_weights(straight: Path, resumed: Path) -> None:
+    """The training weights of the last checkpoint and the EMA weights of the saved pipeline, bit for bit."""
+    assert tensors_equal(
+        straight / "checkpoint-20" / "model.safetensors", resumed / "checkpoint-20" / "model.safetensors"
+    )
+    weights = Path("unet") / "diffusion_pytorch_model.safetensors"
+    assert tensors_equal(straight / weights, resumed / weights)
+
+
+def test_kill_and_resume_gives_bit_identical_weights(tmp_path: Path, straight_run: Path) -> None:
     env = subprocess_env()
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    subprocess.run(train_command(straight, *RESUME_FLAGS), env=env, check=True, capture_output=True, timeout=300)
+    straight, resumed = straight_run, tmp_path / "resumed"
 
     # the same run, killed with SIGKILL as soon as the checkpoint of step 10 is complete
     process = subprocess.Popen(
@@ -186,10 +204,7 @@ def test_kill_and_resume_gives_bit_identical_weights(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Resuming from" in result.stderr
 
-    for name in ("model.safetensors",):  # the training weights
-        assert tensors_equal(straight / "checkpoint-20" / name, resumed / "checkpoint-20" / name)
-    weights = Path("unet") / "diffusion_pytorch_model.safetensors"  # the EMA weights of the saved pipeline
-    assert tensors_equal(straight / weights, resumed / weights)
+    assert_same_final_weights(straight, resumed)
     optimizer_a = torch.load(straight / "checkpoint-20" / "optimizer.bin", weights_only=False)["state"]
     optimizer_b = torch.load(resumed / "checkpoint-20" / "optimizer.bin", weights_only=False)["state"]
     assert all(torch.equal(optimizer_a[k]["exp_avg_sq"], optimizer_b[k]["exp_avg_sq"]) for k in optimizer_a)
@@ -255,6 +270,96 @@ def test_push_to_hub_and_exact_resume_from_a_hub_checkpoint(hub_server, hub_repo
     assert tensors_equal(first / "checkpoint-4" / "model.safetensors", second / "checkpoint-4" / "model.safetensors")
 
 
+def test_checkpoints_pushed_during_training_resume_bit_exact_in_a_fresh_folder(
+    hub_server, hub_repo_id: str, tmp_path: Path, straight_run: Path
+) -> None:
+    from huggingface_hub import HfApi
+
+    env = subprocess_env()  # the hub_server fixture pointed HF_ENDPOINT, HF_TOKEN and the cache at the local server
+    pushed = tmp_path / "pushed"
+    hub_flags = ["--push_checkpoints_to_hub", "--hub_model_id", hub_repo_id]
+    process = subprocess.Popen(
+        train_command(pushed, *RESUME_FLAGS, *hub_flags), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+    def pushed_steps() -> set[int]:
+        try:
+            files = HfApi().list_repo_files(hub_repo_id, revision="checkpoints")
+        except Exception:  # the repo or the branch does not exist yet
+            return set()
+        return {int(m.group(1)) for f in files if (m := re.fullmatch(r"checkpoint-(\d+)/checkpoint.json", f))}
+
+    # killed with SIGKILL as soon as the Hub holds checkpoint-10
+    deadline = time.monotonic() + 300
+    while 10 not in pushed_steps() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
+    commits = [c.title for c in HfApi().list_repo_commits(hub_repo_id, revision="checkpoints")]
+    assert commits[-3:] == ["Upload checkpoint-10", "Upload checkpoint-5", "initial commit"]  # one commit each
+    assert "model_index.json" not in HfApi().list_repo_files(hub_repo_id)  # main: no pickles, no pipeline yet
+
+    # another machine: a fresh folder, the newest checkpoint on the Hub
+    fresh = tmp_path / "fresh"
+    result = subprocess.run(
+        train_command(fresh, *RESUME_FLAGS, "--resume_from_checkpoint", f"hub:{hub_repo_id}"),
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"Resuming from \S+checkpoint-(10|15)", result.stderr)
+    assert_same_final_weights(straight_run, fresh)
+
+
+def test_hub_token_flag_is_used_and_never_written_logged_or_tracked(
+    hub_server, hub_repo_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd, caplog
+) -> None:
+    from huggingface_hub import HfApi, snapshot_download
+
+    token = hub_server.token
+    monkeypatch.delenv("HF_TOKEN")  # the flag is the only credential: anonymous pushes are refused
+    out = tmp_path / "token"
+    flags = ["--push_to_hub", "--hub_model_id", hub_repo_id, "--hub_token", token, "--hub_private_repo"]
+    flags += ["--push_checkpoints_to_hub", "--checkpointing_steps", "2", "--logger", "tensorboard"]
+    assert run_main(out, *flags) == 0
+    assert "HF_TOKEN" not in os.environ  # restored after each push
+
+    api = HfApi(token=token)
+    assert api.repo_info(hub_repo_id).private
+    assert "model_index.json" in api.list_repo_files(hub_repo_id)
+    assert {"checkpoint-2/model.safetensors", "checkpoint-4/model.safetensors"} <= set(
+        api.list_repo_files(hub_repo_id, revision="checkpoints")
+    )
+    secret = token.encode()
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert any(p.name.startswith("events.out.tfevents") for p in written) and (out / "README.md").is_file()
+    assert [p for p in written if secret in p.read_bytes()] == []  # args, card, TensorBoard, checkpoints, logs
+    training_args = json.loads((out / "training_args.json").read_text())
+    assert "hub_token" not in training_args and training_args["hub_private_repo"] is True
+    remote = Path(snapshot_download(hub_repo_id, token=token, local_dir=tmp_path / "remote"))
+    assert [p for p in remote.rglob("*") if p.is_file() and secret in p.read_bytes()] == []
+    captured = capfd.readouterr()
+    assert token not in captured.out + captured.err and token not in caplog.text
+
+
+def test_model_card_usage_runs_with_diffusers_alone(hub_server, hub_repo_id: str, tmp_path: Path) -> None:
+    out = tmp_path / "card"
+    assert run_main(out, "--push_to_hub", "--hub_model_id", hub_repo_id) == 0
+    from huggingface_hub import hf_hub_download
+
+    card = Path(hf_hub_download(hub_repo_id, "README.md")).read_text()
+    install = re.search(r"```bash\n(pip install [^\n]*)\n```", card).group(1)
+    assert install == "pip install diffusers torch"  # hf-ddpm is not on PyPI: `pip install hf-ddpm` would fail
+    usage = re.search(r"```python\n(.*?)```", card, re.DOTALL).group(1)
+    assert "trust_remote_code=True" in usage and "hf_ddpm" not in usage
+    # run it as a reader would, with hf_ddpm not importable: only diffusers, torch and the repo's own code
+    script = 'import sys\nsys.modules["hf_ddpm"] = None\n' + usage
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert PIL.Image.open(tmp_path / "sample.png").size == (8, 8)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Crash-safe checkpoints
 # ----------------------------------------------------------------------------------------------------------------
@@ -276,7 +381,7 @@ def test_latest_skips_leftover_temp_folders_and_truncated_checkpoints(tmp_path: 
     weights = out / "checkpoint-4" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     assert checkpoints.latest_checkpoint(str(out)) == str(out / "checkpoint-2")
-    assert "model.safetensors has" in caplog.text and "checkpoint-8" in caplog.text
+    assert "model.safetensors: " in caplog.text and "bytes instead of" in caplog.text and "checkpoint-8" in caplog.text
 
     # resuming from latest continues from step 2 and saves a complete checkpoint 4 again; the temp folder is gone
     AcceleratorState._reset_state(reset_partial_state=True)
@@ -314,6 +419,156 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_path: P
     assert not (out / "model_index.json").exists()
 
 
+def reset_accelerate() -> None:
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def damage(path: Path) -> None:
+    """Flip bytes in the middle of `path`, keeping its size: what a size check cannot see."""
+    content = bytearray(path.read_bytes())
+    middle = len(content) // 2
+    content[middle : middle + 16] = bytes(255 - byte for byte in content[middle : middle + 16])
+    path.write_bytes(bytes(content))
+
+
+def test_manifest_records_the_size_and_sha256_of_every_file(tmp_path: Path) -> None:
+    import hashlib
+
+    out = tmp_path / "manifest"
+    assert run_main(out, "--checkpointing_steps", "4") == 0
+    folder = out / "checkpoint-4"
+    manifest = json.loads((folder / checkpoints.MANIFEST_NAME).read_text())
+    assert manifest["step"] == 4 and manifest["flags"]["model_preset"] == "tiny"
+    on_disk = {p.name for p in folder.iterdir()} - {checkpoints.MANIFEST_NAME}
+    assert set(manifest["files"]) == on_disk and "random_states_0.pkl" in on_disk
+    for name, entry in manifest["files"].items():
+        content = (folder / name).read_bytes()
+        assert entry == {"size": len(content), "sha256": hashlib.sha256(content).hexdigest()}
+
+
+def test_all_checkpoints_broken_resume_stops_naming_them_and_deletes_nothing(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "broken"
+    assert run_main(out, "--checkpointing_steps", "2") == 0
+    for step in (2, 4):
+        damage(out / f"checkpoint-{step}" / "model.safetensors")
+    reset_accelerate()
+    flags = ["--checkpointing_steps", "1", "--checkpoints_total_limit", "1", "--resume_from_checkpoint", "latest"]
+    assert run_main(out, *flags) == 2  # not a new run from step 0
+    err = capsys.readouterr().err
+    assert "every checkpoint in" in err and "checkpoint-2 (" in err and "checkpoint-4 (" in err
+    assert "model.safetensors: content differs from its sha256" in err
+    assert [step for step, _ in checkpoints.list_checkpoints(str(out))] == [2, 4]
+
+
+def test_resume_skips_a_broken_newest_checkpoint_and_pruning_keeps_newer_ones(tmp_path: Path, caplog) -> None:
+    out = tmp_path / "fallback"
+    assert run_main(out, "--checkpointing_steps", "2") == 0
+    weights = out / "checkpoint-4" / "model.safetensors"
+    straight = {name: tensor.clone() for name, tensor in load_file(str(weights)).items()}  # not the mapped file
+    weights.write_bytes(weights.read_bytes()[:-100])
+    reset_accelerate()
+    # checkpoints every 3 steps, keep 1: step 3 is saved while the broken checkpoint-4 (newer than the resume point,
+    # not written by this run) is still there; pruning by step number alone would delete step 3 and keep it
+    flags = ["--checkpointing_steps", "3", "--checkpoints_total_limit", "1", "--resume_from_checkpoint", "latest"]
+    assert run_main(out, *flags) == 0
+    assert [step for step, _ in checkpoints.list_checkpoints(str(out))] == [4]
+    assert checkpoints.checkpoint_problem(str(out / "checkpoint-4")) is None  # rewritten by the resumed run
+    resumed = load_file(str(out / "checkpoint-4" / "model.safetensors"))
+    assert all(torch.equal(straight[name], resumed[name]) for name in straight)  # and exact
+    assert f"Resuming from {out / 'checkpoint-2'}, the newest good checkpoint" in caplog.text
+    assert "checkpoint-4 (model.safetensors: " in caplog.text
+
+
+def test_pruning_never_deletes_a_checkpoint_newer_than_the_resume_point(tmp_path: Path) -> None:
+    out = tmp_path / "newer"
+    assert run_main(out, "--checkpointing_steps", "2", "--max_train_steps", "6") == 0
+    reset_accelerate()
+    # resume from checkpoint-2 into a shorter schedule of checkpoints: 4 and 6 are another run's future
+    flags = ["--checkpointing_steps", "1", "--checkpoints_total_limit", "1", "--max_train_steps", "3"]
+    assert run_main(out, *flags, "--resume_from_checkpoint", str(out / "checkpoint-2")) == 0
+    assert [step for step, _ in checkpoints.list_checkpoints(str(out))] == [3, 4, 6]
+
+
+def test_a_damaged_rng_state_is_an_error_unless_inexact_resume_is_allowed(tmp_path: Path, capsys, caplog) -> None:
+    out = tmp_path / "rng"
+    assert run_main(out, "--checkpointing_steps", "4") == 0
+    damage(out / "checkpoint-4" / "random_states_0.pkl")  # same size: only the hash can tell
+    reset_accelerate()
+    resume = ["--resume_from_checkpoint", str(out / "checkpoint-4"), "--max_train_steps", "6"]
+    assert run_main(out, *resume) == 2
+    err = capsys.readouterr().err
+    assert "random_states_0.pkl: content differs from its sha256" in err and "checkpoint-4" in err
+    assert not (out / "checkpoint-6").exists()
+    reset_accelerate()
+    assert run_main(out, *resume, "--allow_inexact_resume") == 0
+    assert "random_states_0.pkl" in caplog.text and "will NOT repeat an uninterrupted one" in caplog.text
+    assert (out / "checkpoint-6").is_dir()
+
+
+def test_random_states_of_another_number_of_processes_are_not_restored(tmp_path: Path) -> None:
+    out = tmp_path / "processes"
+    assert run_main(out, "--checkpointing_steps", "4") == 0
+    folder = str(out / "checkpoint-4")
+    # what a 2-process run would have left: one RNG state file per process
+    (out / "checkpoint-4" / "random_states_1.pkl").write_bytes(
+        (out / "checkpoint-4" / "random_states_0.pkl").read_bytes()
+    )
+    assert "saved by 2 process(es) and is resumed by 1" in checkpoints.random_state_problem(folder, 0, 1)
+
+
+def test_resume_with_another_model_or_past_max_train_steps_says_what_differs(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "mismatch"
+    assert run_main(out, "--checkpointing_steps", "4") == 0
+    reset_accelerate()
+    other = ["--loss", "simple", "--variance_type", "fixed_small", "--max_train_steps", "6"]
+    capsys.readouterr()
+    assert run_main(out, *other, "--resume_from_checkpoint", "latest") == 2
+    err = capsys.readouterr().err
+    line = err.strip().splitlines()[-1]  # one line, after the progress bars
+    assert "Traceback" not in err and "Error(s) in loading state_dict" not in err
+    assert line.startswith("error: --resume_from_checkpoint latest: ") and "checkpoint-4 does not fit" in line
+    assert "--variance_type learned_range (this run: fixed_small)" in line
+    assert "conv_out.bias has shape [2] in the checkpoint and [1] in this model" in line
+    reset_accelerate()
+    assert run_main(out, "--max_train_steps", "2", "--resume_from_checkpoint", "latest") == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--max_train_steps 2 is below" in line and "step 4" in line
+    reset_accelerate()
+    assert run_main(out, "--no-use_ema", "--max_train_steps", "6", "--resume_from_checkpoint", "latest") == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "could not be restored (Number of custom checkpoints" in err
+    assert "it was saved with --use_ema True (this run: False)" in err.strip().splitlines()[-1]
+    assert [step for step, _ in checkpoints.list_checkpoints(str(out))] == [4]
+
+
+def test_a_second_run_into_a_locked_output_dir_refuses_and_a_killed_run_leaves_no_lock(tmp_path: Path) -> None:
+    out = tmp_path / "locked"
+    env = subprocess_env()
+    flags = ["--max_train_steps", "100000", "--checkpointing_steps", "1", "--checkpoints_total_limit", "2"]
+    first = subprocess.Popen(train_command(out, *flags), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not checkpoints.list_checkpoints(str(out)) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert first.poll() is None, "the first run ended early"
+        # the worst case: a second run that would delete the first one's checkpoints
+        second = subprocess.run(
+            train_command(out, "--overwrite_output_dir"), env=env, capture_output=True, text=True, timeout=300
+        )
+        assert second.returncode == 2, second.stderr[-3000:]
+        assert f"--output_dir {out} is in use by another training run (pid {first.pid} on host" in second.stderr
+        assert first.poll() is None and checkpoints.list_checkpoints(str(out))
+    finally:
+        first.kill()
+        first.wait(timeout=60)
+    # the kernel dropped the lock with the killed process: the next run goes ahead
+    from hf_ddpm.training.lock import LOCK_NAME
+
+    assert run_main(out, "--overwrite_output_dir") == 0
+    assert (out / LOCK_NAME).is_file() and [step for step, _ in checkpoints.list_checkpoints(str(out))] == [4]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Bad flags fail before training, with a message that names the flag
 # ----------------------------------------------------------------------------------------------------------------
@@ -333,6 +588,12 @@ BAD_FLAGS = {
     "schedule": (["--beta_schedule", "quadratic"], "--ddpm_beta_schedule: invalid choice: 'quadratic'"),
     "batch-too-big": (["--train_batch_size", "5000"], "lower --train_batch_size"),
     "two-sources": (["--dataset_name", "x", "--train_data_dir", "."], "only one of --dataset_name and"),
+    "push-no-checkpoints": (
+        ["--push_checkpoints_to_hub", "--checkpointing_steps", "0"],
+        "--push_checkpoints_to_hub needs checkpoints",
+    ),
+    "checkpoints-on-main": (["--hub_checkpoint_revision", "main"], "--hub_checkpoint_revision must name a branch"),
+    "empty-token": (["--hub_token", " "], "--hub_token is empty"),
 }
 
 
@@ -567,6 +828,61 @@ def test_image_grid_layout() -> None:
     assert grid.shape == (2 * 64 + 2, 3 * 64 + 2 * 2)  # 5 images: 2 rows of 3 cells, 8x8 upscaled x8, 2px gaps
     assert grid[66:130, 66:130].min() == 255 and grid[:64, :64].max() == 0  # image 4: row 1, column 1
     assert (grid[64:66, :] == 128).all() and (grid[130 - 64 :, 196 - 64 :] == 128).all()  # gaps, empty cell
+
+
+def test_vlb_loss_with_importance_sampling_estimates_the_uniform_average_over_timesteps() -> None:
+    """
+    Nichol & Dhariwal eq. 18: drawing t with p_t ~ sqrt(E[L_t^2]) and weighting each L_t by 1 / (T p_t) keeps the
+    training loss an unbiased estimate of L_vlb's uniform average. Without the weights the loss would overweight the
+    large-loss timesteps: the sum of p_t L_t, several standard errors away.
+    """
+    from hf_ddpm.training.loop import TrainingComponents, compute_losses
+
+    T = 20
+    scheduler = DDPMPosteriorScheduler(num_train_timesteps=T, variance_type="learned_range")
+    unet = make_tiny_unet(learned_variance=True).requires_grad_(False)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (16, 1, 8, 8), dtype=torch.uint8, generator=generator)
+
+    # the reference, independent of the sampler and of compute_losses: each L_t averaged over 128 noise draws
+    x_start = data.to_model_space(images).repeat(T * 8, 1, 1, 1)  # [T*128 x 1 x 8 x 8]
+    timesteps = torch.arange(T).repeat_interleave(128)
+    noise = torch.randn(x_start.shape, generator=generator)
+    x_t = scheduler.add_noise(x_start, noise, timesteps)
+    with torch.no_grad():
+        losses = training_losses(scheduler, unet(x_t, timesteps).sample, x_start, x_t, noise, timesteps, "vlb")
+    per_t = losses["loss"].reshape(T, 128).double()
+    uniform_average = per_t.mean()
+    reference_se = float(per_t.var(dim=1).sum().sqrt() / (T * math.sqrt(128)))
+
+    sampler = LossSecondMomentResampler(T)
+    for _ in range(10):  # warm: p_t from the second moments of the measured losses
+        sampler.update_with_all_losses(torch.arange(T), per_t.mean(dim=1))
+    p = torch.from_numpy(sampler.probabilities())
+    components = TrainingComponents(
+        accelerator=None, unet=unet, noise_scheduler=scheduler, optimizer=None, lr_scheduler=None,
+        timestep_sampler=sampler, ema=None, loss_type="vlb", vlb_weight=0.001, max_grad_norm=0.0,
+    )  # fmt: skip
+    torch.manual_seed(1)
+    batch = images.repeat(256, 1, 1, 1)  # 4096 draws of (t, noise)
+    with torch.no_grad():
+        loss, terms, drawn = compute_losses(components, batch)
+    weighted = terms["loss"].double() / (T * p[drawn])
+    tolerance = 4 * math.sqrt(reference_se**2 + float(weighted.var()) / len(batch))
+    assert abs(float(loss) - float(uniform_average)) < tolerance
+    unweighted_expectation = float((p * per_t.mean(dim=1)).sum())
+    assert abs(unweighted_expectation - float(uniform_average)) > 3 * tolerance  # the test can tell
+
+
+def test_defaults_are_the_recipe_of_the_shipped_model() -> None:
+    """The flags of `accelerate launch train.py` with no flags are those the Space's model was trained with."""
+    shipped = json.loads((REPO / "spaces" / "ddpm-digits" / "model" / "training_args.json").read_text())
+    found_by_the_run = {"dataset", "heldout_split", "num_heldout_images", "num_processes", "num_skipped_images"}
+    found_by_the_run |= {"num_train_images", "total_batch_size", "image_column"}  # image_column: detected
+    flags = {name: value for name, value in shipped.items() if name not in found_by_the_run}
+    defaults = vars(parse_args([]))
+    assert {name: defaults[name] for name in flags} == flags
+    assert (defaults["loss"], defaults["vlb_weight"], defaults["learning_rate"]) == ("hybrid", 0.001, 0.002)
 
 
 def test_finalize_args_rejects_unknown_preset_set_programmatically() -> None:

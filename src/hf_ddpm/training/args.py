@@ -9,12 +9,14 @@ Defaults live in two places only: here (`default=` of each flag) and, for the fl
 import argparse
 import math
 import os
+import re
 import sys
 from collections.abc import Sequence
 
 from diffusers.optimization import SchedulerType
 
 from ..cli import UsageError
+from ..hub import CHECKPOINT_BRANCH
 from ..scheduling_ddpm_posterior import LEARNED_VARIANCE_TYPES, PREDICTION_TYPES, VARIANCE_TYPES
 from . import presets
 from .losses import LOSS_TYPES
@@ -241,8 +243,15 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         "--resume_from_checkpoint",
         type=str,
         default=None,
-        help="Continue a run: 'latest' (newest complete checkpoint in --output_dir), a checkpoint folder, or "
-        "hub:REPO_ID[@REVISION].",
+        help="Continue a run: 'latest' (newest good checkpoint in --output_dir; a new run if it has none), a"
+        " checkpoint folder, or hub:REPO_ID[@REVISION] (the newest checkpoint-N of the 'checkpoints' branch by"
+        " default).",
+    )
+    checkpoints.add_argument(
+        "--allow_inexact_resume",
+        action="store_true",
+        help="Resume even when the RNG states cannot be restored (damaged, or saved by another number of processes),"
+        " with a warning that the run no longer repeats an uninterrupted one. Without it, that is an error.",
     )
 
     logging = parser.add_argument_group("logging and evaluation")
@@ -285,9 +294,30 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     )
 
     hub = parser.add_argument_group("hub")
-    hub.add_argument("--push_to_hub", action="store_true", help="Push the trained pipeline to the Hub.")
+    hub.add_argument("--push_to_hub", action="store_true", help="Push the trained pipeline to the Hub (main).")
     hub.add_argument(
         "--hub_model_id", type=str, default=None, help="The Hub repo to push to (default: the output folder name)."
+    )
+    hub.add_argument(
+        "--push_checkpoints_to_hub",
+        action="store_true",
+        help="Push every checkpoint, one commit each, to the --hub_checkpoint_revision branch of --hub_model_id, so"
+        " that --resume_from_checkpoint hub:REPO_ID resumes on another machine.",
+    )
+    hub.add_argument(
+        "--hub_checkpoint_revision",
+        type=str,
+        default=CHECKPOINT_BRANCH,
+        help="The branch that collects the checkpoints (their optimizer and RNG states are pickles: never main).",
+    )
+    hub.add_argument(
+        "--hub_private_repo", action="store_true", help="Create the Hub repo private (when it does not exist yet)."
+    )
+    hub.add_argument(
+        "--hub_token",
+        type=str,
+        default=None,
+        help="The token to push with (default: HF_TOKEN or `hf auth login`). Never written or logged.",
     )
     return parser
 
@@ -326,7 +356,8 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
         args.timestep_sampler = "loss-second-moment" if args.loss == "vlb" else "uniform"
     if args.mixed_precision is None:
         args.mixed_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
-    for check in (_check_positive, _check_objective, _check_resolution, _check_data_source, _check_hardware):
+    checks = (_check_positive, _check_objective, _check_resolution, _check_data_source, _check_hardware, _check_hub)
+    for check in checks:
         problem = check(args)
         if problem:
             raise UsageError(problem)
@@ -419,6 +450,21 @@ def _check_data_source(args: argparse.Namespace) -> str | None:
         spec = args.resume_from_checkpoint
         if not (spec == "latest" or spec.startswith("hub:") or os.path.isdir(spec)):
             return f"--resume_from_checkpoint must be 'latest', a checkpoint folder or hub:REPO_ID, got {spec!r}."
+    return None
+
+
+def _check_hub(args: argparse.Namespace) -> str | None:
+    if args.push_checkpoints_to_hub and not args.checkpointing_steps:
+        return "--push_checkpoints_to_hub needs checkpoints: pass --checkpointing_steps N (at least 1)."
+    branch = args.hub_checkpoint_revision
+    if not branch or branch == "main" or re.fullmatch(r"[0-9a-f]{40}", branch) or branch.startswith("refs/"):
+        return (
+            f"--hub_checkpoint_revision must name a branch other than main (checkpoints hold pickles), got {branch!r}."
+        )
+    if args.hub_token is not None and args.logger == "wandb":  # as diffusers' scripts: wandb records the command line
+        return "--hub_token cannot be used with --logger wandb (it would record the token): use `hf auth login`."
+    if args.hub_token is not None and not args.hub_token.strip():
+        return "--hub_token is empty."
     return None
 
 

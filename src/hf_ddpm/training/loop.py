@@ -27,8 +27,9 @@ from tqdm.auto import tqdm
 
 from ..cli import UsageError
 from ..scheduling_ddpm_posterior import LEARNED_VARIANCE_TYPES, DDPMPosteriorScheduler
-from . import checkpoints, data, outputs, presets
+from . import checkpoints, data, outputs, presets, publish
 from .args import resolve_device_type
+from .lock import OutputDirLock
 from .losses import quartile_means, training_losses
 from .resample import UniformSampler, create_timestep_sampler
 
@@ -317,11 +318,19 @@ def _non_finite_message(losses: torch.Tensor, step: int) -> str:
 def train(args: argparse.Namespace) -> str:
     """Train as `args` say; returns the output folder holding the saved pipeline."""
     accelerator = build_accelerator(args)
-    is_main = accelerator.is_main_process
     # the data first: a missing column or an empty dataset fails before anything is written
     dataset, heldout_x, data_info = load_data(args, show_progress=accelerator.is_local_main_process)
     dataloader = build_dataloader(args, dataset, accelerator.num_processes)
-    prepare_output_dir(args, accelerator)
+    lock = prepare_output_dir(args, accelerator)
+    try:
+        return _train_in_output_dir(args, accelerator, dataset, heldout_x, data_info, dataloader)
+    finally:
+        lock.release()  # (a killed process loses it with its file descriptors)
+
+
+def _train_in_output_dir(args, accelerator: Accelerator, dataset, heldout_x, data_info: dict, dataloader) -> str:
+    """`train` once the data is loaded and the output folder is locked for this run."""
+    is_main = accelerator.is_main_process
     # each process gets every num_processes-th batch (drop_last: the same number on every process)
     num_epochs = resolve_schedule_length(args, len(dataloader) // accelerator.num_processes)
     c, dataloader = build_components(args, accelerator, dataloader)
@@ -330,12 +339,7 @@ def train(args: argparse.Namespace) -> str:
     accelerator.register_for_checkpointing(progress, c.timestep_sampler)
     if c.ema is not None:
         accelerator.register_for_checkpointing(c.ema)
-    resume_folder = checkpoints.resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
-    if resume_folder is not None:
-        logger.info(f"Resuming from {resume_folder}", main_process_only=True)
-        accelerator.load_state(resume_folder)
-    elif args.resume_from_checkpoint == "latest":
-        logger.info(f"No checkpoint in {args.output_dir}: starting a new run.", main_process_only=True)
+    keep = resume(args, accelerator, c.unet, progress)  # newer checkpoints: never pruned before this run rewrites them
 
     evaluator = None
     if is_main:
@@ -378,7 +382,7 @@ def train(args: argparse.Namespace) -> str:
                 logs.update({"lr": c.lr_scheduler.get_last_lr()[0], "images_per_second": images_per_second})
                 accelerator.log(logs, step=step)
             if args.checkpointing_steps and step % args.checkpointing_steps == 0:
-                save_training_state(args, accelerator, step)
+                save_training_state(args, accelerator, step, keep)
             if is_main and _due(args.save_images_steps, step):
                 save_sample_grid(args, accelerator, evaluator, c, step)
             if is_main and heldout_x is not None and _due(args.bpd_steps, step):
@@ -394,10 +398,9 @@ def train(args: argparse.Namespace) -> str:
                 save_sample_grid(args, accelerator, evaluator, c, progress.global_step)
     bar.close()
 
-    if args.checkpointing_steps and not os.path.isdir(
-        checkpoints.checkpoint_path(args.output_dir, progress.global_step)
-    ):
-        save_training_state(args, accelerator, progress.global_step)
+    final_checkpoint = checkpoints.checkpoint_path(args.output_dir, progress.global_step)
+    if args.checkpointing_steps and (not os.path.isdir(final_checkpoint) or progress.global_step in keep):
+        save_training_state(args, accelerator, progress.global_step, keep)
     finish(args, accelerator, c, evaluator, heldout_x, data_info)
     accelerator.end_training()
     return args.output_dir
@@ -416,27 +419,97 @@ def _due(every: int | None, step: int) -> bool:
     return bool(every) and step % every == 0
 
 
-def prepare_output_dir(args: argparse.Namespace, accelerator: Accelerator) -> None:
-    """Create the output folder; refuse to mix a new run with an earlier run's checkpoints."""
+def prepare_output_dir(args: argparse.Namespace, accelerator: Accelerator) -> OutputDirLock:
+    """
+    Create and lock the output folder (the main process holds the lock: one run per folder); refuse to mix a new run
+    with an earlier run's checkpoints. Returns the lock, to release when the run ends.
+    """
     existing = checkpoints.list_checkpoints(args.output_dir)
-    if existing and args.resume_from_checkpoint is None:
-        if not args.overwrite_output_dir:
-            raise UsageError(
-                f"{args.output_dir} already holds checkpoints of an earlier run ({os.path.basename(existing[-1][1])});"
-                " pass --resume_from_checkpoint latest to continue it, or --overwrite_output_dir to start over."
-            )
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            for _, folder in existing:
-                shutil.rmtree(folder)
+    if existing and args.resume_from_checkpoint is None and not args.overwrite_output_dir:
+        raise UsageError(
+            f"{args.output_dir} already holds checkpoints of an earlier run ({os.path.basename(existing[-1][1])});"
+            " pass --resume_from_checkpoint latest to continue it, or --overwrite_output_dir to start over."
+        )
+    lock = OutputDirLock(args.output_dir)
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
+        lock.acquire()  # before anything in the folder is deleted: another run may be using it
     accelerator.wait_for_everyone()
+    existing = checkpoints.list_checkpoints(args.output_dir)
+    if existing and args.resume_from_checkpoint is None and accelerator.is_main_process:  # --overwrite_output_dir
+        for _, folder in existing:
+            shutil.rmtree(folder)
+    accelerator.wait_for_everyone()
+    return lock
 
 
-def save_training_state(args: argparse.Namespace, accelerator: Accelerator, step: int) -> None:
-    folder = checkpoints.save_checkpoint(accelerator, args.output_dir, step, args.checkpoints_total_limit)
+def resume(args: argparse.Namespace, accelerator: Accelerator, unet: torch.nn.Module, progress) -> set[int]:
+    """
+    Restore the training state of `--resume_from_checkpoint`, or say why it cannot be restored exactly (`UsageError`,
+    exit code 2): a broken checkpoint, a model that does not fit it, RNG states that were not restored (a warning
+    with `--allow_inexact_resume`), or a checkpoint past `--max_train_steps`.
+
+    Returns:
+        `set[int]`: the steps of the checkpoints in `--output_dir` newer than the one resumed from: pruning keeps
+        them until this run has rewritten them.
+    """
+    spec = args.resume_from_checkpoint
+    with publish.hub_token(args.hub_token):
+        folder = checkpoints.resolve_resume_checkpoint(spec, args.output_dir, args.allow_inexact_resume)
+    if folder is None:
+        if spec == "latest":
+            logger.info(f"No checkpoint in {args.output_dir}: starting a new run.", main_process_only=True)
+        return set()
+    logger.info(f"Resuming from {folder}", main_process_only=True)
+    model = accelerator.unwrap_model(unet)
+    mismatch = checkpoints.model_mismatch(folder, model, state_flags(args))
+    if mismatch is not None:
+        raise UsageError(f"--resume_from_checkpoint {spec}: {folder} does not fit this model: {mismatch}.")
+    try:
+        accelerator.load_state(folder)
+    except (RuntimeError, ValueError, KeyError) as error:  # e.g. EMA or resampler state of another configuration
+        changed = checkpoints.changed_flags(folder, state_flags(args))
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        saved_with = f"; it was saved with {changed}" if changed else ""
+        message = f"--resume_from_checkpoint {spec}: {folder} could not be restored ({reason}){saved_with}."
+        raise UsageError(message) from error
+    problem = checkpoints.random_state_problem(folder, accelerator.process_index, accelerator.num_processes)
+    if problem is not None:
+        message = f"The RNG states of {folder} were not restored: {problem}"
+        if not args.allow_inexact_resume:
+            raise UsageError(
+                f"{message}. The resumed run would not repeat an uninterrupted one; pass --allow_inexact_resume to"
+                " resume anyway."
+            )
+        logger.warning(
+            f"{message}. RESUMING ANYWAY (--allow_inexact_resume): this run will NOT repeat an uninterrupted one"
+            " bit for bit."
+        )
+    if progress.global_step > args.max_train_steps:
+        raise UsageError(
+            f"--max_train_steps {args.max_train_steps} is below the step of the checkpoint to resume from ({folder}:"
+            f" step {progress.global_step}): pass --max_train_steps above {progress.global_step} to train further."
+        )
+    return checkpoints.newer_checkpoints(args.output_dir, progress.global_step)
+
+
+def state_flags(args: argparse.Namespace) -> dict:
+    """The flags that shape the saved training state (recorded in each checkpoint's manifest, compared on resume)."""
+    names = ("model_preset", "resolution", "channels", "variance_type", "use_ema", "timestep_sampler")
+    names += ("ddpm_num_steps",)
+    return {name: getattr(args, name) for name in names}
+
+
+def save_training_state(args: argparse.Namespace, accelerator: Accelerator, step: int, keep: set[int]) -> None:
+    """Save checkpoint-`step` (pruning spares the steps in `keep`) and push it when asked."""
+    keep.discard(step)  # from now on checkpoint-<step> is this run's own
+    extra = {"flags": state_flags(args)}
+    folder = checkpoints.save_checkpoint(
+        accelerator, args.output_dir, step, args.checkpoints_total_limit, frozenset(keep), manifest_extra=extra
+    )
     logger.info(f"Saved {folder}", main_process_only=True)
+    if args.push_checkpoints_to_hub and accelerator.is_main_process:
+        publish.push_checkpoint_of_run(args, folder)
 
 
 def save_sample_grid(args, accelerator, evaluator: outputs.EvaluationModel, c: TrainingComponents, step: int):
@@ -488,12 +561,11 @@ def finish(args, accelerator: Accelerator, c: TrainingComponents, evaluator, hel
     images = evaluator.sample(args.eval_batch_size, args.ddpm_num_inference_steps, seed=args.seed)
     outputs.save_png(outputs.image_grid(images), os.path.join(args.output_dir, "samples.png"))
 
-    from ..hub import push_pipeline, save_model_card
+    from ..hub import save_model_card
 
     save_model_card(args.output_dir)
     if args.push_to_hub:
-        repo_id = args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
-        push_pipeline(args.output_dir, repo_id)
+        publish.push_pipeline_of_run(args)
     accelerator.wait_for_everyone()
 
 
@@ -501,7 +573,7 @@ def run_record(args: argparse.Namespace, accelerator: Accelerator, data_info: di
     """training_args.json: every flag, plus what the run found (dataset, image counts, processes)."""
     dataset = args.dataset_name or args.train_data_dir or "scikit-learn digits (8x8, built in)"
     total_batch = args.train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
-    flags = {name: value for name, value in vars(args).items() if not callable(value)}  # no `hf-ddpm` handler
+    flags = publish.public_flags(args)  # no token, no `hf-ddpm` handler
     return {
         **flags,
         "dataset": dataset,
@@ -541,7 +613,7 @@ class LossMeter:
 
 def _tracker_config(args: argparse.Namespace) -> dict:
     """The flags as tracker hyperparameters (TensorBoard accepts only scalars and strings)."""
-    return {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
+    return {k: v for k, v in publish.public_flags(args).items() if isinstance(v, (int, float, str, bool))}
 
 
 def _log_run_summary(args, accelerator: Accelerator, data_info: dict, num_epochs: int) -> None:
