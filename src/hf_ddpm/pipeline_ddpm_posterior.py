@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import DiffusionPipeline, UNet2DModel
+from diffusers import DDPMScheduler, DiffusionPipeline, UNet2DModel
+from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
@@ -30,6 +31,7 @@ PIPELINE_CLASS = "DDPMPosteriorPipeline"
 SCHEDULER_MODULE = "scheduling_ddpm_posterior"
 SCHEDULER_CLASS = "DDPMPosteriorScheduler"
 OUTPUT_TYPES = ("pil", "np", "pt")
+LEARNED_VARIANCE_TYPES = ("learned", "learned_range")
 # What loading needs from a repo: configs and safetensors weights. Never code, never pickles.
 LOAD_PATTERNS = [
     "model_index.json",
@@ -44,9 +46,9 @@ LOAD_PATTERNS = [
 
 
 @dataclass
-class DDPMPosteriorPipelineOutput(BaseOutput):
+class DDPMPosteriorPipelineOutput(ImagePipelineOutput):
     """
-    Output of [`DDPMPosteriorPipeline`].
+    Output of [`DDPMPosteriorPipeline`]: diffusers' [`ImagePipelineOutput`] plus the optional trajectory.
 
     Args:
         images (`list[PIL.Image.Image]`, `np.ndarray` or `torch.Tensor`):
@@ -54,12 +56,12 @@ class DDPMPosteriorPipelineOutput(BaseOutput):
         trajectory (`torch.Tensor`, *optional*):
             With `return_trajectory=True`: x_t at the recorded steps, [F x N x C x H x W] in [-1, 1], on the CPU.
         pred_original_trajectory (`torch.Tensor`, *optional*):
-            With `return_trajectory=True`: the predicted x_0 at the same steps, [F x N x C x H x W] in [-1, 1].
+            With `return_trajectory=True`: the predicted x_0 at the same steps, [F x N x C x H x W] in [-1, 1];
+            `None` with a scheduler whose `step()` returns no `pred_original_sample` (PNDM, DPM-Solver, UniPC...).
         trajectory_timesteps (`list[int]`, *optional*):
             The timestep t of each recorded frame (x_t is the input of that step).
     """
 
-    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
     trajectory: torch.Tensor | None = None
     pred_original_trajectory: torch.Tensor | None = None
     trajectory_timesteps: list[int] | None = None
@@ -98,8 +100,10 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         unet ([`UNet2DModel`]):
             The denoiser. For `variance_type` `learned` or `learned_range` it outputs twice the image channels.
         scheduler ([`SchedulerMixin`]):
-            Normally a `DDPMPosteriorScheduler`; any diffusers scheduler with `set_timesteps` and `step` works for
-            sampling (e.g. `DDIMScheduler.from_config(pipe.scheduler.config)`); `bits_per_dim` needs ours.
+            Normally a `DDPMPosteriorScheduler`. Every scheduler of its `compatibles` but `EDMEulerScheduler` (made
+            for EDM-preconditioned models) samples too, e.g. `DDIMScheduler.from_config(pipe.scheduler.config)`:
+            the pipeline honours `init_noise_sigma` and `scale_model_input`, and drops the variance channels of a
+            learned-variance UNet for a scheduler that does not read them. `bits_per_dim` needs ours.
     """
 
     model_cpu_offload_seq = "unet"
@@ -136,6 +140,30 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
         if unknown:
             raise ValueError(f"`callback_on_step_end_tensor_inputs` may only hold {self._callback_tensor_inputs}.")
+
+    def check_scheduler(self, timesteps) -> None:
+        """Refuse, before any work, a scheduler that cannot sample this pipeline's UNet."""
+        scheduler = self.scheduler
+        name = type(scheduler).__name__
+        if hasattr(scheduler, "precondition_outputs"):  # EDMEulerScheduler and the other EDM schedulers
+            raise ValueError(
+                f"{name} samples models trained with EDM preconditioning (Karras et al. 2022), but this UNet predicts"
+                " DDPM outputs at integer timesteps: use EulerDiscreteScheduler.from_config(pipe.scheduler.config)."
+            )
+        if not (callable(getattr(scheduler, "set_timesteps", None)) and callable(getattr(scheduler, "step", None))):
+            raise TypeError(f"The scheduler {name} has no `set_timesteps` and `step`: it cannot sample.")
+        if timesteps is not None and "timesteps" not in inspect.signature(scheduler.set_timesteps).parameters:
+            raise ValueError(f"{name} does not take custom `timesteps`; pass `num_inference_steps` instead.")
+
+    def _scheduler_reads_variance(self) -> bool:
+        """Whether the scheduler's step() reads a learned-variance UNet's extra channels (only DDPM's do)."""
+        scheduler = self.scheduler
+        learned = getattr(scheduler.config, "variance_type", None) in LEARNED_VARIANCE_TYPES
+        return learned and (isinstance(scheduler, DDPMScheduler) or type(scheduler).__name__ == SCHEDULER_CLASS)
+
+    def _step_kwargs(self, generator) -> dict:
+        """`generator` for the schedulers whose step() draws noise; the others take none (as diffusers' pipelines)."""
+        return {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
 
     @torch.no_grad()
     def __call__(
@@ -190,6 +218,7 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
             [`DDPMPosteriorPipelineOutput`] or `tuple`: the images (and the trajectory when asked for).
         """
         self.check_inputs(batch_size, generator, output_type, callback_on_step_end_tensor_inputs)
+        self.check_scheduler(timesteps)
         if timesteps is not None:
             self.scheduler.set_timesteps(timesteps=timesteps, device=self._execution_device)
         else:
@@ -198,13 +227,23 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         recorded = _frame_indices(len(chain), trajectory_frames) if return_trajectory else set()
         trajectory, pred_original_trajectory = [], []
 
-        image = self._initial_noise(self._image_shape(batch_size), generator)
+        # x_T at the scheduler's scale: 1 for DDPM and DDIM, sigma_max for the Euler / Heun / DPM-SDE family
+        image = self._initial_noise(self._image_shape(batch_size), generator) * self.scheduler.init_noise_sigma
+        channels = image.shape[1]
+        split_variance = not self._scheduler_reads_variance()
+        step_kwargs = self._step_kwargs(generator)
         for i, t in enumerate(self.progress_bar(chain)):
-            model_output = self.unet(image, t).sample
-            step = self.scheduler.step(model_output, t, image, generator=generator)
+            model_output = self.unet(self.scheduler.scale_model_input(image, t), t).sample
+            if split_variance and model_output.shape[1] == 2 * channels:
+                # a learned-variance UNet under a scheduler that does not read variances (diffusers' IF pipeline
+                # convention): keep the mean channels
+                model_output = model_output[:, :channels]
+            step = self.scheduler.step(model_output, t, image, **step_kwargs)
             if i in recorded:
                 trajectory.append(image.float().cpu())
-                pred_original_trajectory.append(step.pred_original_sample.float().cpu())
+                pred_original = getattr(step, "pred_original_sample", None)
+                if pred_original is not None:
+                    pred_original_trajectory.append(pred_original.float().cpu())
             image = step.prev_sample
             if callback_on_step_end is not None:
                 tensors = {"image": image}
@@ -215,7 +254,11 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         images = self._postprocess(image, output_type)
         self.maybe_free_model_hooks()
         trajectory_outputs = (
-            (torch.stack(trajectory), torch.stack(pred_original_trajectory), [int(chain[i]) for i in sorted(recorded)])
+            (
+                torch.stack(trajectory),
+                torch.stack(pred_original_trajectory) if pred_original_trajectory else None,
+                [int(chain[i]) for i in sorted(recorded)],
+            )
             if return_trajectory
             else (None, None, None)
         )
