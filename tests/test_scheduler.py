@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
-from diffusers.utils.torch_utils import randn_tensor
 from scipy import integrate, stats
 
 from hf_ddpm import DDPMPosteriorScheduler
