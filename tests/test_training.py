@@ -28,7 +28,8 @@ from safetensors.torch import load_file
 from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler
 from hf_ddpm.cli import UsageError
 from hf_ddpm.training import checkpoints, data, finalize_args, main, parse_args
-from hf_ddpm.training.losses import quartile_means, training_losses
+from hf_ddpm.training.losses import training_losses
+from hf_ddpm.training.metrics import LossMeter
 from hf_ddpm.training.outputs import image_grid
 from hf_ddpm.training.resample import LossSecondMomentResampler, UniformSampler
 
@@ -505,12 +506,14 @@ def test_hybrid_loss_adds_lambda_t_vlb_and_stops_its_gradient_on_the_mean() -> N
     assert output.grad[:, :1].abs().sum() > 0  # pure L_vlb trains the mean too
 
 
-def test_quartile_means_split_the_timestep_range_in_four() -> None:
-    terms = {"loss": torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])}
-    sums = quartile_means(terms, torch.tensor([0, 24, 25, 75, 99]), 100)
-    assert sums["loss"] == (15.0, 5)
-    assert (sums["loss_q0"], sums["loss_q1"], sums["loss_q3"]) == ((3.0, 2), (3.0, 1), (9.0, 2))
-    assert "loss_q2" not in sums
+def test_loss_meter_splits_the_timestep_range_in_four() -> None:
+    meter = LossMeter(num_train_timesteps=100)
+    meter.add({"loss": torch.tensor([1.0, 2.0, 3.0])}, torch.tensor([0, 24, 25]))
+    meter.add({"loss": torch.tensor([4.0, 5.0])}, torch.tensor([75, 99]))
+    averages = meter.averages(prefix="train/")
+    assert averages == {"train/loss": 3.0, "train/loss_q0": 1.5, "train/loss_q1": 3.0, "train/loss_q3": 4.5}
+    meter.add({"loss": torch.tensor([7.0])}, torch.tensor([50]))  # the sums start over after each log line
+    assert meter.averages() == {"loss": 7.0, "loss_q2": 7.0}
 
 
 def test_loss_second_moment_resampler() -> None:
