@@ -416,11 +416,14 @@ def test_corrupt_images_are_skipped_and_counted(tmp_path: Path) -> None:
 def test_training_on_an_imagefolder_with_corrupt_files_warns_and_trains(tmp_path: Path, caplog) -> None:
     write_image_folder(tmp_path / "images" / "train")
     flags = ["--train_data_dir", str(tmp_path / "images"), "--cache_dir", str(tmp_path / "c"), "--center_crop"]
-    flags += ["--train_batch_size", "2", "--max_train_steps", "2", "--heldout_fraction", "0.25"]
+    # 8 files, 2 held out: 3 steps of 2 read every training image once
+    flags += ["--train_batch_size", "2", "--max_train_steps", "3", "--heldout_fraction", "0.25"]
     assert run_main(tmp_path / "out", *flags) == 0
     warnings = [r.getMessage() for r in caplog.records if "could not be read or decoded" in r.getMessage()]
-    skipped = [int(re.search(r"Skipped (\d+) of", warning).group(1)) for warning in warnings]
-    assert sum(skipped) == 2  # over the training and held-out splits
+    # held out: decoded up front, skipped and counted; training: decoded when read, each bad file named once
+    heldout = sum(int(re.search(r"Skipped (\d+) of", w).group(1)) for w in warnings if "held-out" in w)
+    training = {re.search(r"\((/\S+\.png)\)", w).group(1) for w in warnings if "Skipped training image" in w}
+    assert heldout + len(training) == 2 and all(path.endswith(("garbage.png", "truncated.png")) for path in training)
     assert (tmp_path / "out" / "model_index.json").is_file()
 
 

@@ -87,7 +87,7 @@ def build_accelerator(args: argparse.Namespace) -> Accelerator:
         log_with=None if args.logger == "none" else args.logger,
         project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=logging_dir),
         # the data order is a function of (seed, epoch) on every process: needed to resume mid-epoch exactly
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed, non_blocking=True),
     )
 
 
@@ -103,7 +103,13 @@ def build_noise_scheduler(args: argparse.Namespace) -> DDPMPosteriorScheduler:
 
 
 def load_data(args: argparse.Namespace, show_progress: bool):
-    """The training `ImageDataset`, the held-out images ([N x C x R x R] in [-1, 1]) and a description."""
+    """
+    The training dataset, the held-out images ([N x C x R x R] in [-1, 1]) and a description.
+
+    The built-in digits are decoded into memory; any other dataset is decoded batch by batch as training reads it
+    (`data.LazyImageDataset`), so datasets larger than memory train. The held-out images (--bpd_num_images) are
+    decoded once.
+    """
     dataset_dict = data.load_image_dataset(
         args.dataset_name, args.dataset_config_name, args.train_data_dir, args.cache_dir
     )
@@ -112,28 +118,36 @@ def load_data(args: argparse.Namespace, show_progress: bool):
     if args.max_train_samples is not None:
         train = train.select(range(min(args.max_train_samples, len(train))))
     heldout = heldout.select(range(min(args.bpd_num_images, len(heldout))))
-    data.check_in_memory_size(len(train), args.channels, args.resolution)
 
     decode = {"resolution": args.resolution, "channels": args.channels, "show_progress": show_progress}
-    train_images = data.decode_images(train, column, center_crop=args.center_crop, desc="Decoding train", **decode)
     heldout_images = data.decode_images(heldout, column, center_crop=True, desc="Decoding held-out", **decode)
-    for split, decoded, total in (("training", train_images, len(train)), ("held-out", heldout_images, len(heldout))):
-        if decoded.num_skipped:
+    decoded = {"held-out": (heldout_images, len(heldout))}
+    augment = {"random_flip": args.random_flip, "seed": args.seed}
+    if args.dataset_name is None and args.train_data_dir is None:  # the digits: 1.6k images of 8x8, in memory
+        train_images = data.decode_images(train, column, center_crop=args.center_crop, desc="Decoding", **decode)
+        decoded["training"] = (train_images, len(train))
+        dataset = data.ImageDataset(train_images, args.resolution, **augment)
+    else:
+        dataset = data.LazyImageDataset(
+            train, column, args.resolution, args.channels, center_crop=args.center_crop, **augment
+        )
+    for split, (images, total) in decoded.items():
+        if images.num_skipped:
             logger.warning(
-                f"Skipped {decoded.num_skipped} of {total} {split} images that could not be read or decoded"
-                f" (first: {decoded.first_error}).",
+                f"Skipped {images.num_skipped} of {total} {split} images that could not be read or decoded"
+                f" (first: {images.first_error}).",
                 main_process_only=True,
             )
-    if len(train_images) == 0:
-        raise UsageError("No training image could be decoded.")
-    dataset = data.ImageDataset(train_images, args.resolution, random_flip=args.random_flip, seed=args.seed)
+    if len(dataset) == 0:
+        raise UsageError("The training split has no image.")
     heldout_x = data.to_model_space(heldout_images.images) if len(heldout_images) else None
     info = {
-        "num_train_images": len(train_images),
+        "num_train_images": len(dataset),
         "num_heldout_images": len(heldout_images),
         "heldout_split": heldout_name,
-        "num_skipped_images": train_images.num_skipped + heldout_images.num_skipped,
+        "num_skipped_images": sum(images.num_skipped for images, _ in decoded.values()),
         "image_column": column,
+        "decoding": "lazy" if isinstance(dataset, data.LazyImageDataset) else "in memory",
     }
     return dataset, heldout_x, info
 
@@ -151,6 +165,8 @@ def build_dataloader(args: argparse.Namespace, dataset: data.ImageDataset, num_p
         drop_last=True,  # equal batches on every step and process
         num_workers=args.dataloader_num_workers,
         collate_fn=data.identity_collate,
+        # pinned batches: their copy to the GPU (non_blocking, see build_accelerator) does not wait for the device
+        pin_memory=torch.cuda.is_available() and resolve_device_type(args.device) == "cuda",
         # the loader's own generator: creating an iterator must not draw from the global RNG (exact resume)
         generator=torch.Generator().manual_seed(args.seed),
     )
