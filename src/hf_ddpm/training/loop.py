@@ -66,6 +66,7 @@ class TrainingComponents:
     loss_type: str
     vlb_weight: float
     max_grad_norm: float
+    parameters: list[torch.nn.Parameter]  # the UNet's, listed once (clipping and EMA take them every step)
     nonfinite: NonFiniteGuard = field(default_factory=NonFiniteGuard)
 
 
@@ -202,7 +203,7 @@ class LerpEMAModel(EMAModel):
             return super().step(parameters)  # frozen parameters are copied, not averaged: diffusers' path
         self.optimization_step += 1
         self.cur_decay_value = self.get_decay(self.optimization_step)
-        torch._foreach_lerp_(self.shadow_params, [p.detach() for p in parameters], 1.0 - self.cur_decay_value)
+        torch._foreach_lerp_(self.shadow_params, parameters, 1.0 - self.cur_decay_value)  # no_grad: no detach
 
 
 def build_ema(args: argparse.Namespace, unet: UNet2DModel) -> EMAModel | None:
@@ -255,6 +256,7 @@ def build_components(args: argparse.Namespace, accelerator: Accelerator, dataloa
         loss_type=args.loss,
         vlb_weight=args.vlb_weight,
         max_grad_norm=args.max_grad_norm,
+        parameters=list(accelerator.unwrap_model(unet).parameters()),
     )
     set_seed(args.seed, device_specific=True)  # from here on, every process draws its own noise and timesteps
     return components, dataloader
@@ -318,12 +320,12 @@ def train_step(c: TrainingComponents, images: torch.Tensor, global_step: int):
             c.timestep_sampler.update_with_all_losses(*_gather_losses(accelerator, timesteps, terms["loss"]))
         accelerator.backward(loss)
         if accelerator.sync_gradients and c.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(c.unet.parameters(), c.max_grad_norm)
+            accelerator.clip_grad_norm_(c.parameters, c.max_grad_norm)
         c.optimizer.step()
         c.lr_scheduler.step()
         c.optimizer.zero_grad(set_to_none=True)
     if accelerator.sync_gradients and c.ema is not None:
-        c.ema.step(accelerator.unwrap_model(c.unet).parameters())
+        c.ema.step(c.parameters)
     return timesteps, {name: term.detach() for name, term in terms.items()}
 
 

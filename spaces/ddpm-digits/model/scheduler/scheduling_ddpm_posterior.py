@@ -254,6 +254,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         self.variance_type = variance_type
         self._train_terms = self._chain_terms(np.arange(num_train_timesteps))
         self._train_terms_cache = {}
+        self._last_checked_timesteps = None
         self._set_chain(np.arange(num_train_timesteps)[::-1].copy(), num_inference_steps=None, custom=False)
 
     # ------------------------------------------------------------------------------------------------------------
@@ -552,12 +553,21 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         return _broadcast(self._train_term(name, like), timesteps, like.ndim)
 
     def _check_train_timesteps(self, timesteps, like: torch.Tensor) -> torch.Tensor:
+        # a training step gathers ~15 schedule terms at the same timesteps: the tensor checked last is remembered (a
+        # reference, so it cannot be another tensor at the same address) and not checked again
+        checked = self._last_checked_timesteps
+        if checked is not None and checked[0] is timesteps and checked[1].device == like.device:
+            if checked[1].shape[0] in (1, like.shape[0]):
+                return checked[1]
+        original = timesteps
         timesteps = torch.as_tensor(timesteps, device=like.device).long().reshape(-1)
         if timesteps.shape[0] not in (1, like.shape[0]):
             raise ValueError(f"`timesteps` has {timesteps.shape[0]} entries for a batch of {like.shape[0]}.")
         # an asynchronous assert: an `if` on the values would make the host wait for the device at every call
         in_range = ((timesteps >= 0) & (timesteps < self.config.num_train_timesteps)).all()
         torch._assert_async(in_range, f"`timesteps` must lie in [0, {self.config.num_train_timesteps}).")
+        if isinstance(original, torch.Tensor):
+            self._last_checked_timesteps = (original, timesteps)
         return timesteps
 
     def add_noise(
