@@ -563,9 +563,14 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         timesteps = torch.as_tensor(timesteps, device=like.device).long().reshape(-1)
         if timesteps.shape[0] not in (1, like.shape[0]):
             raise ValueError(f"`timesteps` has {timesteps.shape[0]} entries for a batch of {like.shape[0]}.")
-        # an asynchronous assert: an `if` on the values would make the host wait for the device at every call
+        # an asynchronous assert: an `if` on the values would make the host wait for the device at every call (on a
+        # GPU a bad value fails later as a device-side assert; on the CPU the assert is immediate)
         in_range = ((timesteps >= 0) & (timesteps < self.config.num_train_timesteps)).all()
-        torch._assert_async(in_range, f"`timesteps` must lie in [0, {self.config.num_train_timesteps}).")
+        message = f"`timesteps` must lie in [0, {self.config.num_train_timesteps})."
+        try:
+            torch._assert_async(in_range, message)
+        except RuntimeError as error:
+            raise ValueError(message) from error
         if isinstance(original, torch.Tensor):
             self._last_checked_timesteps = (original, timesteps)
         return timesteps
