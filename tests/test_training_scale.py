@@ -262,3 +262,26 @@ def test_kill_and_resume_on_an_image_folder_gives_bit_identical_weights(tmp_path
     weights = Path("unet") / "diffusion_pytorch_model.safetensors"  # the EMA weights of the saved pipeline
     assert tensors_equal(straight / weights, resumed / weights)
     assert json.loads((straight / "metrics.json").read_text()) == json.loads((resumed / "metrics.json").read_text())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The GPU benchmark runs end to end (tiny, on the CPU)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_gpu_benchmark_runs_tiny_on_the_cpu(tmp_path: Path) -> None:
+    output = tmp_path / "gpu_train"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu_train.py"), "--tiny", "--output", str(output)],
+        env=subprocess_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(output.with_suffix(".json").read_text())
+    assert set(results["loops"]) == {"ours", "plain"} and results["device"] == "cpu"
+    for loop in results["loops"].values():
+        assert loop["images_per_second"] > 0 and loop["flops_per_step"] > 0 and loop["mfu"] is None
+    # the same UNet but for the variance channels: nearly the same FLOPs per step
+    ours, plain = (results["loops"][name]["flops_per_step"] for name in ("ours", "plain"))
+    assert 0.9 < ours / plain < 1.2
+    assert results["sampling"]["num_samples"] == 4 and results["sampling"]["images_per_second"] > 0
+    assert "| ours |" in result.stdout and "sampling: 4 images at 4 steps" in result.stdout
