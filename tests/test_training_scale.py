@@ -121,6 +121,38 @@ def test_training_steps_never_synchronize_on_cuda(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Speed switches: each takes effect, and a step with it trains
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "flags, fused, foreach",
+    [
+        ([], True, None),
+        (["--adam_implementation", "foreach"], None, True),
+        (["--adam_implementation", "for-loop"], None, False),
+    ],
+)
+def test_adam_implementation(tmp_path: Path, flags: list[str], fused, foreach) -> None:
+    _, c, batches = build_step(tmp_path, *flags)
+    assert (c.optimizer.defaults["fused"], c.optimizer.defaults["foreach"]) == (fused, foreach)
+    train_step(c, next(batches), 0)  # the warmup's first learning rate is 0
+    before = [p.detach().clone() for p in c.parameters]
+    train_step(c, next(batches), 1)
+    assert all(torch.isfinite(p).all() for p in c.parameters)
+    assert any(not torch.equal(a, b) for a, b in zip(before, c.parameters, strict=True))
+
+
+def test_channels_last_and_torch_compile_switches(tmp_path: Path) -> None:
+    _, c, batches = build_step(tmp_path, "--channels_last", "--torch_compile")
+    unet = c.accelerator.unwrap_model(c.unet)
+    convolution = unet.down_blocks[0].resnets[0].conv1.weight  # [8 x 8 x 3 x 3]
+    assert convolution.is_contiguous(memory_format=torch.channels_last) and not convolution.is_contiguous()
+    assert unet._compiled_call_impl is not None  # compiled in place: the parameters keep their names
+    assert all(not name.startswith("_orig_mod") for name, _ in unet.named_parameters())
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Lazily decoded data: the same batches as decoding up front, memory that does not grow with the dataset
 # ----------------------------------------------------------------------------------------------------------------
 
