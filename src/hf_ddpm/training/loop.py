@@ -167,7 +167,7 @@ def build_dataloader(args: argparse.Namespace, dataset: data.ImageDataset, num_p
         num_workers=args.dataloader_num_workers,
         collate_fn=data.identity_collate,
         # pinned batches: their copy to the GPU (non_blocking, see build_accelerator) does not wait for the device
-        pin_memory=torch.cuda.is_available() and resolve_device_type(args.device) == "cuda",
+        pin_memory=resolve_device_type(args.device) == "cuda",
         # the loader's own generator: creating an iterator must not draw from the global RNG (exact resume)
         generator=torch.Generator().manual_seed(args.seed),
     )
@@ -185,7 +185,7 @@ def build_optimizer(args: argparse.Namespace, unet: torch.nn.Module, device_type
         weight_decay=args.adam_weight_decay,
         eps=args.adam_epsilon,
         fused=implementation == "fused" or None,
-        foreach=implementation == "foreach" if implementation != "fused" else None,
+        foreach={"foreach": True, "for-loop": False}.get(implementation),
     )
 
 
@@ -408,8 +408,8 @@ def train(args: argparse.Namespace) -> str:
             saving = args.checkpointing_steps and step % args.checkpointing_steps == 0
             sampling = is_main and _due(args.save_images_steps, step)
             scoring = is_main and heldout_x is not None and _due(args.bpd_steps, step)
-            if saving or sampling or scoring or step >= args.max_train_steps:
-                c.nonfinite.check(accelerator if saving or step >= args.max_train_steps else None)
+            if saving or sampling or scoring:
+                c.nonfinite.check(accelerator if saving else None)  # sampling and scoring: the main process alone
             if saving:
                 save_training_state(args, accelerator, step)
             if sampling:
@@ -427,7 +427,7 @@ def train(args: argparse.Namespace) -> str:
                 save_sample_grid(args, accelerator, evaluator, c, progress.global_step)
     bar.close()
 
-    c.nonfinite.check(accelerator)
+    c.nonfinite.check(accelerator)  # before the last checkpoint and the saved pipeline
     if args.checkpointing_steps and not os.path.isdir(
         checkpoints.checkpoint_path(args.output_dir, progress.global_step)
     ):
