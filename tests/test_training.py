@@ -868,6 +868,7 @@ def test_vlb_loss_with_importance_sampling_estimates_the_uniform_average_over_ti
     components = TrainingComponents(
         accelerator=None, unet=unet, noise_scheduler=scheduler, optimizer=None, lr_scheduler=None,
         timestep_sampler=sampler, ema=None, loss_type="vlb", vlb_weight=0.001, max_grad_norm=0.0,
+        parameters=list(unet.parameters()),
     )  # fmt: skip
     torch.manual_seed(1)
     batch = images.repeat(256, 1, 1, 1)  # 4096 draws of (t, noise)
