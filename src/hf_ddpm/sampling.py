@@ -1,19 +1,23 @@
 """`hf-ddpm sample`: draw images from a saved or Hub pipeline and write a grid, PNGs, an .npz and a trajectory."""
 
+from __future__ import annotations
+
 import argparse
 import json
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
-from .images import auto_scale, image_grid, save_animation, side_by_side, to_uint8
-from .pipeline_ddpm_posterior import DDPMPosteriorPipeline
-from .scheduling_ddpm_posterior import LEARNED_VARIANCE_TYPES, DDPMPosteriorScheduler
+from ._errors import UsageError
+
+if TYPE_CHECKING:  # torch, diffusers and the images helpers are imported where used: `hf-ddpm --help` needs none
+    import torch
+
+    from .pipeline_ddpm_posterior import DDPMPosteriorPipeline
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = ("float32", "float16", "bfloat16")  # names of torch dtypes
 SAMPLE_VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
 
 EXAMPLE = """Example:
@@ -24,7 +28,7 @@ EXAMPLE = """Example:
 
 def resolve_device(name: str) -> torch.device:
     """`auto` picks cuda, then mps, then cpu; an explicit device that is not available is refused."""
-    from .cli import UsageError
+    import torch
 
     if name not in DEVICES:
         raise UsageError(f"--device must be one of {', '.join(DEVICES)}, got {name!r}.")
@@ -38,18 +42,18 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    from .cli import UsageError
+    import torch
 
     if name not in DTYPES:
         raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {name!r}.")
     if name == "float16" and device.type == "cpu":
         raise UsageError("--dtype float16 is not supported on the CPU; use bfloat16 or float32.")
-    return DTYPES[name]
+    return getattr(torch, name)
 
 
 def with_variance_type(pipe: DDPMPosteriorPipeline, variance_type: str | None) -> DDPMPosteriorPipeline:
     """Swap in a scheduler with another variance type; learned_range only for a model that outputs variances."""
-    from .cli import UsageError
+    from .scheduling_ddpm_posterior import LEARNED_VARIANCE_TYPES, DDPMPosteriorScheduler
 
     if variance_type is None:
         return pipe
@@ -78,6 +82,11 @@ def sample(
         `dict` with `images` (uint8 [N x H x W x C]) and, when `trajectory_frames` is set, `trajectory` and
         `pred_original_trajectory` ([F x n x C x H x W] in [-1, 1], for the first batch) and `trajectory_timesteps`.
     """
+    import torch
+    from tqdm.auto import tqdm
+
+    from .images import to_uint8
+
     results, first = [], None
     batches = range(0, num_images, batch_size)
     for batch_index, start in enumerate(tqdm(batches, desc="batches", disable=len(batches) == 1)):
@@ -105,6 +114,8 @@ def sample(
 
 def trajectory_frames_images(sampled: dict, max_images: int = 16, scale: int = 1) -> list:
     """One frame per recorded step: the grid of x_t beside the grid of predicted x_0."""
+    from .images import image_grid, side_by_side
+
     frames = []
     for x_t, x0 in zip(sampled["trajectory"], sampled["pred_original_trajectory"], strict=True):
         frames.append(
@@ -117,6 +128,8 @@ def trajectory_frames_images(sampled: dict, max_images: int = 16, scale: int = 1
 
 def write_outputs(sampled: dict, output_dir: str, scale: int, individual: bool = True) -> dict:
     """Write grid.png, images/NNNNN.png, samples.npz and, with a trajectory, trajectory.gif; return their paths."""
+    from .images import image_grid, save_animation
+
     os.makedirs(output_dir, exist_ok=True)
     images = sampled["images"]
     paths = {"grid": os.path.join(output_dir, "grid.png"), "npz": os.path.join(output_dir, "samples.npz")}
@@ -134,7 +147,8 @@ def write_outputs(sampled: dict, output_dir: str, scale: int, individual: bool =
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import UsageError
+    from .images import auto_scale
+    from .pipeline_ddpm_posterior import DDPMPosteriorPipeline
 
     for flag in ("num_images", "num_inference_steps", "batch_size"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:

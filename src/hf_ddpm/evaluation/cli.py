@@ -183,7 +183,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def _usage_error(message: str) -> Exception:
-    from ..cli import UsageError
+    from .._errors import UsageError
 
     return UsageError(message)
 
