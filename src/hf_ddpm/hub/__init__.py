@@ -45,7 +45,6 @@ _EXPORTS = {
     "describe_hub_error": "_commit",
     "CREDENTIAL_FILES": "_scan",
     "PICKLE_PATTERNS": "_scan",
-    "SAFETENSORS_DTYPE_BYTES": "_scan",
     "SCAN_BLOCK_BYTES": "_scan",
     "SCAN_OVERLAP_BYTES": "_scan",
     "TOKEN_BYTES_RE": "_scan",

@@ -104,6 +104,8 @@ def _commit_files(
     failure the head is read again: unchanged means the commit did not land and it is sent again; moved to a commit
     with our message on top of our parent means the answer was lost but the commit landed (it is not made twice).
     """
+    # create_commit, not upload_folder: it sends exactly the files that were scanned (upload_folder walks the folder
+    # again) and lets each attempt be checked for a lost answer before the next.
     parent = _head(api, repo_id, branch, repo_type)
     deletions = _stale_files(api, repo_id, parent, repo_type, paths, mirror_patterns) if mirror_patterns else []
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, metadata_load
 
 from ._commit import _check_repo_id, _commit_files, _with_retries
 from ._scan import _check_uploadable, _is_private, _walk
@@ -84,13 +83,12 @@ def _is_space_file(path: str) -> bool:
 
 
 def _front_matter(readme: Path) -> dict:
-    match = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", readme.read_text(encoding="utf-8"), re.DOTALL)
-    if match is None:
-        raise ValueError(f"{readme} has no YAML front matter (--- ... ---) with the Space settings.")
     try:
-        data = yaml.safe_load(match.group(1)) or {}
+        data = metadata_load(readme)
     except yaml.YAMLError as error:
         raise ValueError(f"{readme} has invalid YAML front matter: {error}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{readme} front matter must be a YAML mapping.")
+    except ValueError:  # huggingface_hub: "repo card metadata block should be a dict"
+        raise ValueError(f"{readme} front matter must be a YAML mapping.") from None
+    if data is None:
+        raise ValueError(f"{readme} has no YAML front matter (--- ... ---) with the Space settings.")
     return data
