@@ -34,7 +34,7 @@ The modules:
     cli.py          `hf-ddpm push | pull | card | push-space`
 """
 
-import importlib
+from .._lazy import lazy_exports
 
 # Public names and their modules, imported on first use: `hf-ddpm --help` imports `hf_ddpm.hub` for its subcommands
 # and must not pay for torch (the pipeline and card modules import it).
@@ -70,15 +70,7 @@ _EXPORTS = {
     "push_space": "spaces",
 }
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [
