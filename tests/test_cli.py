@@ -124,3 +124,77 @@ def test_parser_lists_subcommands_in_journey_order():
     parser = build_parser()
     choices = list(parser._subparsers._group_actions[0].choices)
     assert choices == SUBCOMMANDS
+
+
+@pytest.mark.parametrize(
+    "flag, value, allowed",
+    [
+        ("--scale", "-2", "[1, 64]"),
+        ("--scale", "100000", "[1, 64]"),
+        ("--seed", "1e20", "[0, 9223372036854775807]"),
+        ("--seed", str(10**20), "[0, 9223372036854775807]"),
+        ("--seed", "-1", "[0, 9223372036854775807]"),
+    ],
+)
+def test_sample_refuses_out_of_range_scale_and_seed(saved_pipeline, tmp_path, capsys, flag, value, allowed):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample", str(saved_pipeline), "--output_dir", str(out), flag, value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert (
+        "Traceback" not in err and f"argument {flag}: must be an integer in {allowed}" in err.strip().splitlines()[-1]
+    )
+    assert not out.exists()
+
+
+def test_sample_refuses_a_seed_whose_batches_overflow(saved_pipeline, tmp_path, capsys):
+    argv = ["sample", str(saved_pipeline), "--output_dir", str(tmp_path / "out"), "--num_images", "3"]
+    assert main([*argv, "--batch_size", "1", "--seed", str(2**63 - 2)]) == 2
+    err = capsys.readouterr().err
+    assert "--seed" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def _sample_argv(model, out, *extra):
+    return ["sample", str(model), "--num_inference_steps", "3", "--output_dir", str(out), *extra]
+
+
+def test_sample_refuses_a_non_empty_output_dir_and_replaces_it_whole_when_asked(saved_pipeline, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert (
+        main(_sample_argv(saved_pipeline, out, "--num_images", "5", "--trajectory", "--trajectory_frames", "2")) == 0
+    )
+    first = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    assert len(first) == 5 + 3  # 5 PNGs, the grid, the npz and the GIF
+    capsys.readouterr()
+    # a second run into the same folder: refused before any work, the first run's files untouched
+    assert main(_sample_argv(saved_pipeline, out, "--num_images", "2", "--no_individual")) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite_output_dir" in err and len(err.strip().splitlines()) == 1
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == first
+    # asked to replace it: nothing of the first run remains beside the new outputs
+    argv = _sample_argv(saved_pipeline, out, "--num_images", "2", "--no_individual", "--overwrite_output_dir")
+    assert main(argv) == 0
+    assert sorted(os.listdir(out)) == ["grid.png", "samples.npz"]
+    assert np.load(out / "samples.npz")["images"].shape[0] == 2
+    assert sorted(os.listdir(tmp_path)) == ["model", "out"]  # no staging or old folder left behind
+    # an existing empty folder is fine
+    (tmp_path / "empty").mkdir()
+    assert main(_sample_argv(saved_pipeline, tmp_path / "empty", "--num_images", "1", "--no_individual")) == 0
+
+
+def test_a_sample_run_that_fails_mid_write_leaves_no_output_folder(saved_pipeline, tmp_path, capsys, monkeypatch):
+    import hf_ddpm.sampling
+
+    def disk_full(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    # the grid, the npz and the PNGs are written; the GIF fails
+    monkeypatch.setattr(hf_ddpm.sampling, "save_animation", disk_full)
+    out = tmp_path / "out"
+    assert (
+        main(_sample_argv(saved_pipeline, out, "--num_images", "2", "--trajectory", "--trajectory_frames", "2")) == 1
+    )
+    assert "No space left" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["model"]  # neither a half-written out/ nor a staging folder

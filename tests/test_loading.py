@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_tiny_unet
-from diffusers import DDPMPipeline, DDPMScheduler, DiffusionPipeline
+from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, DiffusionPipeline
 
 from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler
 
@@ -51,9 +51,9 @@ def test_save_writes_the_standard_layout_and_reloads_identically(tiny_pipeline, 
     reloaded = DDPMPosteriorPipeline.from_pretrained(folder)
     assert isinstance(reloaded.scheduler, DDPMPosteriorScheduler)
     np.testing.assert_array_equal(_sample(reloaded), _sample(tiny_pipeline))
-    # saving again over the folder replaces it whole, leaving no staging folders behind
+    # saving again over the folder leaves no staging folders behind
     tiny_pipeline.save_pretrained(folder)
-    assert sorted(os.listdir(tmp_path)) == ["pipe"]
+    assert sorted(os.listdir(tmp_path)) == ["pipe"] and len(_files(folder)) == 6
 
 
 REMOTE_CODE_SCRIPT = textwrap.dedent(
@@ -214,3 +214,173 @@ def test_unsafe_save_options_are_refused(tiny_pipeline, tmp_path):
         tiny_pipeline.save_pretrained(str(tmp_path), safe_serialization=False)
     with pytest.raises(TypeError, match="Unexpected arguments"):
         DDPMPosteriorPipeline.from_pretrained(str(tmp_path), use_flashpack=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Saving into a folder that holds other things
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_save_replaces_only_the_pipelines_files_and_keeps_everything_else(tmp_path):
+    """A training output folder: checkpoints, notes and logs beside the pipeline survive every save."""
+    folder = tmp_path / "run"
+    others = {
+        "checkpoint-5/model.safetensors": b"weights of step 5",
+        "checkpoint-5/random_states_0.pkl": b"rng",
+        "notes.txt": b"lr 1e-4 diverged",
+        "logs/events.out.tfevents": b"\x00\x01",
+        "unet/my_notes.md": b"kept too",
+        "README.md": b"my card",
+    }
+    for path, content in others.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes(content)
+    first = DDPMPosteriorPipeline(
+        unet=make_tiny_unet(seed=0), scheduler=DDPMPosteriorScheduler(num_train_timesteps=50)
+    )
+    second = DDPMPosteriorPipeline(
+        unet=make_tiny_unet(seed=1), scheduler=DDPMPosteriorScheduler(num_train_timesteps=50)
+    )
+    first.save_pretrained(folder)
+    second.save_pretrained(folder)
+    assert {path: (folder / path).read_bytes() for path in others} == others
+    assert not [name for name in os.listdir(folder) if name.startswith(".")]  # no staging folder left
+    np.testing.assert_array_equal(_sample(DDPMPosteriorPipeline.from_pretrained(folder)), _sample(second))
+
+
+def test_save_removes_stale_weights_of_its_variant_and_keeps_other_variants(tiny_pipeline, tmp_path):
+    folder = tmp_path / "pipe"
+    tiny_pipeline.save_pretrained(folder, max_shard_size="20KB")  # sharded
+    shards = [name for name in os.listdir(folder / "unet") if "-of-" in name]
+    assert len(shards) > 1 and (folder / "unet" / "diffusion_pytorch_model.safetensors.index.json").is_file()
+    tiny_pipeline.save_pretrained(folder, variant="fp16")
+    tiny_pipeline.save_pretrained(folder)  # whole again: the old shards and their index go, the fp16 variant stays
+    assert sorted(os.listdir(folder / "unet")) == [
+        "config.json",
+        "diffusion_pytorch_model.fp16.safetensors",
+        "diffusion_pytorch_model.safetensors",
+    ]
+    # a scheduler that is not ours: its module file, which model_index.json no longer names, goes too
+    tiny_pipeline.scheduler = DDIMScheduler.from_config(tiny_pipeline.scheduler.config)
+    tiny_pipeline.save_pretrained(folder)
+    assert sorted(os.listdir(folder / "scheduler")) == ["scheduler_config.json"]
+    assert isinstance(DDPMPosteriorPipeline.from_pretrained(folder).scheduler, DDIMScheduler)
+
+
+def test_a_failed_first_save_leaves_no_folder(tiny_pipeline, tmp_path, monkeypatch):
+    def fail(self, staging):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(DDPMPosteriorPipeline, "_write_remote_code", fail)
+    with pytest.raises(OSError, match="disk full"):
+        tiny_pipeline.save_pretrained(tmp_path / "pipe")
+    assert os.listdir(tmp_path) == []
+
+
+# --------------------------------------------------------------------------------------------------------------
+# diffusers' loading arguments
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_variant_loads_that_variants_weights(tiny_pipeline, tmp_path):
+    folder = tmp_path / "pipe"
+    tiny_pipeline.save_pretrained(folder)
+    half = DDPMPosteriorPipeline(unet=make_tiny_unet(seed=3).to(torch.bfloat16), scheduler=tiny_pipeline.scheduler)
+    half.save_pretrained(folder, variant="bf16")
+    assert (folder / "unet" / "diffusion_pytorch_model.bf16.safetensors").is_file()
+    loaded = DDPMPosteriorPipeline.from_pretrained(folder, variant="bf16", torch_dtype=torch.bfloat16)
+    assert loaded.unet.dtype == torch.bfloat16
+    for name, tensor in half.unet.state_dict().items():
+        assert torch.equal(loaded.unet.state_dict()[name], tensor), name
+    # as in diffusers, the variant names the file; the dtype of the model is torch_dtype's (float32 by default)
+    as_float = DDPMPosteriorPipeline.from_pretrained(folder, variant="bf16")
+    assert torch.equal(as_float.unet.conv_in.weight, half.unet.conv_in.weight.float())
+    default = DDPMPosteriorPipeline.from_pretrained(folder)
+    assert default.unet.dtype == torch.float32
+    np.testing.assert_array_equal(_sample(default), _sample(tiny_pipeline))
+    with pytest.raises(FileNotFoundError, match=r"diffusion_pytorch_model\.fp16\.safetensors"):
+        DDPMPosteriorPipeline.from_pretrained(folder, variant="fp16")
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="variant.*bf16"):
+        DDPMPosteriorPipeline.from_pretrained(folder)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(low_cpu_mem_usage=False), dict(low_cpu_mem_usage=True), dict(device_map="cpu"), dict(device_map="balanced")],
+)
+def test_low_cpu_mem_usage_and_device_map_load_the_same_weights(tiny_pipeline, tmp_path, kwargs):
+    tiny_pipeline.save_pretrained(tmp_path)
+    loaded = DDPMPosteriorPipeline.from_pretrained(tmp_path, **kwargs)
+    assert loaded.unet.device.type == "cpu"
+    if "device_map" in kwargs:
+        assert loaded.hf_device_map is not None
+    np.testing.assert_array_equal(_sample(loaded), _sample(tiny_pipeline))
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(device_map="auto"), ["device_map", "'balanced'", "'cpu'"]),
+        (dict(device_map="cpu", low_cpu_mem_usage=False), ["low_cpu_mem_usage"]),
+        (dict(from_flax=True), ["from_flax", "safetensors"]),
+        (dict(custom_pipeline="lpw"), ["custom_pipeline"]),
+        (dict(quantization_config={"load_in_8bit": True}), ["quantization_config", "torch_dtype"]),
+        (dict(use_safetensors=False), ["use_safetensors"]),
+    ],
+)
+def test_loading_arguments_that_cannot_apply_say_why(tiny_pipeline, tmp_path, kwargs, words):
+    tiny_pipeline.save_pretrained(tmp_path)
+    with pytest.raises(ValueError) as info:
+        DDPMPosteriorPipeline.from_pretrained(tmp_path, **kwargs)
+    assert all(word in str(info.value) for word in words), str(info.value)
+
+
+def test_save_pretrained_push_to_hub_is_one_commit_like_hf_ddpm_push(tiny_pipeline, tmp_path, hub_repo_id):
+    from huggingface_hub import HfApi
+
+    tiny_pipeline.save_pretrained(tmp_path / "pipe", push_to_hub=True, repo_id=hub_repo_id)
+    commits = HfApi().list_repo_commits(hub_repo_id)
+    assert [c.title for c in commits] == ["Upload DDPMPosteriorPipeline", "initial commit"]
+    pulled = DDPMPosteriorPipeline.from_pretrained(hub_repo_id)
+    np.testing.assert_array_equal(_sample(pulled), _sample(tiny_pipeline))
+    assert "README.md" in HfApi().list_repo_files(hub_repo_id)  # the model card, as `hf-ddpm push` writes it
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Errors that say what is wrong
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_a_missing_local_folder_is_reported_as_such(tmp_path, monkeypatch, hub_server):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs").mkdir()
+    for missing in ["outputs/ddpm-digits", "./ddpm-digits", str(tmp_path / "nowhere"), "a/b/c"]:
+        with pytest.raises(FileNotFoundError, match=f"No such folder: {missing}"):
+            DDPMPosteriorPipeline.from_pretrained(missing)
+    # a name that may be either: neither a folder here nor a repo on the Hub
+    with pytest.raises(FileNotFoundError, match="No such folder: someone/ddpm-digits, and no Hub repo"):
+        DDPMPosteriorPipeline.from_pretrained("someone/ddpm-digits")
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("block_out_channels", 32, "`block_out_channels` must be a list of ints, got 32"),
+        ("down_block_types", "DownBlock2D", "`down_block_types` must be a list of strings"),
+        ("layers_per_block", "2", "`layers_per_block` must be an int, got '2'"),
+        ("sample_size", [8, 8, 8], "`sample_size` must be an int, a list of 2 ints or null"),
+        ("norm_num_groups", 3, "does not describe a valid UNet2DModel"),
+        ("layers_per_block", 10**6, "`layers_per_block` asks for 1000000; hf_ddpm allows at most 64"),
+        ("block_out_channels", [2**20, 2**21], "describes a UNet of"),
+    ],
+)
+def test_bad_unet_configs_are_refused_naming_the_file_and_field(tiny_pipeline, tmp_path, field, value, message):
+    tiny_pipeline.save_pretrained(tmp_path)
+    config_path = tmp_path / "unet" / "config.json"
+    config = json.loads(config_path.read_text())
+    config[field] = value
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ValueError) as info:
+        DDPMPosteriorPipeline.from_pretrained(tmp_path)
+    assert "unet/config.json" in str(info.value) and message in str(info.value), str(info.value)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import tempfile
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,6 +21,8 @@ if TYPE_CHECKING:  # torch, diffusers and the images helpers are imported where 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("float32", "float16", "bfloat16")  # names of torch dtypes
 SAMPLE_VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
+MAX_SCALE = 64  # an 8x8 digit as a 512x512 tile; more only makes huge PNGs
 
 EXAMPLE = """Example:
   hf-ddpm sample outputs/ddpm-digits --num_images 64 --num_inference_steps 100 --trajectory
@@ -127,23 +131,84 @@ def trajectory_frames_images(sampled: dict, max_images: int = 16, scale: int = 1
 
 
 def write_outputs(sampled: dict, output_dir: str, scale: int, individual: bool = True) -> dict:
-    """Write grid.png, images/NNNNN.png, samples.npz and, with a trajectory, trajectory.gif; return their paths."""
+    """
+    Write grid.png, images/NNNNN.png, samples.npz and, with a trajectory, trajectory.gif; return their paths.
+
+    Everything is written into a staging folder beside `output_dir` and moved into place with one rename at the end:
+    a killed run leaves no `output_dir` that looks complete, and an existing `output_dir` (which `run` only lets
+    through when empty or with --overwrite_output_dir) is replaced whole, so no file of an earlier run remains.
+    """
+    output_dir = os.path.abspath(output_dir)
+    parent = os.path.dirname(output_dir)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.staging-", dir=parent)
+    try:
+        _write_files(sampled, staging, scale, individual)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp's folder is private; the outputs are not
+        _replace_folder(staging, output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    paths = {"grid": "grid.png", "npz": "samples.npz"}
+    if individual:
+        paths["images"] = "images"
+    if "trajectory" in sampled:
+        paths["trajectory"] = "trajectory.gif"
+    return {key: os.path.join(output_dir, name) for key, name in paths.items()}
+
+
+def _write_files(sampled: dict, folder: str, scale: int, individual: bool) -> None:
     from .images import image_grid, save_animation
 
-    os.makedirs(output_dir, exist_ok=True)
     images = sampled["images"]
-    paths = {"grid": os.path.join(output_dir, "grid.png"), "npz": os.path.join(output_dir, "samples.npz")}
-    image_grid(images / 255.0, scale=scale).save(paths["grid"])
-    np.savez_compressed(paths["npz"], images=images)
+    image_grid(images / 255.0, scale=scale).save(os.path.join(folder, "grid.png"))
+    np.savez_compressed(os.path.join(folder, "samples.npz"), images=images)
     if individual:
-        paths["images"] = os.path.join(output_dir, "images")
-        os.makedirs(paths["images"], exist_ok=True)
+        os.makedirs(os.path.join(folder, "images"))
         for index, image in enumerate(images):
-            image_grid(image[None] / 255.0, scale=1, padding=0).save(os.path.join(paths["images"], f"{index:05d}.png"))
+            image_grid(image[None] / 255.0, scale=1, padding=0).save(
+                os.path.join(folder, "images", f"{index:05d}.png")
+            )
     if "trajectory" in sampled:
-        paths["trajectory"] = os.path.join(output_dir, "trajectory.gif")
-        save_animation(trajectory_frames_images(sampled, scale=scale), paths["trajectory"])
-    return paths
+        save_animation(trajectory_frames_images(sampled, scale=scale), os.path.join(folder, "trajectory.gif"))
+
+
+def _replace_folder(source: str, target: str) -> None:
+    """Rename `source` to `target`; an old `target` is moved aside first and deleted once the new one is in place."""
+    if not os.path.lexists(target):
+        os.replace(source, target)
+        return
+    old = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.old-", dir=os.path.dirname(target))
+    os.replace(target, os.path.join(old, "folder"))
+    os.replace(source, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def check_output_dir(output_dir: str, overwrite: bool) -> None:
+    """Refuse, before any work, an output folder that holds files (unless asked to replace it) or is not a folder."""
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise UsageError(f"--output_dir {output_dir} is a file, not a folder.")
+    if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
+        raise UsageError(
+            f"--output_dir {output_dir} is not empty: pass --overwrite_output_dir to replace it (all its files)."
+        )
+
+
+def _bounded_int(name: str, low: int, high: int):
+    """An argparse type: an integer in [low, high], or an error naming the flag's range."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be an integer in [{low}, {high}], got {text!r}")
+        return value
+
+    parse.__name__ = name
+    return parse
 
 
 def run(args: argparse.Namespace) -> int:
@@ -155,6 +220,10 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--{flag} must be at least 1, got {getattr(args, flag)}.")
     if args.trajectory_frames < 2:
         raise UsageError(f"--trajectory_frames must be at least 2, got {args.trajectory_frames}.")
+    last_seed = args.seed + (args.num_images - 1) // args.batch_size  # batch b draws with seed + b
+    if last_seed > MAX_SEED:
+        raise UsageError(f"--seed {args.seed}: batch seeds run up to {last_seed}, past the largest seed {MAX_SEED}.")
+    check_output_dir(args.output_dir, args.overwrite_output_dir)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     pipe = DDPMPosteriorPipeline.from_pretrained(args.model, torch_dtype=dtype, revision=args.revision).to(device)
@@ -197,13 +266,28 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--variance_type", default=None, help="override the model's: fixed_small, fixed_large or learned_range"
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--seed",
+        type=_bounded_int("seed", 0, MAX_SEED),
+        default=0,
+        help=f"random seed in [0, {MAX_SEED}]; batch b uses seed + b (default 0)",
+    )
     parser.add_argument("--batch_size", type=int, default=64, help="images per forward pass (default 64)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     parser.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (default float32)")
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of a repo id")
     parser.add_argument("--output_dir", default="samples", help="where to write the outputs (default ./samples)")
-    parser.add_argument("--scale", type=int, default=None, help="nearest-neighbour zoom of the grid (default: auto)")
+    parser.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="replace a non-empty --output_dir (all its files) instead of refusing to start",
+    )
+    parser.add_argument(
+        "--scale",
+        type=_bounded_int("scale", 1, MAX_SCALE),
+        default=None,
+        help=f"nearest-neighbour zoom of the grid, 1 to {MAX_SCALE} (default: auto)",
+    )
     parser.add_argument("--no_individual", action="store_true", help="do not write one PNG per image")
     parser.add_argument("--trajectory", action="store_true", help="also write trajectory.gif (x_t | predicted x_0)")
     parser.add_argument("--trajectory_frames", type=int, default=50, help="frames of the animation (default 50)")

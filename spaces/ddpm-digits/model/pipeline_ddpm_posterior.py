@@ -11,8 +11,11 @@ import inspect
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,16 +23,38 @@ from typing import Any
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import DiffusionPipeline, UNet2DModel
+from diffusers import DDPMScheduler, DiffusionPipeline, UNet2DModel
+from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
-from diffusers.utils.torch_utils import randn_tensor
+from diffusers.utils.torch_utils import get_device, randn_tensor
 
 MODULE_FILE = "pipeline_ddpm_posterior.py"
 PIPELINE_CLASS = "DDPMPosteriorPipeline"
 SCHEDULER_MODULE = "scheduling_ddpm_posterior"
 SCHEDULER_CLASS = "DDPMPosteriorScheduler"
 OUTPUT_TYPES = ("pil", "np", "pt")
+LEARNED_VARIANCE_TYPES = ("learned", "learned_range")
+# diffusers' from_pretrained arguments, by where they go
+DOWNLOAD_ARGUMENTS = ("revision", "cache_dir", "token", "local_files_only", "force_download", "proxies")
+UNET_LOADING_ARGUMENTS = (
+    "torch_dtype",
+    "low_cpu_mem_usage",
+    "device_map",
+    "max_memory",
+    "offload_folder",
+    "offload_state_dict",
+)
+UNSUPPORTED_LOADING_ARGUMENTS = {
+    "custom_pipeline": "it is a pipeline of its own; load another one with DiffusionPipeline.from_pretrained.",
+    "custom_revision": "it is a pipeline of its own; load another one with DiffusionPipeline.from_pretrained.",
+    "from_flax": "hf_ddpm loads safetensors weights only, never Flax checkpoints.",
+    "dduf_file": "a DDUF archive holds diffusers' built-in pipelines; load a saved folder or a Hub repo instead.",
+    "load_connected_pipeline": "a DDPM pipeline has no connected pipelines.",
+    "quantization_config": "its UNet is small and trained in full precision; use `torch_dtype` instead.",
+    "provider": "it runs on PyTorch, not ONNX Runtime.",
+    "sess_options": "it runs on PyTorch, not ONNX Runtime.",
+}
 # What loading needs from a repo: configs and safetensors weights. Never code, never pickles.
 LOAD_PATTERNS = [
     "model_index.json",
@@ -44,9 +69,9 @@ LOAD_PATTERNS = [
 
 
 @dataclass
-class DDPMPosteriorPipelineOutput(BaseOutput):
+class DDPMPosteriorPipelineOutput(ImagePipelineOutput):
     """
-    Output of [`DDPMPosteriorPipeline`].
+    Output of [`DDPMPosteriorPipeline`]: diffusers' [`ImagePipelineOutput`] plus the optional trajectory.
 
     Args:
         images (`list[PIL.Image.Image]`, `np.ndarray` or `torch.Tensor`):
@@ -54,12 +79,12 @@ class DDPMPosteriorPipelineOutput(BaseOutput):
         trajectory (`torch.Tensor`, *optional*):
             With `return_trajectory=True`: x_t at the recorded steps, [F x N x C x H x W] in [-1, 1], on the CPU.
         pred_original_trajectory (`torch.Tensor`, *optional*):
-            With `return_trajectory=True`: the predicted x_0 at the same steps, [F x N x C x H x W] in [-1, 1].
+            With `return_trajectory=True`: the predicted x_0 at the same steps, [F x N x C x H x W] in [-1, 1];
+            `None` with a scheduler whose `step()` returns no `pred_original_sample` (PNDM, DPM-Solver, UniPC...).
         trajectory_timesteps (`list[int]`, *optional*):
             The timestep t of each recorded frame (x_t is the input of that step).
     """
 
-    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
     trajectory: torch.Tensor | None = None
     pred_original_trajectory: torch.Tensor | None = None
     trajectory_timesteps: list[int] | None = None
@@ -98,8 +123,10 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         unet ([`UNet2DModel`]):
             The denoiser. For `variance_type` `learned` or `learned_range` it outputs twice the image channels.
         scheduler ([`SchedulerMixin`]):
-            Normally a `DDPMPosteriorScheduler`; any diffusers scheduler with `set_timesteps` and `step` works for
-            sampling (e.g. `DDIMScheduler.from_config(pipe.scheduler.config)`); `bits_per_dim` needs ours.
+            Normally a `DDPMPosteriorScheduler`. Every scheduler of its `compatibles` but `EDMEulerScheduler` (made
+            for EDM-preconditioned models) samples too, e.g. `DDIMScheduler.from_config(pipe.scheduler.config)`:
+            the pipeline honours `init_noise_sigma` and `scale_model_input`, and drops the variance channels of a
+            learned-variance UNet for a scheduler that does not read them. `bits_per_dim` needs ours.
     """
 
     model_cpu_offload_seq = "unet"
@@ -136,6 +163,30 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
         if unknown:
             raise ValueError(f"`callback_on_step_end_tensor_inputs` may only hold {self._callback_tensor_inputs}.")
+
+    def check_scheduler(self, timesteps) -> None:
+        """Refuse, before any work, a scheduler that cannot sample this pipeline's UNet."""
+        scheduler = self.scheduler
+        name = type(scheduler).__name__
+        if hasattr(scheduler, "precondition_outputs"):  # EDMEulerScheduler and the other EDM schedulers
+            raise ValueError(
+                f"{name} samples models trained with EDM preconditioning (Karras et al. 2022), but this UNet predicts"
+                " DDPM outputs at integer timesteps: use EulerDiscreteScheduler.from_config(pipe.scheduler.config)."
+            )
+        if not (callable(getattr(scheduler, "set_timesteps", None)) and callable(getattr(scheduler, "step", None))):
+            raise TypeError(f"The scheduler {name} has no `set_timesteps` and `step`: it cannot sample.")
+        if timesteps is not None and "timesteps" not in inspect.signature(scheduler.set_timesteps).parameters:
+            raise ValueError(f"{name} does not take custom `timesteps`; pass `num_inference_steps` instead.")
+
+    def _scheduler_reads_variance(self) -> bool:
+        """Whether the scheduler's step() reads a learned-variance UNet's extra channels (only DDPM's do)."""
+        scheduler = self.scheduler
+        learned = getattr(scheduler.config, "variance_type", None) in LEARNED_VARIANCE_TYPES
+        return learned and (isinstance(scheduler, DDPMScheduler) or type(scheduler).__name__ == SCHEDULER_CLASS)
+
+    def _step_kwargs(self, generator) -> dict:
+        """`generator` for the schedulers whose step() draws noise; the others take none (as diffusers' pipelines)."""
+        return {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
 
     @torch.no_grad()
     def __call__(
@@ -190,6 +241,7 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
             [`DDPMPosteriorPipelineOutput`] or `tuple`: the images (and the trajectory when asked for).
         """
         self.check_inputs(batch_size, generator, output_type, callback_on_step_end_tensor_inputs)
+        self.check_scheduler(timesteps)
         if timesteps is not None:
             self.scheduler.set_timesteps(timesteps=timesteps, device=self._execution_device)
         else:
@@ -198,13 +250,23 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         recorded = _frame_indices(len(chain), trajectory_frames) if return_trajectory else set()
         trajectory, pred_original_trajectory = [], []
 
-        image = self._initial_noise(self._image_shape(batch_size), generator)
+        # x_T at the scheduler's scale: 1 for DDPM and DDIM, sigma_max for the Euler / Heun / DPM-SDE family
+        image = self._initial_noise(self._image_shape(batch_size), generator) * self.scheduler.init_noise_sigma
+        channels = image.shape[1]
+        split_variance = not self._scheduler_reads_variance()
+        step_kwargs = self._step_kwargs(generator)
         for i, t in enumerate(self.progress_bar(chain)):
-            model_output = self.unet(image, t).sample
-            step = self.scheduler.step(model_output, t, image, generator=generator)
+            model_output = self.unet(self.scheduler.scale_model_input(image, t), t).sample
+            if split_variance and model_output.shape[1] == 2 * channels:
+                # a learned-variance UNet under a scheduler that does not read variances (diffusers' IF pipeline
+                # convention): keep the mean channels
+                model_output = model_output[:, :channels]
+            step = self.scheduler.step(model_output, t, image, **step_kwargs)
             if i in recorded:
                 trajectory.append(image.float().cpu())
-                pred_original_trajectory.append(step.pred_original_sample.float().cpu())
+                pred_original = getattr(step, "pred_original_sample", None)
+                if pred_original is not None:
+                    pred_original_trajectory.append(pred_original.float().cpu())
             image = step.prev_sample
             if callback_on_step_end is not None:
                 tensors = {"image": image}
@@ -215,7 +277,11 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         images = self._postprocess(image, output_type)
         self.maybe_free_model_hooks()
         trajectory_outputs = (
-            (torch.stack(trajectory), torch.stack(pred_original_trajectory), [int(chain[i]) for i in sorted(recorded)])
+            (
+                torch.stack(trajectory),
+                torch.stack(pred_original_trajectory) if pred_original_trajectory else None,
+                [int(chain[i]) for i in sorted(recorded)],
+            )
             if return_trajectory
             else (None, None, None)
         )
@@ -343,30 +409,73 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
     # Saving and loading
     # ------------------------------------------------------------------------------------------------------------
 
-    def save_pretrained(self, save_directory: str | os.PathLike, safe_serialization: bool = True, **kwargs):
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        max_shard_size: int | str | None = None,
+        push_to_hub: bool = False,
+        **kwargs,
+    ):
         """
         Save the pipeline in the standard diffusers layout (model_index.json, unet/, scheduler/, safetensors only),
         with this module and the scheduler's module beside their configs so that
         `DiffusionPipeline.from_pretrained(save_directory, trust_remote_code=True)` works without hf_ddpm.
 
-        The folder is written to a temporary sibling and moved into place at the end: an interrupted save never
-        leaves a half-written pipeline behind.
+        Only the pipeline's own files are replaced, each atomically (written aside, then renamed over the old one;
+        model_index.json last): every other file in `save_directory` (checkpoints, notes, logs) stays where it was.
+        Weight files of the same `variant` that this save did not write (the shards of an earlier save) are removed,
+        so the folder never mixes two models' weights; other variants stay, as diffusers saves one variant per call.
+
+        Args:
+            save_directory (`str` or `os.PathLike`): the folder; created if needed.
+            safe_serialization (`bool`, defaults to `True`): must be `True` (hf_ddpm writes safetensors only).
+            variant (`str`, *optional*): save the weights as diffusion_pytorch_model.<variant>.safetensors.
+            max_shard_size (`int` or `str`, *optional*): shard the weights above this size, as diffusers does.
+            push_to_hub (`bool`, defaults to `False`): then push the folder in one commit, as `hf-ddpm push` does
+                (needs hf_ddpm). `repo_id` (default: the folder's name), `private`, `token`, `commit_message` and
+                `create_pr` go with it.
         """
         if not safe_serialization:
             raise ValueError("hf_ddpm saves safetensors only: `safe_serialization` must be True.")
-        if kwargs.get("push_to_hub"):
-            raise ValueError("Use hf_ddpm.hub.push_pipeline (or `hf-ddpm push`) to push a saved pipeline.")
+        push_kwargs = {
+            k: kwargs.pop(k) for k in ("repo_id", "private", "token", "commit_message", "create_pr") if k in kwargs
+        }
+        if kwargs:
+            raise TypeError(f"Unexpected arguments for save_pretrained: {', '.join(sorted(kwargs))}.")
+        if push_kwargs and not push_to_hub:
+            raise ValueError(f"{', '.join(sorted(push_kwargs))} only apply with `push_to_hub=True`.")
         save_directory = os.path.abspath(os.fspath(save_directory))
-        parent = os.path.dirname(save_directory)
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=".saving-", dir=parent)
+        created = not os.path.isdir(save_directory)
+        os.makedirs(save_directory, exist_ok=True)
+        # staged inside the target: the same file system, so every os.replace below is atomic
+        staging = tempfile.mkdtemp(prefix=".saving-", dir=save_directory)
         try:
-            super().save_pretrained(staging, safe_serialization=True, **kwargs)
+            super().save_pretrained(staging, safe_serialization=True, variant=variant, max_shard_size=max_shard_size)
             self._write_remote_code(staging)
             _apply_umask(staging)
-            _replace_directory(staging, save_directory)
-        finally:
+            _move_files_into(staging, save_directory, variant)
+        except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
+            if created and not os.listdir(save_directory):  # a failed first save leaves no empty folder behind
+                os.rmdir(save_directory)
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+        if push_to_hub:
+            self._push_to_hub(save_directory, **push_kwargs)
+
+    @staticmethod
+    def _push_to_hub(folder: str, repo_id: str | None = None, private: bool | None = None, **kwargs) -> None:
+        """Push a saved folder as `hf-ddpm push` does: one commit, model card included."""
+        try:  # imported by name: this file also runs as remote code, where hf_ddpm may be absent
+            push_pipeline = importlib.import_module("hf_ddpm.hub").push_pipeline
+        except ImportError:
+            raise ImportError(
+                "save_pretrained(push_to_hub=True) needs hf_ddpm (`pip install hf-ddpm`); or upload the saved folder"
+                " with `huggingface_hub.upload_folder`."
+            ) from None
+        push_pipeline(folder, repo_id or os.path.basename(folder), private=bool(private), **kwargs)
 
     def _write_remote_code(self, folder: str) -> None:
         """Record the pipeline (and our scheduler) in the list form diffusers resolves to files in the folder."""
@@ -395,31 +504,43 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         Args:
             pretrained_model_name_or_path (`str` or `os.PathLike`): a local folder or a Hub repo id.
             torch_dtype (`torch.dtype`, *optional*): the UNet's dtype.
-            revision, cache_dir, token, local_files_only, force_download: as for `huggingface_hub.snapshot_download`.
+            variant (`str`, *optional*): load unet/diffusion_pytorch_model.<variant>.safetensors (e.g. "fp16").
+            low_cpu_mem_usage (`bool`, *optional*): as diffusers: build the UNet empty and load the weights into it.
+            device_map (`str`, *optional*): as diffusers' pipelines: "balanced" (the one model of this pipeline goes
+                to the first accelerator), the accelerator's name or "cpu". `max_memory`, `offload_folder` and
+                `offload_state_dict` go with it, as in diffusers.
+            unet, scheduler: components to use instead of the saved ones.
+            revision, cache_dir, token, local_files_only, force_download, proxies: as for
+                `huggingface_hub.snapshot_download`.
         """
         if kwargs.get("trust_remote_code"):
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        torch_dtype = kwargs.pop("torch_dtype", None)
+        for name, reason in UNSUPPORTED_LOADING_ARGUMENTS.items():
+            if kwargs.get(name) not in (None, False):
+                raise ValueError(f"`{name}` does not apply to {cls.__name__}: {reason}")
+            kwargs.pop(name, None)
+        if kwargs.pop("use_safetensors", None) is False:
+            raise ValueError("hf_ddpm loads safetensors weights only: `use_safetensors` cannot be False.")
+        kwargs.pop("trust_remote_code", None)
         unet = kwargs.pop("unet", None)
         scheduler = kwargs.pop("scheduler", None)
-        download_kwargs = {
-            k: kwargs.pop(k)
-            for k in ("revision", "cache_dir", "token", "local_files_only", "force_download")
-            if k in kwargs
-        }
-        kwargs.pop("trust_remote_code", None)
-        kwargs.pop("use_safetensors", None)
+        variant = kwargs.pop("variant", None)
+        download_kwargs = {k: kwargs.pop(k) for k in DOWNLOAD_ARGUMENTS if k in kwargs}
+        unet_kwargs = {k: kwargs.pop(k) for k in UNET_LOADING_ARGUMENTS if k in kwargs}
         if kwargs:
             raise TypeError(f"Unexpected arguments for {cls.__name__}.from_pretrained: {', '.join(sorted(kwargs))}.")
+        device_map = _check_device_map(unet_kwargs)
 
-        folder = _resolve_folder(pretrained_model_name_or_path, download_kwargs)
+        folder = _resolve_folder(pretrained_model_name_or_path, download_kwargs, variant)
         index = _read_model_index(folder)
         if unet is None:
-            unet = _load_unet(folder, index, torch_dtype)
+            unet = _load_unet(folder, index, variant=variant, **unet_kwargs)
         if scheduler is None:
             scheduler = _load_scheduler(folder, index)
         pipeline = cls(unet=unet, scheduler=scheduler)
         pipeline.register_to_config(_name_or_path=os.fspath(pretrained_model_name_or_path))
+        if device_map is not None:  # as diffusers records it: `.to()` is refused under "balanced"
+            pipeline.hf_device_map = {"unet": unet_kwargs["device_map"]} if device_map == "balanced" else device_map
         return pipeline
 
 
@@ -488,27 +609,104 @@ def _apply_umask(folder: str) -> None:
             os.chmod(os.path.join(root, name), 0o666 & ~umask)
 
 
-def _replace_directory(source: str, target: str) -> None:
-    """Move `source` to `target`, replacing any old `target` only once the new one is complete."""
-    if os.path.isdir(target):
-        old = target + ".old-" + next(tempfile._get_candidate_names())
-        os.replace(target, old)
-        os.replace(source, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(source, target)
+def _move_files_into(staging: str, target: str, variant: str | None) -> None:
+    """
+    Move every file of `staging` to the same place under `target`, each with one atomic rename, model_index.json
+    last (it is what makes the folder a pipeline); remove the stale weights of the same variant and our scheduler
+    module when the pipeline no longer uses it. Nothing else in `target` is touched.
+    """
+    written = sorted(
+        os.path.relpath(os.path.join(root, name), staging) for root, _, names in os.walk(staging) for name in names
+    )
+    umask = os.umask(0)
+    os.umask(umask)
+    components = [path for path in written if path != "model_index.json"]
+    for path in components:
+        os.makedirs(os.path.dirname(os.path.join(target, path)), mode=0o777 & ~umask, exist_ok=True)
+        os.replace(os.path.join(staging, path), os.path.join(target, path))
+    _remove_stale_files(target, set(written), variant)
+    os.replace(os.path.join(staging, "model_index.json"), os.path.join(target, "model_index.json"))
 
 
-def _resolve_folder(name_or_path: str | os.PathLike, download_kwargs: dict) -> str:
-    """A local folder as is; a repo id through huggingface_hub, fetching only what loading needs."""
+def _stale_weights_pattern(variant: str | None) -> re.Pattern:
+    """The file names of a component's weights in one variant: whole, sharded, and the shard index (diffusers')."""
+    suffix = re.escape(f".{variant}") if variant else ""
+    return re.compile(
+        rf"diffusion_pytorch_model{suffix}(-\d{{5}}-of-\d{{5}})?\.(safetensors|bin)"
+        rf"|diffusion_pytorch_model\.(safetensors|bin)\.index{suffix}\.json"
+    )
+
+
+def _remove_stale_files(target: str, written: set[str], variant: str | None) -> None:
+    pattern = _stale_weights_pattern(variant)
+    unet = os.path.join(target, "unet")
+    stale = [
+        os.path.join("unet", name)
+        for name in (os.listdir(unet) if os.path.isdir(unet) else [])
+        if pattern.fullmatch(name) and os.path.join("unet", name) not in written
+    ]
+    scheduler_module = os.path.join("scheduler", SCHEDULER_MODULE + ".py")
+    if scheduler_module not in written:
+        stale.append(scheduler_module)
+    for path in stale:
+        if os.path.isfile(os.path.join(target, path)):
+            os.remove(os.path.join(target, path))
+
+
+def _check_device_map(unet_kwargs: dict) -> str | None:
+    """Validate `device_map` as diffusers' pipelines do; "balanced" becomes the device of the pipeline's one model."""
+    device_map = unet_kwargs.get("device_map")
+    if device_map is None:
+        return None
+    supported = ["balanced", get_device(), "cpu"]
+    if not isinstance(device_map, str) or device_map not in supported:
+        raise ValueError(
+            f"`device_map` must be one of {', '.join(map(repr, dict.fromkeys(supported)))}, got {device_map!r}."
+        )
+    if unet_kwargs.get("low_cpu_mem_usage") is False:
+        raise ValueError(
+            f"`low_cpu_mem_usage=False` cannot go with `device_map={device_map!r}`: dispatching needs it."
+        )
+    if device_map == "balanced":  # nothing to balance across one model: it goes to the first accelerator
+        unet_kwargs["device_map"] = 0 if get_device() not in ("cpu", "mps") else get_device()
+    return device_map
+
+
+def _resolve_folder(name_or_path: str | os.PathLike, download_kwargs: dict, variant: str | None = None) -> str:
+    """
+    A local folder as is; a repo id through huggingface_hub, fetching only what loading needs. A name that can only
+    be a path (or whose first part is a local folder) and does not exist is reported as a missing folder, not as a
+    failed download.
+    """
     name_or_path = os.fspath(name_or_path)
     if os.path.isdir(name_or_path):
         return name_or_path
-    if os.path.exists(name_or_path) or name_or_path.count("/") > 1 or name_or_path.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"{name_or_path} is not a folder holding a saved pipeline.")
+    if os.path.exists(name_or_path):
+        raise FileNotFoundError(f"{name_or_path} is a file, not a folder holding a saved pipeline.")
+    looks_like_a_path = (
+        name_or_path.count("/") != 1
+        or name_or_path.startswith((".", "/", "~"))
+        or name_or_path.endswith("/")
+        or os.sep != "/"
+        and os.sep in name_or_path
+        or os.path.isdir(name_or_path.split("/")[0])
+    )
+    if looks_like_a_path:
+        raise FileNotFoundError(f"No such folder: {name_or_path} (expected a folder holding a saved pipeline).")
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
 
-    return snapshot_download(name_or_path, allow_patterns=LOAD_PATTERNS, **download_kwargs)
+    patterns = LOAD_PATTERNS
+    if variant is not None:  # that variant's weights only, as diffusers downloads them
+        patterns = [p for p in LOAD_PATTERNS if not p.endswith(".safetensors")]
+        patterns += [f"unet/*.{variant}*.safetensors", f"*.{variant}*.safetensors", f"unet/*.index.{variant}.json"]
+    try:
+        return snapshot_download(name_or_path, allow_patterns=patterns, **download_kwargs)
+    except (LocalEntryNotFoundError, RepositoryNotFoundError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise FileNotFoundError(
+            f"No such folder: {name_or_path}, and no Hub repo of that name could be fetched ({reason})."
+        ) from error
 
 
 def _read_model_index(folder: str) -> dict:
@@ -543,19 +741,144 @@ def _component_folder(folder: str, name: str, config_file: str) -> str | None:
     raise FileNotFoundError(f"{os.path.join(folder, name, config_file)} is missing: the pipeline has no `{name}`.")
 
 
-def _load_unet(folder: str, index: dict, torch_dtype) -> UNet2DModel:
+def _load_unet(folder: str, index: dict, variant: str | None = None, **unet_kwargs) -> UNet2DModel:
+    """The UNet, after checking its config against UNet2DModel's signature and its size against the weights."""
     if index["unet"] != ["diffusers", "UNet2DModel"]:
         raise ValueError(
             f"model_index.json in {folder} declares unet {index['unet']}; a DDPM pipeline needs UNet2DModel."
         )
     subfolder = _component_folder(folder, "unet", "config.json")
     weights_folder = os.path.join(folder, subfolder or "")
-    if not any(name.endswith(".safetensors") for name in os.listdir(weights_folder)):
-        raise FileNotFoundError(f"No .safetensors weights in {weights_folder} (hf_ddpm loads no pickled weights).")
+    _check_unet_config(os.path.join(weights_folder, "config.json"), _weight_files(weights_folder, variant))
     try:
-        return UNet2DModel.from_pretrained(folder, subfolder=subfolder, torch_dtype=torch_dtype, use_safetensors=True)
+        return UNet2DModel.from_pretrained(
+            folder, subfolder=subfolder, variant=variant, use_safetensors=True, **unet_kwargs
+        )
     except (OSError, ValueError, RuntimeError) as error:
         raise ValueError(f"Could not load the UNet from {weights_folder}: {error}") from error
+
+
+def _weight_files(weights_folder: str, variant: str | None) -> list[str]:
+    """The safetensors files of the UNet weights in `variant` (the shards, for sharded weights)."""
+    suffix = f".{variant}" if variant else ""
+    single = os.path.join(weights_folder, f"diffusion_pytorch_model{suffix}.safetensors")
+    sharded = os.path.join(weights_folder, f"diffusion_pytorch_model.safetensors.index{suffix}.json")
+    if os.path.isfile(single):
+        return [single]
+    if os.path.isfile(sharded):
+        try:
+            with open(sharded) as f:
+                shards = sorted(set(json.load(f)["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"{sharded} is not a valid shard index: {error}") from None
+        return [os.path.join(weights_folder, shard) for shard in shards]
+    names = os.listdir(weights_folder)
+    variants = sorted(
+        {m.group(1) for m in map(re.compile(r"diffusion_pytorch_model\.(\w+)\.safetensors").fullmatch, names) if m}
+    )
+    hint = f"; it holds the variant(s) {', '.join(variants)}: pass `variant=`" if variants else ""
+    if not variants and not any(name.endswith(".safetensors") for name in names):
+        hint = " (hf_ddpm loads no pickled weights)"
+    raise FileNotFoundError(f"No {os.path.basename(single)} in {weights_folder}{hint}.")
+
+
+# Bounds that no real UNet2DModel reaches, so that a config cannot make loading build millions of modules
+MAX_UNET_BLOCKS, MAX_LAYERS_PER_BLOCK, MAX_SAMPLE_SIZE = 16, 64, 16384
+
+
+def _check_unet_config(config_path: str, weight_files: list[str]) -> None:
+    """
+    Refuse, before building anything, a UNet config whose fields have the wrong type or which describes a model of
+    another size than its weights (a config asking for terabytes is caught here, built on the meta device).
+    """
+    try:
+        with open(config_path) as f:
+            config = json.load(f)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{config_path} is not valid JSON: {error}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path} must hold a JSON object.")
+    parameters = inspect.signature(UNet2DModel.__init__).parameters
+    for name, value in config.items():
+        if name in parameters and not _matches_annotation(value, parameters[name].annotation):
+            raise ValueError(
+                f"{config_path}: `{name}` must be {_describe(parameters[name].annotation)}, got {value!r}."
+            )
+    blocks, layers = config.get("block_out_channels", ()), config.get("layers_per_block", 1)
+    sample_size = config.get("sample_size") or 0
+    for name, value, bound in (
+        ("block_out_channels", len(blocks), MAX_UNET_BLOCKS),
+        ("layers_per_block", layers, MAX_LAYERS_PER_BLOCK),
+        ("sample_size", max(sample_size) if isinstance(sample_size, list) else sample_size, MAX_SAMPLE_SIZE),
+    ):
+        if value > bound:
+            raise ValueError(f"{config_path}: `{name}` asks for {value}; hf_ddpm allows at most {bound}.")
+    try:
+        with torch.device("meta"):  # shapes only: no memory is allocated
+            model = UNet2DModel.from_config(config)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, ZeroDivisionError) as error:
+        raise ValueError(f"{config_path} does not describe a valid UNet2DModel: {error}") from None
+    expected = sum(tensor.numel() for tensor in model.state_dict().values())
+    stored = _stored_numel(weight_files)
+    if expected != stored:
+        raise ValueError(
+            f"{config_path} describes a UNet of {expected:,} weights (block_out_channels={blocks},"
+            f" layers_per_block={layers}) but {', '.join(map(os.path.basename, weight_files))} holds {stored:,}:"
+            " the config and the weights do not match."
+        )
+
+
+def _stored_numel(weight_files: list[str]) -> int:
+    """How many numbers the safetensors files hold, from their headers alone."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in weight_files:
+        try:
+            with safe_open(path, framework="pt") as f:
+                total += sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())
+        except Exception as error:  # safetensors' own SafetensorError is a bare Exception
+            raise ValueError(f"Could not read the weights {path}: {error}") from None
+    return total
+
+
+def _matches_annotation(value, annotation) -> bool:
+    """Whether a JSON value fits a type hint of UNet2DModel's constructor (JSON lists stand for tuples)."""
+    if annotation is inspect.Parameter.empty:
+        return True
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches_annotation(value, arg) for arg in args)
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches_annotation(item, args[0]) for item in value)
+        return len(value) == len(args) and all(map(_matches_annotation, value, args))
+    return True
+
+
+def _describe(annotation) -> str:
+    """A type hint in words: `int | tuple[int, int] | None` -> "an int, a list of 2 ints or null"."""
+    words = {int: "an int", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        parts = [_describe(arg) for arg in typing.get_args(annotation)]
+        return ", ".join(parts[:-1]) + " or " + parts[-1]
+    if typing.get_origin(annotation) is tuple:
+        args = typing.get_args(annotation)
+        item = _describe(args[0]).split(" ", 1)[-1] + "s"
+        return f"a list of {item}" if args[-1] is Ellipsis else f"a list of {len(args)} {item}"
+    return words.get(annotation, str(annotation))
 
 
 def _load_scheduler(folder: str, index: dict) -> SchedulerMixin:

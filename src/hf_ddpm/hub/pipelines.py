@@ -65,6 +65,7 @@ def push_pipeline(
     revision: str | None = None,
     commit_message: str | None = None,
     create_pr: bool = False,
+    token: str | None = None,
 ) -> str:
     """
     Upload a saved pipeline folder to a Hub model repo in one commit and return the commit sha.
@@ -81,6 +82,7 @@ def push_pipeline(
         revision (`str`, *optional*): the branch to push to; `main` when `None`.
         commit_message (`str`, *optional*): defaults to "Upload DDPMPosteriorPipeline".
         create_pr (`bool`, defaults to `False`): open a pull request with the commit instead of moving the branch.
+        token (`str`, *optional*): the Hub token; the logged-in one (or HF_TOKEN) when `None`.
 
     Returns:
         `str`: the sha of the new commit (the current head if nothing changed).
@@ -103,7 +105,7 @@ def push_pipeline(
     if skipped:
         logger.info("Not uploading %d file(s) outside the pipeline layout: %s", len(skipped), ", ".join(skipped[:5]))
 
-    api = HfApi()
+    api = HfApi(token=token)
     url = _with_retries(api.create_repo, repo_id, private=private, exist_ok=True, description=f"create repo {repo_id}")
     if url.repo_id != repo_id:  # "name" became "user/name": the card's loading examples need the full id
         repo_id = url.repo_id

@@ -244,12 +244,10 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
             )
 
         # The training chain in float64; the public float32 tensors mirror diffusers.DDPMScheduler's attributes.
-        self._betas64 = betas
         self._alphas_cumprod64 = np.cumprod(1.0 - betas)
         self.betas = torch.from_numpy(betas).float()
         self.alphas = 1.0 - self.betas
         self.alphas_cumprod = torch.from_numpy(self._alphas_cumprod64).float()
-        self.one = torch.tensor(1.0)
         self.init_noise_sigma = 1.0
         self.variance_type = variance_type
         self._train_terms = self._chain_terms(np.arange(num_train_timesteps))
@@ -374,10 +372,16 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         step_ratio = num_train_timesteps / num_inference_steps  # "trailing"
         return np.round(np.arange(num_train_timesteps, 0, -step_ratio)).astype(np.int64) - 1
 
-    def previous_timestep(self, timestep: int | torch.Tensor) -> int:
-        """The timestep after `timestep` in the current chain, or -1 after the last one."""
+    def previous_timestep(self, timestep: int | torch.Tensor) -> int | torch.Tensor:
+        """
+        The timestep after `timestep` in the current chain, or -1 after the last one, typed as
+        `diffusers.DDPMScheduler.previous_timestep` types it: a 0-dim tensor on a chain set by `set_timesteps`,
+        otherwise `timestep - 1` (an int for an int, a tensor for a tensor).
+        """
         index = self._index_of(timestep)
-        return int(self.timesteps[-1 - (index - 1)]) if index > 0 else -1
+        if self.custom_timesteps or self.num_inference_steps:
+            return self.timesteps[len(self.timesteps) - index] if index > 0 else torch.tensor(-1)
+        return timestep - 1
 
     def _index_of(self, timestep: int | torch.Tensor) -> int:
         """Position of `timestep` in the chain counted from its end (0 is the last step, the decoder)."""
@@ -487,17 +491,13 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         # 2. x_{t-1} = mu(x_t, x_0) + sigma_t z, mu = coef_x0 x_0 + coef_xt x_t (Ho et al. eq. 7); no noise at the
         # last step, where the decoder's mean is the sample
         variance_type = self.config.variance_type
-        if index == 0:
-            prev_sample = torch.mul(sample, coef_xt).add_(pred_original_sample, alpha=coef_x0)
-        elif variance_type not in LEARNED_VARIANCE_TYPES and self._can_draw_in_place(model_output, sample, generator):
-            # sigma_t z drawn straight into the output: normal_(0, sigma) gives the very numbers of sigma * randn
-            # (the same draws of the same generator) and saves the noise tensor and a pass over it
-            sigma = sigma_small if variance_type.startswith("fixed_small") else sigma_large
-            prev_sample = torch.empty_like(model_output).normal_(0.0, sigma, generator=generator)
-            prev_sample.add_(sample, alpha=coef_xt).add_(pred_original_sample, alpha=coef_x0)
-        else:
-            prev_sample = torch.mul(sample, coef_xt).add_(pred_original_sample, alpha=coef_x0)
-            noise = self._draw_noise(model_output, generator)
+        prev_sample = torch.mul(sample, coef_xt).add_(pred_original_sample, alpha=coef_x0)
+        if index > 0:
+            # drawn as diffusers.DDPMScheduler draws it, so the same generator gives the same noise whatever the
+            # memory layout of the sample (randn fills the logical shape, not the sample's memory order)
+            noise = randn_tensor(
+                model_output.shape, generator=generator, device=model_output.device, dtype=model_output.dtype
+            )
             if variance_type == "learned_range":
                 # Nichol & Dhariwal eq. 15: log sigma^2 = v' log beta + (1 - v') log beta-tilde, v' = (v + 1) / 2,
                 # so sigma = exp(v (max_log - min_log) / 4 + (max_log + min_log) / 4)
@@ -512,29 +512,6 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         if not return_dict:
             return (prev_sample, pred_original_sample)
         return DDPMSchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_original_sample)
-
-    @staticmethod
-    def _can_draw_in_place(model_output: torch.Tensor, sample: torch.Tensor, generator) -> bool:
-        """
-        Whether normal_(0, sigma) into a new buffer draws what diffusers' sigma * randn_tensor(...) does: float32 on
-        the CPU with one generator (or none), and at least 16 numbers (torch's CPU normal_ draws smaller tensors with
-        a scalar path that rounds differently), the model output shaped and typed like the sample.
-        """
-        return (
-            model_output.device.type == "cpu"
-            and model_output.dtype == sample.dtype == torch.float32
-            and model_output.shape == sample.shape
-            and model_output.numel() >= 16
-            and (generator is None or (isinstance(generator, torch.Generator) and generator.device.type == "cpu"))
-        )
-
-    @staticmethod
-    def _draw_noise(like: torch.Tensor, generator) -> torch.Tensor:
-        """Standard normal noise shaped like `like`: the numbers diffusers' `randn_tensor` draws."""
-        if generator is None or (isinstance(generator, torch.Generator) and generator.device.type == like.device.type):
-            # the fast path: no device move, no per-sample generators
-            return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
-        return randn_tensor(like.shape, generator=generator, device=like.device, dtype=like.dtype)
 
     # ------------------------------------------------------------------------------------------------------------
     # The forward process q(x_t | x_0) and the posterior q(x_{t-1} | x_t, x_0), batched over training timesteps
