@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ._errors import UsageError
+from .images import auto_scale, image_grid, save_animation, side_by_side, to_uint8
 
-if TYPE_CHECKING:  # torch, diffusers and the images helpers are imported where used: `hf-ddpm --help` needs none
+if TYPE_CHECKING:  # torch and diffusers are imported where used: `hf-ddpm --help` needs none
     import torch
 
     from .pipeline_ddpm_posterior import DDPMPosteriorPipeline
@@ -89,8 +90,6 @@ def sample(
     import torch
     from tqdm.auto import tqdm
 
-    from .images import to_uint8
-
     results, first = [], None
     batches = range(0, num_images, batch_size)
     for batch_index, start in enumerate(tqdm(batches, desc="batches", disable=len(batches) == 1)):
@@ -118,8 +117,6 @@ def sample(
 
 def trajectory_frames_images(sampled: dict, max_images: int = 16, scale: int = 1) -> list:
     """One frame per recorded step: the grid of x_t beside the grid of predicted x_0."""
-    from .images import image_grid, side_by_side
-
     frames = []
     for x_t, x0 in zip(sampled["trajectory"], sampled["pred_original_trajectory"], strict=True):
         frames.append(
@@ -159,8 +156,6 @@ def write_outputs(sampled: dict, output_dir: str, scale: int, individual: bool =
 
 
 def _write_files(sampled: dict, folder: str, scale: int, individual: bool) -> None:
-    from .images import image_grid, save_animation
-
     images = sampled["images"]
     image_grid(images / 255.0, scale=scale).save(os.path.join(folder, "grid.png"))
     np.savez_compressed(os.path.join(folder, "samples.npz"), images=images)
@@ -212,7 +207,6 @@ def _bounded_int(name: str, low: int, high: int):
 
 
 def run(args: argparse.Namespace) -> int:
-    from .images import auto_scale
     from .pipeline_ddpm_posterior import DDPMPosteriorPipeline
 
     for flag in ("num_images", "num_inference_steps", "batch_size"):

@@ -7,8 +7,8 @@ What goes where, and why:
   scheduler/ config), the self-contained *.py modules for `trust_remote_code=True`, README.md, sample PNGs and
   metrics JSON. Never pickles (*.bin, *.pkl, ...), never a token: files are picked by an allow-list, hidden and
   credential files are never picked, and every file about to be sent, text or binary, is scanned for every token of
-  this machine and anything shaped like a Hub token before anything is sent. Every safetensors file's header is
-  checked against its size, so a truncated weight file is refused instead of published.
+  this machine and anything shaped like a Hub token before anything is sent. Every safetensors file is opened with
+  safetensors, which checks that its tensors cover it exactly, so a truncated weight file is refused, not published.
 * A push is ONE commit created against the branch head read just before (`parent_commit`): a push that fails leaves
   the repo at its previous commit, and a push that races another writer is refused instead of overwriting it.
   Transient failures (5xx, dropped connections) are retried with backoff; a commit is retried only after checking

@@ -40,12 +40,8 @@ logger = logging.getLogger(__name__)
 
 
 T = TypeVar("T")
-
-
 # Seconds to wait before each retry of a call that failed transiently (server errors, dropped connections).
 RETRY_DELAYS = (1.0, 2.0, 4.0)
-
-
 TRANSIENT_STATUS_CODES = (408, 429, 500, 502, 503, 504)
 
 

@@ -15,26 +15,18 @@ from typing import Any
 from huggingface_hub import constants as hub_constants
 from huggingface_hub.utils import get_stored_tokens, get_token
 
+# Pickled files: never in a pipeline push; named in a warning when a checkpoint download fetches them.
 PICKLE_PATTERNS = ["*.bin", "*.pkl", "*.pickle", "*.pt", "*.pth", "*.ckpt"]
-
-
+# Never sent by any push (nor hidden files and folders), unless a Space push names them in `include`.
 CREDENTIAL_FILES = [
     "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*",
     "*.netrc", "_netrc", "credentials", "credentials.json", "*.git-credentials", "token", "stored_tokens", "*.env",
 ]  # fmt: skip
-
-
 # An access token as the Hub issues them, as bytes (files are scanned whatever their type); the active token is also
 # looked for verbatim. Files are read in blocks that overlap by more than a token's length.
 TOKEN_RE = re.compile(r"\bhf_[A-Za-z0-9]{30,}\b")
-
-
 TOKEN_BYTES_RE = re.compile(rb"(?<![A-Za-z0-9_])hf_[A-Za-z0-9]{30,}(?![A-Za-z0-9])")
-
-
 SCAN_BLOCK_BYTES = 8 * 2**20
-
-
 SCAN_OVERLAP_BYTES = 4096
 
 

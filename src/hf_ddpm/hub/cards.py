@@ -10,11 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import (
-    EvalResult,
-    ModelCard,
-    ModelCardData,
-)
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import get_token, validate_repo_id
 
@@ -24,20 +20,12 @@ from ._commit import _check_repo_id
 from ._scan import _read_json, _redact
 
 TEMPLATE_PATH = Path(__file__).parent.parent / "templates" / "model_card.md"
-
-
 # The first line of the body of a card rendered here: push regenerates such cards, and keeps any card without it.
 GENERATED_MARKER = (
     "<!-- hf-ddpm:generated-card (rendered by `hf-ddpm card`; delete this line to keep your edits when pushing) -->"
 )
-
-
 LICENSE_DEFAULT = "apache-2.0"
-
-
 TASK = "unconditional-image-generation"
-
-
 SECRET_KEY_RE = re.compile(r"token|secret|password|passwd|credential|api_key", re.IGNORECASE)
 
 

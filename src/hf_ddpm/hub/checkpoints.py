@@ -26,8 +26,6 @@ logger = logging.getLogger(__name__)
 
 
 CHECKPOINT_BRANCH = "checkpoints"
-
-
 # save_state always writes the RNG states of each process: the marker of a checkpoint folder. Everything else in the
 # folder goes with it (model.safetensors, optimizer.bin, scheduler.bin, custom_checkpoint_0.pkl, scaler.pt, a
 # manifest...: what accelerate writes changes with its version and features) except hidden files and caches.

@@ -43,8 +43,6 @@ PUSH_PATTERNS = [
     "eval_results.json",
     "training_args.json",
 ]
-
-
 # What a pull fetches: what loading needs (the pipeline module's own list), plus code, card, samples and metrics.
 PULL_PATTERNS = [
     *LOAD_PATTERNS,

@@ -18,8 +18,6 @@ from ._scan import _check_uploadable, _is_private, _walk
 # Hidden files and folders (".git-credentials", ".huggingface/", ".env", ...) are never sent by any push either,
 # unless a Space push names them in `include`.
 SPACE_IGNORED_FOLDERS = {"__pycache__", "venv", "flagged"}
-
-
 SPACE_IGNORED_FILES = ["*.pyc"]
 
 
