@@ -1,45 +1,67 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
-"""Training throughput: our training step against a plain loop of diffusers' own components.
+"""Training throughput: our training step, with each speed switch, against a plain loop of diffusers' components.
 
-Same data (the digits), same UNet and batch size, one process. In interleaved rounds it times
+Same data (the digits), same UNet and batch size, one process, in one run. In interleaved rounds (every loop runs
+`--steps_per_round` steps in turn, round after round, so that a machine shared with other jobs slows all of them
+alike) it times
 
-    ours   hf_ddpm.training's step: hybrid loss with learned variances, gradient clipping, fused AdamW, EMA, the
-           NaN check and the per-quartile loss bookkeeping (`train_step` + `quartile_means`), fed by our dataloader;
-    plain  the loop diffusers' training tutorial teaches: a DataLoader of image tensors, `DDPMScheduler.add_noise`,
-           `UNet2DModel`, `F.mse_loss` on the noise, gradient clipping, `torch.optim.AdamW` with its defaults and a
-           warmup+cosine `get_scheduler`;
-    unet   the UNet forward and backward alone, on the same batch, to find the share of our step spent outside it.
+    ours           hf_ddpm.training's step as `train` runs it: hybrid loss with learned variances, gradient
+                   clipping, AdamW (fused), EMA, the non-finite check and the per-quartile loss sums (`train_step`
+                   + `LossMeter.add`), fed by our dataloader;
+    ours + SWITCH  the same with one speed switch (--adam_implementation foreach / for-loop, --channels_last,
+                   --torch_compile, --mixed_precision bf16); --allow_tf32 acts on CUDA only and is not timed here;
+    plain          the loop diffusers' training tutorial teaches: a DataLoader of image tensors,
+                   `DDPMScheduler.add_noise`, `UNet2DModel`, `F.mse_loss` on the noise, gradient clipping,
+                   `torch.optim.AdamW` with its defaults and a warmup+cosine `get_scheduler`;
+    unet           the UNet forward and backward alone, on the same batch, to find the share of our step spent
+                   outside it;
 
-and prints medians over rounds: images/s of each, their ratio (target >= 1.0), and the share of our step time
-outside the UNet forward/backward (target < 5%).
+and reports medians over rounds: images/s of each, the ratio of each to plain, and the share of our step outside the
+UNet forward/backward (target: 3% or less). The thread count and batch size are part of the output.
 
-    python benchmarks/train_throughput.py                      # the digits preset and its batch size (64)
-    python benchmarks/train_throughput.py --rounds 9 --steps_per_round 5 --threads 1
+    python benchmarks/train_throughput.py --threads 1 --output benchmarks/results/train_throughput
 """
 
 import argparse
+import json
+import os
+import platform
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
+from accelerate.state import AcceleratorState, GradientState
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.optimization import get_scheduler
 
 from hf_ddpm.training import parse_args
 from hf_ddpm.training.data import to_model_space
 from hf_ddpm.training.loop import build_accelerator, build_components, build_dataloader, load_data, train_step
-from hf_ddpm.training.losses import quartile_means
+from hf_ddpm.training.metrics import LossMeter
+
+SWITCHES = {
+    "ours": [],
+    "ours + adam foreach": ["--adam_implementation", "foreach"],
+    "ours + adam for-loop": ["--adam_implementation", "for-loop"],
+    "ours + channels_last": ["--channels_last"],
+    "ours + bf16": ["--mixed_precision", "bf16"],
+    "ours + torch_compile": ["--torch_compile"],
+}
 
 
 def parse_benchmark_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_preset", default="digits", help="The UNet preset (digits: the default model).")
     parser.add_argument("--train_batch_size", type=int, default=None, help="Images per step (default: the preset's).")
-    parser.add_argument("--rounds", type=int, default=7, help="Interleaved rounds (medians over them).")
+    parser.add_argument("--rounds", type=int, default=9, help="Interleaved rounds (medians over them).")
     parser.add_argument("--steps_per_round", type=int, default=4, help="Steps of each loop per round.")
     parser.add_argument("--warmup_steps", type=int, default=3, help="Untimed steps of each loop first.")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
+    parser.add_argument(
+        "--switches", nargs="*", default=list(SWITCHES), choices=list(SWITCHES), help="Which of our loops to time."
+    )
+    parser.add_argument("--output", default=None, help="Write OUTPUT.json and OUTPUT.md (raw results) too.")
     return parser.parse_args()
 
 
@@ -48,15 +70,25 @@ def cycle(dataloader):
         yield from dataloader
 
 
-def build_ours(bench: argparse.Namespace):
-    flags = ["--model_preset", bench.model_preset, "--logger", "none", "--device", "cpu"]
+def build_ours(bench: argparse.Namespace, flags: list[str]):
+    """Our step with `flags`; each loop its own Accelerator (the singletons reset: bf16 is one loop's setting)."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    flags = ["--model_preset", bench.model_preset, "--logger", "none", "--device", "cpu", *flags]
     flags += ["--train_batch_size", str(bench.train_batch_size)] if bench.train_batch_size else []
     args = parse_args(flags)
     accelerator = build_accelerator(args)
     dataset, _, _ = load_data(args, show_progress=False)
     dataloader = build_dataloader(args, dataset, accelerator.num_processes)
-    components, dataloader = build_components(args, accelerator, dataloader)
-    return args, components, dataset, cycle(dataloader)
+    c, dataloader = build_components(args, accelerator, dataloader)
+    batches, meter, count = cycle(dataloader), LossMeter(args.ddpm_num_steps), [0]
+
+    def step():
+        timesteps, terms = train_step(c, next(batches), count[0])
+        meter.add(terms, timesteps)  # the loop's per-step logging work
+        count[0] += 1
+
+    return args, c, dataset, step
 
 
 def build_plain(args, unet_config: dict, dataset):
@@ -89,30 +121,20 @@ def build_plain(args, unet_config: dict, dataset):
     return step
 
 
-def main() -> None:
-    bench = parse_benchmark_args()
-    if bench.threads:
-        torch.set_num_threads(bench.threads)
-    args, c, dataset, our_batches = build_ours(bench)
-    unet = c.accelerator.unwrap_model(c.unet)
-    plain_step = build_plain(args, dict(unet.config), dataset)
-    step_count = [0]
-
-    def our_step():
-        timesteps, terms = train_step(c, next(our_batches), step_count[0])
-        quartile_means(terms, timesteps, args.ddpm_num_steps)  # the loop's per-step logging work
-        step_count[0] += 1
-
-    # the UNet alone: forward and backward of the same model on a batch like ours
+def build_unet_alone(args, unet: torch.nn.Module):
+    """The forward and backward of the same UNet on a batch like ours, nothing else."""
     x = torch.randn(args.train_batch_size, args.channels, args.resolution, args.resolution)
     t = torch.randint(0, args.ddpm_num_steps, (args.train_batch_size,))
 
-    def unet_step():
+    def step():
         output = unet(x, t).sample
         output.backward(torch.ones_like(output))
         unet.zero_grad(set_to_none=True)
 
-    loops = {"ours": our_step, "plain": plain_step, "unet": unet_step}
+    return step
+
+
+def time_interleaved(loops: dict, bench: argparse.Namespace) -> dict[str, list[float]]:
     for _ in range(bench.warmup_steps):
         for step in loops.values():
             step()
@@ -123,20 +145,77 @@ def main() -> None:
             for _ in range(bench.steps_per_round):
                 step()
             seconds[name].append((time.perf_counter() - start) / bench.steps_per_round)
+    return seconds
+
+
+def main() -> None:
+    bench = parse_benchmark_args()
+    if bench.threads:
+        torch.set_num_threads(bench.threads)
+    loops = {}
+    for name in ["ours"] + [s for s in bench.switches if s != "ours"]:
+        args, c, dataset, loops[name] = build_ours(bench, SWITCHES[name])
+        if name == "ours":
+            unet = c.accelerator.unwrap_model(c.unet)
+            plain_config, ours_args, ours_dataset = dict(unet.config), args, dataset
+    loops["plain"] = build_plain(ours_args, plain_config, ours_dataset)
+    loops["unet"] = build_unet_alone(ours_args, unet)
+    seconds = time_interleaved(loops, bench)
 
     median = {name: statistics.median(values) for name, values in seconds.items()}
-    images_per_second = {name: args.train_batch_size / value for name, value in median.items()}
-    parameters = sum(p.numel() for p in unet.parameters())
-    print(
-        f"preset {bench.model_preset} ({parameters / 1e6:.2f}M parameters), batch {args.train_batch_size},"
-        f" {torch.get_num_threads()} thread(s), {bench.rounds} rounds x {bench.steps_per_round} steps"
-    )
-    for name in ("ours", "plain", "unet"):
-        print(f"  {name:6s} {median[name] * 1000:8.1f} ms/step  {images_per_second[name]:8.1f} images/s")
-    ratio = images_per_second["ours"] / images_per_second["plain"]
-    print(f"ratio ours/plain (images/s): {ratio:.3f}  (target >= 1.0)")
-    outside = 1 - median["unet"] / median["ours"]
-    print(f"share of our step outside the UNet forward/backward: {outside:.1%}  (target < 5%)")
+    batch = ours_args.train_batch_size
+    results = {
+        "command": "python benchmarks/train_throughput.py "
+        + " ".join(f"--{k} {v}" for k, v in vars(bench).items() if v is not None and k not in ("switches", "output")),
+        "preset": bench.model_preset,
+        "parameters": sum(p.numel() for p in unet.parameters()),
+        "batch_size": batch,
+        "threads": torch.get_num_threads(),
+        "rounds": bench.rounds,
+        "steps_per_round": bench.steps_per_round,
+        "statistic": "median over interleaved rounds (the machine may be shared with other jobs)",
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "ms_per_step": {name: value * 1000 for name, value in median.items()},
+        "images_per_second": {name: batch / value for name, value in median.items()},
+        "ratio_to_plain": {name: median["plain"] / value for name, value in median.items() if name != "unet"},
+        "ratio_to_ours": {name: median["ours"] / value for name, value in median.items() if name.startswith("ours")},
+        "share_of_our_step_outside_the_unet": 1 - median["unet"] / median["ours"],
+        "seconds_per_round": seconds,
+    }
+    report = format_report(results)
+    print(report)
+    if bench.output:
+        os.makedirs(os.path.dirname(bench.output) or ".", exist_ok=True)
+        with open(bench.output + ".json", "w") as f:
+            json.dump(results, f, indent=2)
+        with open(bench.output + ".md", "w") as f:
+            f.write(report + "\n")
+
+
+def format_report(r: dict) -> str:
+    lines = [
+        f"# Training throughput, {r['preset']} preset ({r['parameters'] / 1e6:.2f}M parameters)",
+        "",
+        f"`{r['command']}`",
+        "",
+        f"batch {r['batch_size']}, {r['threads']} torch thread(s), one process, CPU ({r['cpu_count']} cores seen),"
+        f" torch {r['torch']}; {r['statistic']}: {r['rounds']} rounds x {r['steps_per_round']} steps of each loop.",
+        "",
+        "| loop | ms/step | images/s | vs plain diffusers | vs ours (default) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, ms in r["ms_per_step"].items():
+        plain = f"{r['ratio_to_plain'][name]:.3f}x" if name in r["ratio_to_plain"] else ""
+        ours = f"{r['ratio_to_ours'][name]:.3f}x" if name in r["ratio_to_ours"] else ""
+        lines.append(f"| {name} | {ms:.1f} | {r['images_per_second'][name]:.1f} | {plain} | {ours} |")
+    lines += [
+        "",
+        f"Share of our default step outside the UNet forward/backward: {r['share_of_our_step_outside_the_unet']:.1%}"
+        " (target: 3% or less).",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

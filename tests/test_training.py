@@ -29,7 +29,8 @@ from safetensors.torch import load_file
 from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler
 from hf_ddpm.cli import UsageError
 from hf_ddpm.training import checkpoints, data, finalize_args, main, parse_args
-from hf_ddpm.training.losses import quartile_means, training_losses
+from hf_ddpm.training.losses import training_losses
+from hf_ddpm.training.metrics import LossMeter
 from hf_ddpm.training.outputs import image_grid
 from hf_ddpm.training.resample import LossSecondMomentResampler, UniformSampler
 
@@ -676,11 +677,14 @@ def test_corrupt_images_are_skipped_and_counted(tmp_path: Path) -> None:
 def test_training_on_an_imagefolder_with_corrupt_files_warns_and_trains(tmp_path: Path, caplog) -> None:
     write_image_folder(tmp_path / "images" / "train")
     flags = ["--train_data_dir", str(tmp_path / "images"), "--cache_dir", str(tmp_path / "c"), "--center_crop"]
-    flags += ["--train_batch_size", "2", "--max_train_steps", "2", "--heldout_fraction", "0.25"]
+    # 8 files, 2 held out: 3 steps of 2 read every training image once
+    flags += ["--train_batch_size", "2", "--max_train_steps", "3", "--heldout_fraction", "0.25"]
     assert run_main(tmp_path / "out", *flags) == 0
     warnings = [r.getMessage() for r in caplog.records if "could not be read or decoded" in r.getMessage()]
-    skipped = [int(re.search(r"Skipped (\d+) of", warning).group(1)) for warning in warnings]
-    assert sum(skipped) == 2  # over the training and held-out splits
+    # held out: decoded up front, skipped and counted; training: decoded when read, each bad file named once
+    heldout = sum(int(re.search(r"Skipped (\d+) of", w).group(1)) for w in warnings if "held-out" in w)
+    training = {re.search(r"\((/\S+\.png)\)", w).group(1) for w in warnings if "Skipped training image" in w}
+    assert heldout + len(training) == 2 and all(path.endswith(("garbage.png", "truncated.png")) for path in training)
     assert (tmp_path / "out" / "model_index.json").is_file()
 
 
@@ -766,12 +770,14 @@ def test_hybrid_loss_adds_lambda_t_vlb_and_stops_its_gradient_on_the_mean() -> N
     assert output.grad[:, :1].abs().sum() > 0  # pure L_vlb trains the mean too
 
 
-def test_quartile_means_split_the_timestep_range_in_four() -> None:
-    terms = {"loss": torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])}
-    sums = quartile_means(terms, torch.tensor([0, 24, 25, 75, 99]), 100)
-    assert sums["loss"] == (15.0, 5)
-    assert (sums["loss_q0"], sums["loss_q1"], sums["loss_q3"]) == ((3.0, 2), (3.0, 1), (9.0, 2))
-    assert "loss_q2" not in sums
+def test_loss_meter_splits_the_timestep_range_in_four() -> None:
+    meter = LossMeter(num_train_timesteps=100)
+    meter.add({"loss": torch.tensor([1.0, 2.0, 3.0])}, torch.tensor([0, 24, 25]))
+    meter.add({"loss": torch.tensor([4.0, 5.0])}, torch.tensor([75, 99]))
+    averages = meter.averages(prefix="train/")
+    assert averages == {"train/loss": 3.0, "train/loss_q0": 1.5, "train/loss_q1": 3.0, "train/loss_q3": 4.5}
+    meter.add({"loss": torch.tensor([7.0])}, torch.tensor([50]))  # the sums start over after each log line
+    assert meter.averages() == {"loss": 7.0, "loss_q2": 7.0}
 
 
 def test_loss_second_moment_resampler() -> None:

@@ -13,7 +13,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     1 the loss became NaN/inf (the last good checkpoint is kept). Other errors raise with their traceback.
     """
     from .._errors import UsageError
-    from .loop import NonFiniteLossError, configure_logging, train
+    from .loop import configure_logging, train
+    from .metrics import NonFiniteLossError
 
     args = parse_args(argv)
     configure_logging()

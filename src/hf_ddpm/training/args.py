@@ -30,6 +30,7 @@ BETA_SCHEDULE_ALIASES = {"cosine": "squaredcos_cap_v2"}
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 LOGGERS = ("tensorboard", "wandb", "none")
+ADAM_IMPLEMENTATIONS = ("auto", "fused", "foreach", "for-loop")
 EXAMPLE = """Example:
   accelerate launch train.py --max_train_steps 2000 --output_dir outputs/ddpm-digits
   hf-ddpm train --dataset_name uoft-cs/cifar10 --model_preset cifar10 --mixed_precision bf16"""
@@ -224,6 +225,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         help="Mixed precision (default: accelerate's config). fp16 needs a GPU and is refused on the CPU.",
     )
 
+    add_speed_arguments(parser)
+
     checkpoints = parser.add_argument_group("checkpoints")
     checkpoints.add_argument(
         "--output_dir", type=str, default=None, help="Where everything is written (default: outputs/ddpm-PRESET)."
@@ -323,6 +326,38 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         help="The token to push with (default: HF_TOKEN or `hf auth login`). Never written or logged.",
     )
     return parser
+
+
+def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
+    """Switches that change how fast a step runs, not what it computes (up to floating-point rounding)."""
+    speed = parser.add_argument_group(
+        "speed", "Measured in benchmarks/train_throughput.py; off unless they helped there (bf16: --mixed_precision)."
+    )
+    speed.add_argument(
+        "--torch_compile",
+        action="store_true",
+        help="Compile the UNet with torch.compile (inductor). Pays a compilation at the first steps; on the digits"
+        " UNet on one CPU thread it was slower than eager (see the README).",
+    )
+    speed.add_argument(
+        "--channels_last",
+        action="store_true",
+        help="Keep the UNet's weights and activations in channels-last memory layout (often faster on GPUs).",
+    )
+    speed.add_argument(
+        "--adam_implementation",
+        type=str,
+        choices=ADAM_IMPLEMENTATIONS,
+        default="auto",
+        help="AdamW's implementation: fused (one kernel for all parameters), foreach (a kernel per operation over"
+        " all parameters) or for-loop (a loop over parameters). auto: fused on the CPU and CUDA, else foreach.",
+    )
+    speed.add_argument(
+        "--allow_tf32",
+        action="store_true",
+        help="On CUDA, allow TF32 tensor cores in matrix multiplications and convolutions (Ampere and newer):"
+        " faster, with a 10-bit mantissa in the products.",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,9 +1,12 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
 """Training data: the built-in digits, any Hugging Face image dataset, or a folder of images.
 
-Images are decoded once, converted to the model's channels, resized (shorter side to the resolution) and, with
-`--center_crop`, cropped, then held in memory as uint8 tensors: decoding is paid once instead of every epoch, and a
-batch is one tensor index. Images that cannot be read or decoded are skipped and counted.
+Every image is converted to the model's channels, resized (shorter side to the resolution) and, with `--center_crop`,
+cropped, into a uint8 tensor. The built-in digits (1.6k images of 8x8) are decoded once and held in memory
+(`ImageDataset`). Every other dataset is decoded as its batches are read (`LazyImageDataset`): the images stay in the
+`datasets` Arrow table on disk (memory-mapped; an image folder holds only the file paths), so memory does not grow
+with the dataset, and each process of a data-parallel run reads only its own batches. An image that cannot be read
+or decoded is skipped: the next readable image of the dataset takes its place, with a warning.
 
 The random augmentations (flip, crop offset) are a pure function of (seed, epoch, image index), not of an RNG state:
 the same on every process and data-loader worker, and the same after resuming from a checkpoint.
@@ -25,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 HELDOUT_SPLITS = ("test", "validation", "valid", "val")
 DIGITS_HELDOUT_FRACTION = 0.1
-MAX_IN_MEMORY_BYTES = 16 * 2**30  # decoded uint8 images kept in memory
+DECODE_ERRORS = (OSError, ValueError, TypeError, SyntaxError, PIL.Image.DecompressionBombError)
 
 
 def load_digits_dataset():
@@ -146,27 +149,40 @@ def decode_images(
     Returns:
         [`DecodedImages`]: uint8 images and the number skipped (with the first error, for the warning).
     """
-    import datasets
-
-    if isinstance(dataset.features.get(column), datasets.Image):
-        dataset = dataset.select_columns([column]).cast_column(column, datasets.Image(decode=False))
-    else:
-        dataset = dataset.select_columns([column])
+    dataset = undecoded_column(dataset, column)
     images, num_skipped, first_error = [], 0, None
     progress = tqdm(total=len(dataset), desc=desc, disable=not show_progress, leave=False)
     for batch in dataset.iter(batch_size=256):
-        for value in batch[column]:
+        for value in column_values(batch, column):
             try:
-                image = _open_image(value)
-                images.append(_to_tensor(_resize(_convert(image, channels), resolution, center_crop)))
-            except (OSError, ValueError, TypeError, SyntaxError, PIL.Image.DecompressionBombError) as error:
+                images.append(decode_image(value, resolution, channels, center_crop))
+            except DECODE_ERRORS as error:
                 num_skipped += 1
                 first_error = first_error or f"{_describe(value)}: {type(error).__name__}: {error}"
-        progress.update(len(batch[column]))
+        progress.update(batch.num_rows)
     progress.close()
     if images and all(image.shape == images[0].shape for image in images):
         return DecodedImages(torch.stack(images), num_skipped, first_error)
     return DecodedImages(images, num_skipped, first_error)
+
+
+def undecoded_column(dataset, column: str):
+    """
+    `dataset`'s `column`, read as stored (an image as a {"bytes", "path"} dict): we decode the images ourselves.
+    Through the Arrow format, not `cast_column(Image(decode=False))`: a cast reads the whole memory-mapped table,
+    bringing every stored image into resident memory.
+    """
+    return dataset.select_columns([column]).with_format("arrow")
+
+
+def column_values(table, column: str) -> list:
+    """The values of `column` of an Arrow table (a batch read from `undecoded_column`) as Python objects."""
+    return table.column(column).to_pylist()
+
+
+def decode_image(value, resolution: int, channels: int, center_crop: bool) -> torch.Tensor:
+    """One stored image (PIL image, {"bytes", "path"} dict or array) to a uint8 [C x H x W] tensor."""
+    return _to_tensor(_resize(_convert(_open_image(value), channels), resolution, center_crop))
 
 
 def _open_image(value) -> PIL.Image.Image:
@@ -268,8 +284,15 @@ class ImageDataset(torch.utils.data.Dataset):
         if self._square:
             batch = self.images[torch.from_numpy(index)]
         else:
-            offsets = self._uniform(index, 1)
-            batch = torch.stack([self._random_crop(int(i), u) for i, u in zip(index, offsets, strict=True)])
+            batch = self._crop_batch(index, [self.images[i] for i in index])
+        return self._flip_batch(index, batch)
+
+    def _crop_batch(self, index: np.ndarray, images: list[torch.Tensor]) -> torch.Tensor:
+        """[B x C x R x R]: the images as they are when square, else random R x R crops of their longer side."""
+        offsets = self._uniform(index, 1)
+        return torch.stack([self._random_crop(image, u) for image, u in zip(images, offsets, strict=True)])
+
+    def _flip_batch(self, index: np.ndarray, batch: torch.Tensor) -> torch.Tensor:
         if self.random_flip:
             flip = torch.from_numpy(self._uniform(index, 0) < 0.5).view(-1, 1, 1, 1)
             batch = torch.where(flip, batch.flip(-1), batch)
@@ -278,26 +301,82 @@ class ImageDataset(torch.utils.data.Dataset):
     def _uniform(self, index: np.ndarray, stream: int) -> np.ndarray:
         return _hash_uniform(self.seed, self.epoch, index, stream)
 
-    def _random_crop(self, index: int, u: float) -> torch.Tensor:
-        image = self.images[index]
+    def _random_crop(self, image: torch.Tensor, u: float) -> torch.Tensor:
         height, width = image.shape[-2:]
+        if (height, width) == (self.resolution, self.resolution):
+            return image
         offset = int(u * (max(height, width) - self.resolution + 1))
         if width > height:
             return image[:, : self.resolution, offset : offset + self.resolution]
         return image[:, offset : offset + self.resolution, : self.resolution]
 
 
+class LazyImageDataset(ImageDataset):
+    """
+    The images of a `datasets.Dataset`, decoded when a batch is read: [B x C x R x R] uint8 tensors, the same
+    batches (decoding, crops and flips) that an `ImageDataset` of the decoded images would serve.
+
+    Memory does not grow with the dataset: the Arrow table stays on disk, memory-mapped. An image that cannot be
+    read or decoded is replaced by the next readable one (a function of the index only, so resumed runs see the same
+    batches), with a warning naming it.
+
+    Args:
+        dataset (`datasets.Dataset`): the training split.
+        column (`str`): its image column.
+        resolution (`int`): the side R of the served images.
+        channels (`int`): 1, 3 or 4.
+        center_crop (`bool`): crop the center R x R after resizing (else random crops of the longer side).
+        random_flip (`bool`): flip half the images horizontally, a fresh half each epoch.
+        seed (`int`): the seed of the flips and crops.
+    """
+
+    def __init__(
+        self,
+        dataset,
+        column: str,
+        resolution: int,
+        channels: int,
+        center_crop: bool = False,
+        random_flip: bool = False,
+        seed: int = 0,
+    ):
+        self.dataset = undecoded_column(dataset, column)
+        self.column = column
+        self.channels = channels
+        self.center_crop = center_crop
+        self.resolution = resolution
+        self.random_flip = random_flip
+        self.seed = seed
+        self.epoch = 0
+        self._unreadable: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitems__(self, indices: list[int]) -> torch.Tensor:
+        index = np.asarray(indices, dtype=np.int64)
+        values = column_values(self.dataset[index.tolist()], self.column)  # one read of the table for the batch
+        images = [self._decode(int(i), value) for i, value in zip(index, values, strict=True)]
+        return self._flip_batch(index, self._crop_batch(index, images))
+
+    def _decode(self, index: int, value) -> torch.Tensor:
+        for offset in range(len(self)):
+            candidate = (index + offset) % len(self)
+            if candidate in self._unreadable:
+                continue
+            if offset:
+                value = column_values(self.dataset[candidate], self.column)[0]
+            try:
+                return decode_image(value, self.resolution, self.channels, self.center_crop)
+            except DECODE_ERRORS as error:
+                self._unreadable.add(candidate)
+                logger.warning(
+                    f"Skipped training image {candidate} ({_describe(value)}), which could not be read or decoded"
+                    f" ({type(error).__name__}: {error}); the next readable image takes its place."
+                )
+        raise ValueError("No training image could be decoded.")
+
+
 def identity_collate(batch: torch.Tensor) -> torch.Tensor:
     """The dataset already returns whole batches (`__getitems__`)."""
     return batch
-
-
-def check_in_memory_size(num_images: int, channels: int, resolution: int) -> None:
-    """Refuse datasets whose decoded images would not fit in memory, before decoding them."""
-    needed = num_images * channels * resolution * resolution
-    if needed > MAX_IN_MEMORY_BYTES:
-        raise UsageError(
-            f"{num_images} images of {channels}x{resolution}x{resolution} need {needed / 2**30:.1f} GiB decoded;"
-            f" the trainer keeps images in memory (limit {MAX_IN_MEMORY_BYTES / 2**30:.0f} GiB): use"
-            " --max_train_samples."
-        )

@@ -14,7 +14,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from accelerate import Accelerator
@@ -30,14 +30,11 @@ from ..scheduling_ddpm_posterior import LEARNED_VARIANCE_TYPES, DDPMPosteriorSch
 from . import checkpoints, data, outputs, presets, publish
 from .args import resolve_device_type
 from .lock import OutputDirLock
-from .losses import quartile_means, training_losses
+from .losses import training_losses
+from .metrics import LossMeter, NonFiniteGuard
 from .resample import UniformSampler, create_timestep_sampler
 
 logger = get_logger(__name__)
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite: training stops before the bad step touches the weights."""
 
 
 @dataclass
@@ -70,6 +67,8 @@ class TrainingComponents:
     loss_type: str
     vlb_weight: float
     max_grad_norm: float
+    parameters: list[torch.nn.Parameter]  # the UNet's, listed once (clipping and EMA take them every step)
+    nonfinite: NonFiniteGuard = field(default_factory=NonFiniteGuard)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -90,7 +89,7 @@ def build_accelerator(args: argparse.Namespace) -> Accelerator:
         log_with=None if args.logger == "none" else args.logger,
         project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=logging_dir),
         # the data order is a function of (seed, epoch) on every process: needed to resume mid-epoch exactly
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed, non_blocking=True),
     )
 
 
@@ -106,7 +105,13 @@ def build_noise_scheduler(args: argparse.Namespace) -> DDPMPosteriorScheduler:
 
 
 def load_data(args: argparse.Namespace, show_progress: bool):
-    """The training `ImageDataset`, the held-out images ([N x C x R x R] in [-1, 1]) and a description."""
+    """
+    The training dataset, the held-out images ([N x C x R x R] in [-1, 1]) and a description.
+
+    The built-in digits are decoded into memory; any other dataset is decoded batch by batch as training reads it
+    (`data.LazyImageDataset`), so datasets larger than memory train. The held-out images (--bpd_num_images) are
+    decoded once.
+    """
     dataset_dict = data.load_image_dataset(
         args.dataset_name, args.dataset_config_name, args.train_data_dir, args.cache_dir
     )
@@ -115,28 +120,36 @@ def load_data(args: argparse.Namespace, show_progress: bool):
     if args.max_train_samples is not None:
         train = train.select(range(min(args.max_train_samples, len(train))))
     heldout = heldout.select(range(min(args.bpd_num_images, len(heldout))))
-    data.check_in_memory_size(len(train), args.channels, args.resolution)
 
     decode = {"resolution": args.resolution, "channels": args.channels, "show_progress": show_progress}
-    train_images = data.decode_images(train, column, center_crop=args.center_crop, desc="Decoding train", **decode)
     heldout_images = data.decode_images(heldout, column, center_crop=True, desc="Decoding held-out", **decode)
-    for split, decoded, total in (("training", train_images, len(train)), ("held-out", heldout_images, len(heldout))):
-        if decoded.num_skipped:
+    decoded = {"held-out": (heldout_images, len(heldout))}
+    augment = {"random_flip": args.random_flip, "seed": args.seed}
+    if args.dataset_name is None and args.train_data_dir is None:  # the digits: 1.6k images of 8x8, in memory
+        train_images = data.decode_images(train, column, center_crop=args.center_crop, desc="Decoding", **decode)
+        decoded["training"] = (train_images, len(train))
+        dataset = data.ImageDataset(train_images, args.resolution, **augment)
+    else:
+        dataset = data.LazyImageDataset(
+            train, column, args.resolution, args.channels, center_crop=args.center_crop, **augment
+        )
+    for split, (images, total) in decoded.items():
+        if images.num_skipped:
             logger.warning(
-                f"Skipped {decoded.num_skipped} of {total} {split} images that could not be read or decoded"
-                f" (first: {decoded.first_error}).",
+                f"Skipped {images.num_skipped} of {total} {split} images that could not be read or decoded"
+                f" (first: {images.first_error}).",
                 main_process_only=True,
             )
-    if len(train_images) == 0:
-        raise UsageError("No training image could be decoded.")
-    dataset = data.ImageDataset(train_images, args.resolution, random_flip=args.random_flip, seed=args.seed)
+    if len(dataset) == 0:
+        raise UsageError("The training split has no image.")
     heldout_x = data.to_model_space(heldout_images.images) if len(heldout_images) else None
     info = {
-        "num_train_images": len(train_images),
+        "num_train_images": len(dataset),
         "num_heldout_images": len(heldout_images),
         "heldout_split": heldout_name,
-        "num_skipped_images": train_images.num_skipped + heldout_images.num_skipped,
+        "num_skipped_images": sum(images.num_skipped for images, _ in decoded.values()),
         "image_column": column,
+        "decoding": "lazy" if isinstance(dataset, data.LazyImageDataset) else "in memory",
     }
     return dataset, heldout_x, info
 
@@ -154,21 +167,26 @@ def build_dataloader(args: argparse.Namespace, dataset: data.ImageDataset, num_p
         drop_last=True,  # equal batches on every step and process
         num_workers=args.dataloader_num_workers,
         collate_fn=data.identity_collate,
+        # pinned batches: their copy to the GPU (non_blocking, see build_accelerator) does not wait for the device
+        pin_memory=resolve_device_type(args.device) == "cuda",
         # the loader's own generator: creating an iterator must not draw from the global RNG (exact resume)
         generator=torch.Generator().manual_seed(args.seed),
     )
 
 
 def build_optimizer(args: argparse.Namespace, unet: torch.nn.Module, device_type: str) -> torch.optim.Optimizer:
-    # fused AdamW: one kernel for all parameters instead of a Python loop over ~100 small tensors (CPU and CUDA)
-    fused = device_type in ("cpu", "cuda")
+    implementation = args.adam_implementation
+    if implementation == "auto":
+        # fused AdamW: one kernel for all parameters instead of a loop over ~100 small tensors (CPU and CUDA)
+        implementation = "fused" if device_type in ("cpu", "cuda") else "foreach"
     return torch.optim.AdamW(
         unet.parameters(),
         lr=args.learning_rate,
         betas=(args.adam_beta1, args.adam_beta2),
         weight_decay=args.adam_weight_decay,
         eps=args.adam_epsilon,
-        fused=fused or None,
+        fused=implementation == "fused" or None,
+        foreach={"foreach": True, "for-loop": False}.get(implementation),
     )
 
 
@@ -186,7 +204,7 @@ class LerpEMAModel(EMAModel):
             return super().step(parameters)  # frozen parameters are copied, not averaged: diffusers' path
         self.optimization_step += 1
         self.cur_decay_value = self.get_decay(self.optimization_step)
-        torch._foreach_lerp_(self.shadow_params, [p.detach() for p in parameters], 1.0 - self.cur_decay_value)
+        torch._foreach_lerp_(self.shadow_params, parameters, 1.0 - self.cur_decay_value)  # no_grad: no detach
 
 
 def build_ema(args: argparse.Namespace, unet: UNet2DModel) -> EMAModel | None:
@@ -214,6 +232,7 @@ def build_components(args: argparse.Namespace, accelerator: Accelerator, dataloa
     set_seed(args.seed)  # the same initial weights on every process
     learned_variance = args.variance_type in LEARNED_VARIANCE_TYPES
     unet = presets.build_unet(args.model_preset, args.resolution, args.channels, learned_variance)
+    apply_speed_flags(args, unet, accelerator.device.type)
     optimizer = build_optimizer(args, unet, accelerator.device.type)
     lr_scheduler = get_scheduler(
         args.lr_scheduler,
@@ -223,6 +242,9 @@ def build_components(args: argparse.Namespace, accelerator: Accelerator, dataloa
         num_training_steps=args.max_train_steps * accelerator.num_processes,
     )
     unet, optimizer, dataloader, lr_scheduler = accelerator.prepare(unet, optimizer, dataloader, lr_scheduler)
+    if args.torch_compile:
+        # in place (nn.Module.compile): parameter names, checkpoints and the EMA see the plain UNet
+        accelerator.unwrap_model(unet).compile()
     ema = build_ema(args, accelerator.unwrap_model(unet))
     components = TrainingComponents(
         accelerator=accelerator,
@@ -235,9 +257,19 @@ def build_components(args: argparse.Namespace, accelerator: Accelerator, dataloa
         loss_type=args.loss,
         vlb_weight=args.vlb_weight,
         max_grad_norm=args.max_grad_norm,
+        parameters=list(accelerator.unwrap_model(unet).parameters()),
     )
     set_seed(args.seed, device_specific=True)  # from here on, every process draws its own noise and timesteps
     return components, dataloader
+
+
+def apply_speed_flags(args: argparse.Namespace, unet: torch.nn.Module, device_type: str) -> None:
+    """--channels_last and --allow_tf32 (--torch_compile and --adam_implementation apply where they belong)."""
+    if args.channels_last:
+        unet.to(memory_format=torch.channels_last)  # the convolutions' outputs follow their weights' layout
+    if args.allow_tf32 and device_type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
 
 def resolve_schedule_length(args: argparse.Namespace, batches_per_epoch: int) -> int:
@@ -273,41 +305,35 @@ def train_step(c: TrainingComponents, images: torch.Tensor, global_step: int):
     """
     Forward, backward and (once every `gradient_accumulation_steps` batches) an optimizer and EMA step.
 
+    The step only queues work on the device: nothing is read back to the host (no `.item()`, `.cpu()` or branch on
+    a tensor's value), so a GPU never idles waiting for the host. The non-finite check is recorded on the device
+    (`c.nonfinite`, read every few steps); the loss-second-moment resampler's history is updated on the device
+    with the losses of all processes (a collective, not a host transfer).
+
     Returns:
-        `tuple`: the [B_all] timesteps and [B_all] terms of the batches of all processes (detached, on the CPU).
+        `tuple`: this process's [B] timesteps and [B] loss terms, detached, on the device.
     """
     accelerator = c.accelerator
     with accelerator.accumulate(c.unet):
         loss, terms, timesteps = compute_losses(c, images)
-        all_timesteps, all_terms = _gather_terms(accelerator, timesteps, terms)
-        if not torch.isfinite(all_terms["loss"]).all():  # before backward: the weights stay good
-            raise NonFiniteLossError(_non_finite_message(all_terms["loss"], global_step + 1))
-        c.timestep_sampler.update_with_all_losses(all_timesteps, all_terms["loss"])
+        c.nonfinite.observe(terms["loss"], global_step + 1)
+        if c.timestep_sampler.needs_losses:
+            c.timestep_sampler.update_with_all_losses(*_gather_losses(accelerator, timesteps, terms["loss"]))
         accelerator.backward(loss)
         if accelerator.sync_gradients and c.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(c.unet.parameters(), c.max_grad_norm)
+            accelerator.clip_grad_norm_(c.parameters, c.max_grad_norm)
         c.optimizer.step()
         c.lr_scheduler.step()
         c.optimizer.zero_grad(set_to_none=True)
     if accelerator.sync_gradients and c.ema is not None:
-        c.ema.step(accelerator.unwrap_model(c.unet).parameters())
-    return all_timesteps, all_terms
+        c.ema.step(c.parameters)
+    return timesteps, {name: term.detach() for name, term in terms.items()}
 
 
-def _gather_terms(accelerator: Accelerator, timesteps: torch.Tensor, terms: dict[str, torch.Tensor]):
-    """The timesteps and loss terms of every process (the resampler and the NaN check need all of them)."""
-    names = sorted(terms)
-    stacked = torch.stack([timesteps.float()] + [terms[name].detach().float() for name in names], dim=1)
-    stacked = accelerator.gather(stacked).cpu()  # [B_all x (1 + terms)]
-    return stacked[:, 0].long(), {name: stacked[:, i + 1] for i, name in enumerate(names)}
-
-
-def _non_finite_message(losses: torch.Tensor, step: int) -> str:
-    kind = "NaN" if torch.isnan(losses).any() else "infinite"
-    return (
-        f"The loss became {kind} at step {step}; training stopped before that step changed the weights. Lower"
-        " --learning_rate (or raise --lr_warmup_steps), check the data, or resume from the last checkpoint."
-    )
+def _gather_losses(accelerator: Accelerator, timesteps: torch.Tensor, losses: torch.Tensor):
+    """The [B_all] timesteps and losses of every process, on the device (every process updates its resampler)."""
+    stacked = accelerator.gather(torch.stack([timesteps.float(), losses.detach().float()], dim=1))  # [B_all x 2]
+    return stacked[:, 0].long(), stacked[:, 1]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -355,9 +381,9 @@ def _train_in_output_dir(args, accelerator: Accelerator, dataset, heldout_x, dat
         desc="Training",
         disable=not accelerator.is_local_main_process,
     )
-    meter = LossMeter()
+    meter = LossMeter(args.ddpm_num_steps)
     images_per_step = args.train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
-    step_started = time.perf_counter()
+    window_start, window_step = time.perf_counter(), progress.global_step
     while progress.global_step < args.max_train_steps and progress.epoch < num_epochs:
         dataset.set_epoch(progress.epoch)
         dataloader.set_epoch(progress.epoch)
@@ -366,38 +392,46 @@ def _train_in_output_dir(args, accelerator: Accelerator, dataset, heldout_x, dat
         for images in batches:
             timesteps, terms = train_step(c, images, progress.global_step)
             progress.batches_in_epoch += 1
-            meter.add(quartile_means(terms, timesteps, args.ddpm_num_steps))
+            meter.add(terms, timesteps)
             if not accelerator.sync_gradients:
                 continue
             progress.global_step += 1
             step = progress.global_step
-            images_per_second = images_per_step / max(time.perf_counter() - step_started, 1e-9)
             bar.update(1)
-            bar.set_postfix(
-                loss=f"{terms['loss'].mean():.4f}", lr=f"{c.lr_scheduler.get_last_lr()[0]:.2e}",
-                img_s=f"{images_per_second:.0f}",
-            )  # fmt: skip
+            # the host reads the device's numbers here, every --logging_steps steps, and before anything is saved
             if step % args.logging_steps == 0:
-                logs = meter.averages(prefix="train/")
+                c.nonfinite.check(accelerator)
+                logs = meter.averages(accelerator, prefix="train/")
+                images_per_second = images_per_step * (step - window_step) / (time.perf_counter() - window_start)
+                window_start, window_step = time.perf_counter(), step
                 logs.update({"lr": c.lr_scheduler.get_last_lr()[0], "images_per_second": images_per_second})
                 accelerator.log(logs, step=step)
-            if args.checkpointing_steps and step % args.checkpointing_steps == 0:
+                bar.set_postfix(
+                    loss=f"{logs['train/loss']:.4f}", lr=f"{logs['lr']:.2e}", img_s=f"{images_per_second:.0f}"
+                )
+            saving = args.checkpointing_steps and step % args.checkpointing_steps == 0
+            sampling = is_main and _due(args.save_images_steps, step)
+            scoring = is_main and heldout_x is not None and _due(args.bpd_steps, step)
+            if saving or sampling or scoring:
+                c.nonfinite.check(accelerator if saving else None)  # sampling and scoring: the main process alone
+            if saving:
                 save_training_state(args, accelerator, step, keep)
-            if is_main and _due(args.save_images_steps, step):
+            if sampling:
                 save_sample_grid(args, accelerator, evaluator, c, step)
-            if is_main and heldout_x is not None and _due(args.bpd_steps, step):
+            if scoring:
                 bpd = evaluate_heldout_bpd(args, accelerator, evaluator, c, heldout_x, step)
                 bar.write(f"step {step}: held-out bits/dim {bpd['value']:.4f} +- {bpd['standard_error']:.4f}")
             if step >= args.max_train_steps:
                 break
-            step_started = time.perf_counter()
         else:  # the epoch ran out (not a break): the next one starts from its first batch
             progress.epoch += 1
             progress.batches_in_epoch = 0
             if is_main and args.save_images_epochs and progress.epoch % args.save_images_epochs == 0:
+                c.nonfinite.check()
                 save_sample_grid(args, accelerator, evaluator, c, progress.global_step)
     bar.close()
 
+    c.nonfinite.check(accelerator)  # before the last checkpoint and the saved pipeline
     final_checkpoint = checkpoints.checkpoint_path(args.output_dir, progress.global_step)
     if args.checkpointing_steps and (not os.path.isdir(final_checkpoint) or progress.global_step in keep):
         save_training_state(args, accelerator, progress.global_step, keep)
@@ -591,24 +625,6 @@ def write_rank_hashes(args, accelerator: Accelerator, c: TrainingComponents) -> 
     path = os.path.join(args.output_dir, f"weights-rank{accelerator.process_index}.sha256")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
-
-
-class LossMeter:
-    """Sums of loss terms (overall and per timestep quartile) between two log lines."""
-
-    def __init__(self):
-        self.sums: dict[str, list[float]] = {}
-
-    def add(self, sums: dict[str, tuple[float, int]]) -> None:
-        for name, (total, count) in sums.items():
-            entry = self.sums.setdefault(name, [0.0, 0])
-            entry[0] += total
-            entry[1] += count
-
-    def averages(self, prefix: str = "") -> dict[str, float]:
-        averages = {prefix + name: total / count for name, (total, count) in self.sums.items() if count}
-        self.sums.clear()
-        return averages
 
 
 def _tracker_config(args: argparse.Namespace) -> dict:

@@ -71,25 +71,3 @@ def training_losses(
     else:
         terms["loss"] = terms["mse"]
     return terms
-
-
-def quartile_means(
-    terms: dict[str, torch.Tensor], timesteps: torch.Tensor, num_train_timesteps: int
-) -> dict[str, tuple[float, int]]:
-    """
-    Sums and counts of each term overall and per quarter of the timestep range (improved-diffusion's
-    `log_loss_dict`): `{"mse": (sum, n), "mse_q0": (sum, n), ...}`, ready to be accumulated over steps.
-    """
-    names = list(terms)
-    values = torch.stack([terms[name].detach().double().cpu() for name in names])  # [K x N]
-    quartile = (timesteps.long().cpu() * 4 // num_train_timesteps).clamp(max=3)  # [N]
-    per_quartile = torch.zeros(len(names), 4, dtype=torch.float64).index_add_(1, quartile, values)  # [K x 4]
-    counts = torch.bincount(quartile, minlength=4).tolist()
-    totals, per_quartile = values.sum(dim=1).tolist(), per_quartile.tolist()  # one conversion each
-    sums = {}
-    for k, name in enumerate(names):
-        sums[name] = (totals[k], values.shape[1])
-        for q in range(4):
-            if counts[q]:
-                sums[f"{name}_q{q}"] = (per_quartile[k][q], counts[q])
-    return sums

@@ -252,6 +252,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         self.variance_type = variance_type
         self._train_terms = self._chain_terms(np.arange(num_train_timesteps))
         self._train_terms_cache = {}
+        self._last_checked_timesteps = None
         self._set_chain(np.arange(num_train_timesteps)[::-1].copy(), num_inference_steps=None, custom=False)
 
     # ------------------------------------------------------------------------------------------------------------
@@ -529,11 +530,26 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         return _broadcast(self._train_term(name, like), timesteps, like.ndim)
 
     def _check_train_timesteps(self, timesteps, like: torch.Tensor) -> torch.Tensor:
+        # a training step gathers ~15 schedule terms at the same timesteps: the tensor checked last is remembered (a
+        # reference, so it cannot be another tensor at the same address) and not checked again
+        checked = self._last_checked_timesteps
+        if checked is not None and checked[0] is timesteps and checked[1].device == like.device:
+            if checked[1].shape[0] in (1, like.shape[0]):
+                return checked[1]
+        original = timesteps
         timesteps = torch.as_tensor(timesteps, device=like.device).long().reshape(-1)
         if timesteps.shape[0] not in (1, like.shape[0]):
             raise ValueError(f"`timesteps` has {timesteps.shape[0]} entries for a batch of {like.shape[0]}.")
-        if timesteps.numel() and (timesteps.min() < 0 or timesteps.max() >= self.config.num_train_timesteps):
-            raise ValueError(f"`timesteps` must lie in [0, {self.config.num_train_timesteps}).")
+        # an asynchronous assert: an `if` on the values would make the host wait for the device at every call (on a
+        # GPU a bad value fails later as a device-side assert; on the CPU the assert is immediate)
+        in_range = ((timesteps >= 0) & (timesteps < self.config.num_train_timesteps)).all()
+        message = f"`timesteps` must lie in [0, {self.config.num_train_timesteps})."
+        try:
+            torch._assert_async(in_range, message)
+        except RuntimeError as error:
+            raise ValueError(message) from error
+        if isinstance(original, torch.Tensor):
+            self._last_checked_timesteps = (original, timesteps)
         return timesteps
 
     def add_noise(
@@ -649,8 +665,8 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         true_mean, _, true_log_variance = self.q_posterior_mean_variance(x_start, x_t, timesteps)
         model = self.p_mean_variance(model_output, x_t, timesteps, clip_denoised=clip_denoised)
         kl = mean_over_pixels(normal_kl(true_mean, true_log_variance, model["mean"], model["log_variance"]))
-        if not bool((timesteps == 0).any()):  # the decoder term is costly: only where t = 0 needs it
-            return kl / math.log(2.0)
+        # the decoder term for every image, kept where t = 0: skipping it when no t is 0 would read the timesteps
+        # back to the host (a wait for the device at every training step) to save a few elementwise operations
         log_scales = (0.5 * model["log_variance"]).expand_as(x_start)
         decoder_nll = -mean_over_pixels(discretized_gaussian_log_likelihood(x_start, model["mean"], log_scales))
         return torch.where(timesteps == 0, decoder_nll, kl) / math.log(2.0)

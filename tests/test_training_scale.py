@@ -1,0 +1,319 @@
+"""Tests of training at scale (issue 16): a step with no host sync, lazily decoded data, the GPU benchmark.
+
+Real components of the real loop on a tiny UNet; the data-size tests run training as subprocesses and compare their
+peak resident memory.
+"""
+
+import io
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from accelerate.state import AcceleratorState, GradientState
+from test_training import RESUME_FLAGS, subprocess_env, tensors_equal, train_command
+
+from hf_ddpm.training import data, parse_args
+from hf_ddpm.training.loop import build_accelerator, build_components, build_dataloader, load_data, train_step
+from hf_ddpm.training.metrics import LossMeter
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "--model_preset", "tiny",
+    "--ddpm_num_steps", "20",
+    "--ddpm_num_inference_steps", "4",
+    "--eval_batch_size", "4",
+    "--bpd_num_timesteps", "4",
+    "--bpd_num_images", "16",
+    "--train_batch_size", "16",
+    "--max_train_steps", "8",
+    "--lr_warmup_steps", "1",
+    "--logger", "none",
+]  # fmt: skip
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state() -> Iterator[None]:
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def build_step(tmp_path: Path, *flags: str):
+    """The loop's components for `flags` and an endless iterator over its prepared dataloader."""
+    args = parse_args([*TINY, "--output_dir", str(tmp_path), *flags])
+    accelerator = build_accelerator(args)
+    dataset, _, _ = load_data(args, show_progress=False)
+    dataloader = build_dataloader(args, dataset, accelerator.num_processes)
+    components, dataloader = build_components(args, accelerator, dataloader)
+
+    def batches():
+        while True:
+            yield from dataloader
+
+    return args, components, batches()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# No host sync in a step
+# ----------------------------------------------------------------------------------------------------------------
+
+# every way a tensor's value reaches the host: each makes the host wait for the device's queue
+HOST_READS = ["item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__", "__format__"]
+
+
+def count_host_reads(monkeypatch) -> Counter:
+    """Wrap each host read of torch.Tensor with a counter (the real function still runs)."""
+    counts = Counter()
+    for name in HOST_READS:
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _real=real, _name=name, **kwargs):
+            counts[_name] += 1
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return counts
+
+
+@pytest.mark.parametrize("objective", ["hybrid", "vlb"])  # vlb: the resampler learns from every step's losses
+def test_training_steps_read_nothing_back_to_the_host(tmp_path: Path, monkeypatch, objective: str) -> None:
+    flags = ["--loss", objective, "--variance_type", "learned_range", "--max_grad_norm", "1.0"]
+    args, c, batches = build_step(tmp_path, *flags)
+    meter = LossMeter(args.ddpm_num_steps)
+    train_step(c, next(batches), 0)  # first step: lazily built state (scheduler terms on the device)
+    counts = count_host_reads(monkeypatch)
+    for step in range(1, 7):
+        images = next(batches)
+        timesteps, terms = train_step(c, images, step)
+        meter.add(terms, timesteps)
+    assert counts == Counter()  # the step, the NaN check, the resampler and the loss sums: no host read
+    averages = meter.averages(prefix="train/")  # the log line reads them, once
+    assert set(counts) == {"tolist"} and counts["tolist"] == 1
+    assert averages["train/loss"] > 0 and c.nonfinite.first_bad_step.item() == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_steps_never_synchronize_on_cuda(tmp_path: Path) -> None:
+    args, c, batches = build_step(tmp_path, "--loss", "vlb", "--variance_type", "learned_range", "--device", "cuda")
+    meter = LossMeter(args.ddpm_num_steps)
+    batch = [next(batches) for _ in range(6)]  # loaded (and copied to the device) before the check
+    train_step(c, batch[0], 0)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any synchronizing call raises
+    try:
+        for step in range(1, 6):
+            timesteps, terms = train_step(c, batch[step], step)
+            meter.add(terms, timesteps)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert meter.averages()["loss"] > 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Speed switches: each takes effect, and a step with it trains
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "flags, fused, foreach",
+    [
+        ([], True, None),
+        (["--adam_implementation", "foreach"], None, True),
+        (["--adam_implementation", "for-loop"], None, False),
+    ],
+)
+def test_adam_implementation(tmp_path: Path, flags: list[str], fused, foreach) -> None:
+    _, c, batches = build_step(tmp_path, *flags)
+    assert (c.optimizer.defaults["fused"], c.optimizer.defaults["foreach"]) == (fused, foreach)
+    train_step(c, next(batches), 0)  # the warmup's first learning rate is 0
+    before = [p.detach().clone() for p in c.parameters]
+    train_step(c, next(batches), 1)
+    assert all(torch.isfinite(p).all() for p in c.parameters)
+    assert any(not torch.equal(a, b) for a, b in zip(before, c.parameters, strict=True))
+
+
+def test_channels_last_and_torch_compile_switches(tmp_path: Path) -> None:
+    _, c, batches = build_step(tmp_path, "--channels_last", "--torch_compile")
+    unet = c.accelerator.unwrap_model(c.unet)
+    convolution = unet.down_blocks[0].resnets[0].conv1.weight  # [8 x 8 x 3 x 3]
+    assert convolution.is_contiguous(memory_format=torch.channels_last) and not convolution.is_contiguous()
+    assert unet._compiled_call_impl is not None  # compiled in place: the parameters keep their names
+    assert all(not name.startswith("_orig_mod") for name, _ in unet.named_parameters())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Lazily decoded data: the same batches as decoding up front, memory that does not grow with the dataset
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def write_png_folder(folder: Path, num_images: int, size: tuple[int, int], mode: str = "RGB", seed: int = 0) -> None:
+    """`num_images` random PNGs of `size` (height, width) in folder/train (an imagefolder with one split)."""
+    (folder / "train").mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    shape = (*size, 3) if mode == "RGB" else size
+    for i in range(num_images):
+        pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+        PIL.Image.fromarray(pixels, mode).save(folder / "train" / f"{i:05d}.png", compress_level=0)
+
+
+def test_lazy_batches_equal_the_batches_of_images_decoded_up_front(tmp_path: Path) -> None:
+    import datasets
+
+    write_png_folder(tmp_path / "images", 12, (10, 14))  # wider than tall: random crops along the width
+    train = datasets.load_dataset("imagefolder", data_dir=str(tmp_path / "images"), cache_dir=str(tmp_path / "c"))
+    train = train["train"]
+    decoded = data.decode_images(train, "image", resolution=8, channels=3, center_crop=False, show_progress=False)
+    in_memory = data.ImageDataset(decoded, 8, random_flip=True, seed=3)
+    lazy = data.LazyImageDataset(train, "image", 8, 3, center_crop=False, random_flip=True, seed=3)
+    assert len(lazy) == len(in_memory) == 12
+    for epoch in (0, 1):
+        in_memory.set_epoch(epoch)
+        lazy.set_epoch(epoch)
+        batch = lazy.__getitems__([7, 0, 11, 3])
+        assert batch.shape == (4, 3, 8, 8) and batch.dtype == torch.uint8
+        assert torch.equal(batch, in_memory.__getitems__([7, 0, 11, 3]))
+    lazy.set_epoch(0)
+    first_epoch = lazy.__getitems__(list(range(12)))
+    lazy.set_epoch(1)
+    assert not torch.equal(first_epoch, lazy.__getitems__(list(range(12))))  # fresh crops and flips each epoch
+
+
+def write_parquet_dataset(folder: Path, num_images: int, size: int, seed: int = 0) -> None:
+    """A local dataset of `num_images` random RGB PNGs (size x size), stored as bytes in parquet files."""
+    import datasets
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    features = datasets.Features({"image": datasets.Image()})
+    for shard in range(0, num_images, 500):
+        images = []
+        for _ in range(min(500, num_images - shard)):
+            png = io.BytesIO()
+            PIL.Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+                png, "PNG", compress_level=0
+            )
+            images.append({"bytes": png.getvalue(), "path": None})
+        shard_dataset = datasets.Dataset.from_dict({"image": images}, features=features)
+        shard_dataset.to_parquet(str(folder / f"train-{shard // 500:05d}.parquet"), batch_size=100)
+
+
+# Peak anonymous resident memory (what decoded images take; RSS also counts the pages of the memory-mapped Arrow
+# files read so far, which the kernel can drop at any time), sampled every millisecond around a training run.
+PEAK_ANONYMOUS_RSS = """
+import os, sys, threading, time
+from hf_ddpm.training import main
+page, peak, done = os.sysconf("SC_PAGE_SIZE"), [0], threading.Event()
+def sample():
+    while not done.is_set():
+        with open("/proc/self/statm") as f:
+            resident, shared = (int(v) for v in f.read().split()[1:3])
+        peak[0] = max(peak[0], (resident - shared) * page // 1024)
+        time.sleep(0.001)
+sampler = threading.Thread(target=sample, daemon=True)
+sampler.start()
+code = main(sys.argv[1:])
+done.set()
+sampler.join()
+print("peak_anonymous_kib", peak[0])
+sys.exit(code)
+"""
+
+
+def peak_anonymous_kib(tmp_path: Path, name: str, dataset: Path) -> int:
+    """Train 3 steps on the dataset in a fresh process; its peak anonymous resident memory (KiB)."""
+    flags = [*TINY, "--resolution", "64", "--channels", "3", "--max_train_steps", "3", "--dataset_name", str(dataset)]
+    flags += ["--cache_dir", str(tmp_path / "cache"), "--output_dir", str(tmp_path / name)]
+    flags += ["--bpd_num_images", "8", "--eval_batch_size", "2", "--checkpointing_steps", "0"]
+    # glibc: one arena and a fixed mmap threshold, so freed tensors go back to the system at once and the peak is
+    # what is alive (spread 2 MiB between runs, against 20 MiB with glibc's defaults)
+    env = {**subprocess_env(), "MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": "131072"}
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_ANONYMOUS_RSS, *flags], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return int(result.stdout.split("peak_anonymous_kib")[-1])
+
+
+def test_peak_memory_does_not_grow_with_the_dataset(tmp_path: Path) -> None:
+    # 3,000 vs 300 RGB images of 64x64: 36.9 MB vs 3.7 MB of decoded pixels (twice that while stacked, up front).
+    # Parquet, a few files: an image folder adds what `datasets` spends listing each file (~2-8 kB a file here).
+    import datasets
+
+    for name, size, seed in (("large", 3000, 0), ("small", 300, 1)):
+        write_parquet_dataset(tmp_path / name, size, 64, seed=seed)
+        datasets.load_dataset(str(tmp_path / name), cache_dir=str(tmp_path / "cache"))  # the one-time Arrow cache
+    small = peak_anonymous_kib(tmp_path, "small-run", tmp_path / "small")
+    large = peak_anonymous_kib(tmp_path, "large-run", tmp_path / "large")
+    assert abs(large - small) < 8 * 1024, f"peak memory {small} KiB (300 images) vs {large} KiB (3,000)"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Exact resume on lazily decoded data: N steps straight == N/2 steps, kill -9, resume to N (bit for bit)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_kill_and_resume_on_an_image_folder_gives_bit_identical_weights(tmp_path: Path) -> None:
+    write_png_folder(tmp_path / "images", 220, (9, 12), mode="L")  # random crops, flips, epochs crossed mid-run
+    flags = [*RESUME_FLAGS, "--train_data_dir", str(tmp_path / "images"), "--cache_dir", str(tmp_path / "cache")]
+    flags += ["--dataloader_num_workers", "1"]  # decoding in a worker process, as a large run would
+    env = subprocess_env()
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    subprocess.run(train_command(straight, *flags), env=env, check=True, capture_output=True, timeout=300)
+    assert json.loads((straight / "training_args.json").read_text())["decoding"] == "lazy"
+
+    process = subprocess.Popen(
+        train_command(resumed, *flags), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while not (resumed / "checkpoint-10").is_dir() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (resumed / "model_index.json").exists()
+
+    result = subprocess.run(
+        train_command(resumed, *flags, "--resume_from_checkpoint", "latest"),
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Resuming from" in result.stderr
+    assert tensors_equal(
+        straight / "checkpoint-20" / "model.safetensors", resumed / "checkpoint-20" / "model.safetensors"
+    )
+    weights = Path("unet") / "diffusion_pytorch_model.safetensors"  # the EMA weights of the saved pipeline
+    assert tensors_equal(straight / weights, resumed / weights)
+    assert json.loads((straight / "metrics.json").read_text()) == json.loads((resumed / "metrics.json").read_text())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The GPU benchmark runs end to end (tiny, on the CPU)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_gpu_benchmark_runs_tiny_on_the_cpu(tmp_path: Path) -> None:
+    output = tmp_path / "gpu_train"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu_train.py"), "--tiny", "--output", str(output)],
+        env=subprocess_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(output.with_suffix(".json").read_text())
+    assert set(results["loops"]) == {"ours", "plain"} and results["device"] == "cpu"
+    for loop in results["loops"].values():
+        assert loop["images_per_second"] > 0 and loop["flops_per_step"] > 0 and loop["mfu"] is None
+    # the same UNet but for the variance channels: nearly the same FLOPs per step
+    ours, plain = (results["loops"][name]["flops_per_step"] for name in ("ours", "plain"))
+    assert 0.9 < ours / plain < 1.2
+    assert results["sampling"]["num_samples"] == 4 and results["sampling"]["images_per_second"] > 0
+    assert "| ours |" in result.stdout and "sampling: 4 images at 4 steps" in result.stdout
