@@ -25,6 +25,8 @@ from huggingface_hub import constants as hub_constants
 from huggingface_hub.errors import LocalEntryNotFoundError
 
 from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler, hub
+from hf_ddpm.hub import _commit as hub_commit
+from hf_ddpm.hub import cli as hub_cli
 
 if TYPE_CHECKING:
     from hub_server import HubServer
@@ -57,7 +59,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     # The same retry logic, with short waits: the faults below fire immediately, not after seconds.
-    monkeypatch.setattr(hub, "RETRY_DELAYS", (0.05, 0.05, 0.05))
+    monkeypatch.setattr(hub_commit, "RETRY_DELAYS", (0.05, 0.05, 0.05))
 
 
 def save_tiny_pipeline(folder: Path, seed: int = 0) -> DDPMPosteriorPipeline:
@@ -253,10 +255,10 @@ def test_interrupted_push_leaves_the_previous_revision(
     # the decision is asked as it would be after the client's RemoteProtocolError): recognised, not made twice.
     second = hub.push_pipeline(tmp_path / "v2", hub_repo_id, commit_message="v2")
     lost = httpx2.RemoteProtocolError("Server disconnected without sending a response.")
-    assert hub._landed_commit(api, hub_repo_id, "model", "main", first, "v2", lost) == second
-    assert hub._landed_commit(api, hub_repo_id, "model", "main", second, "v3", lost) is None  # unchanged: retry
+    assert hub_commit._landed_commit(api, hub_repo_id, "model", "main", first, "v2", lost) == second
+    assert hub_commit._landed_commit(api, hub_repo_id, "model", "main", second, "v3", lost) is None  # unchanged: retry
     with pytest.raises(hub.HubPushError, match="moved to .* during the push; nothing was overwritten"):
-        hub._landed_commit(api, hub_repo_id, "model", "main", first, "someone else's", lost)
+        hub_commit._landed_commit(api, hub_repo_id, "model", "main", first, "someone else's", lost)
 
 
 def test_broken_repos_fail_with_errors_naming_the_file(hub_server: HubServer, tmp_path: Path) -> None:
@@ -437,7 +439,7 @@ def test_an_unreachable_hub_is_named_with_its_address(hub_server: HubServer, hub
     save_tiny_pipeline(folder)
     hub_server.stop()
     with pytest.raises(RuntimeError) as error:
-        hub._hub_call(lambda: hub.push_pipeline(folder, hub_repo_id))
+        hub_cli._hub_call(lambda: hub.push_pipeline(folder, hub_repo_id))
     message = str(error.value)
     assert message.startswith(f"cannot reach the Hub at {hub_constants.ENDPOINT} (") and "\n" not in message
 

@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from ._errors import UsageError  # re-exported: `hf_ddpm.cli.UsageError` predates hf_ddpm._errors
+
 # subcommand modules, in the order `--help` lists them
 COMMAND_MODULES = [
     "hf_ddpm.training.cli",
@@ -24,10 +26,6 @@ EXAMPLE = """Example:
   hf-ddpm sample outputs/ddpm-digits --num_images 64 --trajectory
   hf-ddpm push outputs/ddpm-digits your-name/ddpm-digits
 """
-
-
-class UsageError(ValueError):
-    """A request that cannot be served as asked (bad flag value or combination): exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):

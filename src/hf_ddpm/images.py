@@ -1,15 +1,22 @@
 """Turning model-space tensors into pictures: grids, upscaling for tiny images, animations of the reverse process."""
 
+from __future__ import annotations
+
 import math
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 import PIL.Image
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 def to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
     """[N x C x H x W] in [-1, 1] (a tensor) or [N x H x W x C] in [0, 1] (an array) -> uint8 [N x H x W x C]."""
+    import torch  # here, not at the top: `hf-ddpm sample --help` imports this module
+
     if isinstance(images, torch.Tensor):
         images = ((images.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
     return (np.asarray(images) * 255).round().clip(0, 255).astype(np.uint8)

@@ -1,21 +1,26 @@
 """`hf-ddpm sample`: draw images from a saved or Hub pipeline and write a grid, PNGs, an .npz and a trajectory."""
 
+from __future__ import annotations
+
 import argparse
 import json
 import os
 import shutil
 import tempfile
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
+from ._errors import UsageError
 from .images import auto_scale, image_grid, save_animation, side_by_side, to_uint8
-from .pipeline_ddpm_posterior import DDPMPosteriorPipeline
-from .scheduling_ddpm_posterior import LEARNED_VARIANCE_TYPES, DDPMPosteriorScheduler
+
+if TYPE_CHECKING:  # torch and diffusers are imported where used: `hf-ddpm --help` needs none
+    import torch
+
+    from .pipeline_ddpm_posterior import DDPMPosteriorPipeline
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = ("float32", "float16", "bfloat16")  # names of torch dtypes
 SAMPLE_VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
 MAX_SCALE = 64  # an 8x8 digit as a 512x512 tile; more only makes huge PNGs
@@ -28,7 +33,7 @@ EXAMPLE = """Example:
 
 def resolve_device(name: str) -> torch.device:
     """`auto` picks cuda, then mps, then cpu; an explicit device that is not available is refused."""
-    from .cli import UsageError
+    import torch
 
     if name not in DEVICES:
         raise UsageError(f"--device must be one of {', '.join(DEVICES)}, got {name!r}.")
@@ -42,18 +47,18 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    from .cli import UsageError
+    import torch
 
     if name not in DTYPES:
         raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {name!r}.")
     if name == "float16" and device.type == "cpu":
         raise UsageError("--dtype float16 is not supported on the CPU; use bfloat16 or float32.")
-    return DTYPES[name]
+    return getattr(torch, name)
 
 
 def with_variance_type(pipe: DDPMPosteriorPipeline, variance_type: str | None) -> DDPMPosteriorPipeline:
     """Swap in a scheduler with another variance type; learned_range only for a model that outputs variances."""
-    from .cli import UsageError
+    from .scheduling_ddpm_posterior import LEARNED_VARIANCE_TYPES, DDPMPosteriorScheduler
 
     if variance_type is None:
         return pipe
@@ -82,6 +87,9 @@ def sample(
         `dict` with `images` (uint8 [N x H x W x C]) and, when `trajectory_frames` is set, `trajectory` and
         `pred_original_trajectory` ([F x n x C x H x W] in [-1, 1], for the first batch) and `trajectory_timesteps`.
     """
+    import torch
+    from tqdm.auto import tqdm
+
     results, first = [], None
     batches = range(0, num_images, batch_size)
     for batch_index, start in enumerate(tqdm(batches, desc="batches", disable=len(batches) == 1)):
@@ -174,8 +182,6 @@ def _replace_folder(source: str, target: str) -> None:
 
 def check_output_dir(output_dir: str, overwrite: bool) -> None:
     """Refuse, before any work, an output folder that holds files (unless asked to replace it) or is not a folder."""
-    from .cli import UsageError
-
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise UsageError(f"--output_dir {output_dir} is a file, not a folder.")
     if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
@@ -201,7 +207,7 @@ def _bounded_int(name: str, low: int, high: int):
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import UsageError
+    from .pipeline_ddpm_posterior import DDPMPosteriorPipeline
 
     for flag in ("num_images", "num_inference_steps", "batch_size"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:

@@ -12,7 +12,7 @@ Evaluation of DDPM models: exact bits/dim of a dataset split and sample-quality 
     cli.py                `hf-ddpm eval`
 """
 
-import importlib
+from .._lazy import lazy_exports
 
 # Public names and their modules, imported on first use: `hf-ddpm --help` imports `hf_ddpm.evaluation.cli` and must
 # not pay for torch, scikit-learn and transformers.
@@ -45,15 +45,7 @@ _EXPORTS = {
     "with_variance_type": "samples",
 }
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = sorted(_EXPORTS)

@@ -7,6 +7,8 @@ Heavy imports (torch, transformers, torchmetrics) happen inside the handler so t
 import argparse
 import os
 
+from .._errors import UsageError
+
 METRICS = ("bpd", "fid", "fd-dinov2", "fd-digits")
 FRECHET_METRICS = ("fid", "fd-dinov2", "fd-digits")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -147,7 +149,7 @@ def run_eval(args: argparse.Namespace) -> int:
     try:
         pipeline = with_variance_type(pipeline, args.variance_type).to(device)
     except ValueError as error:
-        raise _usage_error(f"--variance_type: {error}") from error
+        raise UsageError(f"--variance_type: {error}") from error
     _check_model(args, metrics, pipeline)
     variance_type = pipeline.scheduler.config.variance_type
 
@@ -182,27 +184,21 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _usage_error(message: str) -> Exception:
-    from ..cli import UsageError
-
-    return UsageError(message)
-
-
 def _check_numbers(args: argparse.Namespace, metrics: list[str]) -> None:
     for flag in ("batch_size", "num_samples", "max_images", "num_inference_steps"):
         value = getattr(args, flag)
         if value is not None and value < 1:
-            raise _usage_error(f"--{flag} must be a positive integer, got {value}.")
+            raise UsageError(f"--{flag} must be a positive integer, got {value}.")
     if args.num_samples < 2 and any(metric in FRECHET_METRICS for metric in metrics):
-        raise _usage_error(f"--num_samples must be at least 2 for a Frechet distance, got {args.num_samples}.")
+        raise UsageError(f"--num_samples must be at least 2 for a Frechet distance, got {args.num_samples}.")
     if args.bootstrap < 0 or args.bootstrap == 1:
-        raise _usage_error(f"--bootstrap must be 0 (none) or at least 2 resamples, got {args.bootstrap}.")
+        raise UsageError(f"--bootstrap must be 0 (none) or at least 2 resamples, got {args.bootstrap}.")
     if args.num_timesteps is not None and args.num_timesteps < 2:
-        raise _usage_error(
+        raise UsageError(
             f"--num_timesteps must be at least 2 (the decoder and one KL term), got {args.num_timesteps}."
         )
     if args.dataset_name is None and args.train_data_dir is None and args.split not in ("train", "test", "all"):
-        raise _usage_error(f"--split for --dataset digits must be one of 'train', 'test', 'all', got {args.split!r}.")
+        raise UsageError(f"--split for --dataset digits must be one of 'train', 'test', 'all', got {args.split!r}.")
 
 
 def resolve_device(device: str) -> "torch.device":  # noqa: F821
@@ -210,12 +206,12 @@ def resolve_device(device: str) -> "torch.device":  # noqa: F821
     import torch
 
     if device not in DEVICES:
-        raise _usage_error(f"--device must be one of {', '.join(DEVICES)}, got {device!r}.")
+        raise UsageError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}.")
     cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
     if device == "auto":
         return torch.device("cuda" if cuda else "mps" if mps else "cpu")
     if (device == "cuda" and not cuda) or (device == "mps" and not mps):
-        raise _usage_error(f"--device {device} is not available on this machine; use --device cpu or auto.")
+        raise UsageError(f"--device {device} is not available on this machine; use --device cpu or auto.")
     return torch.device(device)
 
 
@@ -233,20 +229,20 @@ def _check_model(args, metrics, pipeline) -> None:
     size = config.sample_size if isinstance(config.sample_size, int) else tuple(config.sample_size)
     is_digit_model = config.in_channels == 1 and size in (8, (8, 8))
     if "fd-digits" in metrics and not is_digit_model:
-        raise _usage_error(
+        raise UsageError(
             f"--metric fd-digits scores 8x8 grayscale digits, but this model makes {config.in_channels}-channel"
             f" {size} images; use fd-dinov2 or fid."
         )
     needs_dataset = any(metric in metrics for metric in ("bpd", "fid", "fd-dinov2"))
     if needs_dataset and args.train_data_dir is None and args.dataset_name is None and not is_digit_model:
-        raise _usage_error(
+        raise UsageError(
             f"--dataset digits holds 8x8 grayscale images, but this model makes {config.in_channels}-channel {size}"
             " images; pass --train_data_dir or --dataset_name."
         )
     steps = args.num_inference_steps
     num_train_timesteps = pipeline.scheduler.config.num_train_timesteps
     if steps is not None and steps > num_train_timesteps and any(metric in FRECHET_METRICS for metric in metrics):
-        raise _usage_error(f"--num_inference_steps must be at most the model's {num_train_timesteps} training steps.")
+        raise UsageError(f"--num_inference_steps must be at most the model's {num_train_timesteps} training steps.")
 
 
 def load_dataset_images(args, pipeline):

@@ -12,7 +12,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Parse the flags and train. Returns the exit code: 0 done, 2 bad flags or data (message names the flag),
     1 the loss became NaN/inf (the last good checkpoint is kept). Other errors raise with their traceback.
     """
-    from ..cli import UsageError
+    from .._errors import UsageError
     from .loop import configure_logging, train
     from .metrics import NonFiniteLossError
 

@@ -13,14 +13,17 @@ import re
 import sys
 from collections.abc import Sequence
 
-from diffusers.optimization import SchedulerType
-
-from ..cli import UsageError
+from .._choices import (
+    LEARNED_VARIANCE_TYPES,
+    LOSS_TYPES,
+    LR_SCHEDULERS,
+    PREDICTION_TYPES,
+    TIMESTEP_SAMPLERS,
+    VARIANCE_TYPES,
+)
+from .._errors import UsageError
 from ..hub import CHECKPOINT_BRANCH
-from ..scheduling_ddpm_posterior import LEARNED_VARIANCE_TYPES, PREDICTION_TYPES, VARIANCE_TYPES
 from . import presets
-from .losses import LOSS_TYPES
-from .resample import TIMESTEP_SAMPLERS
 
 BETA_SCHEDULES = ("linear", "squaredcos_cap_v2", "cosine")
 BETA_SCHEDULE_ALIASES = {"cosine": "squaredcos_cap_v2"}
@@ -170,7 +173,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     optimization.add_argument(
         "--lr_scheduler",
         type=str,
-        choices=[s.value for s in SchedulerType],
+        choices=LR_SCHEDULERS,
         default="cosine",
         help="Learning-rate schedule after the warmup.",
     )
@@ -378,7 +381,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill the preset's defaults, resolve aliases and check every flag; raises `hf_ddpm.cli.UsageError`."""
+    """Fill the preset's defaults, resolve aliases and check every flag; raises `hf_ddpm._errors.UsageError`."""
     if args.model_preset not in presets.MODEL_PRESETS:
         raise UsageError(
             f"--model_preset must be one of {', '.join(presets.MODEL_PRESETS)}, got {args.model_preset!r}."

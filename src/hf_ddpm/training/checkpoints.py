@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 
-from ..cli import UsageError
+from .._errors import UsageError
 
 logger = logging.getLogger(__name__)
 

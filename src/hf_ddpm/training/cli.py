@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from .loop import configure_logging, train
 
-    finalize_args(args)  # raises hf_ddpm.cli.UsageError (exit code 2) naming the flag
+    finalize_args(args)  # raises hf_ddpm._errors.UsageError (exit code 2) naming the flag
     configure_logging()
     train(args)
     return 0

@@ -22,7 +22,7 @@ import PIL.Image
 import torch
 from tqdm.auto import tqdm
 
-from ..cli import UsageError
+from .._errors import UsageError
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import datetime
 import os
 import socket
 
-from ..cli import UsageError
+from .._errors import UsageError
 
 try:
     import fcntl

@@ -25,7 +25,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from ..cli import UsageError
+from .._errors import UsageError
 from ..scheduling_ddpm_posterior import LEARNED_VARIANCE_TYPES, DDPMPosteriorScheduler
 from . import checkpoints, data, outputs, presets, publish
 from .args import resolve_device_type

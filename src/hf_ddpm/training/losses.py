@@ -7,9 +7,8 @@ t), feed them to the timestep resampler, and log them per quarter of the timeste
 
 import torch
 
+from .._choices import LOSS_TYPES
 from ..scheduling_ddpm_posterior import DDPMPosteriorScheduler, mean_over_pixels
-
-LOSS_TYPES = ("simple", "hybrid", "vlb")
 
 
 def prediction_target(

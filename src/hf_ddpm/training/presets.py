@@ -4,9 +4,12 @@
 A preset fills every flag the user leaves unset (`None` in args.py); flags given on the command line always win.
 """
 
-from typing import Any
+from __future__ import annotations
 
-from diffusers import UNet2DModel
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DModel
 
 # The small default: 8x8 single-channel digits on a laptop CPU, where the convolutions are nearly the whole cost. Two
 # resolutions (8x8, 4x4), 32 and 64 channels, one res block each, 0.65M parameters. In 6-minute CPU runs scored with
@@ -157,6 +160,8 @@ def downsampling_factor(preset: str) -> int:
 
 def build_unet(preset: str, resolution: int, channels: int, learned_variance: bool) -> UNet2DModel:
     """A freshly initialized `UNet2DModel` of `preset` (draws from the global torch RNG: seed it first)."""
+    from diffusers import UNet2DModel  # here, not at the top: `hf-ddpm train --help` reads the presets without torch
+
     return UNet2DModel(**unet_config(preset, resolution, channels, learned_variance))
 
 

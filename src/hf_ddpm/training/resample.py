@@ -13,8 +13,6 @@ timesteps as a straight run.
 import numpy as np
 import torch
 
-TIMESTEP_SAMPLERS = ("auto", "uniform", "loss-second-moment")
-
 
 class UniformSampler:
     """t ~ U{0, ..., T-1}, each with weight 1."""

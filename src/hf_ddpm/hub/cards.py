@@ -1,0 +1,246 @@
+# Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
+"""Model cards: `save_model_card` renders README.md from the training args, metrics and configs of a folder."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import get_token, validate_repo_id
+
+from .._choices import LEARNED_VARIANCE_TYPES
+from ..files import atomic_write_text
+from ._commit import _check_repo_id
+from ._scan import _read_json, _redact
+
+TEMPLATE_PATH = Path(__file__).parent.parent / "templates" / "model_card.md"
+# The first line of the body of a card rendered here: push regenerates such cards, and keeps any card without it.
+GENERATED_MARKER = (
+    "<!-- hf-ddpm:generated-card (rendered by `hf-ddpm card`; delete this line to keep your edits when pushing) -->"
+)
+LICENSE_DEFAULT = "apache-2.0"
+TASK = "unconditional-image-generation"
+SECRET_KEY_RE = re.compile(r"token|secret|password|passwd|credential|api_key", re.IGNORECASE)
+
+
+def save_model_card(
+    folder: str | os.PathLike,
+    *,
+    repo_id: str | None = None,
+    license: str = LICENSE_DEFAULT,
+    template_path: str | os.PathLike | None = None,
+) -> ModelCard:
+    """
+    Render the model card of a saved pipeline and write it to `folder/README.md`.
+
+    Reads, when present: training_args.json (the training flags), metrics.json and eval_results.json
+    (`{"metric": {"value": number, "split": ..., ...}}` or `{"metric": number}`), samples.png (embedded), and the
+    unet and scheduler configs. The YAML metadata (library_name, license, tags, pipeline_tag, datasets when the
+    training dataset is a Hub id, and a model-index with the metrics) is built with `ModelCardData`/`EvalResult`, so
+    it validates. Keys that look like credentials (token, secret, password) and token-like values never reach the card.
+
+    Args:
+        folder (`str` or `os.PathLike`): the pipeline folder.
+        repo_id (`str`, *optional*): the repo the card will live in, used in the loading examples.
+        license (`str`, defaults to `"apache-2.0"`): a Hub license id.
+        template_path (`str` or `os.PathLike`, *optional*): another Jinja template (default: the packaged one).
+
+    Returns:
+        `huggingface_hub.ModelCard`: the card that was written.
+    """
+    from ..pipeline_ddpm_posterior import PIPELINE_CLASS  # torch: imported when a card is rendered, not for --help
+
+    folder = Path(folder)
+    if not (folder / "model_index.json").is_file():
+        raise FileNotFoundError(f"{folder / 'model_index.json'} is missing: {folder} is not a saved pipeline.")
+    if repo_id is not None:
+        _check_repo_id(repo_id)
+    training_args = _read_optional_json(folder / "training_args.json")
+    metrics = {**_read_metrics(folder / "metrics.json"), **_read_metrics(folder / "eval_results.json")}
+    unet_config = _read_optional_json(folder / "unet" / "config.json")
+    scheduler_config = _read_optional_json(folder / "scheduler" / "scheduler_config.json")
+    dataset = _dataset_name(training_args)
+    model_name = (repo_id or folder.resolve().name).split("/")[-1]
+    learned_variance = scheduler_config.get("variance_type") in LEARNED_VARIANCE_TYPES
+    card = ModelCard.from_template(
+        _card_data(PIPELINE_CLASS, model_name, license, dataset, metrics, learned_variance),
+        template_path=str(template_path or TEMPLATE_PATH),
+        generated_marker=GENERATED_MARKER,
+        model_name=model_name,
+        repo_id=repo_id or f"your-username/{model_name}",
+        pipeline_class=PIPELINE_CLASS,
+        learned_variance=learned_variance,
+        sample_size=unet_config.get("sample_size", "?"),
+        in_channels=unet_config.get("in_channels", "?"),
+        num_train_timesteps=scheduler_config.get("num_train_timesteps", 1000),
+        samples_image="samples.png" if (folder / "samples.png").is_file() else None,
+        model_rows=_model_rows(PIPELINE_CLASS, folder, unet_config),
+        scheduler_rows=_scheduler_rows(scheduler_config),
+        training_rows=_training_rows(training_args),
+        metric_rows=_metric_rows(metrics),
+        has_bits_per_dim=any("bits_per_dim" in name or name == "bpd" for name in metrics),
+        dataset=_redact(dataset) if dataset else None,
+    )
+    token = get_token()
+    if token and token in card.content:  # e.g. a token passed as a training flag under an innocent name
+        card = ModelCard(card.content.replace(token, "<redacted>"))
+    atomic_write_text(folder / "README.md", str(card))
+    return card
+
+
+def _card_data(
+    pipeline_class: str, model_name: str, license: str, dataset: str | None, metrics: dict, learned_variance: bool
+) -> ModelCardData:
+    """The YAML metadata the Hub indexes: library, task, tags, license, datasets and the model-index of metrics."""
+    tags = [TASK, f"diffusers:{pipeline_class}", "diffusers", "ddpm", "hf-ddpm"]
+    return ModelCardData(
+        library_name="diffusers",
+        license=license,
+        tags=tags + (["improved-ddpm"] if learned_variance else []),
+        pipeline_tag=TASK,
+        datasets=[dataset] if dataset and _is_hub_dataset_id(dataset) else None,
+        model_name=model_name,
+        eval_results=_eval_results(metrics, dataset or "unknown") or None,
+    )
+
+
+def _read_optional_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object.")
+    return data
+
+
+def _dataset_name(training_args: dict) -> str | None:
+    for key in ("dataset_name", "dataset", "train_data_dir"):
+        if isinstance(training_args.get(key), str) and training_args[key]:
+            return training_args[key]
+    return None
+
+
+def _is_hub_dataset_id(name: str) -> bool:
+    """A Hub dataset id ("mnist", "ylecun/mnist"), not a local path or a "source:name" spec."""
+    if os.path.exists(name) or name.startswith((".", "~", "/")):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _read_metrics(path: Path) -> dict:
+    """{"metric": {"value": number, ...}} or {"metric": number} from `path` ({} when absent), values checked."""
+    metrics = _read_optional_json(path)
+    for name, entry in metrics.items():
+        value = _metric_value(entry)
+        if value is None:  # NaN is written as null: shown as such, left out of the model-index
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(
+                f"Metric {name!r} in {path} needs a finite number (or null) as its value "
+                f'({{"{name}": {{"value": 1.23, ...}}}} or {{"{name}": 1.23}}), got {value!r}.'
+            )
+    return metrics
+
+
+def _metric_value(entry: Any) -> Any:
+    return entry.get("value") if isinstance(entry, dict) else entry
+
+
+def _eval_results(metrics: dict, dataset: str) -> list[EvalResult]:
+    results = []
+    for name, entry in metrics.items():
+        if _metric_value(entry) is None:
+            continue
+        details = entry if isinstance(entry, dict) else {}
+        results.append(
+            EvalResult(
+                task_type=TASK,
+                dataset_type=dataset,
+                dataset_name=dataset,
+                dataset_split=str(details["split"]) if details.get("split") is not None else None,
+                metric_type=name,
+                metric_name=name.replace("_", " "),
+                metric_value=float(_metric_value(entry)),
+            )
+        )
+    return results
+
+
+def _metric_rows(metrics: dict) -> list[dict[str, str]]:
+    rows = []
+    for name, entry in metrics.items():
+        details = {k: v for k, v in entry.items() if k not in ("value", "split")} if isinstance(entry, dict) else {}
+        rows.append(
+            {
+                "name": _cell(name),
+                "value": _format(_metric_value(entry)),
+                "split": _cell(entry.get("split", "")) if isinstance(entry, dict) else "",
+                "details": ", ".join(f"{_cell(k)}: {_format(v)}" for k, v in details.items() if not _is_secret(k)),
+            }
+        )
+    return rows
+
+
+def _model_rows(pipeline_class: str, folder: Path, unet_config: dict) -> list[tuple[str, str]]:
+    rows = [("Pipeline", f"`{pipeline_class}` (UNet2DModel + DDPMPosteriorScheduler)")]
+    for key in ("sample_size", "in_channels", "out_channels", "block_out_channels", "layers_per_block"):
+        if key in unet_config:
+            rows.append((f"UNet `{key}`", _format(unet_config[key])))
+    parameters = _count_parameters(sorted((folder / "unet").glob("*.safetensors")))
+    if parameters:
+        rows.append(("Parameters", f"{parameters:,}"))
+    return rows
+
+
+def _count_parameters(weight_files: list[Path]) -> int:
+    """Parameters in safetensors files, read from their headers without loading the tensors."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in weight_files:
+        with safe_open(path, framework="numpy") as f:
+            total += sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())  # noqa: SIM118
+    return total
+
+
+def _scheduler_rows(scheduler_config: dict) -> list[tuple[str, str]]:
+    keys = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "variance_type", "prediction_type")
+    keys += ("clip_sample", "timestep_spacing")
+    return [(key, _format(scheduler_config[key])) for key in keys if key in scheduler_config]
+
+
+def _training_rows(training_args: dict) -> list[tuple[str, str]]:
+    return [(_cell(key), _format(value)) for key, value in training_args.items() if not _is_secret(key)]
+
+
+def _is_secret(key: str) -> bool:
+    return bool(SECRET_KEY_RE.search(str(key)))
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        text = f"{value:.6g}"
+    elif isinstance(value, (list, tuple)):
+        text = ", ".join(_format(item) for item in value)
+    elif isinstance(value, dict):
+        text = json.dumps(value, sort_keys=True)
+    elif value is None:
+        text = "–"
+    else:
+        text = str(value)
+    return _cell(text)
+
+
+def _cell(value: Any) -> str:
+    """Text safe inside a Markdown table cell, with token-like strings removed."""
+    return _redact(str(value)).replace("|", "\\|").replace("\n", " ")

@@ -1,0 +1,165 @@
+# Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
+"""`hf-ddpm push | pull | card | push-space`.
+
+The pipeline and Space modules import torch and diffusers: they are imported inside the handlers, so that `--help`
+prints at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from huggingface_hub import constants as hub_constants
+
+from .._errors import UsageError
+from ._commit import _check_branch, _check_repo_id, describe_hub_error
+from .cards import LICENSE_DEFAULT
+
+T = TypeVar("T")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `push`, `pull`, `card` and `push-space` to the `hf-ddpm` command line."""
+    parser = subparsers.add_parser(
+        "push",
+        help="upload a saved pipeline to a Hub model repo (one commit)",
+        description="Upload a pipeline folder (model_index.json, unet/, scheduler/, code, card, samples, metrics) "
+        "to a Hub model repo in one commit; renders README.md if missing. Never uploads pickles or tokens.",
+        epilog="Example:\n  hf-ddpm push outputs/ddpm-digits your-name/ddpm-digits\n"
+        "  hf-ddpm push outputs/ddpm-digits your-name/ddpm-digits --revision ema --commit_message 'EMA weights'",
+    )
+    parser.add_argument("path", help="the pipeline folder written by save_pretrained / hf-ddpm train")
+    parser.add_argument("repo_id", help="the model repo, NAMESPACE/NAME (created if it does not exist)")
+    parser.add_argument("--private", action="store_true", help="create the repo private (new repos only)")
+    parser.add_argument("--revision", default=None, help="the branch to push to, created from main if new")
+    parser.add_argument("--commit_message", "--commit-message", dest="commit_message", help="the commit title")
+    parser.add_argument("--create_pr", "--create-pr", dest="create_pr", action="store_true", help="open a PR")
+    parser.set_defaults(handler=_push_command)
+
+    parser = subparsers.add_parser(
+        "pull",
+        help="download a pipeline repo and print its local folder",
+        description="Download what loading a pipeline needs (plus code, card, samples, metrics) at one revision; "
+        "uses the huggingface_hub cache and works offline (HF_HUB_OFFLINE=1) once cached.",
+        epilog="Example:\n  hf-ddpm pull your-name/ddpm-digits --revision v1.0\n"
+        "  hf-ddpm pull your-name/ddpm-digits --local_dir ddpm-digits",
+    )
+    parser.add_argument("repo_id", help="the model repo, NAMESPACE/NAME")
+    parser.add_argument("--revision", default=None, help="a branch, tag or commit sha (default: main)")
+    parser.add_argument("--local_dir", "--local-dir", dest="local_dir", help="download here instead of the cache")
+    parser.set_defaults(handler=_pull_command)
+
+    parser = subparsers.add_parser(
+        "card",
+        help="render the model card (README.md) of a pipeline folder",
+        description="Render README.md from the training args, metrics, samples and configs in a pipeline folder.",
+        epilog="Example:\n  hf-ddpm card outputs/ddpm-digits --repo_id your-name/ddpm-digits",
+    )
+    parser.add_argument("path", help="the pipeline folder")
+    parser.add_argument("--repo_id", "--repo-id", dest="repo_id", help="the repo id shown in the loading examples")
+    parser.add_argument("--license", default=LICENSE_DEFAULT, help=f"a Hub license id (default: {LICENSE_DEFAULT})")
+    parser.set_defaults(handler=_card_command)
+
+    parser = subparsers.add_parser(
+        "push-space",
+        help="upload a Gradio Space folder to a Hub Space",
+        description="Create a Gradio Space (if needed) and upload the folder (app.py, README.md, requirements.txt, "
+        "...) in one commit, without caches or credentials.",
+        epilog="Example:\n  hf-ddpm push-space spaces/ddpm-digits your-name/ddpm-digits-demo",
+    )
+    parser.add_argument("path", help="the Space folder")
+    parser.add_argument("repo_id", help="the Space repo, NAMESPACE/NAME")
+    parser.add_argument("--private", action="store_true", help="create the Space private (new Spaces only)")
+    parser.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="send this hidden or credential-like file too (relative to the folder; repeatable); still scanned",
+    )
+    parser.set_defaults(handler=_push_space_command)
+
+
+def _usage_checked(check: Callable[[], Any]) -> Any:
+    """Run an input check; its FileNotFoundError/ValueError is bad usage (exit code 2)."""
+    try:
+        return check()
+    except (FileNotFoundError, ValueError) as error:
+        raise UsageError(str(error)) from None
+
+
+def _hub_call(call: Callable[[], T]) -> T:
+    """Run a Hub operation, turning its failures into one clear line (exit code 1)."""
+    try:
+        return call()
+    except Exception as error:
+        description = describe_hub_error(error)
+        if description is None:
+            raise
+        raise RuntimeError(description) from error
+
+
+def _check_push_args(args: argparse.Namespace) -> None:
+    from .pipelines import check_pipeline_folder
+
+    check_pipeline_folder(args.path)
+    _check_repo_id(args.repo_id)
+    _check_branch(args.revision)
+
+
+def _push_command(args: argparse.Namespace) -> int:
+    from .pipelines import push_pipeline
+
+    _usage_checked(lambda: _check_push_args(args))
+    push = lambda: push_pipeline(  # noqa: E731
+        args.path,
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        commit_message=args.commit_message,
+        create_pr=args.create_pr,
+    )
+    sha = _usage_checked(lambda: _hub_call(push))  # a token or a truncated weight file in the folder: exit 2
+    branch = args.revision or hub_constants.DEFAULT_REVISION
+    print(f"Pushed {args.path} to {hub_constants.ENDPOINT}/{args.repo_id} ({branch}) at commit {sha}")
+    return 0
+
+
+def _pull_command(args: argparse.Namespace) -> int:
+    from .pipelines import pull
+
+    if os.path.isdir(args.repo_id):
+        raise UsageError(
+            f"`repo_id` {args.repo_id!r} is a local folder: pull takes a Hub repo id (load a folder directly)."
+        )
+    _usage_checked(lambda: _check_repo_id(args.repo_id))
+    print(_hub_call(lambda: pull(args.repo_id, revision=args.revision, local_dir=args.local_dir)))
+    return 0
+
+
+def _card_command(args: argparse.Namespace) -> int:
+    from .cards import save_model_card
+    from .pipelines import check_pipeline_folder
+
+    _usage_checked(lambda: check_pipeline_folder(args.path))
+    if args.repo_id is not None:
+        _usage_checked(lambda: _check_repo_id(args.repo_id))
+    save_model_card(args.path, repo_id=args.repo_id, license=args.license)
+    print(Path(args.path, "README.md"))
+    return 0
+
+
+def _push_space_command(args: argparse.Namespace) -> int:
+    from .spaces import _check_included, _check_space_folder, push_space
+
+    _usage_checked(lambda: _check_space_folder(Path(args.path)))
+    _usage_checked(lambda: _check_repo_id(args.repo_id))
+    _usage_checked(lambda: _check_included(Path(args.path), args.include))
+    push = lambda: push_space(args.path, args.repo_id, private=args.private, include=args.include)  # noqa: E731
+    sha = _usage_checked(lambda: _hub_call(push))  # a token in a file: exit 2
+    print(f"Pushed {args.path} to {hub_constants.ENDPOINT}/spaces/{args.repo_id} at commit {sha}")
+    return 0
