@@ -665,7 +665,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         return self._train_terms_cache[key]
 
     def _gather(self, name: str, timesteps: torch.Tensor, like: torch.Tensor, respaced: bool = False) -> torch.Tensor:
-        """`name` at `timesteps` for an [N x ...] tensor: of the training chain, or of the current chain if `respaced`."""
+        """`name` at `timesteps` for an [N x ...] tensor, of the training chain (or the current one if `respaced`)."""
         timesteps = self._check_train_timesteps(timesteps, like)
         if respaced:
             return _broadcast(self._bound_chain_term(name, like), self._chain_positions(timesteps), like.ndim)
