@@ -112,7 +112,8 @@ def check_analytic_gamma(analytic_gamma, variance_type: str, num_train_timesteps
         gamma = np.asarray(analytic_gamma, dtype=np.float64)
     except (TypeError, ValueError):
         raise ValueError(
-            f"`analytic_gamma` must be a list of {num_train_timesteps} numbers, got {type(analytic_gamma).__name__}."
+            f"`analytic_gamma` must be a list of {num_train_timesteps} numbers, got {type(analytic_gamma).__name__};"
+            f" compute them with `{ANALYTIC_COMMAND}`."
         ) from None
     if gamma.shape != (num_train_timesteps,):
         raise ValueError(
