@@ -14,7 +14,7 @@ from .scheduling_ddpm_posterior import LEARNED_VARIANCE_TYPES, DDPMPosteriorSche
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-SAMPLE_VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
+SAMPLE_VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range", "analytic")
 
 EXAMPLE = """Example:
   hf-ddpm sample outputs/ddpm-digits --num_images 64 --num_inference_steps 100 --trajectory
@@ -58,6 +58,10 @@ def with_variance_type(pipe: DDPMPosteriorPipeline, variance_type: str | None) -
     model_learns_variance = pipe.unet.config.out_channels == 2 * pipe.unet.config.in_channels
     if variance_type in LEARNED_VARIANCE_TYPES and not model_learns_variance:
         raise UsageError(f"--variance_type {variance_type}: this model does not output variances (it has fixed ones).")
+    if variance_type == "analytic" and pipe.scheduler.config.get("analytic_gamma") is None:
+        raise UsageError(
+            "--variance_type analytic needs the model's statistics: run `hf-ddpm analytic MODEL --output_dir NEW`."
+        )
     pipe.scheduler = DDPMPosteriorScheduler.from_config(pipe.scheduler.config, variance_type=variance_type)
     return pipe
 
@@ -181,7 +185,9 @@ def register(subparsers) -> None:
         "--num_inference_steps", type=int, default=None, help="denoising steps, respaced (default 100, at most T)"
     )
     parser.add_argument(
-        "--variance_type", default=None, help="override the model's: fixed_small, fixed_large or learned_range"
+        "--variance_type",
+        default=None,
+        help="override the model's: fixed_small, fixed_large, learned_range or analytic (after `hf-ddpm analytic`)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--batch_size", type=int, default=64, help="images per forward pass (default 64)")
