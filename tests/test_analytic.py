@@ -148,8 +148,10 @@ def test_gamma_estimate_matches_the_exact_gamma_within_its_standard_error():
     assert estimate.gamma.shape == (T,) and estimate.samples_per_timestep == 200 and estimate.num_images == 400
     z = (estimate.gamma - gamma) / estimate.standard_error
     assert np.all(np.abs(z) < 4.5), z
-    # ||eps*||^2 / d is Gamma chi^2_d / d: its standard error over M draws is Gamma sqrt(2 / d) / sqrt(M)
-    np.testing.assert_allclose(estimate.standard_error, gamma * math.sqrt(2 / 64) / math.sqrt(200), rtol=0.3)
+    # ||eps*||^2 / d is Gamma chi^2_d / d, of standard error Gamma sqrt(2 / d) / sqrt(M) over M plain draws; the
+    # noise as a control variate removes most of it at large t, where eps* is nearly eps
+    plain = gamma * math.sqrt(2 / 64) / math.sqrt(200)
+    assert np.all(estimate.standard_error < 1.1 * plain) and estimate.standard_error[-1] < 0.2 * plain[-1]
     again = estimate_gamma(pipeline, images, samples_per_timestep=200, seed=0, show_progress=False)
     np.testing.assert_array_equal(again.gamma, estimate.gamma)
 
