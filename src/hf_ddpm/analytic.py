@@ -234,7 +234,6 @@ def register(subparsers) -> None:
 def run_analytic(args: argparse.Namespace) -> int:
     from .cli import UsageError
     from .evaluation.cli import load_dataset_images, resolve_device
-    from .files import atomic_write_text
     from .pipeline_ddpm_posterior import DDPMPosteriorPipeline
 
     for flag, least in (("samples_per_timestep", 2), ("batch_size", 1), ("max_images", 2)):
@@ -259,24 +258,31 @@ def run_analytic(args: argparse.Namespace) -> int:
     pipeline = pipeline.to(device)
     images = load_dataset_images(args, pipeline)
     estimate = estimate_gamma(pipeline, images, args.samples_per_timestep, args.batch_size, args.seed)
-    analytic = with_analytic_variances(pipeline, estimate.gamma)
-    analytic.save_pretrained(args.output_dir)
-
-    relative = variance_relative_error(analytic.scheduler, estimate)
-    record = {
+    data = {
         "source": args.pretrained_model_name_or_path,
         "data": args.train_data_dir or args.dataset_name or args.dataset,
-        "split": args.split,
-        **estimate.summary(),
-        "max_variance_relative_error": float(relative.max()),
     }
-    atomic_write_text(os.path.join(args.output_dir, STATISTICS_FILE), json.dumps(record, indent=2) + "\n")
-    summary = estimate.summary()
+    record = save_analytic_pipeline(pipeline, estimate, args.output_dir, {**data, "split": args.split})
     print(
         f"Gamma_t from {estimate.num_images} images, {estimate.samples_per_timestep} draws per timestep: Monte-Carlo"
-        f" standard error {summary['mean_standard_error']:.4f} on average, at most"
-        f" {summary['max_standard_error']:.4f} (t={summary['max_standard_error_timestep']}); the optimal variances"
-        f" sigma*_t^2 to within {100 * relative.max():.2f}% (one standard error, at worst)"
+        f" standard error {record['mean_standard_error']:.4f} on average, at most"
+        f" {record['max_standard_error']:.4f} (t={record['max_standard_error_timestep']}); the optimal variances"
+        f" sigma*_t^2 to within {100 * record['max_variance_relative_error']:.2f}% (one standard error, at worst)"
     )
     print(f"wrote {args.output_dir} (variance_type='analytic') and {os.path.join(args.output_dir, STATISTICS_FILE)}")
     return 0
+
+
+def save_analytic_pipeline(pipeline, estimate: GammaEstimate, output_dir: str, description: dict) -> dict:
+    """
+    Save the pipeline with analytic variances from `estimate` to `output_dir`, and the estimate with its errors (and
+    `description`: where the model and data came from) to `analytic_gamma.json` beside it. Returns that record.
+    """
+    from .files import atomic_write_text
+
+    analytic = with_analytic_variances(pipeline, estimate.gamma)
+    analytic.save_pretrained(output_dir)
+    relative = variance_relative_error(analytic.scheduler, estimate)
+    record = {**description, **estimate.summary(), "max_variance_relative_error": float(relative.max())}
+    atomic_write_text(os.path.join(output_dir, STATISTICS_FILE), json.dumps(record, indent=2) + "\n")
+    return record
