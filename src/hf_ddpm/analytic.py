@@ -179,17 +179,21 @@ def with_analytic_variances(pipeline, gamma: np.ndarray | list[float]):
 
 def variance_relative_error(scheduler, estimate: GammaEstimate) -> np.ndarray:
     """
-    [T] the standard error of each training-chain sigma*_t^2 relative to it, propagated from Gamma's: sigma*^2 is
-    linear in Gamma_t with slope -c_t^2 (1 - alpha_bar_t) / alpha_bar_t wherever the clipping does not bind.
+    [T - 1] how far each training-chain sigma*_t^2 (t >= 1; the decoder's is floored) moves, relative to itself, when
+    Gamma_t moves by one standard error either way: sigma*^2 with its clipping recomputed, so timesteps where the
+    proven bounds bind (e.g. the cosine schedule's last step, alpha_bar ~ 0) count what the clipped value does.
     """
+    from .scheduling_ddpm_posterior import analytic_variance
+
     alphas_cumprod = scheduler._alphas_cumprod64
     alphas_cumprod_prev = np.concatenate([[1.0], alphas_cumprod[:-1]])
-    betas = 1.0 - alphas_cumprod / alphas_cumprod_prev
-    x0_coefficient = betas * np.sqrt(alphas_cumprod_prev) / (1.0 - alphas_cumprod)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        slope = x0_coefficient**2 * (1.0 - alphas_cumprod) / alphas_cumprod
-    variance = np.exp(scheduler._train_terms["log_analytic_variance"])
-    return np.nan_to_num(slope * estimate.standard_error / variance)[1:]  # the decoder's variance is floored
+
+    def variance(gamma):
+        return analytic_variance(alphas_cumprod, alphas_cumprod_prev, gamma, scheduler._decoder_variance)[1:]
+
+    central = variance(estimate.gamma)
+    shifted = [variance(np.maximum(estimate.gamma + sign * estimate.standard_error, 0.0)) for sign in (-1, 1)]
+    return np.maximum(*(np.abs(v - central) for v in shifted)) / central
 
 
 # --------------------------------------------------------------------------------------------------------------------
