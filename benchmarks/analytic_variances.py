@@ -29,6 +29,7 @@ import platform
 import sys
 import time
 
+import numpy as np
 import torch
 
 FIXED_VARIANCES = ("fixed_small", "fixed_large")
@@ -138,6 +139,33 @@ def chain_bound(pipeline, schedulers: dict, images, steps: int, args) -> dict:
     return results
 
 
+@torch.no_grad()
+def decoder_variance_choice(pipeline, x0: torch.Tensor, seed: int) -> dict:
+    """
+    The decoder term -log p(x_0 | x_1) of the held-out images, at t = 0, with the analytic variance floored at
+    beta-tilde_1 (what the scheduler does, the paper's choice) and with the analytic value E Var(x_0 | x_1) alone.
+    """
+    from hf_ddpm import DDPMPosteriorScheduler
+
+    floored = pipeline.scheduler
+    unfloored = DDPMPosteriorScheduler.from_config(floored.config)
+    unfloored._decoder_variance = 0.0  # benchmark only: the scheduler without its floor
+    unfloored._train_terms = unfloored._chain_terms(np.arange(floored.config.num_train_timesteps))
+    unfloored._train_terms_cache = {}
+    t = torch.zeros(x0.shape[0], dtype=torch.long)
+    x_t = floored.add_noise(x0, torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)), t)
+    output = pipeline.unet(x_t, t).sample
+    result = {}
+    for name, scheduler in (("floored", floored), ("unfloored", unfloored)):
+        terms = scheduler.vb_terms_bpd(output, x0, x_t, t, clip_denoised=True)
+        result[name] = {
+            "variance": float(np.exp(scheduler._train_terms["log_analytic_variance"][0])),
+            "decoder_bpd": float(terms.mean()),
+            "standard_error": float(terms.std() / math.sqrt(len(terms))),
+        }
+    return result
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------------------------------
@@ -217,6 +245,10 @@ def run(args) -> dict:
                 entry["bpd"][str(steps)] = results
                 print(f"{label}, {steps} steps: " + ", ".join(f"{v} {r['bpd']:.3f}" for v, r in results.items()))
                 write(report, args.output)
+            if fixed:
+                entry["decoder_variance"] = decoder_variance_choice(pipeline, x0, args.seed)
+                print(f"{label}: decoder {entry['decoder_variance']}", flush=True)
+                write(report, args.output)
         if "fd" not in args.skip:
             for steps in args.fd_steps:
                 for variance in variances[:1] if not fixed else variances:
@@ -266,6 +298,19 @@ def markdown(report: dict) -> str:
                     f"| | {steps} | {variance} | {r['bpd']:.3f} | {r['standard_error']:.3f} |"
                     f" {r['paired_se_vs_first']:.3f} | {r['decoder']:.3f} | {r['bound']} |"
                 )
+        if "decoder_variance" in entry:
+            d = entry["decoder_variance"]
+            lines.append(
+                "decoder term at t = 0 (held-out): floored at beta-tilde_1, sigma^2 = {:.3g}: {:.4f} +- {:.4f} bpd;"
+                " analytic alone, sigma^2 = {:.3g}: {:.4f} +- {:.4f}".format(
+                    d["floored"]["variance"],
+                    d["floored"]["decoder_bpd"],
+                    d["floored"]["standard_error"],
+                    d["unfloored"]["variance"],
+                    d["unfloored"]["decoder_bpd"],
+                    d["unfloored"]["standard_error"],
+                )
+            )
         lines += [
             "",
             "| fd-digits | steps | variance | fd | confidence | n | seconds |",
