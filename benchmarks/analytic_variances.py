@@ -44,6 +44,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, nargs="+", default=[1000, 100, 50, 25], help="chains of the bound")
     parser.add_argument("--fd_steps", type=int, nargs="*", default=[50, 25], help="chains of fd-digits")
     parser.add_argument("--num_samples", type=int, default=1000, help="samples per fd-digits setting")
+    parser.add_argument(
+        "--fd_extra", nargs="*", default=[], choices=("analytic+clip",), help="extra fd-digits settings"
+    )
+    parser.add_argument("--fd_only", nargs="*", default=[], help="only these fd-digits settings")
     parser.add_argument("--samples_per_timestep", type=int, default=100, help="Monte-Carlo draws of Gamma per t")
     parser.add_argument(
         "--stratified_full_chain",
@@ -107,9 +111,15 @@ def shared_bound(pipeline, schedulers: dict, images: torch.Tensor, timesteps, we
             "decoder": float(vb[name][:, 0].mean()),
             "per_image": per_image.numpy(),
         }
-    for name in schedulers:  # the paired difference to the first variance: its own, smaller, standard error
+    for name in schedulers:  # paired differences (the same x_t): their own, smaller, standard errors
         difference = results[name]["per_image"] - results[next(iter(schedulers))]["per_image"]
         results[name]["paired_se_vs_first"] = float(difference.std(ddof=1) / math.sqrt(num_images))
+        results[name]["paired_difference"] = {
+            other: [float(d.mean()), float(d.std(ddof=1) / math.sqrt(num_images))]
+            for other in schedulers
+            if other != name
+            for d in [results[name]["per_image"] - results[other]["per_image"]]
+        }
     for result in results.values():
         del result["per_image"]
     return results
@@ -169,6 +179,24 @@ def decoder_variance_choice(pipeline, x0: torch.Tensor, seed: int) -> dict:
 # --------------------------------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------------------------------
+
+
+def sampling_pipeline(pipeline, variance: str, with_variance_type):
+    """The pipeline sampling with `variance`; "analytic+clip" clips sigma of the step into the decoder (see below)."""
+    if variance != "analytic+clip":
+        return with_variance_type(pipeline, variance)
+    from hf_ddpm import DDPMPosteriorScheduler
+
+    class LastNoiseClipped(DDPMPosteriorScheduler):
+        """Bao et al.'s sampling tweak: E|sigma z| <= 2 pixel levels (2 x 2/255) at the step that feeds the decoder."""
+
+        def _chain_fixed_sigmas(self, terms):
+            sigmas = super()._chain_fixed_sigmas(terms)
+            if len(sigmas) > 1:
+                sigmas[1] = min(sigmas[1], 2 * 2 / 255 * math.sqrt(math.pi / 2))
+            return sigmas
+
+    return type(pipeline)(unet=pipeline.unet, scheduler=LastNoiseClipped.from_config(pipeline.scheduler.config))
 
 
 def variance_schedulers(pipeline, variances) -> dict:
@@ -251,10 +279,12 @@ def run(args) -> dict:
                 write(report, args.output)
         if "fd" not in args.skip:
             for steps in args.fd_steps:
-                for variance in variances[:1] if not fixed else variances:
+                for variance in variances[:1] if not fixed else (*variances, *args.fd_extra):
+                    if args.fd_only and variance not in args.fd_only:
+                        continue
                     start = time.perf_counter()
                     samples = generate_samples(
-                        with_variance_type(pipeline, variance),
+                        sampling_pipeline(pipeline, variance, with_variance_type),
                         args.num_samples,
                         steps,
                         seed=args.seed,
