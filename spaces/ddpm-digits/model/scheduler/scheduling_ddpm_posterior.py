@@ -154,9 +154,10 @@ def analytic_variance(
     Theorem 2. The chain is given by its alpha-bars (respaced chains keep alpha-bar at their timesteps, so
     beta_n = 1 - alpha_bar_n / alpha_bar_{n-1}), `gamma` taken at the same timesteps.
 
-    The first step is the decoder p(x_0 | x_1): its analytic value E Var(x_0 | x_1) is far below the width 2/255 of a
-    pixel level at t = 0 and lost in the Monte-Carlo noise of 1 - Gamma, so it is floored at `decoder_variance`
-    (beta-tilde_1 of the training chain, the choice of Bao et al. and Improved DDPM), the same in every respacing.
+    The first step is the decoder p(x_0 | x_1): its analytic value E Var(x_0 | x_1) collapses towards 0 when Gamma_0
+    nears 1 (a model that recovers the noise of quantized data), below a pixel level and into the Monte-Carlo noise
+    of 1 - Gamma, so it is floored at `decoder_variance` (beta-tilde_1 of the training chain, the choice of Bao et al.
+    and Improved DDPM), the same in every respacing.
     """
     betas = 1.0 - alphas_cumprod / alphas_cumprod_prev
     posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
