@@ -3,7 +3,9 @@
 
 # Copies of the scheduler's own (its module travels alone as remote code and cannot import them from here);
 # tests/test_layers.py keeps them equal.
-VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range")
+VARIANCE_TYPES = (
+    "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range", "analytic",
+)  # fmt: skip
 LEARNED_VARIANCE_TYPES = ("learned", "learned_range")
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 # The values of `diffusers.optimization.SchedulerType` (importing it imports torch); kept equal by the same test.

@@ -1,4 +1,4 @@
-"""`hf-ddpm`: one command line for the whole journey (train, sample, eval, push, pull, card, push-space).
+"""`hf-ddpm`: one command line for the whole journey (train, sample, eval, analytic, push, pull, card, push-space).
 
 Each subcommand lives in the module of its concept and adds itself through a `register(subparsers)` function that
 calls `subparsers.add_parser(...)` and `parser.set_defaults(handler=...)`. A handler takes the parsed arguments and
@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "hf_ddpm.training.cli",
     "hf_ddpm.sampling",
     "hf_ddpm.evaluation.cli",
+    "hf_ddpm.analytic",
     "hf_ddpm.hub",
 ]
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # torch and diffusers are imported where used: `hf-ddpm --hel
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("float32", "float16", "bfloat16")  # names of torch dtypes
-SAMPLE_VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
+SAMPLE_VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range", "analytic")
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
 MAX_SCALE = 64  # an 8x8 digit as a 512x512 tile; more only makes huge PNGs
 
@@ -67,6 +67,10 @@ def with_variance_type(pipe: DDPMPosteriorPipeline, variance_type: str | None) -
     model_learns_variance = pipe.unet.config.out_channels == 2 * pipe.unet.config.in_channels
     if variance_type in LEARNED_VARIANCE_TYPES and not model_learns_variance:
         raise UsageError(f"--variance_type {variance_type}: this model does not output variances (it has fixed ones).")
+    if variance_type == "analytic" and pipe.scheduler.config.get("analytic_gamma") is None:
+        raise UsageError(
+            "--variance_type analytic needs the model's statistics: run `hf-ddpm analytic MODEL --output_dir NEW`."
+        )
     pipe.scheduler = DDPMPosteriorScheduler.from_config(pipe.scheduler.config, variance_type=variance_type)
     return pipe
 
@@ -258,7 +262,9 @@ def register(subparsers) -> None:
         "--num_inference_steps", type=int, default=None, help="denoising steps, respaced (default 100, at most T)"
     )
     parser.add_argument(
-        "--variance_type", default=None, help="override the model's: fixed_small, fixed_large or learned_range"
+        "--variance_type",
+        default=None,
+        help="override the model's: fixed_small, fixed_large, learned_range or analytic (after `hf-ddpm analytic`)",
     )
     parser.add_argument(
         "--seed",

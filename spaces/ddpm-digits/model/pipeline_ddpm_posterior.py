@@ -310,6 +310,7 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         num_timesteps: int | None = None,
         clip_denoised: bool = True,
         show_progress: bool = True,
+        num_inference_steps: int | None = None,
     ) -> BitsPerDimOutput:
         """
         The variational bound -log p(x_0) <= L_T + sum_t L_{t-1} + L_0 of each image, in bits per dimension.
@@ -332,6 +333,10 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
                 Clip the x_0 prediction to [-1, 1], as the Improved DDPM evaluation does.
             show_progress (`bool`, defaults to `True`):
                 Show a progress bar.
+            num_inference_steps (`int`, *optional*):
+                The bound of the respaced chain that sampling with this many steps runs (the scheduler's spacing and
+                variances): the prior at the chain's last timestep, one KL term per step, the decoder at its first.
+                Exclusive with `num_timesteps`; the training chain when `None`.
 
         Returns:
             [`BitsPerDimOutput`]
@@ -343,9 +348,17 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
             )
         x_start = self._to_model_space(images)
         num_images = x_start.shape[0]
-        timesteps, weights = _bound_timesteps(
-            scheduler.config.num_train_timesteps, num_timesteps, num_images, generator
-        )
+        respaced = num_inference_steps is not None
+        if respaced:
+            if num_timesteps is not None:
+                raise ValueError("Pass at most one of `num_timesteps` and `num_inference_steps`.")
+            scheduler.set_timesteps(num_inference_steps)
+            timesteps = scheduler.timesteps.cpu().flip(0).expand(num_images, -1)  # the chain, ascending
+            weights = [1.0] * timesteps.shape[1]
+        else:
+            timesteps, weights = _bound_timesteps(
+                scheduler.config.num_train_timesteps, num_timesteps, num_images, generator
+            )
         device, dtype = self._execution_device, self.unet.dtype
         x_start = x_start.to(device, dtype)
 
@@ -359,19 +372,21 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
             x0 = x_start[start : start + images_per_call]
             for first in timestep_starts:
                 chunk = timesteps[start : start + x0.shape[0], first : first + timesteps_per_call]
-                terms = self._vb_terms(x0, chunk.to(device), generator, clip_denoised)  # [n x len(chunk)]
+                terms = self._vb_terms(x0, chunk.to(device), generator, clip_denoised, respaced)  # [n x len(chunk)]
                 vb[start : start + x0.shape[0], first : first + chunk.shape[1]] = terms.double().cpu()
                 if progress is not None:
                     progress.update()
         if progress is not None:
             progress.close()
-        prior = scheduler.prior_bpd(x_start.float()).double().cpu()
+        prior = scheduler.prior_bpd(x_start.float(), respaced=respaced).double().cpu()
         weights = torch.as_tensor(weights, dtype=torch.float64)
         bpd = prior + (vb * weights).sum(dim=1)
         standard_error = float(bpd.std() / math.sqrt(len(bpd))) if len(bpd) > 1 else float("nan")
         return BitsPerDimOutput(bpd, prior, vb, timesteps.clone(), weights, standard_error)
 
-    def _vb_terms(self, x0: torch.Tensor, timesteps: torch.Tensor, generator, clip_denoised: bool) -> torch.Tensor:
+    def _vb_terms(
+        self, x0: torch.Tensor, timesteps: torch.Tensor, generator, clip_denoised: bool, respaced: bool = False
+    ) -> torch.Tensor:
         """The bound's terms of images `x0` [n x ...] at their timesteps [n x k]: [n x k] bits/dim."""
         n, k = timesteps.shape
         x_start = x0.repeat(k, *([1] * (x0.ndim - 1)))  # column by column: x0 k times
@@ -380,7 +395,7 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         x_t = self.scheduler.add_noise(x_start, noise, t)
         model_output = self.unet(x_t, t).sample
         terms = self.scheduler.vb_terms_bpd(
-            model_output.float(), x_start.float(), x_t.float(), t, clip_denoised=clip_denoised
+            model_output.float(), x_start.float(), x_t.float(), t, clip_denoised=clip_denoised, respaced=respaced
         )
         return terms.reshape(k, n).T
 

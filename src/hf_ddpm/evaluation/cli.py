@@ -88,7 +88,15 @@ def register(subparsers) -> None:
     sampling.add_argument(
         "--variance_type",
         default=None,
-        choices=("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"),
+        choices=(
+            "fixed_small",
+            "fixed_small_log",
+            "fixed_large",
+            "fixed_large_log",
+            "learned",
+            "learned_range",
+            "analytic",
+        ),
         help="override the scheduler's reverse-process variance (also used by bpd); default: the saved one",
     )
     sampling.add_argument(

@@ -27,8 +27,18 @@ from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, Sch
 from diffusers.utils.torch_utils import randn_tensor
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
-VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range")
+VARIANCE_TYPES = (
+    "fixed_small",
+    "fixed_small_log",
+    "fixed_large",
+    "fixed_large_log",
+    "learned",
+    "learned_range",
+    "analytic",
+)
 LEARNED_VARIANCE_TYPES = ("learned", "learned_range")
+# The statistics `variance_type="analytic"` reads, and the command that computes them
+ANALYTIC_COMMAND = "hf-ddpm analytic MODEL --output_dir NEW_MODEL"
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
 
@@ -81,6 +91,80 @@ def make_betas(
     # "sigmoid": the GeoDiff schedule
     sigmoid = 1.0 / (1.0 + np.exp(-np.linspace(-6, 6, num_train_timesteps, dtype=np.float64)))
     return sigmoid * (beta_end - beta_start) + beta_start
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Analytic-DPM: the optimal reverse variance of a model trained with fixed variances (Bao et al. 2022,
+# arXiv 2201.06503), from one statistic of the noise predictor per timestep. Pure functions.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def check_analytic_gamma(analytic_gamma, variance_type: str, num_train_timesteps: int) -> np.ndarray | None:
+    """`analytic_gamma` as a float64 array of one finite, non-negative value per training timestep, or None."""
+    if analytic_gamma is None:
+        if variance_type == "analytic":
+            raise ValueError(
+                "variance_type='analytic' needs `analytic_gamma`, the statistics E||eps_theta(x_t, t)||^2 / d of the"
+                f" model on its training data: compute them with `{ANALYTIC_COMMAND}`."
+            )
+        return None
+    try:
+        gamma = np.asarray(analytic_gamma, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`analytic_gamma` must be a list of {num_train_timesteps} numbers, got {type(analytic_gamma).__name__};"
+            f" compute them with `{ANALYTIC_COMMAND}`."
+        ) from None
+    if gamma.shape != (num_train_timesteps,):
+        raise ValueError(
+            f"`analytic_gamma` must hold one value per training timestep ({num_train_timesteps}), got shape"
+            f" {gamma.shape}; recompute them with `{ANALYTIC_COMMAND}`."
+        )
+    bad = np.flatnonzero(~np.isfinite(gamma) | (gamma < 0))
+    if len(bad):
+        raise ValueError(
+            f"`analytic_gamma` must be finite and >= 0 (it is a mean square), but entry t={bad[0]} is {gamma[bad[0]]};"
+            f" recompute them with `{ANALYTIC_COMMAND}`."
+        )
+    return gamma
+
+
+def analytic_x0_variance(alphas_cumprod: np.ndarray, gamma: np.ndarray) -> np.ndarray:
+    """
+    The mean posterior variance of x_0 per dimension, E Var(x_0 | x_t) = (1 - alpha_bar_t) / alpha_bar_t (1 - Gamma_t)
+    (x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t), and E Var(eps | x_t) = 1 - Gamma_t for the optimal
+    predictor), clipped to the bounds Bao et al. prove (Theorem 2) for data in [-1, 1]: [0, 1], the most a variable
+    in [-1, 1] can vary. A Monte-Carlo Gamma_t above 1, or an imperfect model's, would otherwise give a negative value.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):  # alpha_bar_T = 0 (zero terminal SNR): x_0 unknown, 1
+        variance = (1.0 - alphas_cumprod) / alphas_cumprod * (1.0 - gamma)
+    return np.clip(np.where(alphas_cumprod > 0, variance, 1.0), 0.0, 1.0)
+
+
+def analytic_variance(
+    alphas_cumprod: np.ndarray, alphas_cumprod_prev: np.ndarray, gamma: np.ndarray, decoder_variance: float
+) -> np.ndarray:
+    """
+    The optimal reverse variance sigma*_n^2 of each step of a chain (Bao et al. Theorem 1, its DDPM case):
+
+        sigma*_n^2 = beta-tilde_n + c_n^2 E Var(x_0 | x_n),   c_n = sqrt(alpha_bar_{n-1}) beta_n / (1 - alpha_bar_n),
+
+    the posterior's own variance plus the uncertainty of x_0 carried by the posterior mean's x_0 coefficient c_n.
+    With the x_0 variance clipped to [0, 1] this lies between beta-tilde_n and beta-tilde_n + c_n^2, the bounds of
+    Theorem 2. The chain is given by its alpha-bars (respaced chains keep alpha-bar at their timesteps, so
+    beta_n = 1 - alpha_bar_n / alpha_bar_{n-1}), `gamma` taken at the same timesteps.
+
+    The first step is the decoder p(x_0 | x_1): its analytic value E Var(x_0 | x_1) collapses towards 0 when Gamma_0
+    nears 1 (a model that recovers the noise of quantized data), below a pixel level and into the Monte-Carlo noise
+    of 1 - Gamma, so it is floored at `decoder_variance` (beta-tilde_1 of the training chain, the choice of Bao et al.
+    and Improved DDPM), the same in every respacing.
+    """
+    betas = 1.0 - alphas_cumprod / alphas_cumprod_prev
+    posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
+    x0_coefficient = betas * np.sqrt(alphas_cumprod_prev) / (1.0 - alphas_cumprod)
+    variance = posterior_variance + x0_coefficient**2 * analytic_x0_variance(alphas_cumprod, gamma)
+    variance[0] = max(variance[0], decoder_variance)
+    return variance
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -168,7 +252,11 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
             `fixed_large` (beta_t), their `_log` twins (the same values computed in log space), `learned` (the model's
             extra channels are log sigma^2) or `learned_range` (they are v in [-1, 1] with
             log sigma^2 = v' log beta_t + (1 - v') log beta-tilde_t, v' = (v + 1) / 2). Learned types expect the model
-            to output twice the image channels.
+            to output twice the image channels. `analytic` is the optimal variance of Analytic-DPM (Bao et al. 2022,
+            arXiv 2201.06503), computed from `analytic_gamma` for the training chain and every respaced one.
+        analytic_gamma (`list[float]`, *optional*):
+            Gamma_t = E ||eps_theta(x_t, t)||^2 / d for each training timestep t, estimated on the training data
+            (`hf-ddpm analytic`); needed by `variance_type="analytic"`, stored in the config so it travels with it.
         clip_sample (`bool`, defaults to `True`):
             Clip the predicted x_0 to [-clip_sample_range, clip_sample_range].
         prediction_type (`"epsilon"`, `"sample"` or `"v_prediction"`, defaults to `"epsilon"`):
@@ -202,8 +290,9 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"] = "linear",
         trained_betas: np.ndarray | list[float] | None = None,
         variance_type: Literal[
-            "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"
+            "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range", "analytic"
         ] = "fixed_small",
+        analytic_gamma: list[float] | None = None,
         clip_sample: bool = True,
         prediction_type: Literal["epsilon", "sample", "v_prediction"] = "epsilon",
         thresholding: bool = False,
@@ -244,7 +333,14 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
             )
 
         # The training chain in float64; the public float32 tensors mirror diffusers.DDPMScheduler's attributes.
+        self._analytic_gamma = check_analytic_gamma(analytic_gamma, variance_type, num_train_timesteps)
         self._alphas_cumprod64 = np.cumprod(1.0 - betas)
+        # beta-tilde_1 of the training chain: the decoder's variance floor of the analytic variance in every chain
+        self._decoder_variance = float(
+            betas[1] * (1.0 - self._alphas_cumprod64[0]) / (1.0 - self._alphas_cumprod64[1])
+            if num_train_timesteps > 1
+            else betas[0]
+        )
         self.betas = torch.from_numpy(betas).float()
         self.alphas = 1.0 - self.betas
         self.alphas_cumprod = torch.from_numpy(self._alphas_cumprod64).float()
@@ -291,6 +387,19 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
             # sigma^2 = beta_t, but beta-tilde_1 at the first step: a better decoder variance (Improved DDPM code)
             "log_betas_fixed_large": np.log(np.concatenate([[first], betas[1:]])),
             "log_betas": np.log(betas),
+            # Analytic-DPM's optimal variance for this very chain, where the statistics are known
+            "log_analytic_variance": (
+                np.log(
+                    analytic_variance(
+                        alphas_cumprod,
+                        alphas_cumprod_prev,
+                        self._analytic_gamma[kept_timesteps],
+                        self._decoder_variance,
+                    )
+                )
+                if self._analytic_gamma is not None
+                else np.full(len(kept_timesteps), np.nan)
+            ),
         }
 
     def _set_chain(self, timesteps: np.ndarray, num_inference_steps: int | None, custom: bool, device=None) -> None:
@@ -299,6 +408,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         self.num_inference_steps = num_inference_steps
         self.custom_timesteps = custom
         terms = self._chain_terms(timesteps[::-1].copy())
+        self._set_chain_bound_terms(terms)
         # step() reads plain floats: no tensor indexing or 0-dim tensor arithmetic on the sampling hot path
         self._step_index = {int(t): i for i, t in enumerate(terms["timesteps"])}
         self._step_coefficients = [
@@ -314,6 +424,16 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
             )
             for i in range(len(terms["timesteps"]))
         ]
+        self._fixed_sigmas = self._chain_fixed_sigmas(terms)
+
+    def _chain_fixed_sigmas(self, terms: dict[str, np.ndarray]) -> list[float]:
+        """sigma_n of each step of a chain for the variance types that do not read the model: fixed and analytic."""
+        variance_type = self.config.variance_type
+        if variance_type == "analytic":
+            return np.exp(0.5 * terms["log_analytic_variance"]).tolist()
+        if variance_type.startswith("fixed_large"):
+            return np.sqrt(terms["betas"]).tolist()
+        return np.sqrt(np.maximum(terms["posterior_variance"], 1e-20)).tolist()
 
     def set_timesteps(
         self,
@@ -507,8 +627,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
             elif variance_type == "learned":  # the model outputs log sigma^2 (Improved DDPM code)
                 prev_sample.addcmul_(torch.exp(0.5 * predicted_variance), noise)
             else:
-                sigma = sigma_small if variance_type.startswith("fixed_small") else sigma_large
-                prev_sample.add_(noise, alpha=sigma)
+                prev_sample.add_(noise, alpha=self._fixed_sigmas[index])
 
         if not return_dict:
             return (prev_sample, pred_original_sample)
@@ -525,9 +644,37 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
             self._train_terms_cache[key] = torch.from_numpy(self._train_terms[name]).to(like.device, like.dtype)
         return self._train_terms_cache[key]
 
-    def _gather(self, name: str, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    def _gather(self, name: str, timesteps: torch.Tensor, like: torch.Tensor, respaced: bool = False) -> torch.Tensor:
+        """`name` at `timesteps` for an [N x ...] tensor, of the training chain (or the current one if `respaced`)."""
         timesteps = self._check_train_timesteps(timesteps, like)
+        if respaced:
+            return _broadcast(self._bound_chain_term(name, like), self._chain_positions(timesteps), like.ndim)
         return _broadcast(self._train_term(name, like), timesteps, like.ndim)
+
+    def _set_chain_bound_terms(self, terms: dict[str, np.ndarray]) -> None:
+        """Keep the current chain's terms for the bound of the respaced chain (`respaced=True`)."""
+        self._bound_chain_terms = terms
+        self._bound_chain_cache = {}
+        positions = np.full(self.config.num_train_timesteps, -1, dtype=np.int64)
+        positions[terms["timesteps"]] = np.arange(len(terms["timesteps"]))
+        self._bound_chain_positions = torch.from_numpy(positions)
+
+    def _bound_chain_term(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        key = (name, like.device, like.dtype)
+        if key not in self._bound_chain_cache:
+            self._bound_chain_cache[key] = torch.from_numpy(self._bound_chain_terms[name]).to(like.device, like.dtype)
+        return self._bound_chain_cache[key]
+
+    def _chain_positions(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """The position of each timestep in the current chain (0 is its first step, the decoder)."""
+        positions = self._bound_chain_positions.to(timesteps.device)[timesteps]
+        if bool((positions < 0).any()):
+            outside = int(timesteps[positions < 0][0])
+            raise ValueError(
+                f"`timesteps` holds {outside}, which is not in the current chain of {len(self._step_index)} timesteps;"
+                " with `respaced=True` call `set_timesteps` first and pass timesteps of `scheduler.timesteps`."
+            )
+        return positions
 
     def _check_train_timesteps(self, timesteps, like: torch.Tensor) -> torch.Tensor:
         # a training step gathers ~15 schedule terms at the same timesteps: the tensor checked last is remembered (a
@@ -574,40 +721,50 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
             - self._gather("sqrt_one_minus_alphas_cumprod", timesteps, sample) * sample
         )
 
-    def q_posterior_mean_variance(self, x_start: torch.Tensor, x_t: torch.Tensor, timesteps: torch.Tensor):
+    def q_posterior_mean_variance(
+        self, x_start: torch.Tensor, x_t: torch.Tensor, timesteps: torch.Tensor, respaced: bool = False
+    ):
         """
-        The true posterior q(x_{t-1} | x_t, x_0) (Ho et al. eq. 6-7).
+        The true posterior q(x_{t-1} | x_t, x_0) (Ho et al. eq. 6-7); with `respaced`, q(x_s | x_t, x_0) for s the
+        timestep before t in the chain set by `set_timesteps` (its alpha-bars, so the respaced posterior is exact).
 
         Returns:
             `tuple`: the mean [N x ...], and the variance and clipped log-variance, each [N x 1 x ...].
         """
         mean = (
-            self._gather("posterior_mean_coef1", timesteps, x_t) * x_start
-            + self._gather("posterior_mean_coef2", timesteps, x_t) * x_t
+            self._gather("posterior_mean_coef1", timesteps, x_t, respaced) * x_start
+            + self._gather("posterior_mean_coef2", timesteps, x_t, respaced) * x_t
         )
         return (
             mean,
-            self._gather("posterior_variance", timesteps, x_t),
-            self._gather("posterior_log_variance_clipped", timesteps, x_t),
+            self._gather("posterior_variance", timesteps, x_t, respaced),
+            self._gather("posterior_log_variance_clipped", timesteps, x_t, respaced),
         )
 
     def p_mean_variance(
-        self, model_output: torch.Tensor, x_t: torch.Tensor, timesteps: torch.Tensor, clip_denoised: bool = False
+        self,
+        model_output: torch.Tensor,
+        x_t: torch.Tensor,
+        timesteps: torch.Tensor,
+        clip_denoised: bool = False,
+        respaced: bool = False,
     ) -> dict[str, torch.Tensor]:
         """
-        The model's reverse distribution p(x_{t-1} | x_t) on the training chain: its mean, log-variance and x_0.
+        The model's reverse distribution p(x_{t-1} | x_t) on the training chain (with `respaced`, on the chain set by
+        `set_timesteps`, as `step()` samples it): its mean, log-variance and x_0.
 
         Args:
             model_output (`torch.Tensor`): [N x C x ...], or [N x 2C x ...] for learned variances.
             x_t (`torch.Tensor`): [N x C x ...].
             timesteps (`torch.Tensor`): [N] training timesteps.
             clip_denoised (`bool`): clip the x_0 prediction to [-1, 1].
+            respaced (`bool`): the reverse step of the current chain; `timesteps` must be in `self.timesteps`.
 
         Returns:
             `dict` with `mean`, `log_variance` (broadcastable to x_t) and `pred_original_sample`.
         """
         model_output, predicted_variance = self._split_model_output(model_output, x_t)
-        log_variance = self._model_log_variance(predicted_variance, timesteps, x_t)
+        log_variance = self._model_log_variance(predicted_variance, timesteps, x_t, respaced)
         sqrt_alpha = self._gather("sqrt_alphas_cumprod", timesteps, x_t)
         sqrt_one_minus_alpha = self._gather("sqrt_one_minus_alphas_cumprod", timesteps, x_t)
         prediction_type = self.config.prediction_type
@@ -619,21 +776,23 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
             pred_original_sample = sqrt_alpha * x_t - sqrt_one_minus_alpha * model_output
         if clip_denoised:
             pred_original_sample = pred_original_sample.clamp(-1, 1)
-        mean, _, _ = self.q_posterior_mean_variance(pred_original_sample, x_t, timesteps)
+        mean, _, _ = self.q_posterior_mean_variance(pred_original_sample, x_t, timesteps, respaced)
         return {"mean": mean, "log_variance": log_variance, "pred_original_sample": pred_original_sample}
 
-    def _model_log_variance(self, predicted_variance, timesteps, x_t) -> torch.Tensor:
+    def _model_log_variance(self, predicted_variance, timesteps, x_t, respaced: bool = False) -> torch.Tensor:
         variance_type = self.config.variance_type
         if variance_type == "learned":
             return predicted_variance
         if variance_type == "learned_range":
-            min_log = self._gather("posterior_log_variance_clipped", timesteps, x_t)
-            max_log = self._gather("log_betas", timesteps, x_t)
+            min_log = self._gather("posterior_log_variance_clipped", timesteps, x_t, respaced)
+            max_log = self._gather("log_betas", timesteps, x_t, respaced)
             frac = (predicted_variance + 1) / 2
             return frac * max_log + (1 - frac) * min_log
+        if variance_type == "analytic":
+            return self._gather("log_analytic_variance", timesteps, x_t, respaced)
         if variance_type.startswith("fixed_large"):
-            return self._gather("log_betas_fixed_large", timesteps, x_t)
-        return self._gather("posterior_log_variance_clipped", timesteps, x_t)
+            return self._gather("log_betas_fixed_large", timesteps, x_t, respaced)
+        return self._gather("posterior_log_variance_clipped", timesteps, x_t, respaced)
 
     # ------------------------------------------------------------------------------------------------------------
     # The variational bound, in bits per dimension (Ho et al. eq. 5; Nichol & Dhariwal eq. 4-6)
@@ -646,10 +805,16 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         x_t: torch.Tensor,
         timesteps: torch.Tensor,
         clip_denoised: bool = False,
+        respaced: bool = False,
     ) -> torch.Tensor:
         """
         The term L_{t-1} of the bound for each example, in bits/dim: KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)) for
         t > 0, and the discretized Gaussian decoder NLL -log p(x_0|x_1) at t = 0.
+
+        With `respaced`, the terms of the chain set by `set_timesteps` (the one `step()` samples): for each timestep
+        t of the chain, KL(q(x_s|x_t,x_0) || p(x_s|x_t)) with s the chain's previous timestep, and the decoder NLL
+        -log p(x_0 | x_t) at the chain's first timestep. Summed over the chain, with `prior_bpd(respaced=True)`, they
+        are the bound of the shorter chain.
 
         Args:
             model_output (`torch.Tensor`): the model output at (x_t, t), [N x C x ...] or [N x 2C x ...].
@@ -657,23 +822,29 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
             x_t (`torch.Tensor`): x_t drawn from q(x_t | x_0), [N x C x ...].
             timesteps (`torch.Tensor`): [N] training timesteps.
             clip_denoised (`bool`): clip the x_0 prediction to [-1, 1].
+            respaced (`bool`): the terms of the current chain; `timesteps` must be in `self.timesteps`.
 
         Returns:
             `torch.Tensor`: [N] bits per dimension.
         """
         timesteps = self._check_train_timesteps(timesteps, x_t).expand(x_t.shape[0])
-        true_mean, _, true_log_variance = self.q_posterior_mean_variance(x_start, x_t, timesteps)
-        model = self.p_mean_variance(model_output, x_t, timesteps, clip_denoised=clip_denoised)
+        true_mean, _, true_log_variance = self.q_posterior_mean_variance(x_start, x_t, timesteps, respaced)
+        model = self.p_mean_variance(model_output, x_t, timesteps, clip_denoised=clip_denoised, respaced=respaced)
         kl = mean_over_pixels(normal_kl(true_mean, true_log_variance, model["mean"], model["log_variance"]))
-        # the decoder term for every image, kept where t = 0: skipping it when no t is 0 would read the timesteps
-        # back to the host (a wait for the device at every training step) to save a few elementwise operations
+        # the decoder term for every image, kept where the chain's first step is: skipping it when no image is there
+        # would read the timesteps back to the host (a wait for the device at every training step)
+        is_decoder = timesteps == (int(self._bound_chain_terms["timesteps"][0]) if respaced else 0)
         log_scales = (0.5 * model["log_variance"]).expand_as(x_start)
         decoder_nll = -mean_over_pixels(discretized_gaussian_log_likelihood(x_start, model["mean"], log_scales))
-        return torch.where(timesteps == 0, decoder_nll, kl) / math.log(2.0)
+        return torch.where(is_decoder, decoder_nll, kl) / math.log(2.0)
 
-    def prior_bpd(self, x_start: torch.Tensor) -> torch.Tensor:
-        """The prior term KL(q(x_T | x_0) || N(0, I)) for each example of [N x C x ...], in bits/dim."""
-        last = torch.full((x_start.shape[0],), self.config.num_train_timesteps - 1, device=x_start.device)
+    def prior_bpd(self, x_start: torch.Tensor, respaced: bool = False) -> torch.Tensor:
+        """
+        The prior term KL(q(x_T | x_0) || N(0, I)) for each example of [N x C x ...], in bits/dim; with `respaced`,
+        at the last timestep of the current chain (e.g. 990 for 100 `leading` steps of 1000) instead of T - 1.
+        """
+        top = int(self._bound_chain_terms["timesteps"][-1]) if respaced else self.config.num_train_timesteps - 1
+        last = torch.full((x_start.shape[0],), top, device=x_start.device)
         mean = self._gather("sqrt_alphas_cumprod", last, x_start) * x_start
         log_variance = torch.log1p(-self._gather("alphas_cumprod", last, x_start))
         return mean_over_pixels(

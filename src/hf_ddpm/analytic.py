@@ -1,0 +1,301 @@
+# Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
+"""
+Analytic-DPM (Bao et al. 2022, arXiv 2201.06503) for a saved model: the optimal reverse variances of a model trained
+with fixed ones, without retraining.
+
+The optimal variance of each reverse step has a closed form in one statistic of the noise predictor per timestep,
+Gamma_t = E_{q(x_t)} ||eps_theta(x_t, t)||^2 / d (the scheduler's `variance_type="analytic"` holds the formula). This
+module estimates Gamma by Monte Carlo on a data split, with its standard error, and writes a new pipeline whose
+scheduler carries the statistics in its config (`hf-ddpm analytic MODEL --output_dir NEW`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ._errors import UsageError
+
+if TYPE_CHECKING:  # torch is imported where used: `hf-ddpm --help` needs none
+    import torch
+
+STATISTICS_FILE = "analytic_gamma.json"
+
+EXAMPLE = """Example:
+  hf-ddpm analytic outputs/digits-simple --output_dir outputs/digits-simple-analytic
+  hf-ddpm analytic google/ddpm-cifar10-32 --train_data_dir cifar10/train --output_dir outputs/cifar10-analytic
+  hf-ddpm sample outputs/digits-simple-analytic --num_inference_steps 50
+"""
+
+
+@dataclass
+class GammaEstimate:
+    """
+    A Monte-Carlo estimate of Gamma_t = E ||eps_theta(x_t, t)||^2 / d for every training timestep t.
+
+    Args:
+        gamma (`np.ndarray`): [T] the estimate.
+        standard_error (`np.ndarray`): [T] its standard error at each t (the spread of ||eps||^2 / d over the draws).
+        samples_per_timestep (`int`): M, the (x_0, x_t) draws at each t.
+        num_images (`int`): the images x_0 was drawn from.
+        seed (`int`): the seed of the draws.
+    """
+
+    gamma: np.ndarray
+    standard_error: np.ndarray
+    samples_per_timestep: int
+    num_images: int
+    seed: int
+
+    def summary(self) -> dict:
+        """The JSON-able record written beside the new pipeline."""
+        worst = int(np.argmax(self.standard_error))
+        return {
+            "samples_per_timestep": self.samples_per_timestep,
+            "num_images": self.num_images,
+            "seed": self.seed,
+            "max_standard_error": float(self.standard_error[worst]),
+            "max_standard_error_timestep": worst,
+            "mean_standard_error": float(self.standard_error.mean()),
+            "gamma": self.gamma.tolist(),
+            "standard_error": self.standard_error.tolist(),
+        }
+
+
+def predicted_noise(scheduler, model_output: torch.Tensor, x_t: torch.Tensor, timesteps: torch.Tensor):
+    """
+    eps_theta(x_t, t) from the model output, whatever the model predicts (epsilon, x_0 or v); the variance channels
+    of a learned-variance model are dropped.
+    """
+    import torch
+
+    channels = x_t.shape[1]
+    output = model_output[:, :channels].double()
+    x_t = x_t.double()
+    alpha_bar = torch.from_numpy(scheduler._alphas_cumprod64).to(x_t.device)[timesteps].reshape(-1, 1, 1, 1)
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        return output
+    if prediction_type == "sample":  # x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps
+        return (x_t - alpha_bar.sqrt() * output) / (1 - alpha_bar).sqrt()
+    return alpha_bar.sqrt() * output + (1 - alpha_bar).sqrt() * x_t  # v = sqrt(abar) eps - sqrt(1 - abar) x_0
+
+
+def estimate_gamma(
+    pipeline,
+    images: torch.Tensor | np.ndarray,
+    samples_per_timestep: int = 100,
+    batch_size: int = 256,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> GammaEstimate:
+    """
+    Estimate Gamma_t = E_{x_0, eps} ||eps_theta(x_t, t)||^2 / d at every training timestep.
+
+    At each t, `samples_per_timestep` images are drawn without replacement (a fresh random subset per t, with
+    replacement only when M exceeds the images), each noised once by q(x_t | x_0); Gamma_t is the mean of
+    ||eps_theta||^2 / d over them, with ||eps||^2 / d of the drawn noise (mean 1) as a control variate
+    (`control_variate_mean`), and its standard error the spread of the controlled draws over sqrt(M). The cost is
+    T x M UNet evaluations, `batch_size` at a time.
+
+    Args:
+        pipeline ([`DDPMPosteriorPipeline`]): the model (its scheduler a `DDPMPosteriorScheduler`).
+        images (`torch.Tensor` or `np.ndarray`): the data, [N x C x H x W] in [-1, 1] or uint8 [N x H x W x C]; the
+            training split, whose distribution q(x_t) the statistic is an expectation over.
+        samples_per_timestep (`int`, defaults to 100): M.
+        batch_size (`int`, defaults to 256): (image, timestep) pairs per UNet call.
+        seed (`int`, defaults to 0): the seed of the image choice and the noise.
+        show_progress (`bool`, defaults to `True`): show a progress bar.
+
+    Returns:
+        [`GammaEstimate`]
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    for name, value, least in (("samples_per_timestep", samples_per_timestep, 2), ("batch_size", batch_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"`{name}` must be an int >= {least}, got {value!r}.")
+    scheduler = pipeline.scheduler
+    x_start = pipeline._to_model_space(images)
+    num_images, num_train_timesteps = x_start.shape[0], scheduler.config.num_train_timesteps
+    generator = torch.Generator("cpu").manual_seed(seed)
+    if samples_per_timestep <= num_images:  # a random subset of the images at each t
+        choice = torch.rand(num_train_timesteps, num_images, generator=generator).argsort(dim=1)
+        choice = choice[:, :samples_per_timestep]
+    else:
+        choice = torch.randint(num_images, (num_train_timesteps, samples_per_timestep), generator=generator)
+    pair_timesteps = torch.arange(num_train_timesteps).repeat_interleave(samples_per_timestep)
+    pair_images = choice.reshape(-1)
+
+    device, dtype = pipeline._execution_device, pipeline.unet.dtype
+    squared_norms = torch.empty(len(pair_timesteps), dtype=torch.float64)
+    noise_norms = torch.empty(len(pair_timesteps), dtype=torch.float64)
+    progress = tqdm(total=len(pair_timesteps), desc="Gamma_t = E||eps||^2/d", disable=not show_progress)
+    with progress as bar, torch.no_grad():
+        for start in range(0, len(pair_timesteps), batch_size):
+            t = pair_timesteps[start : start + batch_size]
+            x0 = x_start[pair_images[start : start + batch_size]]
+            noise = torch.randn(x0.shape, generator=generator)
+            x_t = scheduler.add_noise(x0, noise, t)
+            model_output = pipeline.unet(x_t.to(device, dtype), t.to(device)).sample
+            eps = predicted_noise(scheduler, model_output.float().cpu(), x_t, t)
+            squared_norms[start : start + len(t)] = eps.pow(2).mean(dim=(1, 2, 3))
+            noise_norms[start : start + len(t)] = noise.double().pow(2).mean(dim=(1, 2, 3))
+            bar.update(len(t))
+    gamma, standard_error = control_variate_mean(
+        squared_norms.reshape(num_train_timesteps, samples_per_timestep),
+        noise_norms.reshape(num_train_timesteps, samples_per_timestep),
+    )
+    return GammaEstimate(
+        gamma=gamma.numpy(),
+        standard_error=standard_error.numpy(),
+        samples_per_timestep=samples_per_timestep,
+        num_images=num_images,
+        seed=seed,
+    )
+
+
+def control_variate_mean(values: torch.Tensor, controls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    The mean of each row of `values` [T x M] and its standard error, with `controls` [T x M] of known mean 1 as a
+    control variate: mean(Y) - b (mean(Z) - 1), b = Cov(Y, Z) / Var(Z) fitted per row. Here Y = ||eps_theta||^2 / d
+    and Z = ||eps||^2 / d of the very noise drawn: at large t the predictor nearly returns eps and most of Y's spread
+    is Z's, which the control removes (there 1 - Gamma_t, which sets the variance, is small and needs the precision).
+    """
+    centered_z = controls - controls.mean(dim=1, keepdim=True)
+    centered_y = values - values.mean(dim=1, keepdim=True)
+    slope = (centered_y * centered_z).sum(dim=1) / (centered_z.pow(2).sum(dim=1)).clamp(min=1e-300)
+    mean = values.mean(dim=1) - slope * (controls.mean(dim=1) - 1.0)
+    residual = values - slope[:, None] * controls
+    return mean, residual.std(dim=1) / math.sqrt(values.shape[1])
+
+
+def with_analytic_variances(pipeline, gamma: np.ndarray | list[float]):
+    """The pipeline with a scheduler of `variance_type="analytic"` carrying `gamma` (the UNet is shared)."""
+    from .scheduling_ddpm_posterior import DDPMPosteriorScheduler
+
+    scheduler = DDPMPosteriorScheduler.from_config(
+        pipeline.scheduler.config, variance_type="analytic", analytic_gamma=[float(g) for g in gamma]
+    )
+    return type(pipeline)(unet=pipeline.unet, scheduler=scheduler)
+
+
+def variance_relative_error(scheduler, estimate: GammaEstimate) -> np.ndarray:
+    """
+    [T - 1] how far each training-chain sigma*_t^2 (t >= 1; the decoder's is floored) moves, relative to itself, when
+    Gamma_t moves by one standard error either way: sigma*^2 with its clipping recomputed, so timesteps where the
+    proven bounds bind (e.g. the cosine schedule's last step, alpha_bar ~ 0) count what the clipped value does.
+    """
+    from .scheduling_ddpm_posterior import analytic_variance
+
+    alphas_cumprod = scheduler._alphas_cumprod64
+    alphas_cumprod_prev = np.concatenate([[1.0], alphas_cumprod[:-1]])
+
+    def variance(gamma):
+        return analytic_variance(alphas_cumprod, alphas_cumprod_prev, gamma, scheduler._decoder_variance)[1:]
+
+    central = variance(estimate.gamma)
+    shifted = [variance(np.maximum(estimate.gamma + sign * estimate.standard_error, 0.0)) for sign in (-1, 1)]
+    return np.maximum(*(np.abs(v - central) for v in shifted)) / central
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# `hf-ddpm analytic`
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "analytic",
+        help="add Analytic-DPM's optimal variances to a fixed-variance model (no retraining)",
+        description="Estimate Gamma_t = E||eps_theta(x_t, t)||^2 / d of a saved DDPM pipeline (ours or any diffusers"
+        " DDPM folder, the flat google/ddpm-* layout included) on a data split, with its Monte-Carlo standard error,"
+        " and write a new pipeline whose scheduler samples and bounds with variance_type='analytic' (Bao et al."
+        " 2022). The input is left untouched.",
+        epilog=EXAMPLE,
+    )
+    parser.add_argument("pretrained_model_name_or_path", metavar="MODEL", help="a saved pipeline folder or Hub id")
+    parser.add_argument("--output_dir", required=True, help="the new pipeline folder (must differ from MODEL)")
+    data = parser.add_argument_group("data (the training distribution Gamma is an expectation over)")
+    source = data.add_mutually_exclusive_group()
+    source.add_argument("--dataset", choices=("digits",), default="digits", help="built-in dataset (default: digits)")
+    source.add_argument("--train_data_dir", default=None, help="a local folder of images instead of --dataset")
+    source.add_argument("--dataset_name", default=None, help="a `datasets` dataset (Hub id or local folder)")
+    data.add_argument(
+        "--split", default="train", help="the split (default: train; for digits 'train', 'test' or 'all')"
+    )
+    data.add_argument("--max_images", type=int, default=None, help="use only the first N images of the split")
+    parser.add_argument(
+        "--samples_per_timestep",
+        type=int,
+        default=100,
+        help="Monte-Carlo draws M at each timestep: T x M UNet evaluations, standard error ~ 1/sqrt(M) (default: 100)",
+    )
+    parser.add_argument("--batch_size", type=int, default=256, help="(image, timestep) pairs per UNet call")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the image choice and the noise (default: 0)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="where to run")
+    parser.add_argument("--revision", default=None, help="the Hub revision of MODEL")
+    parser.set_defaults(handler=run_analytic)
+
+
+def run_analytic(args: argparse.Namespace) -> int:
+    from .evaluation.cli import load_dataset_images, resolve_device
+    from .pipeline_ddpm_posterior import DDPMPosteriorPipeline
+
+    for flag, least in (("samples_per_timestep", 2), ("batch_size", 1), ("max_images", 2)):
+        value = getattr(args, flag)
+        if value is not None and value < least:
+            raise UsageError(f"--{flag} must be at least {least}, got {value}.")
+    if args.dataset_name is None and args.train_data_dir is None and args.split not in ("train", "test", "all"):
+        raise UsageError(f"--split for --dataset digits must be one of 'train', 'test', 'all', got {args.split!r}.")
+    source = os.path.realpath(args.pretrained_model_name_or_path)
+    if os.path.isdir(source) and source == os.path.realpath(args.output_dir):
+        raise UsageError("--output_dir must differ from MODEL: the input pipeline is left untouched.")
+    device = resolve_device(args.device)
+
+    pipeline = DDPMPosteriorPipeline.from_pretrained(args.pretrained_model_name_or_path, revision=args.revision)
+    config = pipeline.unet.config
+    is_digit_model = config.in_channels == 1 and config.sample_size in (8, [8, 8], (8, 8))
+    if args.train_data_dir is None and args.dataset_name is None and not is_digit_model:
+        raise UsageError(
+            f"--dataset digits holds 8x8 grayscale images, but this model makes {config.in_channels}-channel"
+            f" {config.sample_size} images; pass its training data with --train_data_dir or --dataset_name."
+        )
+    pipeline = pipeline.to(device)
+    images = load_dataset_images(args, pipeline)
+    estimate = estimate_gamma(pipeline, images, args.samples_per_timestep, args.batch_size, args.seed)
+    data = {
+        "source": args.pretrained_model_name_or_path,
+        "data": args.train_data_dir or args.dataset_name or args.dataset,
+    }
+    record = save_analytic_pipeline(pipeline, estimate, args.output_dir, {**data, "split": args.split})
+    print(
+        f"Gamma_t from {estimate.num_images} images, {estimate.samples_per_timestep} draws per timestep: Monte-Carlo"
+        f" standard error {record['mean_standard_error']:.4f} on average, at most"
+        f" {record['max_standard_error']:.4f} (t={record['max_standard_error_timestep']}); the optimal variances"
+        f" sigma*_t^2 to within {100 * record['max_variance_relative_error']:.2f}% (one standard error, at worst)"
+    )
+    print(f"wrote {args.output_dir} (variance_type='analytic') and {os.path.join(args.output_dir, STATISTICS_FILE)}")
+    return 0
+
+
+def save_analytic_pipeline(pipeline, estimate: GammaEstimate, output_dir: str, description: dict) -> dict:
+    """
+    Save the pipeline with analytic variances from `estimate` to `output_dir`, and the estimate with its errors (and
+    `description`: where the model and data came from) to `analytic_gamma.json` beside it. Returns that record.
+    """
+    from .files import atomic_write_text
+
+    analytic = with_analytic_variances(pipeline, estimate.gamma)
+    analytic.save_pretrained(output_dir)
+    relative = variance_relative_error(analytic.scheduler, estimate)
+    record = {**description, **estimate.summary(), "max_variance_relative_error": float(relative.max())}
+    atomic_write_text(os.path.join(output_dir, STATISTICS_FILE), json.dumps(record, indent=2) + "\n")
+    return record
