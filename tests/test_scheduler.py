@@ -551,3 +551,26 @@ def test_previous_timestep_returns_what_diffusers_returns():
     ours.set_timesteps(timesteps=[700, 300, 5])
     theirs.set_timesteps(timesteps=[700, 300, 5])
     assert torch.equal(ours.previous_timestep(torch.tensor(300)), theirs.previous_timestep(torch.tensor(300)))
+
+
+def test_trailing_spacing_has_as_many_timesteps_as_asked_and_diffusers_values_where_diffusers_has_as_many() -> None:
+    # diffusers' float arange yields n + 1 timesteps ending at -1 for some n (e.g. 61 and 103 of T = 1000)
+    ours = DDPMPosteriorScheduler(num_train_timesteps=1000, timestep_spacing="trailing")
+    theirs = DDPMScheduler(num_train_timesteps=1000, timestep_spacing="trailing")
+    overlong = 0
+    for n in range(1, 1001):
+        ours.set_timesteps(n)
+        timesteps = ours.timesteps.numpy()
+        assert len(timesteps) == n and timesteps[0] == 999 and timesteps[-1] >= 0, n
+        assert (np.diff(timesteps) < 0).all(), n
+        theirs.set_timesteps(n)
+        if len(theirs.timesteps) == n:
+            np.testing.assert_array_equal(timesteps, theirs.timesteps.numpy())
+        else:
+            overlong += 1
+    assert overlong > 0  # the case the fix is for still exists upstream, so this test exercises it
+    ours.set_timesteps(61)  # one of those counts: the whole chain runs and stays finite
+    sample = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    for t in ours.timesteps:
+        sample = ours.step(torch.zeros_like(sample), t, sample, generator=torch.Generator().manual_seed(1)).prev_sample
+    assert torch.isfinite(sample).all()

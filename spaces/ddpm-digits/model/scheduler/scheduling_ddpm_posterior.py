@@ -491,7 +491,10 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
             timesteps = (np.arange(0, num_inference_steps) * step_ratio).round()[::-1].astype(np.int64)
             return timesteps + self.config.steps_offset
         step_ratio = num_train_timesteps / num_inference_steps  # "trailing"
-        return np.round(np.arange(num_train_timesteps, 0, -step_ratio)).astype(np.int64) - 1
+        # diffusers' np.arange(T, 0, -step_ratio) holds one float step too many for some counts (62 of 1..1000 when
+        # T = 1000), ending the chain at -1: its first n values are the chain
+        timesteps = np.arange(num_train_timesteps, 0, -step_ratio)[:num_inference_steps]
+        return np.round(timesteps).astype(np.int64) - 1
 
     def previous_timestep(self, timestep: int | torch.Tensor) -> int | torch.Tensor:
         """
