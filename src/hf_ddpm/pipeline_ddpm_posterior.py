@@ -487,8 +487,8 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
             push_pipeline = importlib.import_module("hf_ddpm.hub").push_pipeline
         except ImportError:
             raise ImportError(
-                "save_pretrained(push_to_hub=True) needs hf_ddpm (`pip install -e .` in an hf-ddpm checkout); or upload"
-                " the saved folder with `huggingface_hub.upload_folder`."
+                "save_pretrained(push_to_hub=True) needs hf_ddpm (`pip install -e .` in an hf-ddpm checkout); or"
+                " upload the saved folder with `huggingface_hub.upload_folder`."
             ) from None
         push_pipeline(folder, repo_id or os.path.basename(folder), private=bool(private), **kwargs)
 
@@ -906,8 +906,8 @@ def _load_scheduler(folder: str, index: dict) -> SchedulerMixin:
         except ImportError:
             raise ImportError(
                 "hf_ddpm is not installed: load this pipeline with"
-                " `DiffusionPipeline.from_pretrained(path, trust_remote_code=True)`, or install it (`pip install -e .` in"
-                " an hf-ddpm checkout)."
+                " `DiffusionPipeline.from_pretrained(path, trust_remote_code=True)`, or install it"
+                " (`pip install -e .` in an hf-ddpm checkout)."
             ) from None
     elif library == "diffusers":
         import diffusers
