@@ -806,27 +806,6 @@ def test_loss_second_moment_resampler() -> None:
     assert uniform_t.max() < 7 and torch.equal(uniform_w, torch.ones(5))
 
 
-def test_lerp_ema_matches_diffusers_ema_model() -> None:
-    from diffusers.training_utils import EMAModel
-
-    from hf_ddpm.training.loop import LerpEMAModel
-
-    torch.manual_seed(0)
-    parameters = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(7))]
-    kwargs = {"decay": 0.99, "use_ema_warmup": True, "inv_gamma": 1.0, "power": 0.75, "foreach": True}
-    ours, reference = LerpEMAModel(parameters, **kwargs), EMAModel(parameters, **kwargs)
-    for _ in range(30):
-        with torch.no_grad():
-            for parameter in parameters:
-                parameter.add_(torch.randn_like(parameter))
-        ours.step(parameters)
-        reference.step(parameters)
-    assert ours.cur_decay_value == reference.cur_decay_value and ours.optimization_step == 30
-    for a, b in zip(ours.shadow_params, reference.shadow_params, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
-    assert ours.state_dict().keys() == reference.state_dict().keys()
-
-
 def test_image_grid_layout() -> None:
     images = np.zeros((5, 8, 8, 1))
     images[4] = 1.0
