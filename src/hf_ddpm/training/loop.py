@@ -26,6 +26,7 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from .._errors import UsageError
+from ..images import auto_scale, image_grid
 from ..scheduling_ddpm_posterior import LEARNED_VARIANCE_TYPES, DDPMPosteriorScheduler
 from . import checkpoints, data, outputs, presets, publish
 from .args import resolve_device_type
@@ -533,7 +534,7 @@ def save_sample_grid(args, accelerator, evaluator: outputs.EvaluationModel, c: T
     """A grid of EMA samples as output_dir/samples/step-NNNNNN.png and in the tracker."""
     evaluator.load_weights(c.ema, accelerator.unwrap_model(c.unet))
     images = evaluator.sample(args.eval_batch_size, args.ddpm_num_inference_steps, seed=args.seed)
-    grid = outputs.image_grid(images)
+    grid = image_grid(images, scale=auto_scale(max(images.shape[1:3])))
     outputs.save_png(grid, os.path.join(args.output_dir, "samples", f"step-{step:06d}.png"))
     _log_image(accelerator, grid, step)
     return grid
@@ -576,7 +577,8 @@ def finish(args, accelerator: Accelerator, c: TrainingComponents, evaluator, hel
         logger.info(f"Held-out bits/dim: {bpd['value']:.4f} ({data_info['heldout_split']})", main_process_only=True)
     outputs.write_json(metrics, os.path.join(args.output_dir, "metrics.json"))
     images = evaluator.sample(args.eval_batch_size, args.ddpm_num_inference_steps, seed=args.seed)
-    outputs.save_png(outputs.image_grid(images), os.path.join(args.output_dir, "samples.png"))
+    grid = image_grid(images, scale=auto_scale(max(images.shape[1:3])))
+    outputs.save_png(grid, os.path.join(args.output_dir, "samples.png"))
 
     from ..hub import save_model_card
 
