@@ -10,6 +10,7 @@ import os
 import numpy as np
 import PIL.Image
 
+from .._datasets import find_image_column
 from .._digits import (  # noqa: F401 (re-exported: evaluation reads the digits from here)
     DIGITS_SPLIT_SEED,
     DIGITS_SPLITS,
@@ -53,26 +54,14 @@ def load_hf_dataset(
 ) -> np.ndarray:
     """
     The images of a `datasets` dataset split (a Hub id or a local dataset folder), as uint8 [N x H x W x channels].
-    The image column is the first of `image` or `img` present, or the only image feature.
+    The image column is found as training finds it (`hf_ddpm._datasets.find_image_column`).
     """
     import datasets
 
     dataset = datasets.load_dataset(name, split=split, revision=revision)
-    column = _image_column(dataset)
+    column = find_image_column(dataset)
     images = [_to_array(image, channels) for image in dataset[column]]
     return _stack_checked(images, resolution, f"{name} ({split})")
-
-
-def _image_column(dataset) -> str:
-    import datasets
-
-    image_columns = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Image)]
-    for name in ("image", "img"):
-        if name in dataset.column_names:
-            return name
-    if len(image_columns) == 1:
-        return image_columns[0]
-    raise ValueError(f"Cannot tell the image column of the dataset among {dataset.column_names}.")
 
 
 def _to_array(image: PIL.Image.Image, channels: int) -> np.ndarray:

@@ -22,6 +22,7 @@ import PIL.Image
 import torch
 from tqdm.auto import tqdm
 
+from .._datasets import find_image_column  # noqa: F401 (training reads it from here)
 from .._digits import digits_split_indices, load_digits
 from .._errors import UsageError
 
@@ -95,24 +96,6 @@ def split_train_heldout(dataset_dict, heldout_fraction: float = 0.1):
         raise UsageError(f"The dataset has {len(train)} image(s): too few to hold some out for bits/dim.")
     parts = train.train_test_split(test_size=heldout_fraction, seed=0, shuffle=True)
     return parts["train"], parts["test"], f"{heldout_fraction:.0%} of train"
-
-
-def find_image_column(dataset, requested: str | None = None) -> str:
-    """The image column: `requested` (checked), else the first `datasets.Image` column, else one named image/img."""
-    import datasets
-
-    columns = list(dataset.column_names)
-    if requested is not None:
-        if requested not in columns:
-            raise UsageError(f"--image_column {requested!r} is not a column of the dataset; it has: {columns}.")
-        return requested
-    for name, feature in dataset.features.items():
-        if isinstance(feature, datasets.Image):
-            return name
-    for name in ("image", "img", "images", "pixel_values"):
-        if name in columns:
-            return name
-    raise UsageError(f"No image column found among {columns}: pass --image_column.")
 
 
 @dataclass
