@@ -198,3 +198,14 @@ def test_a_sample_run_that_fails_mid_write_leaves_no_output_folder(saved_pipelin
     )
     assert "No space left" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == ["model"]  # neither a half-written out/ nor a staging folder
+
+
+def test_sample_takes_every_variance_type_that_eval_takes(saved_pipeline, tmp_path, capsys):
+    """`sample` and `eval` share one override: all six types (before, `sample` refused the `_log` and `learned`)."""
+    assert main(_sample_argv(saved_pipeline, tmp_path / "small", "--num_images", "2", "--no_individual")) == 0
+    argv = _sample_argv(saved_pipeline, tmp_path / "log", "--num_images", "2", "--no_individual")
+    assert main([*argv, "--variance_type", "fixed_large_log"]) == 0
+    small, large_log = (np.load(tmp_path / name / "samples.npz")["images"] for name in ("small", "log"))
+    assert small.shape == large_log.shape and not np.array_equal(small, large_log)  # another reverse variance
+    assert main(_sample_argv(saved_pipeline, tmp_path / "learned", "--variance_type", "learned")) == 2
+    assert "does not output variances" in capsys.readouterr().err

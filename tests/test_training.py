@@ -28,10 +28,10 @@ from safetensors.torch import load_file
 
 from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler
 from hf_ddpm.cli import UsageError
+from hf_ddpm.images import image_grid
 from hf_ddpm.training import checkpoints, data, finalize_args, main, parse_args
 from hf_ddpm.training.losses import training_losses
 from hf_ddpm.training.metrics import LossMeter
-from hf_ddpm.training.outputs import image_grid
 from hf_ddpm.training.resample import LossSecondMomentResampler, UniformSampler
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,7 +121,7 @@ def test_each_objective_trains_saves_and_samples(tmp_path: Path, objective: str)
     assert math.isfinite(metrics["value"]) and 0 < metrics["value"] < 100
     training_args = json.loads((out / "training_args.json").read_text())
     assert training_args["loss"] == flags["--loss"] and training_args["max_train_steps"] == 4
-    assert PIL.Image.open(out / "samples.png").size == (2 * 64 + 2, 2 * 64 + 2)  # 4 samples, 8x8 upscaled x8
+    assert PIL.Image.open(out / "samples.png").size == (2 * 64 + 3, 2 * 64 + 3)  # 4 samples, 8x8 upscaled x8
     assert [step for step, _ in checkpoints.list_checkpoints(str(out))] == [4]
     # the EMA weights are what was saved, not the training weights of the last checkpoint
     ema_weights = out / "unet" / "diffusion_pytorch_model.safetensors"
@@ -806,34 +806,13 @@ def test_loss_second_moment_resampler() -> None:
     assert uniform_t.max() < 7 and torch.equal(uniform_w, torch.ones(5))
 
 
-def test_lerp_ema_matches_diffusers_ema_model() -> None:
-    from diffusers.training_utils import EMAModel
-
-    from hf_ddpm.training.loop import LerpEMAModel
-
-    torch.manual_seed(0)
-    parameters = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(7))]
-    kwargs = {"decay": 0.99, "use_ema_warmup": True, "inv_gamma": 1.0, "power": 0.75, "foreach": True}
-    ours, reference = LerpEMAModel(parameters, **kwargs), EMAModel(parameters, **kwargs)
-    for _ in range(30):
-        with torch.no_grad():
-            for parameter in parameters:
-                parameter.add_(torch.randn_like(parameter))
-        ours.step(parameters)
-        reference.step(parameters)
-    assert ours.cur_decay_value == reference.cur_decay_value and ours.optimization_step == 30
-    for a, b in zip(ours.shadow_params, reference.shadow_params, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
-    assert ours.state_dict().keys() == reference.state_dict().keys()
-
-
 def test_image_grid_layout() -> None:
     images = np.zeros((5, 8, 8, 1))
     images[4] = 1.0
-    grid = np.asarray(image_grid(images))
-    assert grid.shape == (2 * 64 + 2, 3 * 64 + 2 * 2)  # 5 images: 2 rows of 3 cells, 8x8 upscaled x8, 2px gaps
-    assert grid[66:130, 66:130].min() == 255 and grid[:64, :64].max() == 0  # image 4: row 1, column 1
-    assert (grid[64:66, :] == 128).all() and (grid[130 - 64 :, 196 - 64 :] == 128).all()  # gaps, empty cell
+    grid = np.asarray(image_grid(images, scale=8))
+    assert grid.shape == (2 * 64 + 3, 3 * 64 + 4)  # 5 images: 2 rows of 3 cells, 8x8 upscaled x8, 1px gaps and border
+    assert grid[66:130, 66:130].min() == 255 and grid[1:65, 1:65].max() == 0  # image 4: row 1, column 1
+    assert (grid[65, :] == 128).all() and (grid[0, :] == 128).all() and (grid[66:130, 131:195] == 128).all()
 
 
 def test_vlb_loss_with_importance_sampling_estimates_the_uniform_average_over_timesteps() -> None:

@@ -1,25 +1,61 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
-"""Writing files so that a reader never sees half of one."""
+"""Writing files and folders so that a reader never sees half of one."""
 
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+def atomic_save(path: str | os.PathLike, save: Callable[[str], None]) -> None:
     """
-    Write `text` to `path` through a temporary sibling and a rename: a reader sees the old file or the new one, and a
-    failed write leaves the old one. The file gets the mode a plain `open` would give (mkstemp's is private).
+    `save(temporary)` writes the file to a temporary sibling, which then replaces `path` with one rename: a reader
+    sees the old file or the new one, and a failed write leaves the old one. The file gets the mode a plain `open`
+    would give (mkstemp's is private).
     """
     path = os.fspath(path)
     handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path) or ".")
+    os.close(handle)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
+        save(temporary)
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` atomically (see `atomic_save`)."""
+
+    def write(temporary: str) -> None:
+        with open(temporary, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+
+    atomic_save(path, write)
+
+
+def replace_folder(source: str, target: str) -> None:
+    """
+    Rename the complete folder `source` to `target` (same file system). An old `target` is moved aside first and
+    deleted once the new one is in place, so that `target` is always either the old folder or the new one, whole.
+    """
+    if not os.path.lexists(target):
+        os.replace(source, target)
+        return
+    old = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.old-", dir=os.path.dirname(target))
+    os.replace(target, os.path.join(old, "folder"))
+    os.replace(source, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def make_public(folder: str) -> None:
+    """Give a `tempfile.mkdtemp` folder (private) the mode a plain `os.makedirs` would give."""
+    os.chmod(folder, 0o777 & ~_umask())
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask

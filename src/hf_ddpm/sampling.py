@@ -11,7 +11,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ._choices import VARIANCE_TYPES
+from ._devices import resolve_device
 from ._errors import UsageError
+from ._variance import with_variance_type
+from .files import make_public, replace_folder
 from .images import auto_scale, image_grid, save_animation, side_by_side, to_uint8
 
 if TYPE_CHECKING:  # torch and diffusers are imported where used: `hf-ddpm --help` needs none
@@ -19,9 +23,7 @@ if TYPE_CHECKING:  # torch and diffusers are imported where used: `hf-ddpm --hel
 
     from .pipeline_ddpm_posterior import DDPMPosteriorPipeline
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("float32", "float16", "bfloat16")  # names of torch dtypes
-SAMPLE_VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range", "analytic")
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
 MAX_SCALE = 64  # an 8x8 digit as a 512x512 tile; more only makes huge PNGs
 
@@ -29,21 +31,6 @@ EXAMPLE = """Example:
   hf-ddpm sample outputs/ddpm-digits --num_images 64 --num_inference_steps 100 --trajectory
   hf-ddpm sample google/ddpm-cifar10-32 --num_images 16 --device cuda --dtype float16
 """
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks cuda, then mps, then cpu; an explicit device that is not available is refused."""
-    import torch
-
-    if name not in DEVICES:
-        raise UsageError(f"--device must be one of {', '.join(DEVICES)}, got {name!r}.")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available on this machine (use --device cpu).")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UsageError("--device mps: the MPS backend is not available on this machine (use --device cpu).")
-    return torch.device(name)
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -54,25 +41,6 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "float16" and device.type == "cpu":
         raise UsageError("--dtype float16 is not supported on the CPU; use bfloat16 or float32.")
     return getattr(torch, name)
-
-
-def with_variance_type(pipe: DDPMPosteriorPipeline, variance_type: str | None) -> DDPMPosteriorPipeline:
-    """Swap in a scheduler with another variance type; learned_range only for a model that outputs variances."""
-    from .scheduling_ddpm_posterior import LEARNED_VARIANCE_TYPES, DDPMPosteriorScheduler
-
-    if variance_type is None:
-        return pipe
-    if variance_type not in SAMPLE_VARIANCE_TYPES:
-        raise UsageError(f"--variance_type must be one of {', '.join(SAMPLE_VARIANCE_TYPES)}, got {variance_type!r}.")
-    model_learns_variance = pipe.unet.config.out_channels == 2 * pipe.unet.config.in_channels
-    if variance_type in LEARNED_VARIANCE_TYPES and not model_learns_variance:
-        raise UsageError(f"--variance_type {variance_type}: this model does not output variances (it has fixed ones).")
-    if variance_type == "analytic" and pipe.scheduler.config.get("analytic_gamma") is None:
-        raise UsageError(
-            "--variance_type analytic needs the model's statistics: run `hf-ddpm analytic MODEL --output_dir NEW`."
-        )
-    pipe.scheduler = DDPMPosteriorScheduler.from_config(pipe.scheduler.config, variance_type=variance_type)
-    return pipe
 
 
 def sample(
@@ -145,10 +113,8 @@ def write_outputs(sampled: dict, output_dir: str, scale: int, individual: bool =
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.staging-", dir=parent)
     try:
         _write_files(sampled, staging, scale, individual)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp's folder is private; the outputs are not
-        _replace_folder(staging, output_dir)
+        make_public(staging)
+        replace_folder(staging, output_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     paths = {"grid": "grid.png", "npz": "samples.npz"}
@@ -171,17 +137,6 @@ def _write_files(sampled: dict, folder: str, scale: int, individual: bool) -> No
             )
     if "trajectory" in sampled:
         save_animation(trajectory_frames_images(sampled, scale=scale), os.path.join(folder, "trajectory.gif"))
-
-
-def _replace_folder(source: str, target: str) -> None:
-    """Rename `source` to `target`; an old `target` is moved aside first and deleted once the new one is in place."""
-    if not os.path.lexists(target):
-        os.replace(source, target)
-        return
-    old = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.old-", dir=os.path.dirname(target))
-    os.replace(target, os.path.join(old, "folder"))
-    os.replace(source, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def check_output_dir(output_dir: str, overwrite: bool) -> None:
@@ -264,7 +219,8 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--variance_type",
         default=None,
-        help="override the model's: fixed_small, fixed_large, learned_range or analytic (after `hf-ddpm analytic`)",
+        help=f"override the model's: {', '.join(VARIANCE_TYPES)} (learned ones only for a model that outputs"
+        " variances; analytic after `hf-ddpm analytic`)",
     )
     parser.add_argument(
         "--seed",

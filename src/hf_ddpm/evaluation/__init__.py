@@ -42,7 +42,7 @@ _EXPORTS = {
     "write_eval_results": "results",
     "generate_samples": "samples",
     "save_image_grid": "samples",
-    "with_variance_type": "samples",
+    "with_variance_type": "._variance",  # hf_ddpm._variance, shared with `hf-ddpm sample`
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -7,11 +7,12 @@ Heavy imports (torch, transformers, torchmetrics) happen inside the handler so t
 import argparse
 import os
 
+from .._choices import VARIANCE_TYPES
+from .._devices import DEVICES, resolve_device
 from .._errors import UsageError
 
 METRICS = ("bpd", "fid", "fd-dinov2", "fd-digits")
 FRECHET_METRICS = ("fid", "fd-dinov2", "fd-digits")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 SAMPLES_FILE = "eval_samples.png"
 
 DESCRIPTION = """\
@@ -88,15 +89,7 @@ def register(subparsers) -> None:
     sampling.add_argument(
         "--variance_type",
         default=None,
-        choices=(
-            "fixed_small",
-            "fixed_small_log",
-            "fixed_large",
-            "fixed_large_log",
-            "learned",
-            "learned_range",
-            "analytic",
-        ),
+        choices=VARIANCE_TYPES,
         help="override the scheduler's reverse-process variance (also used by bpd); default: the saved one",
     )
     sampling.add_argument(
@@ -150,14 +143,11 @@ def run_eval(args: argparse.Namespace) -> int:
     inception, dinov2 = _load_extractors(args, metrics, device)
 
     # 2. The model, with the variance override
+    from .._variance import with_variance_type
     from ..pipeline_ddpm_posterior import DDPMPosteriorPipeline
-    from .samples import with_variance_type
 
     pipeline = DDPMPosteriorPipeline.from_pretrained(args.pretrained_model_name_or_path, revision=args.revision)
-    try:
-        pipeline = with_variance_type(pipeline, args.variance_type).to(device)
-    except ValueError as error:
-        raise UsageError(f"--variance_type: {error}") from error
+    pipeline = with_variance_type(pipeline, args.variance_type).to(device)
     _check_model(args, metrics, pipeline)
     variance_type = pipeline.scheduler.config.variance_type
 
@@ -207,20 +197,6 @@ def _check_numbers(args: argparse.Namespace, metrics: list[str]) -> None:
         )
     if args.dataset_name is None and args.train_data_dir is None and args.split not in ("train", "test", "all"):
         raise UsageError(f"--split for --dataset digits must be one of 'train', 'test', 'all', got {args.split!r}.")
-
-
-def resolve_device(device: str) -> "torch.device":  # noqa: F821
-    """`auto` is cuda, then mps, then cpu; an explicit device must be available."""
-    import torch
-
-    if device not in DEVICES:
-        raise UsageError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}.")
-    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
-    if device == "auto":
-        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
-    if (device == "cuda" and not cuda) or (device == "mps" and not mps):
-        raise UsageError(f"--device {device} is not available on this machine; use --device cpu or auto.")
-    return torch.device(device)
 
 
 def _load_extractors(args, metrics, device):

@@ -101,15 +101,14 @@ class DigitsClassifier(nn.Module):
         """Save the weights as safetensors and, beside them, the architecture plus `report` (recipe, accuracy)."""
         from safetensors.torch import save_file
 
+        from ..files import atomic_save, atomic_write_text
+
         os.makedirs(os.path.dirname(weights_path) or ".", exist_ok=True)
         state = {name: tensor.detach().contiguous().cpu() for name, tensor in self.state_dict().items()}
-        save_file(state, weights_path + ".tmp", metadata={"format": "pt"})
-        os.chmod(weights_path + ".tmp", 0o644)  # safetensors writes it private; it ships as package data
-        os.replace(weights_path + ".tmp", weights_path)
-        with open(config_path + ".tmp", "w") as f:
-            json.dump({"architecture": self.config, **report}, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(config_path + ".tmp", config_path)
+        atomic_save(weights_path, lambda temporary: save_file(state, temporary, metadata={"format": "pt"}))
+        atomic_write_text(
+            config_path, json.dumps({"architecture": self.config, **report}, indent=2, sort_keys=True) + "\n"
+        )
 
 
 def _shift(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -20,6 +20,8 @@ import os
 import numpy as np
 import torch
 
+from ..images import to_uint8
+
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_WEIGHTS_URL = (
     "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
@@ -269,7 +271,7 @@ class Dinov2Features:
         features = []
         for start in range(0, images.shape[0], self.batch_size):
             batch = _rgb(quantize(images[start : start + self.batch_size]).cpu())
-            uint8 = (batch * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            uint8 = to_uint8(batch.permute(0, 2, 3, 1).numpy())  # [n x H x W x 3]
             inputs = self.processor(images=list(uint8), return_tensors="pt", input_data_format="channels_last")
             pixel_values = inputs["pixel_values"].to(self.device, self.model.dtype)
             features.append(self.model(pixel_values=pixel_values).pooler_output.double().cpu())

@@ -1,41 +1,13 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
 """Generating the samples that the Frechet metrics score, and saving a grid of them as a PNG."""
 
-import math
 import os
 
 import numpy as np
-import PIL.Image
 import torch
 
+from ..images import image_grid
 from .frechet import quantize
-
-
-def with_variance_type(pipeline, variance_type: str | None):
-    """
-    The pipeline with its scheduler rebuilt for another reverse-process variance (the UNet is shared, not copied).
-
-    Args:
-        pipeline ([`DDPMPosteriorPipeline`]): the pipeline.
-        variance_type (`str`, *optional*): one of `DDPMPosteriorScheduler`'s variance types; `None` keeps the
-            pipeline as it is.
-    """
-    if variance_type is None:
-        return pipeline
-    from ..scheduling_ddpm_posterior import LEARNED_VARIANCE_TYPES, VARIANCE_TYPES, DDPMPosteriorScheduler
-
-    if variance_type not in VARIANCE_TYPES:
-        raise ValueError(
-            f"`variance_type` must be one of {', '.join(map(repr, VARIANCE_TYPES))}, got {variance_type!r}."
-        )
-    unet_config = pipeline.unet.config
-    if variance_type in LEARNED_VARIANCE_TYPES and unet_config.out_channels != 2 * unet_config.in_channels:
-        raise ValueError(
-            f"`variance_type` {variance_type!r} needs a UNet with learned variances (2 x {unet_config.in_channels}"
-            f" output channels), but this UNet outputs {unet_config.out_channels}; use 'fixed_small' or 'fixed_large'."
-        )
-    scheduler = DDPMPosteriorScheduler.from_config(pipeline.scheduler.config, variance_type=variance_type)
-    return type(pipeline)(unet=pipeline.unet, scheduler=scheduler)
 
 
 def generate_samples(
@@ -89,18 +61,7 @@ def save_image_grid(images: torch.Tensor, path: str, max_images: int = 64, scale
     """
     Save up to `max_images` images, float [N x C x H x W] in [0, 1], as one PNG grid, each pixel `scale` x `scale`.
     """
-    images = images[:max_images].clamp(0, 1)
-    count, channels, height, width = images.shape
-    columns = math.ceil(math.sqrt(count))
-    rows = math.ceil(count / columns)
-    grid = torch.full((channels, rows * (height + 1) + 1, columns * (width + 1) + 1), 0.5)  # gray 1-pixel separators
-    for index in range(count):
-        row, column = divmod(index, columns)
-        top, left = 1 + row * (height + 1), 1 + column * (width + 1)
-        grid[:, top : top + height, left : left + width] = images[index]
-    array = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    image = PIL.Image.fromarray(array[..., 0] if channels == 1 else array)
-    image = image.resize((image.width * scale, image.height * scale), PIL.Image.NEAREST)
+    grid = image_grid(images[:max_images].permute(0, 2, 3, 1).numpy(), scale=scale, padding=scale)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    image.save(path)
+    grid.save(path)
     return path

@@ -21,6 +21,7 @@ from .._choices import (
     TIMESTEP_SAMPLERS,
     VARIANCE_TYPES,
 )
+from .._devices import DEVICES, resolve_device
 from .._errors import UsageError
 from ..hub import CHECKPOINT_BRANCH
 from . import presets
@@ -28,7 +29,6 @@ from . import presets
 BETA_SCHEDULES = ("linear", "squaredcos_cap_v2", "cosine")
 BETA_SCHEDULE_ALIASES = {"cosine": "squaredcos_cap_v2"}
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 LOGGERS = ("tensorboard", "wandb", "none")
 ADAM_IMPLEMENTATIONS = ("auto", "fused", "foreach", "for-loop")
 EXAMPLE = """Example:
@@ -507,12 +507,10 @@ def _check_hub(args: argparse.Namespace) -> str | None:
 
 
 def _check_hardware(args: argparse.Namespace) -> str | None:
-    import torch
-
-    if args.device == "cuda" and not torch.cuda.is_available():
-        return "--device cuda was asked for, but torch sees no CUDA device."
-    if args.device == "mps" and not torch.backends.mps.is_available():
-        return "--device mps was asked for, but torch sees no MPS device."
+    try:
+        resolve_device(args.device)
+    except UsageError as error:
+        return str(error)
     if args.mixed_precision not in MIXED_PRECISIONS:
         return f"--mixed_precision must be one of {', '.join(MIXED_PRECISIONS)}, got {args.mixed_precision!r}."
     if args.mixed_precision == "fp16" and resolve_device_type(args.device) == "cpu":
@@ -530,12 +528,4 @@ def _check_hardware(args: argparse.Namespace) -> str | None:
 
 def resolve_device_type(device: str) -> str:
     """The device type training will use for `--device`: 'cuda', 'mps' or 'cpu'."""
-    import torch
-
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    return resolve_device(device).type

@@ -19,6 +19,7 @@ import re
 import shutil
 
 from .._errors import UsageError
+from ..files import replace_folder
 
 logger = logging.getLogger(__name__)
 
@@ -60,12 +61,7 @@ def save_checkpoint(
     if accelerator.is_main_process:
         _write_manifest(temp, step, manifest_extra or {})
         _fsync_directory(temp)
-        if os.path.isdir(final):  # a re-run of the same step: replace only once the new one is complete
-            os.replace(final, temp + ".old")
-            os.replace(temp, final)
-            shutil.rmtree(temp + ".old")
-        else:
-            os.replace(temp, final)
+        replace_folder(temp, final)  # a re-run of the same step: replaced only once the new one is complete
         _fsync_directory(output_dir)
         if total_limit is not None:
             prune_checkpoints(output_dir, total_limit, keep=keep)

@@ -22,40 +22,35 @@ import PIL.Image
 import torch
 from tqdm.auto import tqdm
 
+from .._datasets import find_image_column  # noqa: F401 (training reads it from here)
+from .._digits import digits_split_indices, load_digits
 from .._errors import UsageError
 
 logger = logging.getLogger(__name__)
 
 HELDOUT_SPLITS = ("test", "validation", "valid", "val")
-DIGITS_HELDOUT_FRACTION = 0.1
 DECODE_ERRORS = (OSError, ValueError, TypeError, SyntaxError, PIL.Image.DecompressionBombError)
 
 
 def load_digits_dataset():
     """
-    scikit-learn's 1,797 handwritten digits as a `datasets.DatasetDict` with a fixed, stratified 10% "test" split.
+    scikit-learn's 1,797 handwritten digits as a `datasets.DatasetDict` with their fixed, stratified 10% "test" split
+    (`hf_ddpm._digits`).
 
     Returns:
         `datasets.DatasetDict`: "train" (1,617) and "test" (180) splits with columns `image` (8x8 grayscale PIL
         images, pixel values round(v * 255 / 16) of the original 0..16 values) and `label` (0-9).
     """
     import datasets
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
-    digits = load_digits()
-    pixels = np.round(digits.images * 255.0 / 16.0).astype(np.uint8)  # [1797 x 8 x 8]
-    labels = digits.target.astype(np.int64)
-    train_index, test_index = train_test_split(
-        np.arange(len(labels)), test_size=DIGITS_HELDOUT_FRACTION, random_state=0, stratify=labels
-    )
+    pixels, labels = load_digits("all")  # [1797 x 8 x 8 x 1], [1797]
+    train_index, test_index = digits_split_indices(labels)
     features = datasets.Features(
         {"image": datasets.Image(), "label": datasets.ClassLabel(names=[str(d) for d in range(10)])}
     )
 
     def split(index):
-        index = np.sort(index)
-        images = [PIL.Image.fromarray(pixels[i], mode="L") for i in index]
+        images = [PIL.Image.fromarray(pixels[i, :, :, 0], mode="L") for i in index]
         return datasets.Dataset.from_dict({"image": images, "label": labels[index].tolist()}, features=features)
 
     return datasets.DatasetDict({"train": split(train_index), "test": split(test_index)})
@@ -101,24 +96,6 @@ def split_train_heldout(dataset_dict, heldout_fraction: float = 0.1):
         raise UsageError(f"The dataset has {len(train)} image(s): too few to hold some out for bits/dim.")
     parts = train.train_test_split(test_size=heldout_fraction, seed=0, shuffle=True)
     return parts["train"], parts["test"], f"{heldout_fraction:.0%} of train"
-
-
-def find_image_column(dataset, requested: str | None = None) -> str:
-    """The image column: `requested` (checked), else the first `datasets.Image` column, else one named image/img."""
-    import datasets
-
-    columns = list(dataset.column_names)
-    if requested is not None:
-        if requested not in columns:
-            raise UsageError(f"--image_column {requested!r} is not a column of the dataset; it has: {columns}.")
-        return requested
-    for name, feature in dataset.features.items():
-        if isinstance(feature, datasets.Image):
-            return name
-    for name in ("image", "img", "images", "pixel_values"):
-        if name in columns:
-            return name
-    raise UsageError(f"No image column found among {columns}: pass --image_column.")
 
 
 @dataclass

@@ -1,23 +1,18 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
-"""What training leaves behind: sample grids, held-out bits/dim, the saved pipeline and the run's JSON files."""
+"""What training leaves behind: sample PNGs, held-out bits/dim, the saved pipeline and the run's JSON files."""
 
 import hashlib
 import json
-import math
 import os
-import shutil
-import tempfile
 
 import numpy as np
 import PIL.Image
 import torch
 from diffusers import UNet2DModel
 
-from ..files import atomic_write_text
+from ..files import atomic_save, atomic_write_text
 from ..pipeline_ddpm_posterior import DDPMPosteriorPipeline
 from ..scheduling_ddpm_posterior import DDPMPosteriorScheduler
-
-GRID_MIN_CELL = 64  # small images are upscaled (nearest) to at least this many pixels per side in grids
 
 
 class EvaluationModel:
@@ -64,32 +59,10 @@ class EvaluationModel:
         }
 
 
-def image_grid(images: np.ndarray) -> PIL.Image.Image:
-    """
-    Images [N x H x W x C] in [0, 1] as one near-square grid with gray gaps between cells; small images are
-    upscaled (nearest neighbours) to at least `GRID_MIN_CELL` pixels a side so that 8x8 digits are visible.
-    """
-    num, height, width, channels = images.shape
-    columns = math.ceil(math.sqrt(num))
-    rows = math.ceil(num / columns)
-    scale = max(1, GRID_MIN_CELL // max(height, width))
-    cell_height, cell_width = height * scale, width * scale
-    gap = max(1, min(cell_height, cell_width) // 32)
-    pixels = np.round(np.clip(images, 0, 1) * 255).astype(np.uint8)
-    pixels = pixels.repeat(scale, axis=1).repeat(scale, axis=2)  # [N x H*scale x W*scale x C]
-    grid = np.full((rows * (cell_height + gap) - gap, columns * (cell_width + gap) - gap, channels), 128, np.uint8)
-    for i in range(num):
-        top, left = (i // columns) * (cell_height + gap), (i % columns) * (cell_width + gap)
-        grid[top : top + cell_height, left : left + cell_width] = pixels[i]
-    return PIL.Image.fromarray(grid[:, :, 0] if channels == 1 else grid)
-
-
 def save_png(image: PIL.Image.Image, path: str) -> None:
     """Write a PNG atomically (temporary file, then rename)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temp = f"{path}.tmp-{os.getpid()}"
-    image.save(temp, format="PNG")
-    os.replace(temp, path)
+    atomic_save(path, lambda temporary: image.save(temporary, format="PNG"))
 
 
 def write_json(data: dict, path: str) -> None:
@@ -99,27 +72,10 @@ def write_json(data: dict, path: str) -> None:
 
 def save_pipeline_into(pipeline: DDPMPosteriorPipeline, output_dir: str) -> None:
     """
-    Save `pipeline` into `output_dir`, which also holds checkpoints and logs: the pipeline is saved whole to a
-    sibling staging folder, then each of its entries (model_index.json, unet/, scheduler/, code) replaces its
-    namesake. `DDPMPosteriorPipeline.save_pretrained` alone would replace the whole folder.
+    Save `pipeline` into `output_dir`, which also holds checkpoints and logs: `save_pretrained` replaces only the
+    pipeline's own files (each atomically) and keeps the others.
     """
-    output_dir = os.path.abspath(output_dir)
-    staging = tempfile.mkdtemp(prefix=".pipeline-", dir=output_dir)
-    try:
-        folder = os.path.join(staging, "pipeline")
-        pipeline.save_pretrained(folder)
-        # model_index.json last: a folder with it is a complete pipeline
-        names = sorted(os.listdir(folder), key=lambda name: name == "model_index.json")
-        for name in names:
-            _replace(os.path.join(folder, name), os.path.join(output_dir, name), staging)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _replace(source: str, target: str, trash: str) -> None:
-    if os.path.isdir(target) and not os.path.islink(target):
-        os.replace(target, os.path.join(trash, "old-" + os.path.basename(target)))
-    os.replace(source, target)
+    pipeline.save_pretrained(output_dir)
 
 
 def weights_sha256(module: torch.nn.Module) -> str:
