@@ -86,8 +86,8 @@ def test_sample_refuses_impossible_requests_before_any_work(saved_pipeline, tmp_
 
 
 def test_sample_on_missing_corrupt_or_foreign_folders_fails_in_one_line(saved_pipeline, tmp_path, capsys):
-    assert main(["sample", str(tmp_path / "nowhere")]) == 1
-    assert "nowhere" in capsys.readouterr().err
+    assert main(["sample", str(tmp_path / "nowhere")]) == 2  # a path argument that does not exist: bad usage
+    assert "No such folder" in capsys.readouterr().err
     (saved_pipeline / "model_index.json").write_text("{")
     assert main(["sample", str(saved_pipeline)]) == 1
     err = capsys.readouterr().err

@@ -2,8 +2,9 @@
 
 Each subcommand lives in the module of its concept and adds itself through a `register(subparsers)` function that
 calls `subparsers.add_parser(...)` and `parser.set_defaults(handler=...)`. A handler takes the parsed arguments and
-returns an exit code (or None for 0). Exit codes: 0 success, 2 bad usage (argparse errors and `UsageError`),
-1 any other failure. Errors print as one line; `--debug` shows the traceback.
+returns an exit code (or None for 0). Exit codes: 0 success, 2 bad usage (argparse errors, `UsageError`, and a
+path argument that does not exist: `FileNotFoundError`), 1 any other failure. Errors print as one line; `--debug`
+shows the traceback.
 """
 
 import argparse
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # one readable line for users; the traceback with --debug
         if args.debug:
             raise
-        code = 2 if isinstance(error, UsageError) else 1
+        code = 2 if isinstance(error, (UsageError, FileNotFoundError)) else 1
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"hf-ddpm {args.command}: error: {message}", file=sys.stderr)
         return code
