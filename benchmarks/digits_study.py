@@ -30,6 +30,7 @@ with its own log in W/logs/.
 """
 
 import argparse
+import atexit
 import json
 import os
 import re
@@ -390,17 +391,20 @@ def train_tutorial(args):
 def job_queue(args) -> list[dict]:
     """
     The sampling and bits/dim jobs of the requested stages, in the order they run: the short sampling chains first
-    (so that a partial run already compares every model), the cheap stratified bounds, the 1000-step chains, and the
-    full bounds last (they fill the time while the last long chain runs).
+    (so that a partial run already compares every model), the cheap stratified bounds, the 1000-step chains of the
+    two like-for-like models, the full bounds, and the tutorial loop's 1000-step chain last (the longest job, and
+    the least needed for the like-for-like comparison).
     """
     samples = [job | {"kind": "sample"} for job in sampling_plan(args)] if "sample" in args.stages else []
     bounds = [job | {"kind": "bpd"} for job in bpd_plan(args)] if "bpd" in args.stages else []
     longest = max(args.sample_steps)
+    long_chains = [job for job in samples if job["steps"] == longest]
     return (
         [job for job in samples if job["steps"] < longest]
         + [job for job in bounds if job["num_timesteps"] is not None]
-        + [job for job in samples if job["steps"] == longest]
+        + [job for job in long_chains if job["model"] != "diffusers-tutorial"]
         + [job for job in bounds if job["num_timesteps"] is None]
+        + [job for job in long_chains if job["model"] == "diffusers-tutorial"]
     )
 
 
@@ -421,10 +425,22 @@ def run_jobs(args, jobs: list[dict]) -> list[str]:
         log(f"{kind}: skipped, their model is not trained: {', '.join(untrained)}")
     todo = [job for job in todo if job["name"] not in untrained]
     log(f"{kind}: {len(jobs) - len(todo)} of {len(jobs)} cached, {len(todo)} to run, {args.jobs} at a time")
+    # jobs still running from an earlier, interrupted invocation: waited for (they hold a slot), not started again
+    elsewhere = [job for job in todo if worker_alive(args, job)]
+    if elsewhere:
+        log(f"{kind}: still running from before, waiting for them: {', '.join(job['name'] for job in elsewhere)}")
+    todo = [job for job in todo if job not in elsewhere]
     os.makedirs(os.path.join(args.work_dir, "logs"), exist_ok=True)
     running, failed = [], []
-    while todo or running:
-        while todo and len(running) < args.jobs:
+    while todo or running or elsewhere:
+        for job in [job for job in elsewhere if not worker_alive(args, job)]:
+            elsewhere.remove(job)
+            if os.path.isfile(output_of(args, job)):
+                log(f"{kind}: {job['name']} (started before) done")
+            else:
+                failed.append(job["name"])
+                log(f"{kind}: {job['name']} (started before) ended without its output")
+        while todo and len(running) + len(elsewhere) < args.jobs:
             job = todo.pop(0)
             command = [sys.executable, os.path.abspath(__file__), f"_{job['kind']}", "--job", json.dumps(job)]
             command += ["--work_dir", args.work_dir, "--num_samples", str(args.num_samples), "--seed", str(args.seed)]
@@ -446,6 +462,20 @@ def run_jobs(args, jobs: list[dict]) -> list[str]:
                 failed.append(job["name"])
                 log(f"{kind}: {job['name']} FAILED (exit {process.returncode}); see {log_path}")
     return failed + untrained
+
+
+def pid_path(args, job: dict) -> str:
+    return os.path.join(args.work_dir, "running", f"{job['name']}.pid")
+
+
+def worker_alive(args, job: dict) -> bool:
+    """Whether a worker process for `job` is running now (its pid file names a live process)."""
+    try:
+        with open(pid_path(args, job)) as f:
+            os.kill(int(f.read().strip()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def samples_path(args, job: dict) -> str:
@@ -536,7 +566,14 @@ def parse_job(argv):
     parser.add_argument("--num_samples", type=int, required=True)
     parser.add_argument("--seed", type=int, required=True)
     args = parser.parse_args(argv)
-    return json.loads(args.job), args
+    job = json.loads(args.job)
+    # a pid file while the worker runs: an orchestrator restarted meanwhile waits for it instead of starting it again
+    path = pid_path(args, job)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    atexit.register(lambda: os.path.exists(path) and os.remove(path))
+    return job, args
 
 
 # ----------------------------------------------------------------------------------------------------------------
