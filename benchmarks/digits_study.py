@@ -582,7 +582,13 @@ def parse_job(argv):
 
 
 class FrechetScorer:
-    """fd-digits against each reference, with a bootstrap standard error over the generated samples."""
+    """
+    fd-digits against each reference, with a bootstrap standard error over the generated samples.
+
+    Every sample set of the same size is resampled with the same indices (one seed), and sample i of every setting
+    starts from the same x_T: the difference of two settings' bootstrap values gives the paired standard error of
+    their difference (`paired_difference`), much smaller than either SE when the settings move together.
+    """
 
     def __init__(self, seed: int):
         from hf_ddpm.evaluation import DigitsClassifier, digits_reference_images, gaussian_statistics
@@ -590,12 +596,15 @@ class FrechetScorer:
 
         self.classifier = DigitsClassifier.from_asset()
         self.seed = seed
+        self.bootstraps: dict[str, dict[str, np.ndarray]] = {}  # set name -> reference -> [B] fd-digits
+        self.values: dict[str, dict[str, float]] = {}
         self.references = {}
         for name in REFERENCES:
             features, _ = classify(self.classifier, digits_reference_images(name))
             self.references[name] = (len(features), gaussian_statistics(features))
 
-    def score(self, images: np.ndarray) -> dict:
+    def score(self, images: np.ndarray, name: str | None = None) -> dict:
+        """fd-digits of uint8 images against each reference; `name` keeps the bootstrap values (paired differences)."""
         from hf_ddpm.evaluation import frechet_distance, gaussian_statistics
         from hf_ddpm.evaluation.digits_classifier import classify, digits_sample_statistics
 
@@ -611,16 +620,25 @@ class FrechetScorer:
             "class_entropy_bits": statistics.class_entropy_bits,
             "class_histogram": statistics.class_histogram,
         }
-        for name, (count, reference) in self.references.items():
+        for reference_name, (count, reference) in self.references.items():
             value = frechet_distance(*gaussian_statistics(features), *reference)
             boots = np.array([frechet_distance(*s, *reference) for s in resampled_statistics])
-            result[name] = {
+            result[reference_name] = {
                 "fd_digits": value,
                 "bootstrap_se": float(boots.std(ddof=1)),
                 "bootstrap_mean": float(boots.mean()),
                 "num_reference": count,
             }
+            if name is not None:
+                self.bootstraps.setdefault(name, {})[reference_name] = boots
+                self.values.setdefault(name, {})[reference_name] = value
         return result
+
+    def paired_difference(self, first: str, second: str, reference: str) -> dict:
+        """fd-digits of `first` minus `second`, with the standard error of that difference (paired bootstrap)."""
+        difference = self.values[first][reference] - self.values[second][reference]
+        boots = self.bootstraps[first][reference] - self.bootstraps[second][reference]
+        return {"difference": difference, "se": float(boots.std(ddof=1))}
 
 
 def real_data_floor(args, scorer: FrechetScorer) -> dict:
@@ -655,7 +673,7 @@ def stage_score(args) -> dict:
             continue
         with np.load(path) as data:
             images, meta = data["images"], json.loads(str(data["meta"]))
-        scores[job["name"]] = meta | scorer.score(images)
+        scores[job["name"]] = meta | scorer.score(images, name=job["name"])
     bpd = {}
     for job in bpd_plan(args):
         if os.path.isfile(bpd_path(args, job)):
@@ -675,11 +693,50 @@ def stage_score(args) -> dict:
         "machine": machine_description(),
         "training": training,
         "samples": scores,
+        "paired_differences": paired_differences(scorer),
         "real_data_floor": real_data_floor(args, scorer),
         "bits_per_dim": bpd,
     }
     write_json(study, os.path.join(args.results_dir, f"{args.results_name}.json"))
     return study
+
+
+def paired_differences(scorer: FrechetScorer) -> list[dict]:
+    """Every pair of scored sample sets, each reference: fd-digits of the first minus the second, and its SE."""
+    names = sorted(scorer.values)
+    return [
+        {"first": first, "second": second, "reference": reference} | scorer.paired_difference(first, second, reference)
+        for i, first in enumerate(names)
+        for second in names[i + 1 :]
+        for reference in REFERENCES
+    ]
+
+
+def comparison_pairs(args) -> list[tuple[str, str, str]]:
+    """The differences the report tabulates: (what it measures, first set, second set)."""
+    steps = args.sample_steps  # descending: 1000, 100, 50, 25
+    pairs = []
+    for s in steps:
+        pairs.append(("same L_simple recipe: ours vs through diffusers", f"ours-simple_fixed_small_{s}",
+                      f"diffusers-recipe_fixed_small_{s}"))  # fmt: skip
+    for s in steps:
+        pairs.append(("default run vs the L_simple recipe through diffusers", f"ours-hybrid_learned_range_{s}",
+                      f"diffusers-recipe_fixed_small_{s}"))  # fmt: skip
+    for model, variance in (("ours-hybrid", "learned_range"), ("diffusers-recipe", "fixed_small")):
+        for s in steps[1:]:
+            pairs.append((f"respacing, {model}: {s} steps vs {steps[0]}", f"{model}_{variance}_{s}",
+                          f"{model}_{variance}_{steps[0]}"))  # fmt: skip
+    for s in steps:
+        pairs.append(("L_simple: fixed_large vs fixed_small", f"ours-simple_fixed_large_{s}",
+                      f"ours-simple_fixed_small_{s}"))  # fmt: skip
+    for variance in ("fixed_small", "fixed_large"):
+        for s in steps:
+            pairs.append((f"default run (learned_range) vs L_simple {variance}", f"ours-hybrid_learned_range_{s}",
+                          f"ours-simple_{variance}_{s}"))  # fmt: skip
+    for s in steps:
+        pairs.append(("default run vs the diffusers tutorial loop", f"ours-hybrid_learned_range_{s}",
+                      f"diffusers-tutorial_fixed_small_{s}"))  # fmt: skip
+    return pairs
 
 
 def machine_description() -> dict:
@@ -720,6 +777,7 @@ def stage_report(args, study: dict) -> None:
     lines += [f"Command: `{study['command']}`. Raw numbers: `{args.results_name}.json`.", ""]
     lines += training_section(study)
     lines += quality_section(args, study)
+    lines += differences_section(args, study)
     lines += bpd_section(study)
     text = "\n".join(lines) + "\n"
     with open(os.path.join(args.results_dir, f"{args.results_name}.md"), "w") as f:
@@ -820,6 +878,34 @@ def quality_section(args, study: dict) -> list[str]:
         "",
     ]
     return lines
+
+
+def differences_section(args, study: dict) -> list[str]:
+    """The paired differences: resolved when the difference is more than 2 paired SEs from 0."""
+    table = {(d["first"], d["second"], d["reference"]): d for d in study["paired_differences"]}
+    lines = [
+        "## Paired differences",
+        "",
+        "fd-digits of the first setting minus the second, ± the paired bootstrap SE of the difference (both sets"
+        " resampled with the same indices; sample i of every setting starts from the same x_T, so the settings'"
+        " noise partly cancels). 'resolved': |difference| > 2 SE.",
+        "",
+        "| comparison | first | second | vs all digits | vs held-out digits |",
+        "|---|---|---|---:|---:|",
+    ]
+    for title, first, second in comparison_pairs(args):
+        key = tuple(sorted((first, second)))
+        cells = []
+        for reference in ("digits", "digits-test"):
+            entry = table.get((*key, reference))
+            if entry is None:
+                break
+            sign = 1 if key[0] == first else -1
+            value, se = sign * entry["difference"], entry["se"]
+            cells.append(f"{value:+.2f} ± {se:.2f}{' (resolved)' if abs(value) > 2 * se else ''}")
+        if len(cells) == 2:
+            lines.append(f"| {title} | {first} | {second} | {cells[0]} | {cells[1]} |")
+    return lines + [""]
 
 
 def bpd_section(study: dict) -> list[str]:
