@@ -554,6 +554,7 @@ def bpd_job(argv) -> int:
     result = dataset_bits_per_dim(pipeline, heldout, seed=job["seed"], num_timesteps=job["num_timesteps"])
     record = job | {"num_timesteps_requested": job["num_timesteps"]} | result.summary()
     record |= {"seconds": time.perf_counter() - started, "split": "digits-test (held out)"}
+    record["per_image"] = result.per_image.tolist()  # the same images for every model: paired differences
     write_json(record, bpd_path(args, job))
     print(json.dumps(record, indent=2))
     return 0
