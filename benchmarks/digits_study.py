@@ -775,7 +775,11 @@ def fd_cell(entry: dict | None) -> str:
 
 def stage_report(args, study: dict) -> None:
     lines = [f"# The digits study ({'QUICK smoke run' if args.quick else 'full run'})", ""]
-    lines += [f"Command: `{study['command']}`. Raw numbers: `{args.results_name}.json`.", ""]
+    lines += [
+        f"Scored by `{study['command']}` from the models, samples and bounds that `python benchmarks/digits_study.py"
+        f" --work_dir W` trained and drew (cached in W = `{args.work_dir}`). Raw numbers: `{args.results_name}.json`.",
+        "",
+    ]
     lines += training_section(study)
     lines += quality_section(args, study)
     lines += differences_section(args, study)
