@@ -2,12 +2,16 @@
 
     python benchmarks/scheduler_step.py            # batch 64x3x32x32, 1000 steps, 3 interleaved rounds
 
-Prints medians and ratios. The noise draw (torch.randn with the caller's generator) must stay identical to diffusers'
-so that images stay identical; it is timed separately, and so is the rest of our step.
+Prints medians and ratios, and writes the same lines, under the command and thread count, to --output (default
+benchmarks/results/scheduler_step.txt), the file the README quotes. The noise draw (torch.randn with the caller's
+generator) must stay identical to diffusers' so that images stay identical; it is timed separately, and so is the
+rest of our step.
 """
 
 import argparse
+import os
 import statistics
+import sys
 import time
 
 import torch
@@ -94,20 +98,33 @@ def time_pipeline(pipe, timer: UNetTimer, batch_size: int, num_steps: int) -> tu
     return time.perf_counter() - start, timer.total
 
 
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "scheduler_step.txt")
+lines: list[str] = []
+
+
+def report(*parts) -> None:
+    """Print a line and keep it for the results file."""
+    line = " ".join(str(part) for part in parts)
+    print(line, flush=True)
+    lines.append(line)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", default=RESULTS, help="the results file (default benchmarks/results/...)")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--num_steps", type=int, default=1000)
     parser.add_argument("--pipeline_steps", type=int, default=100, help="inference steps of the pipeline comparison")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
+    report(f"command: python benchmarks/scheduler_step.py {' '.join(sys.argv[1:])}".rstrip())
     shape = (args.batch_size, 3, 32, 32)
     torch.manual_seed(0)
     sample, model_output = torch.randn(shape), torch.randn(shape)
     ours, theirs = DDPMPosteriorScheduler(), DDPMScheduler()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {shape}, {args.num_steps} steps")
-    print(
+    report(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {shape}, {args.num_steps} steps")
+    report(
         f"max |prev_sample ours - diffusers| over a chain (t > 10): {max_step_difference(shape, args.num_steps):.2e}"
     )
 
@@ -117,10 +134,10 @@ def main():
         step_ours.append(time_steps(ours, model_output, sample, args.num_steps))
         noise.append(time_noise(sample, args.num_steps))
     theirs_ms, ours_ms, noise_ms = (1e3 * statistics.median(x) for x in (step_theirs, step_ours, noise))
-    print(
+    report(
         f"step  diffusers {theirs_ms:.3f} ms   ours {ours_ms:.3f} ms   ratio ours/diffusers {ours_ms / theirs_ms:.3f}"
     )
-    print(
+    report(
         f"      noise draw {noise_ms:.3f} ms ({noise_ms / theirs_ms:.2f}x of diffusers' step); the rest of"
         f" ours {ours_ms - noise_ms:.3f} ms vs diffusers' {theirs_ms - noise_ms:.3f} ms"
         f" ({(ours_ms - noise_ms) / (theirs_ms - noise_ms):.2f}x)"
@@ -141,15 +158,17 @@ def main():
         total, in_unet = statistics.median(totals[name]), statistics.median(unet_times[name])
         step_ms = ours_ms if name == "ours" else theirs_ms
         loop_overhead = total - in_unet - args.pipeline_steps * step_ms / 1e3
-        print(
+        report(
             f"pipeline {name:9s} total {total:.3f} s  UNet {in_unet:.3f} s  outside the UNet"
             f" {100 * (total - in_unet) / total:.2f}%  pipeline's own overhead (outside UNet and step)"
             f" {100 * loop_overhead / total:.2f}%"
         )
-    print(
+    report(
         "pipeline ratio ours/diffusers",
         round(statistics.median(totals["ours"]) / statistics.median(totals["diffusers"]), 3),
     )
+    with open(args.output, "w") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
