@@ -403,7 +403,8 @@ def split_train_heldout_stream(dataset_dict, num_heldout: int):
 class StreamingImageDataset(torch.utils.data.IterableDataset):
     """
     A `datasets.IterableDataset` (a stream: `streaming=True`) served as [B x C x R x R] uint8 batches, decoded as
-    they are read; memory holds the shuffle buffer of undecoded images, not the dataset.
+    they are read; memory holds the shuffle buffer of undecoded images and what `datasets` is reading (up to 10
+    shards at a time feed the buffer), not the dataset.
 
     Each process reads its own part of the stream (`datasets.distributed.split_dataset_by_node`: whole shards when
     their number divides by the number of processes, else every process reads the stream and keeps every
