@@ -6,6 +6,8 @@ peak resident memory.
 
 import io
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +21,7 @@ import PIL.Image
 import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
-from test_training import RESUME_FLAGS, subprocess_env, tensors_equal, train_command
+from test_training import RESUME_FLAGS, free_port, subprocess_env, tensors_equal, train_command
 
 from hf_ddpm.training import data, parse_args
 from hf_ddpm.training.loop import build_accelerator, build_components, build_dataloader, load_data, train_step
@@ -263,6 +265,22 @@ def test_peak_memory_does_not_grow_with_the_dataset(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def kill_at_checkpoint(command: list[str], env: dict[str, str], checkpoint: Path) -> None:
+    """
+    Run `command` and kill -9 it, its data-loader worker too, as soon as `checkpoint` exists. (Killing the main
+    process alone leaves the worker holding the output folder's lock until it notices, up to 5 s later.)
+    """
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 300
+    while not checkpoint.is_dir() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    os.killpg(process.pid, signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (checkpoint.parent / "model_index.json").exists()
+
+
 def test_kill_and_resume_on_an_image_folder_gives_bit_identical_weights(tmp_path: Path) -> None:
     write_png_folder(tmp_path / "images", 220, (9, 12), mode="L")  # random crops, flips, epochs crossed mid-run
     flags = [*RESUME_FLAGS, "--train_data_dir", str(tmp_path / "images"), "--cache_dir", str(tmp_path / "cache")]
@@ -272,15 +290,7 @@ def test_kill_and_resume_on_an_image_folder_gives_bit_identical_weights(tmp_path
     subprocess.run(train_command(straight, *flags), env=env, check=True, capture_output=True, timeout=300)
     assert json.loads((straight / "training_args.json").read_text())["decoding"] == "lazy"
 
-    process = subprocess.Popen(
-        train_command(resumed, *flags), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 300
-    while not (resumed / "checkpoint-10").is_dir() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
-    process.send_signal(signal.SIGKILL)
-    assert process.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
-    assert not (resumed / "model_index.json").exists()
+    kill_at_checkpoint(train_command(resumed, *flags), env, resumed / "checkpoint-10")
 
     result = subprocess.run(
         train_command(resumed, *flags, "--resume_from_checkpoint", "latest"),
@@ -294,6 +304,128 @@ def test_kill_and_resume_on_an_image_folder_gives_bit_identical_weights(tmp_path
     weights = Path("unet") / "diffusion_pytorch_model.safetensors"  # the EMA weights of the saved pipeline
     assert tensors_equal(straight / weights, resumed / weights)
     assert json.loads((straight / "metrics.json").read_text()) == json.loads((resumed / "metrics.json").read_text())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Streaming (--streaming): a dataset read as a stream trains, splits across processes and resumes exactly
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_streaming_run_trains_and_scores_the_first_images_of_the_test_split(tmp_path: Path) -> None:
+    dataset = tmp_path / "parquet"
+    write_parquet_dataset(dataset, 64, 10)  # train-00000.parquet
+    write_parquet_dataset(tmp_path / "heldout", 12, 10, seed=1)
+    (tmp_path / "heldout" / "train-00000.parquet").rename(dataset / "test-00000.parquet")
+    out = tmp_path / "run"
+    flags = ["--dataset_name", str(dataset), "--streaming", "--shuffle_buffer_size", "16", "--channels", "3"]
+    flags += ["--bpd_num_images", "8", "--cache_dir", str(tmp_path / "cache")]
+    result = subprocess.run(
+        train_command(out, *flags, "--max_train_steps", "6"), env=subprocess_env(), capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((out / "training_args.json").read_text())
+    assert record["decoding"] == "streaming" and record["heldout_split"] == "first 8 of test"
+    assert record["num_heldout_images"] == 8
+    assert json.loads((out / "metrics.json").read_text())["bits_per_dim"]["value"] > 0
+    assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert not list((tmp_path / "cache").rglob("*.arrow"))  # a stream: no Arrow copy in the datasets cache
+
+
+def test_streaming_processes_read_disjoint_parts_of_the_stream(tmp_path: Path) -> None:
+    import datasets
+
+    write_parquet_dataset(tmp_path / "parquet", 24, 8)
+    train = datasets.load_dataset(str(tmp_path / "parquet"), streaming=True)["train"]
+
+    def pixels(rank: int, world_size: int) -> set[bytes]:
+        stream = data.StreamingImageDataset(train, "image", 4, 8, 3, seed=5, rank=rank, world_size=world_size)
+        stream.set_epoch(1)
+        return {image.numpy().tobytes() for batch in stream for image in batch}
+
+    whole = pixels(0, 1)
+    assert len(whole) == 24
+    first, second = pixels(0, 2), pixels(1, 2)
+    assert len(first) == len(second) == 12 and first | second == whole
+
+
+def test_kill_and_resume_of_a_streaming_run_gives_bit_identical_weights(tmp_path: Path) -> None:
+    write_png_folder(tmp_path / "images", 220, (9, 12), mode="L")  # random crops, flips, epochs crossed mid-run
+    flags = [*RESUME_FLAGS, "--train_data_dir", str(tmp_path / "images"), "--streaming"]
+    flags += ["--shuffle_buffer_size", "64", "--dataloader_num_workers", "1"]  # decoding in a worker process
+    env = subprocess_env()
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    subprocess.run(train_command(straight, *flags), env=env, check=True, capture_output=True, timeout=300)
+    record = json.loads((straight / "training_args.json").read_text())
+    assert record["decoding"] == "streaming" and record["heldout_split"] is None  # no test split: bits/dim skipped
+
+    kill_at_checkpoint(train_command(resumed, *flags), env, resumed / "checkpoint-10")
+
+    result = subprocess.run(
+        train_command(resumed, *flags, "--resume_from_checkpoint", "latest"),
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Resuming from" in result.stderr
+    assert tensors_equal(
+        straight / "checkpoint-20" / "model.safetensors", resumed / "checkpoint-20" / "model.safetensors"
+    )
+    weights = Path("unet") / "diffusion_pytorch_model.safetensors"  # the EMA weights of the saved pipeline
+    assert tensors_equal(straight / weights, resumed / weights)
+
+
+@pytest.mark.slow  # four processes started by accelerate launch: about a minute on two busy cores
+def test_two_processes_streaming_unequal_shards_resume_exactly(tmp_path: Path) -> None:
+    # two parquet shards of 40 and 24 images, one per process: 5 and 3 batches an epoch, so the processes are in
+    # different epochs at the checkpoint, and each must resume at its own position
+    dataset = tmp_path / "parquet"
+    dataset.mkdir()
+    for shard, size in enumerate((40, 24)):
+        write_parquet_dataset(tmp_path / f"shard{shard}", size, 10, seed=shard)
+        (tmp_path / f"shard{shard}" / "train-00000.parquet").rename(dataset / f"train-{shard:05d}.parquet")
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launcher += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    flags = ["--dataset_name", str(dataset), "--streaming", "--channels", "3", "--shuffle_buffer_size", "8"]
+    flags += ["--train_batch_size", "8", "--max_train_steps", "10", "--checkpointing_steps", "8", "--random_flip"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+
+    def train(output_dir: Path, *more: str) -> None:
+        command = [*launcher, "--main_process_port", str(free_port()), str(REPO / "train.py"), *TINY]
+        command += ["--output_dir", str(output_dir), *flags, *more]
+        result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    train(straight)
+    positions = torch.load(straight / "checkpoint-8" / "custom_checkpoint_3.pkl", weights_only=False)["positions"]
+    assert positions[0] != positions[1]  # (epoch, batches in the epoch) of each process
+    resumed.mkdir()
+    shutil.copytree(straight / "checkpoint-8", resumed / "checkpoint-8")
+    train(resumed, "--resume_from_checkpoint", "latest")
+    assert tensors_equal(
+        straight / "checkpoint-10" / "model.safetensors", resumed / "checkpoint-10" / "model.safetensors"
+    )
+
+
+STREAMING_BAD_FLAGS = {
+    "digits": ([], "--streaming reads --dataset_name or --train_data_dir"),
+    "epochs": (["--train_data_dir", ".", "--num_epochs", "2"], "--num_epochs needs the dataset's length"),
+    "workers": (["--train_data_dir", ".", "--dataloader_num_workers", "2"], "--dataloader_num_workers must be 0"),
+    "buffer": (["--train_data_dir", ".", "--shuffle_buffer_size", "0"], "--shuffle_buffer_size must be at least 1"),
+}
+
+
+@pytest.mark.parametrize("case", list(STREAMING_BAD_FLAGS))
+def test_bad_streaming_flags_exit_2_with_one_line(tmp_path: Path, capsys, case: str) -> None:
+    from hf_ddpm.training import main
+
+    flags, message = STREAMING_BAD_FLAGS[case]
+    out = tmp_path / "bad"
+    with pytest.raises(SystemExit) as exit_:
+        main([*TINY, "--output_dir", str(out), "--streaming", *flags])
+    assert exit_.value.code == 2
+    error_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message in error_line
+    assert not out.exists()
 
 
 # ----------------------------------------------------------------------------------------------------------------

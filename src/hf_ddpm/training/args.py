@@ -89,6 +89,20 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     data.add_argument(
         "--dataloader_num_workers", type=int, default=0, help="Data loading subprocesses (0: the main process)."
     )
+    data.add_argument(
+        "--streaming",
+        action="store_true",
+        help="Read --dataset_name or --train_data_dir as a stream (datasets' streaming=True): nothing is downloaded or"
+        " cached first, for datasets larger than the disk. Needs --max_train_steps; bits/dim uses the first"
+        " --bpd_num_images of the test/validation split (skipped without one).",
+    )
+    data.add_argument(
+        "--shuffle_buffer_size",
+        type=int,
+        default=1000,
+        help="With --streaming: images in the shuffle buffer (datasets' IterableDataset.shuffle; reshuffled each"
+        " epoch).",
+    )
 
     model = parser.add_argument_group("model")
     model.add_argument(
@@ -423,6 +437,7 @@ def _check_positive(args: argparse.Namespace) -> str | None:
         "bpd_num_images",
         "logging_steps",
         "resolution",
+        "shuffle_buffer_size",
     ]
     optional_at_least_one = ["max_train_steps", "num_epochs", "checkpoints_total_limit", "max_train_samples"]
     optional_at_least_one += ["save_images_epochs"]
@@ -484,10 +499,30 @@ def _check_data_source(args: argparse.Namespace) -> str | None:
         return "Pass only one of --dataset_name and --train_data_dir."
     if args.train_data_dir is not None and not os.path.isdir(args.train_data_dir):
         return f"--train_data_dir {args.train_data_dir} is not a folder."
+    if args.streaming:
+        problem = _check_streaming(args)
+        if problem:
+            return problem
     if args.resume_from_checkpoint is not None:
         spec = args.resume_from_checkpoint
         if not (spec == "latest" or spec.startswith("hub:") or os.path.isdir(spec)):
             return f"--resume_from_checkpoint must be 'latest', a checkpoint folder or hub:REPO_ID, got {spec!r}."
+    return None
+
+
+def _check_streaming(args: argparse.Namespace) -> str | None:
+    if args.dataset_name is None and args.train_data_dir is None:
+        return "--streaming reads --dataset_name or --train_data_dir; the built-in digits are held in memory."
+    if args.num_epochs is not None:
+        return (
+            "--num_epochs needs the dataset's length, which a stream does not have: with --streaming pass"
+            " --max_train_steps."
+        )
+    if args.dataloader_num_workers > 1:
+        return (
+            f"--streaming reads the stream in order in one process: --dataloader_num_workers must be 0 or 1, got"
+            f" {args.dataloader_num_workers}."
+        )
     return None
 
 

@@ -6,7 +6,9 @@ cropped, into a uint8 tensor. The built-in digits (1.6k images of 8x8) are decod
 (`ImageDataset`). Every other dataset is decoded as its batches are read (`LazyImageDataset`): the images stay in the
 `datasets` Arrow table on disk (memory-mapped; an image folder holds only the file paths), so memory does not grow
 with the dataset, and each process of a data-parallel run reads only its own batches. An image that cannot be read
-or decoded is skipped: the next readable image of the dataset takes its place, with a warning.
+or decoded is skipped: the next readable image of the dataset takes its place, with a warning. With `--streaming`,
+the dataset is read as a stream (`datasets`' `streaming=True`: nothing downloaded or cached first) and decoded as it
+is read (`StreamingImageDataset`), so datasets larger than the disk train.
 
 The random augmentations (flip, crop offset) are a pure function of (seed, epoch, image index), not of an RNG state:
 the same on every process and data-loader worker, and the same after resuming from a checkpoint.
@@ -264,6 +266,10 @@ class ImageDataset(torch.utils.data.Dataset):
             batch = self._crop_batch(index, [self.images[i] for i in index])
         return self._flip_batch(index, batch)
 
+    def augment(self, index: np.ndarray, images: list[torch.Tensor]) -> torch.Tensor:
+        """[B x C x R x R]: the crops and flips of the images at `index` ([B]) this epoch."""
+        return self._flip_batch(index, self._crop_batch(index, images))
+
     def _crop_batch(self, index: np.ndarray, images: list[torch.Tensor]) -> torch.Tensor:
         """[B x C x R x R]: the images as they are when square, else random R x R crops of their longer side."""
         offsets = self._uniform(index, 1)
@@ -334,7 +340,7 @@ class LazyImageDataset(ImageDataset):
         index = np.asarray(indices, dtype=np.int64)
         values = column_values(self.dataset[index.tolist()], self.column)  # one read of the table for the batch
         images = [self._decode(int(i), value) for i, value in zip(index, values, strict=True)]
-        return self._flip_batch(index, self._crop_batch(index, images))
+        return self.augment(index, images)
 
     def _decode(self, index: int, value) -> torch.Tensor:
         for offset in range(len(self)):
@@ -352,6 +358,158 @@ class LazyImageDataset(ImageDataset):
                     f" ({type(error).__name__}: {error}); the next readable image takes its place."
                 )
         raise ValueError("No training image could be decoded.")
+
+
+def load_streaming_dataset(
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    train_data_dir: str | None = None,
+    cache_dir: str | None = None,
+):
+    """
+    The dataset as a `datasets.IterableDatasetDict` read as a stream (`streaming=True`): nothing is downloaded or
+    cached up front, so datasets larger than the disk train. A Hub name or local path, or an imagefolder.
+    """
+    import datasets
+
+    if train_data_dir is not None:
+        return datasets.load_dataset("imagefolder", data_dir=train_data_dir, cache_dir=cache_dir, streaming=True)
+    loaded = datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir, streaming=True)
+    if isinstance(loaded, datasets.IterableDataset):
+        loaded = datasets.IterableDatasetDict({"train": loaded})
+    return loaded
+
+
+def split_train_heldout_stream(dataset_dict, num_heldout: int):
+    """
+    The training stream and the first `num_heldout` examples of the dataset's test/validation split, when it has one.
+    A stream cannot be split by index, so a dataset without such a split has no held-out images (bits/dim is skipped).
+
+    Returns:
+        `tuple`: (train `datasets.IterableDataset`, held-out `datasets.Dataset` or None, a description or None).
+    """
+    import datasets
+
+    if "train" not in dataset_dict:
+        raise UsageError(f"The dataset has no 'train' split (it has: {', '.join(dataset_dict)}).")
+    for name in HELDOUT_SPLITS:
+        if name in dataset_dict:
+            heldout = dataset_dict[name].take(num_heldout)
+            heldout = datasets.Dataset.from_list(list(heldout), features=dataset_dict[name].features)
+            return dataset_dict["train"], heldout, f"first {len(heldout)} of {name}"
+    return dataset_dict["train"], None, None
+
+
+class StreamingImageDataset(torch.utils.data.IterableDataset):
+    """
+    A `datasets.IterableDataset` (a stream: `streaming=True`) served as [B x C x R x R] uint8 batches, decoded as
+    they are read; memory holds the shuffle buffer of undecoded images and what `datasets` is reading (up to 10
+    shards at a time feed the buffer), not the dataset.
+
+    Each process reads its own part of the stream (`datasets.distributed.split_dataset_by_node`: whole shards when
+    their number divides by the number of processes, else every process reads the stream and keeps every
+    `world_size`-th example, decoding only those). The order is `datasets`' seeded buffer shuffle, reshuffled each
+    epoch (`set_epoch`: seed + epoch), so the batches of an epoch are a function of (seed, epoch). The flips and crops
+    are a pure function of (seed, epoch, index), index being the example's place in the epoch's stream across
+    processes (position x world_size + rank), as in `ImageDataset`.
+
+    Exact resume: `skip_batches(n)` makes the next pass over the epoch skip its first n batches of every process
+    (read, not decoded: a batch is always `batch_size` examples of the stream). The position (epoch, batches) is the
+    loop's `TrainingProgress`, saved in each checkpoint. `datasets`' own `IterableDataset.state_dict()` is not used:
+    it does not save the shuffle buffer's content, so a resumed order would differ (datasets 5.2 refills the buffer
+    from the saved source position, with a warning). The price of exactness: resuming mid-epoch reads the epoch's
+    stream again up to the checkpoint (without decoding it).
+
+    An image that cannot be read or decoded is replaced by a readable image of its batch, with a warning.
+
+    Args:
+        dataset (`datasets.IterableDataset`): the training stream.
+        column (`str`): its image column.
+        batch_size (`int`): images per batch (the last, incomplete batch of an epoch is dropped).
+        resolution (`int`): the side R of the served images.
+        channels (`int`): 1, 3 or 4.
+        center_crop (`bool`): crop the center R x R after resizing (else random crops of the longer side).
+        random_flip (`bool`): flip half the images horizontally, a fresh half each epoch.
+        seed (`int`): the seed of the shuffle, flips and crops.
+        shuffle_buffer_size (`int`): images held in the shuffle buffer.
+        rank (`int`), world_size (`int`): this process and the number of processes.
+    """
+
+    def __init__(
+        self,
+        dataset,
+        column: str,
+        batch_size: int,
+        resolution: int,
+        channels: int,
+        center_crop: bool = False,
+        random_flip: bool = False,
+        seed: int = 0,
+        shuffle_buffer_size: int = 1000,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        import datasets
+        from datasets.distributed import split_dataset_by_node
+
+        stream = dataset.select_columns([column]).cast_column(column, datasets.Image(decode=False))
+        stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer_size)
+        self.stream = split_dataset_by_node(stream, rank=rank, world_size=world_size)
+        self.column = column
+        self.batch_size = batch_size
+        self.channels = channels
+        self.center_crop = center_crop
+        self.rank, self.world_size = rank, world_size
+        # the augmentations of `ImageDataset`, indexed by the place in the stream
+        self.augmentations = ImageDataset(torch.empty(0), resolution, random_flip=random_flip, seed=seed)
+        self.epoch = 0
+        self.batches_to_skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch's shuffle, flips and crops (the data loader's worker receives them with the dataset)."""
+        self.epoch = epoch
+        self.augmentations.set_epoch(epoch)
+        self.stream.set_epoch(epoch)
+
+    def skip_batches(self, num_batches: int) -> None:
+        """Make the next pass over the epoch start after its first `num_batches` batches (resume)."""
+        self.batches_to_skip = num_batches
+
+    def __iter__(self):
+        batch, num_batches = [], 0
+        for example in self.stream:
+            batch.append(example[self.column])
+            if len(batch) < self.batch_size:
+                continue
+            if num_batches >= self.batches_to_skip:  # the batches before are read, not decoded (resume)
+                index = np.arange(num_batches * self.batch_size, (num_batches + 1) * self.batch_size)
+                yield self._decode_batch(index * self.world_size + self.rank, batch)
+            batch, num_batches = [], num_batches + 1
+        if num_batches == 0:
+            raise ValueError(
+                f"The training stream of process {self.rank} has fewer than --train_batch_size {self.batch_size}"
+                " images: lower --train_batch_size."
+            )
+
+    def _decode_batch(self, index: np.ndarray, values: list) -> torch.Tensor:
+        """
+        [B x C x R x R]. An image that cannot be read or decoded is replaced by a readable one of the same batch: the
+        batches stay a fixed number of stream examples, so that resuming can skip them undecoded.
+        """
+        images = [None] * len(values)
+        for i, value in enumerate(values):
+            try:
+                images[i] = decode_image(value, self.augmentations.resolution, self.channels, self.center_crop)
+            except DECODE_ERRORS as error:
+                logger.warning(
+                    f"Skipped a training image ({_describe(value)}) that could not be read or decoded"
+                    f" ({type(error).__name__}: {error}); another image of its batch takes its place."
+                )
+        readable = [image for image in images if image is not None]
+        if not readable:
+            raise ValueError(f"No image of a training batch ({len(values)} images in a row) could be decoded.")
+        images = [image if image is not None else readable[i % len(readable)] for i, image in enumerate(images)]
+        return self.augmentations.augment(index, images)
 
 
 def identity_collate(batch: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,8 @@
 
 Exact resume: every source of randomness is either restored from the checkpoint (model, optimizer, LR schedule, EMA,
 timestep resampler and the global RNG of every process, by `accelerator.save_state`/`load_state`) or a pure function
-of (seed, epoch, position): the data order (Accelerate's seedable sampler, reseeded each epoch), the augmentations
+of (seed, epoch, position): the data order (Accelerate's seedable sampler, reseeded each epoch; with --streaming,
+`datasets`' seeded shuffle buffer, each process's position saved by `ProcessPositions`), the augmentations
 (`data.ImageDataset`) and the evaluation noise (own generators). A run resumed at step k repeats a straight run's
 steps k+1... bit for bit on the same hardware.
 """
@@ -52,6 +53,34 @@ class TrainingProgress:
     def load_state_dict(self, state: dict) -> None:
         for name, value in state.items():
             setattr(self, name, int(value))
+
+
+class ProcessPositions:
+    """
+    The data position (epoch, batches_in_epoch) of every process, for --streaming: each process reads its own part of
+    the stream, of its own length, so the processes go through epochs at their own pace (they still take one batch
+    each per step). Saved in one checkpoint file (gathered from every process when the checkpoint is written);
+    each process restores its own entry into its `TrainingProgress`.
+    """
+
+    def __init__(self, progress: TrainingProgress, accelerator: Accelerator):
+        self.progress = progress
+        self.accelerator = accelerator
+
+    def state_dict(self) -> dict:
+        from accelerate.utils import gather_object
+
+        return {"positions": gather_object([(self.progress.epoch, self.progress.batches_in_epoch)])}
+
+    def load_state_dict(self, state: dict) -> None:
+        positions = state["positions"]
+        if len(positions) != self.accelerator.num_processes:
+            raise ValueError(
+                f"the stream positions of {len(positions)} process(es) were saved, this run has"
+                f" {self.accelerator.num_processes}"
+            )
+        epoch, batches_in_epoch = positions[self.accelerator.process_index]
+        self.progress.epoch, self.progress.batches_in_epoch = int(epoch), int(batches_in_epoch)
 
 
 @dataclass
@@ -105,14 +134,16 @@ def build_noise_scheduler(args: argparse.Namespace) -> DDPMPosteriorScheduler:
     )
 
 
-def load_data(args: argparse.Namespace, show_progress: bool):
+def load_data(args: argparse.Namespace, show_progress: bool, rank: int = 0, world_size: int = 1):
     """
     The training dataset, the held-out images ([N x C x R x R] in [-1, 1]) and a description.
 
     The built-in digits are decoded into memory; any other dataset is decoded batch by batch as training reads it
     (`data.LazyImageDataset`), so datasets larger than memory train. The held-out images (--bpd_num_images) are
-    decoded once.
+    decoded once. With --streaming, the dataset is a stream (`load_streaming_data`).
     """
+    if args.streaming:
+        return load_streaming_data(args, show_progress, rank, world_size)
     dataset_dict = data.load_image_dataset(
         args.dataset_name, args.dataset_config_name, args.train_data_dir, args.cache_dir
     )
@@ -155,7 +186,65 @@ def load_data(args: argparse.Namespace, show_progress: bool):
     return dataset, heldout_x, info
 
 
-def build_dataloader(args: argparse.Namespace, dataset: data.ImageDataset, num_processes: int):
+def load_streaming_data(args: argparse.Namespace, show_progress: bool, rank: int, world_size: int):
+    """
+    `load_data` for --streaming: a `data.StreamingImageDataset` of this process's part of the stream; the held-out
+    images are the first --bpd_num_images of the test/validation split (None without one: bits/dim is skipped).
+    """
+    dataset_dict = data.load_streaming_dataset(
+        args.dataset_name, args.dataset_config_name, args.train_data_dir, args.cache_dir
+    )
+    train, heldout, heldout_name = data.split_train_heldout_stream(dataset_dict, args.bpd_num_images)
+    column = data.find_image_column(train, args.image_column)
+    if args.max_train_samples is not None:
+        train = train.take(args.max_train_samples)
+    dataset = data.StreamingImageDataset(
+        train,
+        column,
+        args.train_batch_size,
+        args.resolution,
+        args.channels,
+        center_crop=args.center_crop,
+        random_flip=args.random_flip,
+        seed=args.seed,
+        shuffle_buffer_size=args.shuffle_buffer_size,
+        rank=rank,
+        world_size=world_size,
+    )
+    heldout_x, num_skipped = None, 0
+    if heldout is None:
+        logger.info(
+            "--streaming: the dataset has no test or validation split, and a stream cannot be split by index:"
+            " held-out bits/dim is skipped.",
+            main_process_only=True,
+        )
+    else:
+        decode = {"resolution": args.resolution, "channels": args.channels, "show_progress": show_progress}
+        heldout_images = data.decode_images(heldout, column, center_crop=True, desc="Decoding held-out", **decode)
+        num_skipped = heldout_images.num_skipped
+        heldout_x = data.to_model_space(heldout_images.images) if len(heldout_images) else None
+    info = {
+        "num_train_images": None,  # a stream's length is unknown until it has been read
+        "num_heldout_images": 0 if heldout_x is None else len(heldout_x),
+        "heldout_split": heldout_name,
+        "num_skipped_images": num_skipped,
+        "image_column": column,
+        "decoding": "streaming",
+    }
+    return dataset, heldout_x, info
+
+
+def build_dataloader(args: argparse.Namespace, dataset, num_processes: int):
+    if isinstance(dataset, data.StreamingImageDataset):
+        # the dataset yields whole batches of this process's part of the stream (already split by node)
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_size=None,
+            num_workers=args.dataloader_num_workers,
+            pin_memory=resolve_device_type(args.device) == "cuda",
+            # the loader's own generator: creating an iterator must not draw from the global RNG (exact resume)
+            generator=torch.Generator().manual_seed(args.seed),
+        )
     if len(dataset) < args.train_batch_size * num_processes:
         raise UsageError(
             f"The dataset has {len(dataset)} images, fewer than --train_batch_size {args.train_batch_size} x"
@@ -225,7 +314,13 @@ def build_components(args: argparse.Namespace, accelerator: Accelerator, dataloa
         num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
         num_training_steps=args.max_train_steps * accelerator.num_processes,
     )
-    unet, optimizer, dataloader, lr_scheduler = accelerator.prepare(unet, optimizer, dataloader, lr_scheduler)
+    if isinstance(dataloader.dataset, data.StreamingImageDataset):
+        # not through accelerate: it would have process 0 read and decode every batch and send each process its
+        # part (dispatch_batches), or every process decode every batch and keep its own (IterableDatasetShard);
+        # the stream is already split by node, each process decoding its own images
+        unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+    else:
+        unet, optimizer, dataloader, lr_scheduler = accelerator.prepare(unet, optimizer, dataloader, lr_scheduler)
     if args.torch_compile:
         # in place (nn.Module.compile): parameter names, checkpoints and the EMA see the plain UNet
         accelerator.unwrap_model(unet).compile()
@@ -256,8 +351,13 @@ def apply_speed_flags(args: argparse.Namespace, unet: torch.nn.Module, device_ty
         torch.backends.cudnn.allow_tf32 = True
 
 
-def resolve_schedule_length(args: argparse.Namespace, batches_per_epoch: int) -> int:
-    """Set `args.max_train_steps` (from --num_epochs when not given); returns the number of epochs."""
+def resolve_schedule_length(args: argparse.Namespace, batches_per_epoch: int | None) -> int | float:
+    """
+    Set `args.max_train_steps` (from --num_epochs when not given); returns the number of epochs (a stream's
+    `batches_per_epoch` is None: as many epochs as --max_train_steps takes, `math.inf`).
+    """
+    if batches_per_epoch is None:
+        return math.inf
     steps_per_epoch = math.ceil(batches_per_epoch / args.gradient_accumulation_steps)
     if args.max_train_steps is None:
         args.max_train_steps = args.num_epochs * steps_per_epoch
@@ -329,7 +429,9 @@ def train(args: argparse.Namespace) -> str:
     """Train as `args` say; returns the output folder holding the saved pipeline."""
     accelerator = build_accelerator(args)
     # the data first: a missing column or an empty dataset fails before anything is written
-    dataset, heldout_x, data_info = load_data(args, show_progress=accelerator.is_local_main_process)
+    dataset, heldout_x, data_info = load_data(
+        args, accelerator.is_local_main_process, accelerator.process_index, accelerator.num_processes
+    )
     dataloader = build_dataloader(args, dataset, accelerator.num_processes)
     lock = prepare_output_dir(args, accelerator)
     try:
@@ -342,13 +444,16 @@ def _train_in_output_dir(args, accelerator: Accelerator, dataset, heldout_x, dat
     """`train` once the data is loaded and the output folder is locked for this run."""
     is_main = accelerator.is_main_process
     # each process gets every num_processes-th batch (drop_last: the same number on every process)
-    num_epochs = resolve_schedule_length(args, len(dataloader) // accelerator.num_processes)
+    streaming = isinstance(dataset, data.StreamingImageDataset)
+    num_epochs = resolve_schedule_length(args, None if streaming else len(dataloader) // accelerator.num_processes)
     c, dataloader = build_components(args, accelerator, dataloader)
 
     progress = TrainingProgress()
     accelerator.register_for_checkpointing(progress, c.timestep_sampler)
     if c.ema is not None:
         accelerator.register_for_checkpointing(c.ema)
+    if streaming:  # last: each process's own position replaces the main process's in `progress`
+        accelerator.register_for_checkpointing(ProcessPositions(progress, accelerator))
     keep = resume(args, accelerator, c.unet, progress)  # newer checkpoints: never pruned before this run rewrites them
 
     evaluator = None
@@ -370,9 +475,13 @@ def _train_in_output_dir(args, accelerator: Accelerator, dataset, heldout_x, dat
     window_start, window_step = time.perf_counter(), progress.global_step
     while progress.global_step < args.max_train_steps and progress.epoch < num_epochs:
         dataset.set_epoch(progress.epoch)
-        dataloader.set_epoch(progress.epoch)
         # a resumed run skips the batches this epoch already used, in the same order as before
-        batches = skip_used_batches(dataloader, progress.batches_in_epoch)
+        if streaming:
+            dataset.skip_batches(progress.batches_in_epoch)  # before the iterator copies the dataset to its worker
+            batches = (images.to(accelerator.device, non_blocking=True) for images in dataloader)
+        else:
+            dataloader.set_epoch(progress.epoch)
+            batches = skip_used_batches(dataloader, progress.batches_in_epoch)
         for images in batches:
             timesteps, terms = train_step(c, images, progress.global_step)
             progress.batches_in_epoch += 1
@@ -619,13 +728,14 @@ def _tracker_config(args: argparse.Namespace) -> dict:
 
 def _log_run_summary(args, accelerator: Accelerator, data_info: dict, num_epochs: int) -> None:
     total_batch = args.train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
+    num_train = data_info["num_train_images"]
     logger.info(
         f"***** Training *****\n"
-        f"  Images: {data_info['num_train_images']} train, {data_info['num_heldout_images']} held out"
-        f" ({data_info['heldout_split']})\n"
+        f"  Images: {'a stream of' if num_train is None else num_train} train,"
+        f" {data_info['num_heldout_images']} held out ({data_info['heldout_split'] or 'none'})\n"
         f"  Processes: {accelerator.num_processes} ({accelerator.distributed_type}, {accelerator.device})\n"
         f"  Batch: {args.train_batch_size} per process, {total_batch} per optimizer step\n"
-        f"  Steps: {args.max_train_steps} ({num_epochs} epochs)",
+        f"  Steps: {args.max_train_steps}" + ("" if num_epochs == math.inf else f" ({num_epochs} epochs)"),
         main_process_only=True,
     )
 
