@@ -570,6 +570,36 @@ def test_a_second_run_into_a_locked_output_dir_refuses_and_a_killed_run_leaves_n
     assert (out / LOCK_NAME).is_file() and [step for step, _ in checkpoints.list_checkpoints(str(out))] == [4]
 
 
+def test_a_forked_child_of_a_killed_run_does_not_keep_its_output_dir_locked(tmp_path: Path) -> None:
+    """A DataLoader worker is a fork of the run: when the run is killed the worker lives on a moment, and must not
+    hold the lock (flock is released only when every copy of the locked descriptor is closed)."""
+    from hf_ddpm.training.lock import OutputDirLock
+
+    script = f"""
+import os, sys, time
+from hf_ddpm.training.lock import OutputDirLock
+OutputDirLock({str(tmp_path)!r}).acquire()
+child = os.fork()
+if child == 0:
+    time.sleep(60)
+    os._exit(0)
+print(child, flush=True)
+time.sleep(60)
+"""
+    holder = subprocess.Popen([sys.executable, "-c", script], env=subprocess_env(), stdout=subprocess.PIPE, text=True)
+    child = int(holder.stdout.readline())
+    try:
+        with pytest.raises(UsageError, match="in use by another training run"):
+            OutputDirLock(str(tmp_path)).acquire()
+        holder.kill()  # the run alone, as kill -9 of its pid does; its forked child lives on
+        holder.wait(timeout=30)
+        os.kill(child, 0)  # still alive
+        OutputDirLock(str(tmp_path)).acquire().release()
+    finally:
+        holder.kill()
+        os.kill(child, signal.SIGKILL)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Bad flags fail before training, with a message that names the flag
 # ----------------------------------------------------------------------------------------------------------------

@@ -51,7 +51,16 @@ class OutputDirLock:
         lock_file.write(f"pid {os.getpid()} on host {socket.gethostname()}, started {started}\n")
         lock_file.flush()
         self._file = lock_file
+        # a forked child (a DataLoader worker) shares the locked file description, and flock is released only when
+        # every copy is closed: a worker outliving a killed run would keep the folder locked, so children close theirs
+        os.register_at_fork(after_in_child=self._close_in_child)
         return self
+
+    def _close_in_child(self) -> None:
+        if self._file is not None:  # the child's copy of the descriptor now points at /dev/null: the lock is the parent's
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, self._file.fileno())
+            os.close(devnull)
 
     def release(self) -> None:
         if self._file is not None:
