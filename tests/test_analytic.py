@@ -286,7 +286,8 @@ def test_analytic_pipeline_saves_and_loads_with_and_without_hf_ddpm(analytic_pip
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env={**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules")},
+        # one torch thread, as this module's tests run: another thread count sums in another order (~1e-7 apart)
+        env={**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     np.testing.assert_array_equal(np.load(tmp_path / "images.npy"), _sample(analytic_pipeline))

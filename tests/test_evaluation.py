@@ -508,13 +508,13 @@ def test_fid_without_weights_fails_fast_with_where_to_put_them(
     code = run_cli_in_process(monkeypatch, argv)
     elapsed = time.perf_counter() - start
     stderr = capsys.readouterr().err
-    assert code == 1 and elapsed < 3.0
+    assert code == 2 and elapsed < 3.0  # a file the command needs is missing: exit 2, as for a missing model folder
     assert INCEPTION_WEIGHTS_FILE in stderr and expected_path in stderr and len(stderr.strip().splitlines()) == 1
     assert not os.path.exists(os.path.join(saved_pipeline, "eval_results.json"))  # nothing was evaluated
     missing = str(tmp_path / "nowhere.pth")
     assert (
         run_cli_in_process(monkeypatch, ["eval", saved_pipeline, "--metric", "fid", "--inception_weights", missing])
-        == 1
+        == 2
     )
     assert f"not found at {missing}" in capsys.readouterr().err
     assert no_network == []

@@ -57,7 +57,7 @@ class OutputDirLock:
         return self
 
     def _close_in_child(self) -> None:
-        if self._file is not None:  # the child's copy of the descriptor now points at /dev/null: the lock is the parent's
+        if self._file is not None:  # the child's copy of the descriptor then points at /dev/null; the lock stays
             devnull = os.open(os.devnull, os.O_RDONLY)
             os.dup2(devnull, self._file.fileno())
             os.close(devnull)
