@@ -3,8 +3,8 @@
 Each subcommand lives in the module of its concept and adds itself through a `register(subparsers)` function that
 calls `subparsers.add_parser(...)` and `parser.set_defaults(handler=...)`. A handler takes the parsed arguments and
 returns an exit code (or None for 0). Exit codes: 0 success, 2 bad usage (argparse errors, `UsageError`, and a
-file or folder the command needs that does not exist: `FileNotFoundError`), 1 any other failure. Errors print as one line; `--debug`
-shows the traceback.
+file or folder the command needs that does not exist: `FileNotFoundError`), 1 any other failure. Errors print as one
+line; `--debug` shows the traceback.
 """
 
 import argparse
