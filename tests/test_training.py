@@ -581,13 +581,16 @@ from hf_ddpm.training.lock import OutputDirLock
 OutputDirLock({str(tmp_path)!r}).acquire()
 child = os.fork()
 if child == 0:
+    print("child ready", flush=True)  # past the fork handlers
     time.sleep(60)
     os._exit(0)
 print(child, flush=True)
 time.sleep(60)
 """
     holder = subprocess.Popen([sys.executable, "-c", script], env=subprocess_env(), stdout=subprocess.PIPE, text=True)
-    child = int(holder.stdout.readline())
+    lines = [holder.stdout.readline().strip() for _ in range(2)]  # the child's line and the parent's, in any order
+    assert "child ready" in lines
+    child = int(next(line for line in lines if line != "child ready"))
     try:
         with pytest.raises(UsageError, match="in use by another training run"):
             OutputDirLock(str(tmp_path)).acquire()
