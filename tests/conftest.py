@@ -22,6 +22,17 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def fresh_accelerate_state():
+    """Each in-process training run builds its own Accelerator; accelerate keeps its state in process-wide singletons.
+    Use it with `pytest.mark.usefixtures("fresh_accelerate_state")`."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
 def make_tiny_unet(in_channels: int = 1, learned_variance: bool = False, sample_size: int = 8, seed: int = 0):
     """A UNet2DModel small enough for CPU tests (~10k parameters), deterministic for a seed."""
     torch.manual_seed(seed)

@@ -13,14 +13,13 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import pytest
+import test_training
 import torch
-from accelerate.state import AcceleratorState, GradientState
 from test_training import RESUME_FLAGS, free_port, subprocess_env, tensors_equal, train_command
 
 from hf_ddpm.training import data, parse_args
@@ -28,27 +27,9 @@ from hf_ddpm.training.loop import build_accelerator, build_components, build_dat
 from hf_ddpm.training.metrics import LossMeter
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = [
-    "--model_preset", "tiny",
-    "--ddpm_num_steps", "20",
-    "--ddpm_num_inference_steps", "4",
-    "--eval_batch_size", "4",
-    "--bpd_num_timesteps", "4",
-    "--bpd_num_images", "16",
-    "--train_batch_size", "16",
-    "--max_train_steps", "8",
-    "--lr_warmup_steps", "1",
-    "--logger", "none",
-]  # fmt: skip
+TINY = [*test_training.TINY, "--max_train_steps", "8"]  # the last value of a flag wins
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state() -> Iterator[None]:
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "fresh_accelerate_state")
 
 
 def build_step(tmp_path: Path, *flags: str):
