@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 import torch
+from _results import write_results  # benchmarks/ is on sys.path: these run as scripts
 
 FIXED_VARIANCES = ("fixed_small", "fixed_large")
 VARIANCES = (*FIXED_VARIANCES, "analytic")
@@ -38,9 +39,9 @@ VARIANCES = (*FIXED_VARIANCES, "analytic")
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--simple", default="/work/outputs/bench/ours-simple", help="our L_simple model")
-    parser.add_argument("--diffusers", default="/work/outputs/bench/diffusers-recipe", help="a diffusers DDPM")
-    parser.add_argument("--hybrid", default="/work/outputs/bench/ours-hybrid", help="the hybrid learned_range model")
+    parser.add_argument("--simple", default="outputs/bench/ours-simple", help="our L_simple model")
+    parser.add_argument("--diffusers", default="outputs/bench/diffusers-recipe", help="a diffusers DDPM")
+    parser.add_argument("--hybrid", default="outputs/bench/ours-hybrid", help="the hybrid learned_range model")
     parser.add_argument("--steps", type=int, nargs="+", default=[1000, 100, 50, 25], help="chains of the bound")
     parser.add_argument("--fd_steps", type=int, nargs="*", default=[50, 25], help="chains of fd-digits")
     parser.add_argument("--num_samples", type=int, default=1000, help="samples per fd-digits setting")
@@ -61,7 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--skip", nargs="*", default=[], choices=("bpd", "fd"), help="parts not to run")
     parser.add_argument("--output", default="benchmarks/results/analytic_variances", help="path without extension")
     parser.add_argument(
-        "--analytic_dir", default="/work/outputs/bench-analytic", help="where the analytic pipelines are saved"
+        "--analytic_dir", default="outputs/bench-analytic", help="where the analytic pipelines are saved"
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run: M=4, 16 images, 64 samples")
     args = parser.parse_args(argv)
@@ -300,12 +301,7 @@ def run(args) -> dict:
 
 
 def write(report: dict, output: str) -> None:
-    os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
-    with open(output + ".json", "w") as f:
-        json.dump(report, f, indent=2, default=float)
-        f.write("\n")
-    with open(output + ".md", "w") as f:
-        f.write(markdown(report))
+    write_results(output, report, markdown(report))
 
 
 def markdown(report: dict) -> str:

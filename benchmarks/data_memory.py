@@ -15,7 +15,6 @@ kernel can drop those at any time).
 
 import argparse
 import io
-import json
 import os
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import time
 
 import numpy as np
 import PIL.Image
+from _results import write_results  # benchmarks/ is on sys.path: these run as scripts
 
 PEAK_MEMORY = """
 import os, resource, sys, threading, time
@@ -122,10 +122,7 @@ def main() -> None:
     report = "\n".join(lines)
     print(report)
     if bench.output:
-        with open(bench.output + ".json", "w") as f:
-            json.dump({"command": " ".join(sys.argv), "rows": rows}, f, indent=2)
-        with open(bench.output + ".md", "w") as f:
-            f.write(report + "\n")
+        write_results(bench.output, {"command": " ".join(sys.argv), "rows": rows}, report)
 
 
 if __name__ == "__main__":

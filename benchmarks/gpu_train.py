@@ -22,14 +22,13 @@ The images are random uint8 tensors held on the host (throughput does not depend
 """
 
 import argparse
-import json
-import os
 import resource
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
+from _results import write_results  # benchmarks/ is on sys.path: these run as scripts
 from diffusers import DDPMScheduler, UNet2DModel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -263,11 +262,7 @@ def main() -> None:
     report = format_report(results)
     print(report)
     if bench.output:
-        os.makedirs(os.path.dirname(bench.output) or ".", exist_ok=True)
-        with open(bench.output + ".json", "w") as f:
-            json.dump(results, f, indent=2)
-        with open(bench.output + ".md", "w") as f:
-            f.write(report + "\n")
+        write_results(bench.output, results, report)
 
 
 def format_report(r: dict) -> str:

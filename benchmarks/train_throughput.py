@@ -23,7 +23,6 @@ UNet forward/backward (target: 3% or less). The thread count and batch size are 
 """
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -31,6 +30,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from _results import write_results  # benchmarks/ is on sys.path: these run as scripts
 from accelerate.state import AcceleratorState, GradientState
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.optimization import get_scheduler
@@ -187,11 +187,7 @@ def main() -> None:
     report = format_report(results)
     print(report)
     if bench.output:
-        os.makedirs(os.path.dirname(bench.output) or ".", exist_ok=True)
-        with open(bench.output + ".json", "w") as f:
-            json.dump(results, f, indent=2)
-        with open(bench.output + ".md", "w") as f:
-            f.write(report + "\n")
+        write_results(bench.output, results, report)
 
 
 def format_report(r: dict) -> str:
