@@ -8,8 +8,9 @@ alike) it times
     ours           hf_ddpm.training's step as `train` runs it: hybrid loss with learned variances, gradient
                    clipping, AdamW (fused), EMA, the non-finite check and the per-quartile loss sums (`train_step`
                    + `LossMeter.add`), fed by our dataloader;
-    ours + SWITCH  the same with one speed switch (--adam_implementation foreach / for-loop, --channels_last,
-                   --torch_compile, --mixed_precision bf16); --allow_tf32 acts on CUDA only and is not timed here;
+    ours + SWITCH  the same with one speed switch (--no-flat_parameters, --adam_implementation foreach / for-loop,
+                   --channels_last, --torch_compile, --mixed_precision bf16); --allow_tf32 acts on CUDA only and is
+                   not timed here;
     plain          the loop diffusers' training tutorial teaches: a DataLoader of image tensors,
                    `DDPMScheduler.add_noise`, `UNet2DModel`, `F.mse_loss` on the noise, gradient clipping,
                    `torch.optim.AdamW` with its defaults and a warmup+cosine `get_scheduler`;
@@ -42,6 +43,7 @@ from hf_ddpm.training.metrics import LossMeter
 
 SWITCHES = {
     "ours": [],
+    "ours + per-tensor parameters": ["--no-flat_parameters"],
     "ours + adam foreach": ["--adam_implementation", "foreach"],
     "ours + adam for-loop": ["--adam_implementation", "for-loop"],
     "ours + channels_last": ["--channels_last"],

@@ -572,10 +572,10 @@ from hf_ddpm.training.lock import OutputDirLock
 OutputDirLock({str(tmp_path)!r}).acquire()
 child = os.fork()
 if child == 0:
-    print("child ready", flush=True)  # past the fork handlers
+    os.write(1, b"child ready\\n")  # past the fork handlers (one write each: the two lines cannot interleave)
     time.sleep(60)
     os._exit(0)
-print(child, flush=True)
+os.write(1, f"{{child}}\\n".encode())
 time.sleep(60)
 """
     holder = subprocess.Popen([sys.executable, "-c", script], env=subprocess_env(), stdout=subprocess.PIPE, text=True)

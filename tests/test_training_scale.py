@@ -126,6 +126,74 @@ def test_adam_implementation(tmp_path: Path, flags: list[str], fused, foreach) -
     assert any(not torch.equal(a, b) for a, b in zip(before, c.parameters, strict=True))
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Flat parameters (the default): one tensor for AdamW, clipping and the EMA, the same training as per-tensor
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def train_steps(tmp_path: Path, num_steps: int, *flags: str):
+    """`num_steps` steps of the loop's step with `flags`: the components after them, and the initial weights."""
+    _, c, batches = build_step(tmp_path, *flags)
+    initial = {name: t.clone() for name, t in c.accelerator.unwrap_model(c.unet).state_dict().items()}
+    for step in range(num_steps):
+        train_step(c, next(batches), step)
+    return c, initial
+
+
+@pytest.mark.parametrize("layout", [[], ["--channels_last"]])
+def test_flat_parameters_train_the_same_weights_as_per_tensor_parameters(tmp_path: Path, layout: list[str]) -> None:
+    flags = ["--max_grad_norm", "0.05", "--lr_warmup_steps", "0", *layout]  # a small norm: every step is clipped
+    flat, start = train_steps(tmp_path / "flat", 5, *flags)
+    unet = flat.accelerator.unwrap_model(flat.unet)
+    per_tensor, _ = train_steps(tmp_path / "per-tensor", 5, *flags, "--no-flat_parameters")
+    reference = per_tensor.accelerator.unwrap_model(per_tensor.unet)
+
+    assert [p.shape for p in flat.parameters] == [(sum(p.numel() for p in reference.parameters()),)]
+    assert len(per_tensor.parameters) == len(list(unet.parameters())) > 20
+    buffer = flat.flat.parameter
+    for p in unet.parameters():  # the UNet's weights and gradients are the buffers the optimizer steps
+        assert p.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr()
+        assert p.grad.untyped_storage().data_ptr() == buffer.grad.untyped_storage().data_ptr()
+    if layout:
+        assert unet.down_blocks[0].resnets[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    ours, theirs = unet.state_dict(), reference.state_dict()
+    assert any(not torch.equal(ours[n], start[n]) for n in start)  # it trained
+    # the same AdamW, clipping and EMA arithmetic; the total gradient norm sums in another order (rounding)
+    assert all(torch.allclose(ours[n], theirs[n], rtol=0, atol=1e-6) for n in theirs)
+    (ema,) = flat.ema.shadow_params
+    assert all(
+        torch.allclose(a, b, rtol=0, atol=1e-6)
+        for a, b in zip(flat.flat.views(ema), per_tensor.ema.shadow_params, strict=True)
+    )
+
+
+def test_the_state_dict_of_flat_parameters_survives_safetensors_and_accelerate(tmp_path: Path) -> None:
+    from accelerate.utils import clean_state_dict_for_safetensors
+    from safetensors.torch import load_file, save_file
+
+    c, _ = train_steps(tmp_path, 1)
+    unet = c.accelerator.unwrap_model(c.unet)
+    state = unet.state_dict()
+    kept = clean_state_dict_for_safetensors(dict(state))  # drops all but one of tensors that share memory
+    assert kept.keys() == state.keys()
+    save_file(kept, str(tmp_path / "weights.safetensors"))  # refuses tensors that share memory
+    saved = load_file(str(tmp_path / "weights.safetensors"))
+    c.flat.parameter.data.add_(1.0)  # the saved tensors are copies: the buffer moving on does not change them
+    assert all(torch.equal(saved[n], state[n]) and not torch.equal(saved[n], t) for n, t in unet.state_dict().items())
+
+
+def test_resume_with_another_parameter_layout_is_refused(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "layout"
+    assert test_training.run_main(out, "--checkpointing_steps", "4") == 0
+    test_training.reset_accelerate()
+    capsys.readouterr()
+    resumed = ["--no-flat_parameters", "--max_train_steps", "6", "--resume_from_checkpoint", "latest"]
+    assert test_training.run_main(out, *resumed) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: --resume_from_checkpoint latest: ") and "could not be restored" in line
+    assert "it was saved with --flat_parameters True (this run: False)" in line
+
+
 def test_channels_last_and_torch_compile_switches(tmp_path: Path) -> None:
     _, c, batches = build_step(tmp_path, "--channels_last", "--torch_compile")
     unet = c.accelerator.unwrap_model(c.unet)

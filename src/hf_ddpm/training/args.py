@@ -359,6 +359,14 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
         help="Keep the UNet's weights and activations in channels-last memory layout (often faster on GPUs).",
     )
     speed.add_argument(
+        "--flat_parameters",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Keep the UNet's parameters and gradients as views of one buffer each, so that AdamW, gradient clipping"
+        " and the EMA run once over one tensor instead of once per parameter tensor (on by default; not under"
+        " DeepSpeed, FSDP or XLA, which lay out parameters themselves).",
+    )
+    speed.add_argument(
         "--adam_implementation",
         type=str,
         choices=ADAM_IMPLEMENTATIONS,

@@ -20,8 +20,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
-from diffusers import UNet2DModel
+from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
@@ -31,12 +30,21 @@ from ..images import auto_scale, image_grid
 from ..scheduling_ddpm_posterior import LEARNED_VARIANCE_TYPES, DDPMPosteriorScheduler
 from . import checkpoints, data, outputs, presets, publish
 from .args import resolve_device_type
+from .flat_parameters import FlatParameters, can_flatten
 from .lock import OutputDirLock
 from .losses import training_losses
 from .metrics import LossMeter, NonFiniteGuard
 from .resample import UniformSampler, create_timestep_sampler
 
 logger = get_logger(__name__)
+
+# they shard or place the parameters themselves: no flat buffer under them
+LAYOUT_OWNING_BACKENDS = (
+    DistributedType.DEEPSPEED,
+    DistributedType.FSDP,
+    DistributedType.XLA,
+    DistributedType.MEGATRON_LM,
+)
 
 
 @dataclass
@@ -97,7 +105,8 @@ class TrainingComponents:
     loss_type: str
     vlb_weight: float
     max_grad_norm: float
-    parameters: list[torch.nn.Parameter]  # the UNet's, listed once (clipping and EMA take them every step)
+    parameters: list[torch.nn.Parameter]  # what AdamW, clipping and the EMA take: [flat.parameter] or the UNet's
+    flat: FlatParameters | None = None
     nonfinite: NonFiniteGuard = field(default_factory=NonFiniteGuard)
 
 
@@ -264,13 +273,13 @@ def build_dataloader(args: argparse.Namespace, dataset, num_processes: int):
     )
 
 
-def build_optimizer(args: argparse.Namespace, unet: torch.nn.Module, device_type: str) -> torch.optim.Optimizer:
+def build_optimizer(args: argparse.Namespace, parameters: list, device_type: str) -> torch.optim.Optimizer:
     implementation = args.adam_implementation
     if implementation == "auto":
         # fused AdamW: one kernel for all parameters instead of a loop over ~100 small tensors (CPU and CUDA)
         implementation = "fused" if device_type in ("cpu", "cuda") else "foreach"
     return torch.optim.AdamW(
-        unet.parameters(),
+        parameters,
         lr=args.learning_rate,
         betas=(args.adam_beta1, args.adam_beta2),
         weight_decay=args.adam_weight_decay,
@@ -280,19 +289,25 @@ def build_optimizer(args: argparse.Namespace, unet: torch.nn.Module, device_type
     )
 
 
-def build_ema(args: argparse.Namespace, unet: UNet2DModel) -> EMAModel | None:
+def build_ema(args: argparse.Namespace, parameters: list) -> EMAModel | None:
     if not args.use_ema:
         return None
     return EMAModel(
-        unet.parameters(),
+        parameters,
         decay=args.ema_decay,
         use_ema_warmup=True,
         inv_gamma=args.ema_inv_gamma,
         power=args.ema_power,
         foreach=True,
-        model_cls=UNet2DModel,
-        model_config=unet.config,
     )
+
+
+def build_flat_parameters(args: argparse.Namespace, accelerator: Accelerator, unet) -> FlatParameters | None:
+    """--flat_parameters where it is safe: one process or data parallel (DeepSpeed, FSDP and XLA own the layout)."""
+    if not args.flat_parameters or accelerator.distributed_type in LAYOUT_OWNING_BACKENDS:
+        return None
+    unet.to(accelerator.device)  # now: `prepare` moving it later would copy the parameters out of the buffer
+    return FlatParameters(unet) if can_flatten(list(unet.parameters())) else None
 
 
 def build_components(args: argparse.Namespace, accelerator: Accelerator, dataloader):
@@ -306,7 +321,9 @@ def build_components(args: argparse.Namespace, accelerator: Accelerator, dataloa
     learned_variance = args.variance_type in LEARNED_VARIANCE_TYPES
     unet = presets.build_unet(args.model_preset, args.resolution, args.channels, learned_variance)
     apply_speed_flags(args, unet, accelerator.device.type)
-    optimizer = build_optimizer(args, unet, accelerator.device.type)
+    flat = build_flat_parameters(args, accelerator, unet)
+    trained = [flat.parameter] if flat is not None else list(unet.parameters())
+    optimizer = build_optimizer(args, trained, accelerator.device.type)
     lr_scheduler = get_scheduler(
         args.lr_scheduler,
         optimizer=optimizer,
@@ -324,7 +341,7 @@ def build_components(args: argparse.Namespace, accelerator: Accelerator, dataloa
     if args.torch_compile:
         # in place (nn.Module.compile): parameter names, checkpoints and the EMA see the plain UNet
         accelerator.unwrap_model(unet).compile()
-    ema = build_ema(args, accelerator.unwrap_model(unet))
+    ema = build_ema(args, trained)
     components = TrainingComponents(
         accelerator=accelerator,
         unet=unet,
@@ -336,7 +353,8 @@ def build_components(args: argparse.Namespace, accelerator: Accelerator, dataloa
         loss_type=args.loss,
         vlb_weight=args.vlb_weight,
         max_grad_norm=args.max_grad_norm,
-        parameters=list(accelerator.unwrap_model(unet).parameters()),
+        parameters=trained,
+        flat=flat,
     )
     set_seed(args.seed, device_specific=True)  # from here on, every process draws its own noise and timesteps
     return components, dataloader
@@ -408,7 +426,7 @@ def train_step(c: TrainingComponents, images: torch.Tensor, global_step: int):
             accelerator.clip_grad_norm_(c.parameters, c.max_grad_norm)
         c.optimizer.step()
         c.lr_scheduler.step()
-        c.optimizer.zero_grad(set_to_none=True)
+        c.optimizer.zero_grad(set_to_none=c.flat is None)  # flat gradients: zeroed in place, one kernel
     if accelerator.sync_gradients and c.ema is not None:
         c.ema.step(c.parameters)
     return timesteps, {name: term.detach() for name, term in terms.items()}
@@ -623,7 +641,7 @@ def resume(args: argparse.Namespace, accelerator: Accelerator, unet: torch.nn.Mo
 def state_flags(args: argparse.Namespace) -> dict:
     """The flags that shape the saved training state (recorded in each checkpoint's manifest, compared on resume)."""
     names = ("model_preset", "resolution", "channels", "variance_type", "use_ema", "timestep_sampler")
-    names += ("ddpm_num_steps",)
+    names += ("ddpm_num_steps", "flat_parameters")  # flat: one optimizer and EMA tensor instead of one per parameter
     return {name: getattr(args, name) for name in names}
 
 
@@ -641,7 +659,7 @@ def save_training_state(args: argparse.Namespace, accelerator: Accelerator, step
 
 def save_sample_grid(args, accelerator, evaluator: outputs.EvaluationModel, c: TrainingComponents, step: int):
     """A grid of EMA samples as output_dir/samples/step-NNNNNN.png and in the tracker."""
-    evaluator.load_weights(c.ema, accelerator.unwrap_model(c.unet))
+    evaluator.load_weights(c.ema, accelerator.unwrap_model(c.unet), c.flat)
     images = evaluator.sample(args.eval_batch_size, args.ddpm_num_inference_steps, seed=args.seed)
     grid = image_grid(images, scale=auto_scale(max(images.shape[1:3])))
     outputs.save_png(grid, os.path.join(args.output_dir, "samples", f"step-{step:06d}.png"))
@@ -651,7 +669,7 @@ def save_sample_grid(args, accelerator, evaluator: outputs.EvaluationModel, c: T
 
 def evaluate_heldout_bpd(args, accelerator, evaluator: outputs.EvaluationModel, c, heldout_x, step: int) -> dict:
     """Bits/dim of the held-out images under the EMA weights (strided over timesteps), logged to the tracker."""
-    evaluator.load_weights(c.ema, accelerator.unwrap_model(c.unet))
+    evaluator.load_weights(c.ema, accelerator.unwrap_model(c.unet), c.flat)
     bpd = evaluator.bits_per_dim(heldout_x.to(accelerator.device), args.bpd_num_timesteps)
     accelerator.log({"bits_per_dim/heldout": bpd["value"]}, step=step)
     return bpd
@@ -676,7 +694,7 @@ def finish(args, accelerator: Accelerator, c: TrainingComponents, evaluator, hel
     if not accelerator.is_main_process:
         accelerator.wait_for_everyone()
         return
-    evaluator.load_weights(c.ema, accelerator.unwrap_model(c.unet))
+    evaluator.load_weights(c.ema, accelerator.unwrap_model(c.unet), c.flat)
     outputs.save_pipeline_into(evaluator.pipeline, args.output_dir)  # the EMA weights
     outputs.write_json(run_record(args, accelerator, data_info), os.path.join(args.output_dir, "training_args.json"))
     metrics = {}

@@ -193,19 +193,12 @@ def discretized_gaussian_log_likelihood(
     inv_stdv = torch.exp(-log_scales)
     upper = (x - means + 1.0 / 255.0) * inv_stdv
     lower = (x - means - 1.0 / 255.0) * inv_stdv
-    # Phi(upper) - Phi(lower) cancels when both are near 1: use Phi(-lower) - Phi(-upper) there.
-    right_tail = lower > 0
-    cdf_delta = torch.where(
-        right_tail,
-        torch.special.ndtr(-lower) - torch.special.ndtr(-upper),
-        torch.special.ndtr(upper) - torch.special.ndtr(lower),
-    )
-    log_probs = torch.where(
-        x < -0.999,
-        torch.special.log_ndtr(upper),
-        torch.where(x > 0.999, torch.special.log_ndtr(-lower), torch.log(cdf_delta.clamp(min=1e-12))),
-    )
-    return log_probs
+    # Phi(upper) - Phi(lower) cancels when both are near 1: use Phi(-lower) - Phi(-upper) there (sign -1)
+    sign = torch.where(lower > 0, -1.0, 1.0)
+    cdf_delta = (torch.special.ndtr(sign * upper) - torch.special.ndtr(sign * lower)) * sign
+    # the edge bins: log Phi(upper) at x = -1, log(1 - Phi(lower)) = log Phi(-lower) at x = 1 (one call for both)
+    log_edge = torch.special.log_ndtr(torch.where(x < 0, upper, -lower))
+    return torch.where(x.abs() > 0.999, log_edge, torch.log(cdf_delta.clamp(min=1e-12)))
 
 
 def mean_over_pixels(tensor: torch.Tensor) -> torch.Tensor:
