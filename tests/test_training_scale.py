@@ -22,7 +22,7 @@ import test_training
 import torch
 from test_training import RESUME_FLAGS, free_port, subprocess_env, tensors_equal, train_command
 
-from hf_ddpm.training import data, parse_args
+from hf_ddpm.training import checkpoints, data, parse_args
 from hf_ddpm.training.loop import build_accelerator, build_components, build_dataloader, load_data, train_step
 from hf_ddpm.training.metrics import LossMeter
 
@@ -192,6 +192,22 @@ def test_resume_with_another_parameter_layout_is_refused(tmp_path: Path, capsys)
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith("error: --resume_from_checkpoint latest: ") and "could not be restored" in line
     assert "it was saved with --flat_parameters True (this run: False)" in line
+
+    # a checkpoint of the releases before flat parameters (no flag in its manifest): the error says how to resume it
+    old = tmp_path / "per-tensor"
+    test_training.reset_accelerate()
+    assert test_training.run_main(old, "--checkpointing_steps", "4", "--no-flat_parameters") == 0
+    manifest_path = old / "checkpoint-4" / checkpoints.MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["flags"]["flat_parameters"]
+    manifest_path.write_text(json.dumps(manifest))
+    test_training.reset_accelerate()
+    capsys.readouterr()
+    assert test_training.run_main(old, "--max_train_steps", "6", "--resume_from_checkpoint", "latest") == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "saved before --flat_parameters existed: resume it with --no-flat_parameters" in line
+    test_training.reset_accelerate()
+    assert test_training.run_main(old, *resumed) == 0
 
 
 def test_channels_last_and_torch_compile_switches(tmp_path: Path) -> None:

@@ -616,6 +616,8 @@ def resume(args: argparse.Namespace, accelerator: Accelerator, unet: torch.nn.Mo
         changed = checkpoints.changed_flags(folder, state_flags(args))
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         saved_with = f"; it was saved with {changed}" if changed else ""
+        if args.flat_parameters and "flat_parameters" not in checkpoints.read_manifest(folder).get("flags", {}):
+            saved_with += "; it was saved before --flat_parameters existed: resume it with --no-flat_parameters"
         message = f"--resume_from_checkpoint {spec}: {folder} could not be restored ({reason}){saved_with}."
         raise UsageError(message) from error
     problem = checkpoints.random_state_problem(folder, accelerator.process_index, accelerator.num_processes)
