@@ -641,6 +641,18 @@ def test_load_image_folder_round_trips_pngs(tmp_path):
         load_image_folder(tmp_path / "missing", channels=1)
 
 
+def test_evaluation_reads_an_image_as_training_does(tmp_path):
+    from hf_ddpm.training.data import decode_image
+
+    rgba = np.zeros((8, 8, 4), dtype=np.uint8)
+    rgba[:, :4] = (255, 0, 0, 255)  # opaque red left half, transparent right half: white, as training sees it
+    PIL.Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    loaded = load_image_folder(tmp_path, channels=3, resolution=8)
+    trained = decode_image({"path": str(tmp_path / "a.png"), "bytes": None}, 8, 3, center_crop=True)
+    assert np.array_equal(loaded[0], trained.permute(1, 2, 0).numpy())
+    assert loaded[0, 0, 0].tolist() == [255, 0, 0] and loaded[0, 0, -1].tolist() == [255, 255, 255]
+
+
 def test_load_hf_dataset_reads_a_local_parquet_dataset(tmp_path, monkeypatch, no_network):
     import datasets
 

@@ -25,7 +25,7 @@ from conftest import make_tiny_unet
 from diffusers import DDPMScheduler
 from safetensors.torch import load_file
 
-from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler
+from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler, _datasets
 from hf_ddpm.cli import UsageError
 from hf_ddpm.images import image_grid
 from hf_ddpm.training import checkpoints, data, finalize_args, main, parse_args
@@ -715,11 +715,11 @@ def test_training_on_an_imagefolder_with_corrupt_files_warns_and_trains(tmp_path
 def test_conversion_resize_and_crop() -> None:
     rgba = np.zeros((6, 12, 4), dtype=np.uint8)
     rgba[:, :6] = (255, 0, 0, 255)  # opaque red left half, transparent right half
-    image = data._convert(PIL.Image.fromarray(rgba, "RGBA"), 3)
+    image = _datasets.convert_channels(PIL.Image.fromarray(rgba, "RGBA"), 3)
     assert np.asarray(image)[0, 0].tolist() == [255, 0, 0] and np.asarray(image)[0, -1].tolist() == [255, 255, 255]
-    gray = data._to_tensor(data._resize(data._convert(PIL.Image.fromarray(rgba, "RGBA"), 1), 3, center_crop=True))
-    assert gray.shape == (1, 3, 3)
-    wide = data._resize(PIL.Image.new("L", (40, 20)), 10, center_crop=False)
+    gray = data.decode_image(PIL.Image.fromarray(rgba, "RGBA"), 3, channels=1, center_crop=True)
+    assert gray.shape == (1, 3, 3) and gray.dtype == torch.uint8
+    wide = _datasets.resize_shorter_side(PIL.Image.new("L", (40, 20)), 10, center_crop=False)
     assert wide.size == (20, 10)  # shorter side to the resolution; the random crop happens per epoch
 
 
