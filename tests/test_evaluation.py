@@ -738,7 +738,7 @@ def test_cli_refuses_bad_requests_before_any_work(saved_pipeline, monkeypatch, c
     cases = [  # (flags, exit code: 2 for usage errors, 1 for other failures, a fragment of the message)
         (["--metric", "fd-digits", "--variance_type", "learned_range"], 2, "needs a UNet with learned variances"),
         (["--metric", "fd-digits", "--num_samples", "1"], 2, "--num_samples must be at least 2"),
-        (["--metric", "bpd", "--batch_size", "0"], 2, "--batch_size must be a positive integer"),
+        (["--metric", "bpd", "--batch_size", "0"], 2, "--batch_size must be at least 1"),
         (["--metric", "bpd", "--num_timesteps", "1"], 2, "--num_timesteps must be at least 2"),
         (["--metric", "fd-digits", "--bootstrap", "1"], 2, "--bootstrap must be 0 (none) or at least 2"),
         (["--metric", "bpd", "--split", "validation"], 2, "--split for --dataset digits must be one of"),

@@ -13,7 +13,7 @@ import numpy as np
 
 from ._choices import VARIANCE_TYPES
 from ._devices import resolve_device
-from ._errors import UsageError
+from ._errors import UsageError, check_at_least
 from ._variance import with_variance_type
 from .files import make_public, replace_folder
 from .images import auto_scale, image_grid, save_animation, side_by_side, to_uint8
@@ -168,11 +168,7 @@ def _bounded_int(name: str, low: int, high: int):
 def run(args: argparse.Namespace) -> int:
     from .pipeline_ddpm_posterior import DDPMPosteriorPipeline
 
-    for flag in ("num_images", "num_inference_steps", "batch_size"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            raise UsageError(f"--{flag} must be at least 1, got {getattr(args, flag)}.")
-    if args.trajectory_frames < 2:
-        raise UsageError(f"--trajectory_frames must be at least 2, got {args.trajectory_frames}.")
+    check_at_least(args, {"num_images": 1, "num_inference_steps": 1, "batch_size": 1, "trajectory_frames": 2})
     last_seed = args.seed + (args.num_images - 1) // args.batch_size  # batch b draws with seed + b
     if last_seed > MAX_SEED:
         raise UsageError(f"--seed {args.seed}: batch seeds run up to {last_seed}, past the largest seed {MAX_SEED}.")

@@ -22,7 +22,7 @@ from .._choices import (
     VARIANCE_TYPES,
 )
 from .._devices import DEVICES, resolve_device
-from .._errors import UsageError
+from .._errors import UsageError, check_at_least
 from ..hub import CHECKPOINT_BRANCH
 from . import presets
 
@@ -428,27 +428,13 @@ def _fill_preset_defaults(args: argparse.Namespace) -> None:
 
 
 def _check_positive(args: argparse.Namespace) -> str | None:
-    at_least_one = [
-        "train_batch_size",
-        "gradient_accumulation_steps",
-        "ddpm_num_steps",
-        "ddpm_num_inference_steps",
-        "eval_batch_size",
-        "bpd_num_images",
-        "logging_steps",
-        "resolution",
-        "shuffle_buffer_size",
-    ]
-    optional_at_least_one = ["max_train_steps", "num_epochs", "checkpoints_total_limit", "max_train_samples"]
-    optional_at_least_one += ["save_images_epochs"]
-    at_least_zero = ["lr_warmup_steps", "checkpointing_steps", "save_images_steps", "bpd_steps"]
-    at_least_zero += ["dataloader_num_workers", "seed"]
-    for name in at_least_one + [n for n in optional_at_least_one if getattr(args, n) is not None]:
-        if getattr(args, name) < 1:
-            return f"--{name} must be at least 1, got {getattr(args, name)}."
-    for name in at_least_zero:
-        if getattr(args, name) < 0:
-            return f"--{name} must be at least 0, got {getattr(args, name)}."
+    at_least_one = ("train_batch_size", "gradient_accumulation_steps", "ddpm_num_steps", "ddpm_num_inference_steps")
+    at_least_one += ("eval_batch_size", "bpd_num_images", "logging_steps", "resolution", "shuffle_buffer_size")
+    at_least_one += ("max_train_steps", "num_epochs", "checkpoints_total_limit", "max_train_samples")
+    at_least_one += ("save_images_epochs",)
+    at_least_zero = ("lr_warmup_steps", "checkpointing_steps", "save_images_steps", "bpd_steps")
+    at_least_zero += ("dataloader_num_workers", "seed")
+    check_at_least(args, dict.fromkeys(at_least_one, 1) | dict.fromkeys(at_least_zero, 0))
     if not args.learning_rate > 0 or not math.isfinite(args.learning_rate):
         return f"--learning_rate must be a positive number, got {args.learning_rate}."
     if not args.max_grad_norm >= 0:
