@@ -30,7 +30,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from _results import write_results  # benchmarks/ is on sys.path: these run as scripts
+from _results import report_results  # benchmarks/ is on sys.path: these run as scripts
 from accelerate.state import AcceleratorState, GradientState
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.optimization import get_scheduler
@@ -184,10 +184,7 @@ def main() -> None:
         "share_of_our_step_outside_the_unet": 1 - median["unet"] / median["ours"],
         "seconds_per_round": seconds,
     }
-    report = format_report(results)
-    print(report)
-    if bench.output:
-        write_results(bench.output, results, report)
+    report_results(bench.output, results, format_report(results))
 
 
 def format_report(r: dict) -> str:

@@ -6,12 +6,9 @@ peak resident memory.
 
 import io
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -20,7 +17,7 @@ import PIL.Image
 import pytest
 import test_training
 import torch
-from test_training import RESUME_FLAGS, free_port, subprocess_env, tensors_equal, train_command
+from test_training import RESUME_FLAGS, free_port, kill_and_resume, subprocess_env, tensors_equal, train_command
 
 from hf_ddpm.training import data, parse_args
 from hf_ddpm.training.loop import build_accelerator, build_components, build_dataloader, load_data, train_step
@@ -246,22 +243,6 @@ def test_peak_memory_does_not_grow_with_the_dataset(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def kill_at_checkpoint(command: list[str], env: dict[str, str], checkpoint: Path) -> None:
-    """
-    Run `command` and kill -9 it, its data-loader worker too, as soon as `checkpoint` exists. (Killing the main
-    process alone leaves the worker holding the output folder's lock until it notices, up to 5 s later.)
-    """
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    deadline = time.monotonic() + 300
-    while not checkpoint.is_dir() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
-    os.killpg(process.pid, signal.SIGKILL)
-    assert process.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
-    assert not (checkpoint.parent / "model_index.json").exists()
-
-
 def test_kill_and_resume_on_an_image_folder_gives_bit_identical_weights(tmp_path: Path) -> None:
     write_png_folder(tmp_path / "images", 220, (9, 12), mode="L")  # random crops, flips, epochs crossed mid-run
     flags = [*RESUME_FLAGS, "--train_data_dir", str(tmp_path / "images"), "--cache_dir", str(tmp_path / "cache")]
@@ -271,19 +252,7 @@ def test_kill_and_resume_on_an_image_folder_gives_bit_identical_weights(tmp_path
     subprocess.run(train_command(straight, *flags), env=env, check=True, capture_output=True, timeout=300)
     assert json.loads((straight / "training_args.json").read_text())["decoding"] == "lazy"
 
-    kill_at_checkpoint(train_command(resumed, *flags), env, resumed / "checkpoint-10")
-
-    result = subprocess.run(
-        train_command(resumed, *flags, "--resume_from_checkpoint", "latest"),
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Resuming from" in result.stderr
-    assert tensors_equal(
-        straight / "checkpoint-20" / "model.safetensors", resumed / "checkpoint-20" / "model.safetensors"
-    )
-    weights = Path("unet") / "diffusion_pytorch_model.safetensors"  # the EMA weights of the saved pipeline
-    assert tensors_equal(straight / weights, resumed / weights)
+    kill_and_resume(straight, resumed, flags, env)
     assert json.loads((straight / "metrics.json").read_text()) == json.loads((resumed / "metrics.json").read_text())
 
 
@@ -340,19 +309,7 @@ def test_kill_and_resume_of_a_streaming_run_gives_bit_identical_weights(tmp_path
     record = json.loads((straight / "training_args.json").read_text())
     assert record["decoding"] == "streaming" and record["heldout_split"] is None  # no test split: bits/dim skipped
 
-    kill_at_checkpoint(train_command(resumed, *flags), env, resumed / "checkpoint-10")
-
-    result = subprocess.run(
-        train_command(resumed, *flags, "--resume_from_checkpoint", "latest"),
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Resuming from" in result.stderr
-    assert tensors_equal(
-        straight / "checkpoint-20" / "model.safetensors", resumed / "checkpoint-20" / "model.safetensors"
-    )
-    weights = Path("unet") / "diffusion_pytorch_model.safetensors"  # the EMA weights of the saved pipeline
-    assert tensors_equal(straight / weights, resumed / weights)
+    kill_and_resume(straight, resumed, flags, env)
 
 
 @pytest.mark.slow  # four processes started by accelerate launch: about a minute on two busy cores
