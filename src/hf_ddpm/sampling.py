@@ -209,12 +209,9 @@ def register(subparsers) -> None:
     )
     parser.add_argument("model", help="a folder written by train.py / save_pretrained, or a Hub repo id")
     parser.add_argument("--num_images", type=int, default=16, help="how many images to draw (default 16)")
-    parser.add_argument(
-        "--num_inference_steps", type=int, default=None, help="denoising steps, respaced (default 100, at most T)"
-    )
+    parser.add_argument("--num_inference_steps", type=int, help="denoising steps, respaced (default 100, at most T)")
     parser.add_argument(
         "--variance_type",
-        default=None,
         help=f"override the model's: {', '.join(VARIANCE_TYPES)} (learned ones only for a model that outputs"
         " variances; analytic after `hf-ddpm analytic`)",
     )
@@ -227,7 +224,7 @@ def register(subparsers) -> None:
     parser.add_argument("--batch_size", type=int, default=64, help="images per forward pass (default 64)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     parser.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (default float32)")
-    parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of a repo id")
+    parser.add_argument("--revision", help="Hub revision (branch, tag or commit) of a repo id")
     parser.add_argument("--output_dir", default="samples", help="where to write the outputs (default ./samples)")
     parser.add_argument(
         "--overwrite_output_dir",
@@ -237,7 +234,6 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--scale",
         type=_bounded_int("scale", 1, MAX_SCALE),
-        default=None,
         help=f"nearest-neighbour zoom of the grid, 1 to {MAX_SCALE} (default: auto)",
     )
     parser.add_argument("--no_individual", action="store_true", help="do not write one PNG per image")

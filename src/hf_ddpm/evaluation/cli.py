@@ -62,7 +62,6 @@ def register(subparsers) -> None:
     bpd.add_argument(
         "--num_timesteps",
         type=int,
-        default=None,
         help="estimate the KL terms from K timesteps, one drawn per stratum (the decoder always): unbiased and T/K"
         " times faster (default: all T)",
     )
@@ -75,12 +74,9 @@ def register(subparsers) -> None:
 
     sampling = parser.add_argument_group("samples (fid, fd-dinov2, fd-digits)")
     sampling.add_argument("--num_samples", type=int, default=1000, help="how many samples to generate (default: 1000)")
-    sampling.add_argument(
-        "--num_inference_steps", type=int, default=None, help="sampling steps (default: the training steps T)"
-    )
+    sampling.add_argument("--num_inference_steps", type=int, help="sampling steps (default: the training steps T)")
     sampling.add_argument(
         "--variance_type",
-        default=None,
         choices=VARIANCE_TYPES,
         help="override the scheduler's reverse-process variance (also used by bpd); default: the saved one",
     )
@@ -101,7 +97,6 @@ def register(subparsers) -> None:
     )
     sampling.add_argument(
         "--inception_weights",
-        default=None,
         help="the FID Inception weights file (default: torch.hub's checkpoints folder, as torchmetrics uses)",
     )
 
@@ -111,7 +106,6 @@ def register(subparsers) -> None:
     )
     common.add_argument(
         "--output_dir",
-        default=None,
         help="where to write eval_results.json and eval_samples.png (default: the model folder; for a Hub repo,"
         " outputs/eval/OWNER--NAME)",
     )
@@ -124,10 +118,10 @@ def add_dataset_arguments(group, split_default: str, split_help: str) -> None:
     source.add_argument(
         "--dataset", choices=("digits",), default="digits", help="a built-in dataset (default: digits)"
     )
-    source.add_argument("--train_data_dir", default=None, help="a local folder of images instead of --dataset")
-    source.add_argument("--dataset_name", default=None, help="a `datasets` dataset (Hub id or local folder)")
+    source.add_argument("--train_data_dir", help="a local folder of images instead of --dataset")
+    source.add_argument("--dataset_name", help="a `datasets` dataset (Hub id or local folder)")
     group.add_argument("--split", default=split_default, help=split_help)
-    group.add_argument("--max_images", type=int, default=None, help="use only the first N images of the split")
+    group.add_argument("--max_images", type=int, help="use only the first N images of the split")
 
 
 def add_run_arguments(group, batch_help: str, seed_help: str) -> None:
@@ -135,7 +129,7 @@ def add_run_arguments(group, batch_help: str, seed_help: str) -> None:
     group.add_argument("--batch_size", type=int, default=256, help=batch_help)
     group.add_argument("--seed", type=int, default=0, help=f"seed {seed_help} (default: 0)")
     group.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default: auto)")
-    group.add_argument("--revision", default=None, help="the Hub revision of the model (a branch, tag or commit)")
+    group.add_argument("--revision", help="the Hub revision of the model (a branch, tag or commit)")
 
 
 def check_dataset_args(args: argparse.Namespace) -> None:

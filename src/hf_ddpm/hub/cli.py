@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("path", help="the pipeline folder written by save_pretrained / hf-ddpm train")
     parser.add_argument("repo_id", help="the model repo, NAMESPACE/NAME (created if it does not exist)")
     parser.add_argument("--private", action="store_true", help="create the repo private (new repos only)")
-    parser.add_argument("--revision", default=None, help="the branch to push to, created from main if new")
+    parser.add_argument("--revision", help="the branch to push to, created from main if new")
     parser.add_argument("--commit_message", "--commit-message", dest="commit_message", help="the commit title")
     parser.add_argument("--create_pr", "--create-pr", dest="create_pr", action="store_true", help="open a PR")
     parser.set_defaults(handler=_push_command)
@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "  hf-ddpm pull your-name/ddpm-digits --local_dir ddpm-digits",
     )
     parser.add_argument("repo_id", help="the model repo, NAMESPACE/NAME")
-    parser.add_argument("--revision", default=None, help="a branch, tag or commit sha (default: main)")
+    parser.add_argument("--revision", help="a branch, tag or commit sha (default: main)")
     parser.add_argument("--local_dir", "--local-dir", dest="local_dir", help="download here instead of the cache")
     parser.set_defaults(handler=_pull_command)
 
