@@ -188,28 +188,6 @@ def write_parquet_dataset(folder: Path, num_images: int, size: int, seed: int = 
         shard_dataset.to_parquet(str(folder / f"train-{shard // 500:05d}.parquet"), batch_size=100)
 
 
-# Peak anonymous resident memory (what decoded images take; RSS also counts the pages of the memory-mapped Arrow
-# files read so far, which the kernel can drop at any time), sampled every millisecond around a training run.
-PEAK_ANONYMOUS_RSS = """
-import os, sys, threading, time
-from hf_ddpm.training import main
-page, peak, done = os.sysconf("SC_PAGE_SIZE"), [0], threading.Event()
-def sample():
-    while not done.is_set():
-        with open("/proc/self/statm") as f:
-            resident, shared = (int(v) for v in f.read().split()[1:3])
-        peak[0] = max(peak[0], (resident - shared) * page // 1024)
-        time.sleep(0.001)
-sampler = threading.Thread(target=sample, daemon=True)
-sampler.start()
-code = main(sys.argv[1:])
-done.set()
-sampler.join()
-print("peak_anonymous_kib", peak[0])
-sys.exit(code)
-"""
-
-
 def peak_anonymous_kib(tmp_path: Path, name: str, dataset: Path) -> int:
     """Train 3 steps on the dataset in a fresh process; its peak anonymous resident memory (KiB)."""
     flags = [*TINY, "--resolution", "64", "--channels", "3", "--max_train_steps", "3", "--dataset_name", str(dataset)]
@@ -218,11 +196,10 @@ def peak_anonymous_kib(tmp_path: Path, name: str, dataset: Path) -> int:
     # glibc: one arena and a fixed mmap threshold, so freed tensors go back to the system at once and the peak is
     # what is alive (spread 2 MiB between runs, against 20 MiB with glibc's defaults)
     env = {**subprocess_env(), "MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": "131072"}
-    result = subprocess.run(
-        [sys.executable, "-c", PEAK_ANONYMOUS_RSS, *flags], env=env, capture_output=True, text=True, timeout=300
-    )
+    command = [sys.executable, str(REPO / "benchmarks" / "peak_memory.py"), *flags]  # prints: peak_kib ANONYMOUS RSS
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    return int(result.stdout.split("peak_anonymous_kib")[-1])
+    return int(result.stdout.split("peak_kib")[-1].split()[0])  # the peak anonymous resident memory
 
 
 def test_peak_memory_does_not_grow_with_the_dataset(tmp_path: Path) -> None:
