@@ -11,3 +11,10 @@ def write_results(output: str, results: dict, report: str) -> None:
     os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
     atomic_write_text(output + ".json", json.dumps(results, indent=2, default=float) + "\n")
     atomic_write_text(output + ".md", report.rstrip("\n") + "\n")
+
+
+def report_results(output: str | None, results: dict, report: str) -> None:
+    """Print `report`; with an `output` path, also write both files (`write_results`)."""
+    print(report)
+    if output:
+        write_results(output, results, report)

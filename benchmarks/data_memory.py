@@ -24,24 +24,7 @@ import numpy as np
 import PIL.Image
 from _results import write_results  # benchmarks/ is on sys.path: these run as scripts
 
-PEAK_MEMORY = """
-import os, resource, sys, threading, time
-from hf_ddpm.training import main
-page, peak, done = os.sysconf("SC_PAGE_SIZE"), [0], threading.Event()
-def sample():
-    while not done.is_set():
-        with open("/proc/self/statm") as f:
-            resident, shared = (int(v) for v in f.read().split()[1:3])
-        peak[0] = max(peak[0], (resident - shared) * page // 1024)
-        time.sleep(0.001)
-sampler = threading.Thread(target=sample, daemon=True)
-sampler.start()
-code = main(sys.argv[1:])
-done.set()
-sampler.join()
-print("peak_kib", peak[0], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-sys.exit(code)
-"""
+PEAK_MEMORY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peak_memory.py")  # the probe
 
 
 def parse_benchmark_args() -> argparse.Namespace:
@@ -80,7 +63,7 @@ def train_and_measure(bench: argparse.Namespace, dataset: str, output_dir: str) 
     flags += ["--bpd_num_images", "16", "--bpd_num_timesteps", "4", "--checkpointing_steps", "0"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": "131072"}
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-c", PEAK_MEMORY, *flags], env=env, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, PEAK_MEMORY, *flags], env=env, capture_output=True, text=True)
     if result.returncode:
         raise SystemExit(result.stderr[-3000:])
     anonymous_kib, rss_kib = (int(v) for v in result.stdout.split("peak_kib")[-1].split())

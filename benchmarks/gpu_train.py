@@ -28,7 +28,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from _results import write_results  # benchmarks/ is on sys.path: these run as scripts
+from _results import report_results  # benchmarks/ is on sys.path: these run as scripts
 from diffusers import DDPMScheduler, UNet2DModel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -259,10 +259,7 @@ def main() -> None:
         "steps": bench.sampling_steps,
         "images_per_second": time_sampling(args, c, bench, device),
     }
-    report = format_report(results)
-    print(report)
-    if bench.output:
-        write_results(bench.output, results, report)
+    report_results(bench.output, results, format_report(results))
 
 
 def format_report(r: dict) -> str:

@@ -31,7 +31,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from _results import write_results  # benchmarks/ is on sys.path: these run as scripts
+from _results import report_results  # benchmarks/ is on sys.path: these run as scripts
 from accelerate.state import AcceleratorState, GradientState
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.optimization import get_scheduler
@@ -190,10 +190,7 @@ def main() -> None:
         ),
         "seconds_per_round": seconds,
     }
-    report = format_report(results)
-    print(report)
-    if bench.output:
-        write_results(bench.output, results, report)
+    report_results(bench.output, results, format_report(results))
 
 
 def format_report(r: dict) -> str:

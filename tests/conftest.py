@@ -33,19 +33,21 @@ def fresh_accelerate_state():
     GradientState._reset_state()
 
 
+# ~10k parameters: two resolutions of 8 and 16 channels (with sample_size, in_channels and out_channels)
+TINY_UNET = dict(
+    block_out_channels=(8, 16),
+    layers_per_block=1,
+    down_block_types=("DownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "UpBlock2D"),
+    norm_num_groups=4,
+)
+
+
 def make_tiny_unet(in_channels: int = 1, learned_variance: bool = False, sample_size: int = 8, seed: int = 0):
     """A UNet2DModel small enough for CPU tests (~10k parameters), deterministic for a seed."""
     torch.manual_seed(seed)
-    return UNet2DModel(
-        sample_size=sample_size,
-        in_channels=in_channels,
-        out_channels=in_channels * (2 if learned_variance else 1),
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    )
+    out_channels = in_channels * (2 if learned_variance else 1)
+    return UNet2DModel(**TINY_UNET, sample_size=sample_size, in_channels=in_channels, out_channels=out_channels)
 
 
 @pytest.fixture

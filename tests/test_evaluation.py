@@ -641,6 +641,18 @@ def test_load_image_folder_round_trips_pngs(tmp_path):
         load_image_folder(tmp_path / "missing", channels=1)
 
 
+def test_evaluation_reads_an_image_as_training_does(tmp_path):
+    from hf_ddpm.training.data import decode_image
+
+    rgba = np.zeros((8, 8, 4), dtype=np.uint8)
+    rgba[:, :4] = (255, 0, 0, 255)  # opaque red left half, transparent right half: white, as training sees it
+    PIL.Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    loaded = load_image_folder(tmp_path, channels=3, resolution=8)
+    trained = decode_image({"path": str(tmp_path / "a.png"), "bytes": None}, 8, 3, center_crop=True)
+    assert np.array_equal(loaded[0], trained.permute(1, 2, 0).numpy())
+    assert loaded[0, 0, 0].tolist() == [255, 0, 0] and loaded[0, 0, -1].tolist() == [255, 255, 255]
+
+
 def test_load_hf_dataset_reads_a_local_parquet_dataset(tmp_path, monkeypatch, no_network):
     import datasets
 
@@ -726,7 +738,7 @@ def test_cli_refuses_bad_requests_before_any_work(saved_pipeline, monkeypatch, c
     cases = [  # (flags, exit code: 2 for usage errors, 1 for other failures, a fragment of the message)
         (["--metric", "fd-digits", "--variance_type", "learned_range"], 2, "needs a UNet with learned variances"),
         (["--metric", "fd-digits", "--num_samples", "1"], 2, "--num_samples must be at least 2"),
-        (["--metric", "bpd", "--batch_size", "0"], 2, "--batch_size must be a positive integer"),
+        (["--metric", "bpd", "--batch_size", "0"], 2, "--batch_size must be at least 1"),
         (["--metric", "bpd", "--num_timesteps", "1"], 2, "--num_timesteps must be at least 2"),
         (["--metric", "fd-digits", "--bootstrap", "1"], 2, "--bootstrap must be 0 (none) or at least 2"),
         (["--metric", "bpd", "--split", "validation"], 2, "--split for --dataset digits must be one of"),

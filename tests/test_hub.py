@@ -19,7 +19,7 @@ import httpx2
 import numpy as np
 import pytest
 import torch
-from diffusers import UNet2DModel
+from conftest import make_tiny_unet
 from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
 from huggingface_hub import constants as hub_constants
 from huggingface_hub.errors import LocalEntryNotFoundError
@@ -32,16 +32,6 @@ if TYPE_CHECKING:
     from hub_server import HubServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TINY_UNET = dict(
-    sample_size=8,
-    in_channels=1,
-    out_channels=1,
-    block_out_channels=(8, 16),
-    layers_per_block=1,
-    down_block_types=("DownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "UpBlock2D"),
-    norm_num_groups=4,
-)
 WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
 PIPELINE_FILES = {
     "model_index.json",
@@ -63,9 +53,8 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def save_tiny_pipeline(folder: Path, seed: int = 0) -> DDPMPosteriorPipeline:
-    torch.manual_seed(seed)
     pipeline = DDPMPosteriorPipeline(
-        unet=UNet2DModel(**TINY_UNET), scheduler=DDPMPosteriorScheduler(num_train_timesteps=20)
+        unet=make_tiny_unet(seed=seed), scheduler=DDPMPosteriorScheduler(num_train_timesteps=20)
     )
     pipeline.save_pretrained(str(folder))
     return pipeline

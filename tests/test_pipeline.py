@@ -64,25 +64,23 @@ def test_output_types_and_determinism(tiny_pipeline):
 
 
 def test_trajectory_frames_and_timesteps(tiny_pipeline):
-    out = tiny_pipeline(
-        batch_size=2,
-        generator=torch.Generator().manual_seed(0),
-        num_inference_steps=20,
-        output_type="pt",
-        return_trajectory=True,
-        trajectory_frames=5,
-    )
+    def run(**frames):
+        generator = torch.Generator().manual_seed(0)
+        return tiny_pipeline(
+            batch_size=2,
+            generator=generator,
+            num_inference_steps=20,
+            output_type="pt",
+            return_trajectory=True,
+            **frames,
+        )
+
+    out = run(trajectory_frames=5)
     assert out.trajectory.shape == (5, 2, 1, 8, 8) and out.pred_original_trajectory.shape == (5, 2, 1, 8, 8)
     chain = tiny_pipeline.scheduler.timesteps.tolist()
     assert out.trajectory_timesteps[0] == chain[0] and out.trajectory_timesteps[-1] == chain[-1]
     assert out.pred_original_trajectory.abs().max() <= 1  # clipped x_0 predictions
-    full = tiny_pipeline(
-        batch_size=2,
-        generator=torch.Generator().manual_seed(0),
-        num_inference_steps=20,
-        output_type="pt",
-        return_trajectory=True,
-    )
+    full = run()
     assert full.trajectory.shape[0] == 20
     # the first frame is the initial noise x_T, the same with and without recording
     torch.testing.assert_close(full.trajectory[0], out.trajectory[0])

@@ -25,7 +25,7 @@ from conftest import make_tiny_unet
 from diffusers import DDPMScheduler
 from safetensors.torch import load_file
 
-from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler
+from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler, _datasets
 from hf_ddpm.cli import UsageError
 from hf_ddpm.images import image_grid
 from hf_ddpm.training import checkpoints, data, finalize_args, main, parse_args
@@ -172,31 +172,42 @@ def assert_same_final_weights(straight: Path, resumed: Path) -> None:
     assert tensors_equal(straight / weights, resumed / weights)
 
 
-def test_kill_and_resume_gives_bit_identical_weights(tmp_path: Path, straight_run: Path) -> None:
-    env = subprocess_env()
-    straight, resumed = straight_run, tmp_path / "resumed"
-
-    # the same run, killed with SIGKILL as soon as the checkpoint of step 10 is complete
+def kill_at_checkpoint(command: list[str], env: dict[str, str], checkpoint: Path) -> None:
+    """
+    Run `command` and kill -9 it, its data-loader worker too, as soon as `checkpoint` exists. (Killing the main
+    process alone leaves the worker holding the output folder's lock until it notices, up to 5 s later.)
+    """
     process = subprocess.Popen(
-        train_command(resumed, *RESUME_FLAGS), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     deadline = time.monotonic() + 300
-    while not (resumed / "checkpoint-10").is_dir() and process.poll() is None and time.monotonic() < deadline:
+    while not checkpoint.is_dir() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.002)
-    process.send_signal(signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)
     assert process.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
-    assert not (resumed / "model_index.json").exists()
-    assert checkpoints.latest_checkpoint(str(resumed)).endswith(("checkpoint-10", "checkpoint-15"))
+    assert not (checkpoint.parent / "model_index.json").exists()
 
-    # resume from the newest complete checkpoint; latest is 10 (or 15 if the kill came later): either must be exact
+
+def kill_and_resume(straight: Path, resumed: Path, flags: list[str], env: dict[str, str]) -> None:
+    """
+    Train into `resumed` with `flags`, kill -9 the run as soon as its checkpoint of step 10 is complete, resume it
+    from the newest complete checkpoint (10, or 15 if the kill came later: either must be exact) and check that it
+    ends with the weights of the uninterrupted run in `straight`, bit for bit.
+    """
+    kill_at_checkpoint(train_command(resumed, *flags), env, resumed / "checkpoint-10")
+    assert checkpoints.latest_checkpoint(str(resumed)).endswith(("checkpoint-10", "checkpoint-15"))
     result = subprocess.run(
-        train_command(resumed, *RESUME_FLAGS, "--resume_from_checkpoint", "latest"),
+        train_command(resumed, *flags, "--resume_from_checkpoint", "latest"),
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Resuming from" in result.stderr
-
     assert_same_final_weights(straight, resumed)
+
+
+def test_kill_and_resume_gives_bit_identical_weights(tmp_path: Path, straight_run: Path) -> None:
+    straight, resumed = straight_run, tmp_path / "resumed"
+    kill_and_resume(straight, resumed, RESUME_FLAGS, subprocess_env())
     optimizer_a = torch.load(straight / "checkpoint-20" / "optimizer.bin", weights_only=False)["state"]
     optimizer_b = torch.load(resumed / "checkpoint-20" / "optimizer.bin", weights_only=False)["state"]
     assert all(torch.equal(optimizer_a[k]["exp_avg_sq"], optimizer_b[k]["exp_avg_sq"]) for k in optimizer_a)
@@ -715,11 +726,11 @@ def test_training_on_an_imagefolder_with_corrupt_files_warns_and_trains(tmp_path
 def test_conversion_resize_and_crop() -> None:
     rgba = np.zeros((6, 12, 4), dtype=np.uint8)
     rgba[:, :6] = (255, 0, 0, 255)  # opaque red left half, transparent right half
-    image = data._convert(PIL.Image.fromarray(rgba, "RGBA"), 3)
+    image = _datasets.convert_channels(PIL.Image.fromarray(rgba, "RGBA"), 3)
     assert np.asarray(image)[0, 0].tolist() == [255, 0, 0] and np.asarray(image)[0, -1].tolist() == [255, 255, 255]
-    gray = data._to_tensor(data._resize(data._convert(PIL.Image.fromarray(rgba, "RGBA"), 1), 3, center_crop=True))
-    assert gray.shape == (1, 3, 3)
-    wide = data._resize(PIL.Image.new("L", (40, 20)), 10, center_crop=False)
+    gray = data.decode_image(PIL.Image.fromarray(rgba, "RGBA"), 3, channels=1, center_crop=True)
+    assert gray.shape == (1, 3, 3) and gray.dtype == torch.uint8
+    wide = _datasets.resize_shorter_side(PIL.Image.new("L", (40, 20)), 10, center_crop=False)
     assert wide.size == (20, 10)  # shorter side to the resolution; the random crop happens per epoch
 
 

@@ -6,12 +6,9 @@ peak resident memory.
 
 import io
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -20,7 +17,7 @@ import PIL.Image
 import pytest
 import test_training
 import torch
-from test_training import RESUME_FLAGS, free_port, subprocess_env, tensors_equal, train_command
+from test_training import RESUME_FLAGS, free_port, kill_and_resume, subprocess_env, tensors_equal, train_command
 
 from hf_ddpm.training import checkpoints, data, parse_args
 from hf_ddpm.training.loop import build_accelerator, build_components, build_dataloader, load_data, train_step
@@ -275,28 +272,6 @@ def write_parquet_dataset(folder: Path, num_images: int, size: int, seed: int = 
         shard_dataset.to_parquet(str(folder / f"train-{shard // 500:05d}.parquet"), batch_size=100)
 
 
-# Peak anonymous resident memory (what decoded images take; RSS also counts the pages of the memory-mapped Arrow
-# files read so far, which the kernel can drop at any time), sampled every millisecond around a training run.
-PEAK_ANONYMOUS_RSS = """
-import os, sys, threading, time
-from hf_ddpm.training import main
-page, peak, done = os.sysconf("SC_PAGE_SIZE"), [0], threading.Event()
-def sample():
-    while not done.is_set():
-        with open("/proc/self/statm") as f:
-            resident, shared = (int(v) for v in f.read().split()[1:3])
-        peak[0] = max(peak[0], (resident - shared) * page // 1024)
-        time.sleep(0.001)
-sampler = threading.Thread(target=sample, daemon=True)
-sampler.start()
-code = main(sys.argv[1:])
-done.set()
-sampler.join()
-print("peak_anonymous_kib", peak[0])
-sys.exit(code)
-"""
-
-
 def peak_anonymous_kib(tmp_path: Path, name: str, dataset: Path) -> int:
     """Train 3 steps on the dataset in a fresh process; its peak anonymous resident memory (KiB)."""
     flags = [*TINY, "--resolution", "64", "--channels", "3", "--max_train_steps", "3", "--dataset_name", str(dataset)]
@@ -305,11 +280,10 @@ def peak_anonymous_kib(tmp_path: Path, name: str, dataset: Path) -> int:
     # glibc: one arena and a fixed mmap threshold, so freed tensors go back to the system at once and the peak is
     # what is alive (spread 2 MiB between runs, against 20 MiB with glibc's defaults)
     env = {**subprocess_env(), "MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": "131072"}
-    result = subprocess.run(
-        [sys.executable, "-c", PEAK_ANONYMOUS_RSS, *flags], env=env, capture_output=True, text=True, timeout=300
-    )
+    command = [sys.executable, str(REPO / "benchmarks" / "peak_memory.py"), *flags]  # prints: peak_kib ANONYMOUS RSS
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    return int(result.stdout.split("peak_anonymous_kib")[-1])
+    return int(result.stdout.split("peak_kib")[-1].split()[0])  # the peak anonymous resident memory
 
 
 def test_peak_memory_does_not_grow_with_the_dataset(tmp_path: Path) -> None:
@@ -330,22 +304,6 @@ def test_peak_memory_does_not_grow_with_the_dataset(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def kill_at_checkpoint(command: list[str], env: dict[str, str], checkpoint: Path) -> None:
-    """
-    Run `command` and kill -9 it, its data-loader worker too, as soon as `checkpoint` exists. (Killing the main
-    process alone leaves the worker holding the output folder's lock until it notices, up to 5 s later.)
-    """
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    deadline = time.monotonic() + 300
-    while not checkpoint.is_dir() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
-    os.killpg(process.pid, signal.SIGKILL)
-    assert process.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
-    assert not (checkpoint.parent / "model_index.json").exists()
-
-
 def test_kill_and_resume_on_an_image_folder_gives_bit_identical_weights(tmp_path: Path) -> None:
     write_png_folder(tmp_path / "images", 220, (9, 12), mode="L")  # random crops, flips, epochs crossed mid-run
     flags = [*RESUME_FLAGS, "--train_data_dir", str(tmp_path / "images"), "--cache_dir", str(tmp_path / "cache")]
@@ -355,19 +313,7 @@ def test_kill_and_resume_on_an_image_folder_gives_bit_identical_weights(tmp_path
     subprocess.run(train_command(straight, *flags), env=env, check=True, capture_output=True, timeout=300)
     assert json.loads((straight / "training_args.json").read_text())["decoding"] == "lazy"
 
-    kill_at_checkpoint(train_command(resumed, *flags), env, resumed / "checkpoint-10")
-
-    result = subprocess.run(
-        train_command(resumed, *flags, "--resume_from_checkpoint", "latest"),
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Resuming from" in result.stderr
-    assert tensors_equal(
-        straight / "checkpoint-20" / "model.safetensors", resumed / "checkpoint-20" / "model.safetensors"
-    )
-    weights = Path("unet") / "diffusion_pytorch_model.safetensors"  # the EMA weights of the saved pipeline
-    assert tensors_equal(straight / weights, resumed / weights)
+    kill_and_resume(straight, resumed, flags, env)
     assert json.loads((straight / "metrics.json").read_text()) == json.loads((resumed / "metrics.json").read_text())
 
 
@@ -424,19 +370,7 @@ def test_kill_and_resume_of_a_streaming_run_gives_bit_identical_weights(tmp_path
     record = json.loads((straight / "training_args.json").read_text())
     assert record["decoding"] == "streaming" and record["heldout_split"] is None  # no test split: bits/dim skipped
 
-    kill_at_checkpoint(train_command(resumed, *flags), env, resumed / "checkpoint-10")
-
-    result = subprocess.run(
-        train_command(resumed, *flags, "--resume_from_checkpoint", "latest"),
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Resuming from" in result.stderr
-    assert tensors_equal(
-        straight / "checkpoint-20" / "model.safetensors", resumed / "checkpoint-20" / "model.safetensors"
-    )
-    weights = Path("unet") / "diffusion_pytorch_model.safetensors"  # the EMA weights of the saved pipeline
-    assert tensors_equal(straight / weights, resumed / weights)
+    kill_and_resume(straight, resumed, flags, env)
 
 
 @pytest.mark.slow  # four processes started by accelerate launch: about a minute on two busy cores

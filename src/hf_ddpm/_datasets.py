@@ -1,7 +1,32 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
-"""Which column of a `datasets` dataset holds the images: one rule for training and evaluation."""
+"""Reading the images of a dataset, one way for training and evaluation: the dataset, its image column, the decoder.
+
+A stored image (a PIL image, a `datasets` {"bytes", "path"} dict or an array) becomes a uint8 [H x W x C] array of
+the wanted channels, transparent pixels made white. Training also resizes and crops it; evaluation takes it as it is.
+"""
+
+import io
+import os
+
+import numpy as np
+import PIL.Image
 
 from ._errors import UsageError
+
+# What opening, decoding or converting a bad image raises: training skips such an image.
+DECODE_ERRORS = (OSError, ValueError, TypeError, SyntaxError, PIL.Image.DecompressionBombError)
+CHANNEL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+def open_dataset(name: str, config_name: str | None = None, cache_dir: str | None = None, revision: str | None = None):
+    """A Hub dataset id or a local dataset (a `save_to_disk` folder, or files `datasets` reads) as a `DatasetDict`."""
+    import datasets
+
+    if os.path.isdir(name) and os.path.isfile(os.path.join(name, "dataset_dict.json")):
+        loaded = datasets.load_from_disk(name)
+    else:
+        loaded = datasets.load_dataset(name, config_name, cache_dir=cache_dir, revision=revision)
+    return datasets.DatasetDict({"train": loaded}) if isinstance(loaded, datasets.Dataset) else loaded
 
 
 def find_image_column(dataset, requested: str | None = None) -> str:
@@ -23,3 +48,51 @@ def find_image_column(dataset, requested: str | None = None) -> str:
         f"No image column found among {columns}: no `datasets.Image` feature and none named image, img, images or"
         " pixel_values (training: pass --image_column)."
     )
+
+
+def decode_image(value, channels: int, resolution: int | None = None, center_crop: bool = False) -> np.ndarray:
+    """
+    One stored image as a uint8 [H x W x `channels`] array. With `resolution`, its shorter side is resized to it and,
+    with `center_crop`, its center R x R kept; without, it keeps its size. Raises one of `DECODE_ERRORS`.
+    """
+    image = convert_channels(open_image(value), channels)
+    if resolution is not None:
+        image = resize_shorter_side(image, resolution, center_crop)
+    array = np.array(image, dtype=np.uint8)
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def open_image(value) -> PIL.Image.Image:
+    if isinstance(value, PIL.Image.Image):
+        image = value
+    elif isinstance(value, dict) and (value.get("bytes") or value.get("path")):
+        image = PIL.Image.open(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"])
+    elif isinstance(value, (np.ndarray, list)):
+        image = PIL.Image.fromarray(np.asarray(value, dtype=np.uint8))
+    else:
+        raise TypeError(f"not an image: {type(value).__name__}")
+    image.load()  # decode now: truncated files fail here, not in the middle of training
+    return image
+
+
+def convert_channels(image: PIL.Image.Image, channels: int) -> PIL.Image.Image:
+    """To L, RGB or RGBA. Transparent pixels become white unless the alpha channel is kept."""
+    if channels not in CHANNEL_MODES:
+        raise ValueError(f"`channels` must be 1, 3 or 4, got {channels}.")
+    if channels != 4 and (image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        image = PIL.Image.alpha_composite(PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return image.convert(CHANNEL_MODES[channels])
+
+
+def resize_shorter_side(image: PIL.Image.Image, resolution: int, center_crop: bool) -> PIL.Image.Image:
+    width, height = image.size
+    if min(width, height) != resolution:
+        scale = resolution / min(width, height)
+        size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
+        image = image.resize(size, PIL.Image.BILINEAR)
+    if center_crop:
+        width, height = image.size
+        left, top = (width - resolution) // 2, (height - resolution) // 2
+        image = image.crop((left, top, left + resolution, top + resolution))
+    return image

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._errors import UsageError
+from ._errors import UsageError, check_at_least
+from .evaluation.cli import add_dataset_arguments, add_run_arguments
 
 if TYPE_CHECKING:  # torch is imported where used: `hf-ddpm --help` needs none
     import torch
@@ -223,51 +224,34 @@ def register(subparsers) -> None:
     )
     parser.add_argument("pretrained_model_name_or_path", metavar="MODEL", help="a saved pipeline folder or Hub id")
     parser.add_argument("--output_dir", required=True, help="the new pipeline folder (must differ from MODEL)")
-    data = parser.add_argument_group("data (the training distribution Gamma is an expectation over)")
-    source = data.add_mutually_exclusive_group()
-    source.add_argument("--dataset", choices=("digits",), default="digits", help="built-in dataset (default: digits)")
-    source.add_argument("--train_data_dir", default=None, help="a local folder of images instead of --dataset")
-    source.add_argument("--dataset_name", default=None, help="a `datasets` dataset (Hub id or local folder)")
-    data.add_argument(
-        "--split", default="train", help="the split (default: train; for digits 'train', 'test' or 'all')"
+    add_dataset_arguments(
+        parser.add_argument_group("data (the training distribution Gamma is an expectation over)"),
+        split_default="train",
+        split_help="the split (default: train; for digits 'train', 'test' or 'all')",
     )
-    data.add_argument("--max_images", type=int, default=None, help="use only the first N images of the split")
     parser.add_argument(
         "--samples_per_timestep",
         type=int,
         default=100,
         help="Monte-Carlo draws M at each timestep: T x M UNet evaluations, standard error ~ 1/sqrt(M) (default: 100)",
     )
-    parser.add_argument("--batch_size", type=int, default=256, help="(image, timestep) pairs per UNet call")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the image choice and the noise (default: 0)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="where to run")
-    parser.add_argument("--revision", default=None, help="the Hub revision of MODEL")
+    add_run_arguments(parser, "(image, timestep) pairs per UNet call", "of the image choice and the noise")
     parser.set_defaults(handler=run_analytic)
 
 
 def run_analytic(args: argparse.Namespace) -> int:
-    from .evaluation.cli import load_dataset_images, resolve_device
+    from .evaluation.cli import check_dataset_args, check_dataset_fits, load_dataset_images, resolve_device
     from .pipeline_ddpm_posterior import DDPMPosteriorPipeline
 
-    for flag, least in (("samples_per_timestep", 2), ("batch_size", 1), ("max_images", 2)):
-        value = getattr(args, flag)
-        if value is not None and value < least:
-            raise UsageError(f"--{flag} must be at least {least}, got {value}.")
-    if args.dataset_name is None and args.train_data_dir is None and args.split not in ("train", "test", "all"):
-        raise UsageError(f"--split for --dataset digits must be one of 'train', 'test', 'all', got {args.split!r}.")
+    check_at_least(args, {"samples_per_timestep": 2, "batch_size": 1, "max_images": 2})
+    check_dataset_args(args)
     source = os.path.realpath(args.pretrained_model_name_or_path)
     if os.path.isdir(source) and source == os.path.realpath(args.output_dir):
         raise UsageError("--output_dir must differ from MODEL: the input pipeline is left untouched.")
     device = resolve_device(args.device)
 
     pipeline = DDPMPosteriorPipeline.from_pretrained(args.pretrained_model_name_or_path, revision=args.revision)
-    config = pipeline.unet.config
-    is_digit_model = config.in_channels == 1 and config.sample_size in (8, [8, 8], (8, 8))
-    if args.train_data_dir is None and args.dataset_name is None and not is_digit_model:
-        raise UsageError(
-            f"--dataset digits holds 8x8 grayscale images, but this model makes {config.in_channels}-channel"
-            f" {config.sample_size} images; pass its training data with --train_data_dir or --dataset_name."
-        )
+    check_dataset_fits(args, pipeline.unet.config)
     pipeline = pipeline.to(device)
     images = load_dataset_images(args, pipeline)
     estimate = estimate_gamma(pipeline, images, args.samples_per_timestep, args.batch_size, args.seed)

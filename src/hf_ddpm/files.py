@@ -1,6 +1,7 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
 """Writing files and folders so that a reader never sees half of one."""
 
+import json
 import os
 import shutil
 import tempfile
@@ -34,6 +35,18 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             f.write(text)
 
     atomic_save(path, write)
+
+
+def read_json_object(path: str | os.PathLike, advice: str = "") -> dict:
+    """The JSON object in `path`; a `ValueError` naming the file (then `advice`) when it is not one."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON: {error}{advice}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object{advice or '.'}")
+    return data
 
 
 def replace_folder(source: str, target: str) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 
 from ._choices import VARIANCE_TYPES
 from ._devices import resolve_device
-from ._errors import UsageError
+from ._errors import UsageError, check_at_least
 from ._variance import with_variance_type
 from .files import make_public, replace_folder
 from .images import auto_scale, image_grid, save_animation, side_by_side, to_uint8
@@ -168,11 +168,7 @@ def _bounded_int(name: str, low: int, high: int):
 def run(args: argparse.Namespace) -> int:
     from .pipeline_ddpm_posterior import DDPMPosteriorPipeline
 
-    for flag in ("num_images", "num_inference_steps", "batch_size"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            raise UsageError(f"--{flag} must be at least 1, got {getattr(args, flag)}.")
-    if args.trajectory_frames < 2:
-        raise UsageError(f"--trajectory_frames must be at least 2, got {args.trajectory_frames}.")
+    check_at_least(args, {"num_images": 1, "num_inference_steps": 1, "batch_size": 1, "trajectory_frames": 2})
     last_seed = args.seed + (args.num_images - 1) // args.batch_size  # batch b draws with seed + b
     if last_seed > MAX_SEED:
         raise UsageError(f"--seed {args.seed}: batch seeds run up to {last_seed}, past the largest seed {MAX_SEED}.")
@@ -213,12 +209,9 @@ def register(subparsers) -> None:
     )
     parser.add_argument("model", help="a folder written by train.py / save_pretrained, or a Hub repo id")
     parser.add_argument("--num_images", type=int, default=16, help="how many images to draw (default 16)")
-    parser.add_argument(
-        "--num_inference_steps", type=int, default=None, help="denoising steps, respaced (default 100, at most T)"
-    )
+    parser.add_argument("--num_inference_steps", type=int, help="denoising steps, respaced (default 100, at most T)")
     parser.add_argument(
         "--variance_type",
-        default=None,
         help=f"override the model's: {', '.join(VARIANCE_TYPES)} (learned ones only for a model that outputs"
         " variances; analytic after `hf-ddpm analytic`)",
     )
@@ -231,7 +224,7 @@ def register(subparsers) -> None:
     parser.add_argument("--batch_size", type=int, default=64, help="images per forward pass (default 64)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     parser.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (default float32)")
-    parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of a repo id")
+    parser.add_argument("--revision", help="Hub revision (branch, tag or commit) of a repo id")
     parser.add_argument("--output_dir", default="samples", help="where to write the outputs (default ./samples)")
     parser.add_argument(
         "--overwrite_output_dir",
@@ -241,7 +234,6 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--scale",
         type=_bounded_int("scale", 1, MAX_SCALE),
-        default=None,
         help=f"nearest-neighbour zoom of the grid, 1 to {MAX_SCALE} (default: auto)",
     )
     parser.add_argument("--no_individual", action="store_true", help="do not write one PNG per image")

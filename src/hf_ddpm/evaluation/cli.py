@@ -9,7 +9,7 @@ import os
 
 from .._choices import VARIANCE_TYPES
 from .._devices import DEVICES, resolve_device
-from .._errors import UsageError
+from .._errors import UsageError, check_at_least
 
 METRICS = ("bpd", "fid", "fd-dinov2", "fd-digits")
 FRECHET_METRICS = ("fid", "fd-dinov2", "fd-digits")
@@ -51,26 +51,17 @@ def register(subparsers) -> None:
         "--metric", nargs="+", choices=METRICS, default=["bpd"], help="one or more metrics (default: bpd)"
     )
 
-    data = parser.add_argument_group("dataset (bpd, and the reference images of fid and fd-dinov2)")
-    source = data.add_mutually_exclusive_group()
-    source.add_argument(
-        "--dataset", choices=("digits",), default="digits", help="a built-in dataset (default: digits)"
+    add_dataset_arguments(
+        parser.add_argument_group("dataset (bpd, and the reference images of fid and fd-dinov2)"),
+        split_default="test",
+        split_help="the split: for digits 'test' (the 180 held-out images, default), 'train' or 'all'; for"
+        " --dataset_name any split it has",
     )
-    source.add_argument("--train_data_dir", default=None, help="a local folder of images instead of --dataset")
-    source.add_argument("--dataset_name", default=None, help="a `datasets` dataset (Hub id or local folder)")
-    data.add_argument(
-        "--split",
-        default="test",
-        help="the split: for digits 'test' (the 180 held-out images, default), 'train' or 'all'; for --dataset_name"
-        " any split it has",
-    )
-    data.add_argument("--max_images", type=int, default=None, help="use only the first N images of the split")
 
     bpd = parser.add_argument_group("bits/dim")
     bpd.add_argument(
         "--num_timesteps",
         type=int,
-        default=None,
         help="estimate the KL terms from K timesteps, one drawn per stratum (the decoder always): unbiased and T/K"
         " times faster (default: all T)",
     )
@@ -83,12 +74,9 @@ def register(subparsers) -> None:
 
     sampling = parser.add_argument_group("samples (fid, fd-dinov2, fd-digits)")
     sampling.add_argument("--num_samples", type=int, default=1000, help="how many samples to generate (default: 1000)")
-    sampling.add_argument(
-        "--num_inference_steps", type=int, default=None, help="sampling steps (default: the training steps T)"
-    )
+    sampling.add_argument("--num_inference_steps", type=int, help="sampling steps (default: the training steps T)")
     sampling.add_argument(
         "--variance_type",
-        default=None,
         choices=VARIANCE_TYPES,
         help="override the scheduler's reverse-process variance (also used by bpd); default: the saved one",
     )
@@ -109,24 +97,61 @@ def register(subparsers) -> None:
     )
     sampling.add_argument(
         "--inception_weights",
-        default=None,
         help="the FID Inception weights file (default: torch.hub's checkpoints folder, as torchmetrics uses)",
     )
 
     common = parser.add_argument_group("common")
-    common.add_argument("--batch_size", type=int, default=256, help="images (or image-timestep pairs) per UNet call")
-    common.add_argument(
-        "--seed", type=int, default=0, help="seed of the samples and of the bound's noise (default: 0)"
+    add_run_arguments(
+        common, "images (or image-timestep pairs) per UNet call", "of the samples and of the bound's noise"
     )
-    common.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default: auto)")
-    common.add_argument("--revision", default=None, help="the Hub revision of PATH_OR_REPO")
     common.add_argument(
         "--output_dir",
-        default=None,
         help="where to write eval_results.json and eval_samples.png (default: the model folder; for a Hub repo,"
         " outputs/eval/OWNER--NAME)",
     )
     parser.set_defaults(handler=run_eval)
+
+
+def add_dataset_arguments(group, split_default: str, split_help: str) -> None:
+    """The images a command reads (`load_dataset_images`): the digits, a folder or a `datasets` dataset; a split."""
+    source = group.add_mutually_exclusive_group()
+    source.add_argument(
+        "--dataset", choices=("digits",), default="digits", help="a built-in dataset (default: digits)"
+    )
+    source.add_argument("--train_data_dir", help="a local folder of images instead of --dataset")
+    source.add_argument("--dataset_name", help="a `datasets` dataset (Hub id or local folder)")
+    group.add_argument("--split", default=split_default, help=split_help)
+    group.add_argument("--max_images", type=int, help="use only the first N images of the split")
+
+
+def add_run_arguments(group, batch_help: str, seed_help: str) -> None:
+    """--batch_size, --seed, --device and --revision, as every command that runs a saved model takes them."""
+    group.add_argument("--batch_size", type=int, default=256, help=batch_help)
+    group.add_argument("--seed", type=int, default=0, help=f"seed {seed_help} (default: 0)")
+    group.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default: auto)")
+    group.add_argument("--revision", help="the Hub revision of the model (a branch, tag or commit)")
+
+
+def check_dataset_args(args: argparse.Namespace) -> None:
+    """The checks of `add_dataset_arguments`' flags that need no model."""
+    check_at_least(args, {"max_images": 1})
+    if args.dataset_name is None and args.train_data_dir is None and args.split not in ("train", "test", "all"):
+        raise UsageError(f"--split for --dataset digits must be one of 'train', 'test', 'all', got {args.split!r}.")
+
+
+def is_digits_model(config) -> bool:
+    """Whether a UNet config makes 8x8 grayscale images, the only ones the built-in digits fit."""
+    size = config.sample_size if isinstance(config.sample_size, int) else tuple(config.sample_size)
+    return config.in_channels == 1 and size in (8, (8, 8))
+
+
+def check_dataset_fits(args: argparse.Namespace, config) -> None:
+    """Refuse the built-in digits (the default --dataset) for a model that does not make 8x8 grayscale images."""
+    if args.train_data_dir is None and args.dataset_name is None and not is_digits_model(config):
+        raise UsageError(
+            f"--dataset digits holds 8x8 grayscale images, but this model makes {config.in_channels}-channel"
+            f" {config.sample_size} images; pass --train_data_dir or --dataset_name."
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -183,10 +208,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def _check_numbers(args: argparse.Namespace, metrics: list[str]) -> None:
-    for flag in ("batch_size", "num_samples", "max_images", "num_inference_steps"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise UsageError(f"--{flag} must be a positive integer, got {value}.")
+    check_at_least(args, {"batch_size": 1, "num_samples": 1, "num_inference_steps": 1})
+    check_dataset_args(args)
     if args.num_samples < 2 and any(metric in FRECHET_METRICS for metric in metrics):
         raise UsageError(f"--num_samples must be at least 2 for a Frechet distance, got {args.num_samples}.")
     if args.bootstrap < 0 or args.bootstrap == 1:
@@ -195,8 +218,6 @@ def _check_numbers(args: argparse.Namespace, metrics: list[str]) -> None:
         raise UsageError(
             f"--num_timesteps must be at least 2 (the decoder and one KL term), got {args.num_timesteps}."
         )
-    if args.dataset_name is None and args.train_data_dir is None and args.split not in ("train", "test", "all"):
-        raise UsageError(f"--split for --dataset digits must be one of 'train', 'test', 'all', got {args.split!r}.")
 
 
 def _load_extractors(args, metrics, device):
@@ -210,19 +231,13 @@ def _load_extractors(args, metrics, device):
 def _check_model(args, metrics, pipeline) -> None:
     """Refuse combinations that would only fail after sampling."""
     config = pipeline.unet.config
-    size = config.sample_size if isinstance(config.sample_size, int) else tuple(config.sample_size)
-    is_digit_model = config.in_channels == 1 and size in (8, (8, 8))
-    if "fd-digits" in metrics and not is_digit_model:
+    if "fd-digits" in metrics and not is_digits_model(config):
         raise UsageError(
             f"--metric fd-digits scores 8x8 grayscale digits, but this model makes {config.in_channels}-channel"
-            f" {size} images; use fd-dinov2 or fid."
+            f" {config.sample_size} images; use fd-dinov2 or fid."
         )
-    needs_dataset = any(metric in metrics for metric in ("bpd", "fid", "fd-dinov2"))
-    if needs_dataset and args.train_data_dir is None and args.dataset_name is None and not is_digit_model:
-        raise UsageError(
-            f"--dataset digits holds 8x8 grayscale images, but this model makes {config.in_channels}-channel {size}"
-            " images; pass --train_data_dir or --dataset_name."
-        )
+    if any(metric in metrics for metric in ("bpd", "fid", "fd-dinov2")):
+        check_dataset_fits(args, config)
     steps = args.num_inference_steps
     num_train_timesteps = pipeline.scheduler.config.num_train_timesteps
     if steps is not None and steps > num_train_timesteps and any(metric in FRECHET_METRICS for metric in metrics):

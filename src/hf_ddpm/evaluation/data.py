@@ -10,7 +10,7 @@ import os
 import numpy as np
 import PIL.Image
 
-from .._datasets import find_image_column
+from .._datasets import decode_image, find_image_column, open_dataset
 from .._digits import (  # noqa: F401 (re-exported: evaluation reads the digits from here)
     DIGITS_SPLIT_SEED,
     DIGITS_SPLITS,
@@ -28,7 +28,7 @@ def load_image_folder(folder: str | os.PathLike, channels: int, resolution: int 
 
     Args:
         folder (`str`): the folder.
-        channels (`int`): 1 (grayscale) or 3 (RGB): images are converted to it.
+        channels (`int`): 1 (grayscale), 3 (RGB) or 4 (RGBA): images are converted to it, as training converts them.
         resolution (`int`, *optional*): the side the images must have; a mismatch is an error, not a silent resize.
     """
     folder = os.fspath(folder)
@@ -45,7 +45,7 @@ def load_image_folder(folder: str | os.PathLike, channels: int, resolution: int 
     images = []
     for path in paths:
         with PIL.Image.open(path) as image:
-            images.append(_to_array(image, channels))
+            images.append(decode_image(image, channels))
     return _stack_checked(images, resolution, folder)
 
 
@@ -54,21 +54,14 @@ def load_hf_dataset(
 ) -> np.ndarray:
     """
     The images of a `datasets` dataset split (a Hub id or a local dataset folder), as uint8 [N x H x W x channels].
-    The image column is found as training finds it (`hf_ddpm._datasets.find_image_column`).
+    The dataset, its image column and each image are read as training reads them (`hf_ddpm._datasets`).
     """
-    import datasets
-
-    dataset = datasets.load_dataset(name, split=split, revision=revision)
-    column = find_image_column(dataset)
-    images = [_to_array(image, channels) for image in dataset[column]]
+    dataset_dict = open_dataset(name, revision=revision)
+    if split not in dataset_dict:
+        raise ValueError(f"`split` {split!r} is not a split of {name}; it has: {', '.join(dataset_dict)}.")
+    dataset = dataset_dict[split]
+    images = [decode_image(image, channels) for image in dataset[find_image_column(dataset)]]
     return _stack_checked(images, resolution, f"{name} ({split})")
-
-
-def _to_array(image: PIL.Image.Image, channels: int) -> np.ndarray:
-    if channels not in (1, 3):
-        raise ValueError(f"`channels` must be 1 or 3, got {channels}.")
-    array = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
-    return array[..., None] if channels == 1 else array
 
 
 def _stack_checked(images: list[np.ndarray], resolution: int | None, source: str) -> np.ndarray:

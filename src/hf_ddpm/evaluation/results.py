@@ -18,7 +18,7 @@ import json
 import math
 import os
 
-from ..files import atomic_write_text
+from ..files import atomic_write_text, read_json_object
 
 RESULTS_FILE = "eval_results.json"
 METRIC_KEYS = {"bpd": "bits_per_dim", "fd-digits": "fd_digits", "fd-dinov2": "fd_dinov2", "fid": "fid"}
@@ -29,14 +29,7 @@ def read_eval_results(folder: str) -> dict:
     path = os.path.join(folder, RESULTS_FILE)
     if not os.path.exists(path):
         return {}
-    try:
-        with open(path) as f:
-            results = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); move it away to write new results.") from None
-    if not isinstance(results, dict):
-        raise ValueError(f"{path} must hold a JSON object; move it away to write new results.")
-    return results
+    return read_json_object(path, advice="; move it away to write new results.")
 
 
 def write_eval_results(folder: str, new_results: dict) -> str:

@@ -5,12 +5,10 @@ for tokens, and the check that a safetensors file is complete."""
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from huggingface_hub import constants as hub_constants
 from huggingface_hub.utils import get_stored_tokens, get_token
@@ -121,14 +119,6 @@ def _check_safetensors(path: Path) -> None:
             pass
     except SafetensorError as error:
         raise ValueError(f"{path} is not a complete safetensors file: {error}; it would not load.") from None
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from None
 
 
 def _redact(text: str) -> str:

@@ -15,9 +15,9 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import get_token, validate_repo_id
 
 from .._choices import LEARNED_VARIANCE_TYPES
-from ..files import atomic_write_text
+from ..files import atomic_write_text, read_json_object
 from ._commit import _check_repo_id
-from ._scan import _read_json, _redact
+from ._scan import _redact
 
 TEMPLATE_PATH = Path(__file__).parent.parent / "templates" / "model_card.md"
 # The first line of the body of a card rendered here: push regenerates such cards, and keeps any card without it.
@@ -111,12 +111,7 @@ def _card_data(
 
 
 def _read_optional_json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    data = _read_json(path)
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object.")
-    return data
+    return read_json_object(path) if path.is_file() else {}
 
 
 def _dataset_name(training_args: dict) -> str | None:

@@ -11,7 +11,7 @@ import argparse
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from huggingface_hub import constants as hub_constants
 
@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("path", help="the pipeline folder written by save_pretrained / hf-ddpm train")
     parser.add_argument("repo_id", help="the model repo, NAMESPACE/NAME (created if it does not exist)")
     parser.add_argument("--private", action="store_true", help="create the repo private (new repos only)")
-    parser.add_argument("--revision", default=None, help="the branch to push to, created from main if new")
+    parser.add_argument("--revision", help="the branch to push to, created from main if new")
     parser.add_argument("--commit_message", "--commit-message", dest="commit_message", help="the commit title")
     parser.add_argument("--create_pr", "--create-pr", dest="create_pr", action="store_true", help="open a PR")
     parser.set_defaults(handler=_push_command)
@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "  hf-ddpm pull your-name/ddpm-digits --local_dir ddpm-digits",
     )
     parser.add_argument("repo_id", help="the model repo, NAMESPACE/NAME")
-    parser.add_argument("--revision", default=None, help="a branch, tag or commit sha (default: main)")
+    parser.add_argument("--revision", help="a branch, tag or commit sha (default: main)")
     parser.add_argument("--local_dir", "--local-dir", dest="local_dir", help="download here instead of the cache")
     parser.set_defaults(handler=_pull_command)
 
@@ -84,18 +84,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_push_space_command)
 
 
-def _usage_checked(check: Callable[[], Any]) -> Any:
-    """Run an input check; its FileNotFoundError/ValueError is bad usage (exit code 2)."""
+def _usage_checked(call: Callable[..., T], *args, **kwargs) -> T:
+    """`call(*args, **kwargs)`, a check or a push; its FileNotFoundError/ValueError is bad usage (exit code 2)."""
     try:
-        return check()
+        return call(*args, **kwargs)
     except (FileNotFoundError, ValueError) as error:
         raise UsageError(str(error)) from None
 
 
-def _hub_call(call: Callable[[], T]) -> T:
-    """Run a Hub operation, turning its failures into one clear line (exit code 1)."""
+def _hub_call(call: Callable[..., T], *args, **kwargs) -> T:
+    """`call(*args, **kwargs)`, a Hub operation, its failures turned into one clear line (exit code 1)."""
     try:
-        return call()
+        return call(*args, **kwargs)
     except Exception as error:
         description = describe_hub_error(error)
         if description is None:
@@ -103,27 +103,15 @@ def _hub_call(call: Callable[[], T]) -> T:
         raise RuntimeError(description) from error
 
 
-def _check_push_args(args: argparse.Namespace) -> None:
-    from .pipelines import check_pipeline_folder
-
-    check_pipeline_folder(args.path)
-    _check_repo_id(args.repo_id)
-    _check_branch(args.revision)
-
-
 def _push_command(args: argparse.Namespace) -> int:
-    from .pipelines import push_pipeline
+    from .pipelines import check_pipeline_folder, push_pipeline
 
-    _usage_checked(lambda: _check_push_args(args))
-    push = lambda: push_pipeline(  # noqa: E731
-        args.path,
-        args.repo_id,
-        private=args.private,
-        revision=args.revision,
-        commit_message=args.commit_message,
-        create_pr=args.create_pr,
-    )
-    sha = _usage_checked(lambda: _hub_call(push))  # a token or a truncated weight file in the folder: exit 2
+    _usage_checked(check_pipeline_folder, args.path)
+    _usage_checked(_check_repo_id, args.repo_id)
+    _usage_checked(_check_branch, args.revision)
+    options = {"private": args.private, "revision": args.revision, "commit_message": args.commit_message}
+    # a token or a truncated weight file in the folder: exit 2
+    sha = _usage_checked(_hub_call, push_pipeline, args.path, args.repo_id, create_pr=args.create_pr, **options)
     branch = args.revision or hub_constants.DEFAULT_REVISION
     print(f"Pushed {args.path} to {hub_constants.ENDPOINT}/{args.repo_id} ({branch}) at commit {sha}")
     return 0
@@ -136,8 +124,8 @@ def _pull_command(args: argparse.Namespace) -> int:
         raise UsageError(
             f"`repo_id` {args.repo_id!r} is a local folder: pull takes a Hub repo id (load a folder directly)."
         )
-    _usage_checked(lambda: _check_repo_id(args.repo_id))
-    print(_hub_call(lambda: pull(args.repo_id, revision=args.revision, local_dir=args.local_dir)))
+    _usage_checked(_check_repo_id, args.repo_id)
+    print(_hub_call(pull, args.repo_id, revision=args.revision, local_dir=args.local_dir))
     return 0
 
 
@@ -145,9 +133,9 @@ def _card_command(args: argparse.Namespace) -> int:
     from .cards import save_model_card
     from .pipelines import check_pipeline_folder
 
-    _usage_checked(lambda: check_pipeline_folder(args.path))
+    _usage_checked(check_pipeline_folder, args.path)
     if args.repo_id is not None:
-        _usage_checked(lambda: _check_repo_id(args.repo_id))
+        _usage_checked(_check_repo_id, args.repo_id)
     save_model_card(args.path, repo_id=args.repo_id, license=args.license)
     print(Path(args.path, "README.md"))
     return 0
@@ -156,10 +144,10 @@ def _card_command(args: argparse.Namespace) -> int:
 def _push_space_command(args: argparse.Namespace) -> int:
     from .spaces import _check_included, _check_space_folder, push_space
 
-    _usage_checked(lambda: _check_space_folder(Path(args.path)))
-    _usage_checked(lambda: _check_repo_id(args.repo_id))
-    _usage_checked(lambda: _check_included(Path(args.path), args.include))
-    push = lambda: push_space(args.path, args.repo_id, private=args.private, include=args.include)  # noqa: E731
-    sha = _usage_checked(lambda: _hub_call(push))  # a token in a file: exit 2
+    _usage_checked(_check_space_folder, Path(args.path))
+    _usage_checked(_check_repo_id, args.repo_id)
+    _usage_checked(_check_included, Path(args.path), args.include)
+    # a token in a file: exit 2
+    sha = _usage_checked(_hub_call, push_space, args.path, args.repo_id, private=args.private, include=args.include)
     print(f"Pushed {args.path} to {hub_constants.ENDPOINT}/spaces/{args.repo_id} at commit {sha}")
     return 0

@@ -10,6 +10,7 @@ from pathlib import Path
 from huggingface_hub import HfApi
 from huggingface_hub import constants as hub_constants
 
+from ..files import read_json_object
 from ..pipeline_ddpm_posterior import LOAD_PATTERNS, PIPELINE_CLASS
 from ._commit import _check_branch, _check_repo_id, _commit_files, _download, _with_retries
 from ._scan import (
@@ -19,7 +20,6 @@ from ._scan import (
     _is_private,
     _matches,
     _name,
-    _read_json,
     _walk,
 )
 from .cards import GENERATED_MARKER, save_model_card
@@ -163,8 +163,8 @@ def check_pipeline_folder(folder: str | os.PathLike) -> Path:
     index_path = folder / "model_index.json"
     if not index_path.is_file():
         raise FileNotFoundError(f"{index_path} is missing: {folder} is not a saved diffusers pipeline.")
-    index = _read_json(index_path)
-    if not isinstance(index, dict) or not all(isinstance(index.get(name), list) for name in ("unet", "scheduler")):
+    index = read_json_object(index_path)
+    if not all(isinstance(index.get(name), list) for name in ("unet", "scheduler")):
         raise ValueError(f"{index_path} must be a JSON object with `unet` and `scheduler` entries [library, class].")
     for required in ("unet/config.json", "scheduler/scheduler_config.json"):
         if not (folder / required).is_file():

@@ -22,7 +22,7 @@ from .._choices import (
     VARIANCE_TYPES,
 )
 from .._devices import DEVICES, resolve_device
-from .._errors import UsageError
+from .._errors import UsageError, check_at_least
 from ..hub import CHECKPOINT_BRANCH
 from . import presets
 
@@ -41,36 +41,24 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     data = parser.add_argument_group("data")
     data.add_argument(
         "--dataset_name",
-        type=str,
-        default=None,
         help="A Hugging Face dataset name or local dataset path. Default: scikit-learn's handwritten digits (8x8).",
     )
     data.add_argument(
         "--dataset_config_name",
         "--dataset_config",
         dest="dataset_config_name",
-        type=str,
-        default=None,
         help="The dataset's config name, if it has several.",
     )
     data.add_argument(
-        "--train_data_dir",
-        type=str,
-        default=None,
-        help="A folder of images (datasets' imagefolder layout), instead of --dataset_name.",
+        "--train_data_dir", help="A folder of images (datasets' imagefolder layout), instead of --dataset_name."
     )
-    data.add_argument("--cache_dir", type=str, default=None, help="Where datasets are cached.")
-    data.add_argument(
-        "--image_column", type=str, default=None, help="The column holding the images (default: detected)."
-    )
-    data.add_argument(
-        "--resolution", type=int, default=None, help="Train on RES x RES images (default: from the preset)."
-    )
+    data.add_argument("--cache_dir", help="Where datasets are cached.")
+    data.add_argument("--image_column", help="The column holding the images (default: detected).")
+    data.add_argument("--resolution", type=int, help="Train on RES x RES images (default: from the preset).")
     data.add_argument(
         "--channels",
         type=int,
         choices=(1, 3, 4),
-        default=None,
         help="Image channels: 1 grayscale, 3 RGB, 4 RGBA; images are converted (default: from the preset).",
     )
     data.add_argument(
@@ -83,9 +71,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         default=0.1,
         help="Fraction held out for bits/dim when the dataset has no test or validation split (fixed split).",
     )
-    data.add_argument(
-        "--max_train_samples", type=int, default=None, help="Use at most this many training images (debugging)."
-    )
+    data.add_argument("--max_train_samples", type=int, help="Use at most this many training images (debugging).")
     data.add_argument(
         "--dataloader_num_workers", type=int, default=0, help="Data loading subprocesses (0: the main process)."
     )
@@ -107,7 +93,6 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     model = parser.add_argument_group("model")
     model.add_argument(
         "--model_preset",
-        type=str,
         choices=tuple(presets.MODEL_PRESETS),
         default="digits",
         help="UNet architecture and size-dependent defaults: digits (8x8 CPU model), tiny (smoke tests), cifar10"
@@ -120,21 +105,18 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         "--beta_schedule",
         "--ddpm_beta_schedule",
         dest="beta_schedule",
-        type=str,
         choices=BETA_SCHEDULES,
         default="squaredcos_cap_v2",
         help="Noise schedule: linear (Ho et al.) or squaredcos_cap_v2 (cosine, Nichol & Dhariwal; alias: cosine).",
     )
     diffusion.add_argument(
         "--variance_type",
-        type=str,
         choices=VARIANCE_TYPES,
         default="learned_range",
         help="Reverse-process variance: fixed (small: posterior, large: beta) or learned (learned_range: eq. 15).",
     )
     diffusion.add_argument(
         "--prediction_type",
-        type=str,
         choices=PREDICTION_TYPES,
         default="epsilon",
         help="What the UNet predicts: the noise (epsilon), x_0 (sample) or v (v_prediction).",
@@ -149,7 +131,6 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     objective = parser.add_argument_group("objective")
     objective.add_argument(
         "--loss",
-        type=str,
         choices=LOSS_TYPES,
         default="hybrid",
         help="simple: MSE of the prediction (L_simple); hybrid: L_simple + lambda L_vlb; vlb: the bound L_vlb.",
@@ -159,41 +140,27 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     )
     objective.add_argument(
         "--timestep_sampler",
-        type=str,
         choices=TIMESTEP_SAMPLERS,
         default="auto",
         help="How t is drawn: uniform, or loss-second-moment importance sampling (auto: the latter for --loss vlb).",
     )
 
     optimization = parser.add_argument_group("optimization")
-    optimization.add_argument(
-        "--train_batch_size", type=int, default=None, help="Batch size per device (default: from the preset)."
-    )
-    optimization.add_argument(
-        "--num_epochs", type=int, default=None, help="Epochs to train, when --max_train_steps is not given."
-    )
+    optimization.add_argument("--train_batch_size", type=int, help="Batch size per device (default: from the preset).")
+    optimization.add_argument("--num_epochs", type=int, help="Epochs to train, when --max_train_steps is not given.")
     optimization.add_argument(
         "--max_train_steps",
         type=int,
-        default=None,
         help="Optimizer steps to train (overrides --num_epochs; default: from the preset).",
     )
     optimization.add_argument(
         "--gradient_accumulation_steps", type=int, default=1, help="Batches accumulated per optimizer step."
     )
+    optimization.add_argument("--learning_rate", type=float, help="Peak learning rate (default: from the preset).")
     optimization.add_argument(
-        "--learning_rate", type=float, default=None, help="Peak learning rate (default: from the preset)."
+        "--lr_scheduler", choices=LR_SCHEDULERS, default="cosine", help="Learning-rate schedule after the warmup."
     )
-    optimization.add_argument(
-        "--lr_scheduler",
-        type=str,
-        choices=LR_SCHEDULERS,
-        default="cosine",
-        help="Learning-rate schedule after the warmup.",
-    )
-    optimization.add_argument(
-        "--lr_warmup_steps", type=int, default=None, help="Linear warmup steps (default: from the preset)."
-    )
+    optimization.add_argument("--lr_warmup_steps", type=int, help="Linear warmup steps (default: from the preset).")
     optimization.add_argument("--adam_beta1", type=float, default=0.9, help="AdamW beta1.")
     optimization.add_argument("--adam_beta2", type=float, default=0.999, help="AdamW beta2.")
     optimization.add_argument("--adam_weight_decay", type=float, default=0.0, help="AdamW decoupled weight decay.")
@@ -215,7 +182,6 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         "--ema_max_decay",
         dest="ema_decay",
         type=float,
-        default=None,
         help="Largest EMA decay, reached after the warmup (default: from the preset).",
     )
     ema.add_argument(
@@ -226,25 +192,20 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     hardware = parser.add_argument_group("hardware")
     hardware.add_argument(
         "--device",
-        type=str,
         choices=DEVICES,
         default="auto",
         help="Where to train: auto picks CUDA or MPS when present, else the CPU (multi-process CPU uses gloo).",
     )
     hardware.add_argument(
         "--mixed_precision",
-        type=str,
         choices=MIXED_PRECISIONS,
-        default=None,
         help="Mixed precision (default: accelerate's config). fp16 needs a GPU and is refused on the CPU.",
     )
 
     add_speed_arguments(parser)
 
     checkpoints = parser.add_argument_group("checkpoints")
-    checkpoints.add_argument(
-        "--output_dir", type=str, default=None, help="Where everything is written (default: outputs/ddpm-PRESET)."
-    )
+    checkpoints.add_argument("--output_dir", help="Where everything is written (default: outputs/ddpm-PRESET).")
     checkpoints.add_argument(
         "--overwrite_output_dir",
         action="store_true",
@@ -253,16 +214,11 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     checkpoints.add_argument(
         "--checkpointing_steps",
         type=int,
-        default=None,
         help="Save the full training state every N steps; 0 disables (default: from the preset).",
     )
-    checkpoints.add_argument(
-        "--checkpoints_total_limit", type=int, default=None, help="Keep only the newest N checkpoints."
-    )
+    checkpoints.add_argument("--checkpoints_total_limit", type=int, help="Keep only the newest N checkpoints.")
     checkpoints.add_argument(
         "--resume_from_checkpoint",
-        type=str,
-        default=None,
         help="Continue a run: 'latest' (newest good checkpoint in --output_dir; a new run if it has none), a"
         " checkpoint folder, or hub:REPO_ID[@REVISION] (the newest checkpoint-N of the 'checkpoints' branch by"
         " default).",
@@ -276,26 +232,22 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
 
     logging = parser.add_argument_group("logging and evaluation")
     logging.add_argument(
-        "--logger", type=str, choices=LOGGERS, default="tensorboard", help="Experiment tracker for the metrics."
+        "--logger", choices=LOGGERS, default="tensorboard", help="Experiment tracker for the metrics."
     )
-    logging.add_argument("--logging_dir", type=str, default="logs", help="Tracker folder, relative to --output_dir.")
+    logging.add_argument("--logging_dir", default="logs", help="Tracker folder, relative to --output_dir.")
     logging.add_argument("--logging_steps", type=int, default=10, help="Log averaged losses every N steps.")
     logging.add_argument(
         "--save_images_steps",
         type=int,
-        default=None,
         help="Save a sample grid (PNG and tracker) every N steps; 0 disables (default: from the preset).",
     )
-    logging.add_argument(
-        "--save_images_epochs", type=int, default=None, help="Also save a sample grid every N epochs."
-    )
+    logging.add_argument("--save_images_epochs", type=int, help="Also save a sample grid every N epochs.")
     logging.add_argument(
         "--eval_batch_size", type=int, default=64, help="Images in each sample grid (and samples.png)."
     )
     logging.add_argument(
         "--bpd_steps",
         type=int,
-        default=None,
         help="Evaluate bits/dim on the held-out split every N steps; 0 disables (default: from the preset).",
     )
     logging.add_argument(
@@ -315,9 +267,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
 
     hub = parser.add_argument_group("hub")
     hub.add_argument("--push_to_hub", action="store_true", help="Push the trained pipeline to the Hub (main).")
-    hub.add_argument(
-        "--hub_model_id", type=str, default=None, help="The Hub repo to push to (default: the output folder name)."
-    )
+    hub.add_argument("--hub_model_id", help="The Hub repo to push to (default: the output folder name).")
     hub.add_argument(
         "--push_checkpoints_to_hub",
         action="store_true",
@@ -326,7 +276,6 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     )
     hub.add_argument(
         "--hub_checkpoint_revision",
-        type=str,
         default=CHECKPOINT_BRANCH,
         help="The branch that collects the checkpoints (their optimizer and RNG states are pickles: never main).",
     )
@@ -334,10 +283,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         "--hub_private_repo", action="store_true", help="Create the Hub repo private (when it does not exist yet)."
     )
     hub.add_argument(
-        "--hub_token",
-        type=str,
-        default=None,
-        help="The token to push with (default: HF_TOKEN or `hf auth login`). Never written or logged.",
+        "--hub_token", help="The token to push with (default: HF_TOKEN or `hf auth login`). Never written or logged."
     )
     return parser
 
@@ -368,7 +314,6 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
     )
     speed.add_argument(
         "--adam_implementation",
-        type=str,
         choices=ADAM_IMPLEMENTATIONS,
         default="auto",
         help="AdamW's implementation: fused (one kernel for all parameters), foreach (a kernel per operation over"
@@ -436,27 +381,13 @@ def _fill_preset_defaults(args: argparse.Namespace) -> None:
 
 
 def _check_positive(args: argparse.Namespace) -> str | None:
-    at_least_one = [
-        "train_batch_size",
-        "gradient_accumulation_steps",
-        "ddpm_num_steps",
-        "ddpm_num_inference_steps",
-        "eval_batch_size",
-        "bpd_num_images",
-        "logging_steps",
-        "resolution",
-        "shuffle_buffer_size",
-    ]
-    optional_at_least_one = ["max_train_steps", "num_epochs", "checkpoints_total_limit", "max_train_samples"]
-    optional_at_least_one += ["save_images_epochs"]
-    at_least_zero = ["lr_warmup_steps", "checkpointing_steps", "save_images_steps", "bpd_steps"]
-    at_least_zero += ["dataloader_num_workers", "seed"]
-    for name in at_least_one + [n for n in optional_at_least_one if getattr(args, n) is not None]:
-        if getattr(args, name) < 1:
-            return f"--{name} must be at least 1, got {getattr(args, name)}."
-    for name in at_least_zero:
-        if getattr(args, name) < 0:
-            return f"--{name} must be at least 0, got {getattr(args, name)}."
+    at_least_one = ("train_batch_size", "gradient_accumulation_steps", "ddpm_num_steps", "ddpm_num_inference_steps")
+    at_least_one += ("eval_batch_size", "bpd_num_images", "logging_steps", "resolution", "shuffle_buffer_size")
+    at_least_one += ("max_train_steps", "num_epochs", "checkpoints_total_limit", "max_train_samples")
+    at_least_one += ("save_images_epochs",)
+    at_least_zero = ("lr_warmup_steps", "checkpointing_steps", "save_images_steps", "bpd_steps")
+    at_least_zero += ("dataloader_num_workers", "seed")
+    check_at_least(args, dict.fromkeys(at_least_one, 1) | dict.fromkeys(at_least_zero, 0))
     if not args.learning_rate > 0 or not math.isfinite(args.learning_rate):
         return f"--learning_rate must be a positive number, got {args.learning_rate}."
     if not args.max_grad_norm >= 0:

@@ -14,9 +14,7 @@ The random augmentations (flip, crop offset) are a pure function of (seed, epoch
 the same on every process and data-loader worker, and the same after resuming from a checkpoint.
 """
 
-import io
 import logging
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,14 +22,14 @@ import PIL.Image
 import torch
 from tqdm.auto import tqdm
 
-from .._datasets import find_image_column  # noqa: F401 (training reads it from here)
+from .._datasets import DECODE_ERRORS, find_image_column, open_dataset  # noqa: F401 (loop reads the column here)
+from .._datasets import decode_image as decode_array
 from .._digits import digits_split_indices, load_digits
 from .._errors import UsageError
 
 logger = logging.getLogger(__name__)
 
 HELDOUT_SPLITS = ("test", "validation", "valid", "val")
-DECODE_ERRORS = (OSError, ValueError, TypeError, SyntaxError, PIL.Image.DecompressionBombError)
 
 
 def load_digits_dataset():
@@ -71,13 +69,7 @@ def load_image_dataset(
         return datasets.load_dataset("imagefolder", data_dir=train_data_dir, cache_dir=cache_dir)
     if dataset_name is None:
         return load_digits_dataset()
-    if os.path.isdir(dataset_name) and os.path.isfile(os.path.join(dataset_name, "dataset_dict.json")):
-        loaded = datasets.load_from_disk(dataset_name)
-    else:
-        loaded = datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir)
-    if isinstance(loaded, datasets.Dataset):
-        loaded = datasets.DatasetDict({"train": loaded})
-    return loaded
+    return open_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir)
 
 
 def split_train_heldout(dataset_dict, heldout_fraction: float = 0.1):
@@ -161,56 +153,13 @@ def column_values(table, column: str) -> list:
 
 def decode_image(value, resolution: int, channels: int, center_crop: bool) -> torch.Tensor:
     """One stored image (PIL image, {"bytes", "path"} dict or array) to a uint8 [C x H x W] tensor."""
-    return _to_tensor(_resize(_convert(_open_image(value), channels), resolution, center_crop))
-
-
-def _open_image(value) -> PIL.Image.Image:
-    if isinstance(value, PIL.Image.Image):
-        image = value
-    elif isinstance(value, dict) and (value.get("bytes") or value.get("path")):
-        image = PIL.Image.open(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"])
-    elif isinstance(value, (np.ndarray, list)):
-        image = PIL.Image.fromarray(np.asarray(value, dtype=np.uint8))
-    else:
-        raise TypeError(f"not an image: {type(value).__name__}")
-    image.load()  # decode now: truncated files fail here, not in the middle of training
-    return image
+    return torch.from_numpy(decode_array(value, channels, resolution, center_crop)).permute(2, 0, 1).contiguous()
 
 
 def _describe(value) -> str:
     if isinstance(value, dict) and value.get("path"):
         return str(value["path"])
     return "an image"
-
-
-def _convert(image: PIL.Image.Image, channels: int) -> PIL.Image.Image:
-    """To L, RGB or RGBA. Transparent pixels become white unless the alpha channel is kept."""
-    mode = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
-    if channels != 4 and (image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        white = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = PIL.Image.alpha_composite(white, rgba)
-    return image.convert(mode)
-
-
-def _resize(image: PIL.Image.Image, resolution: int, center_crop: bool) -> PIL.Image.Image:
-    width, height = image.size
-    if min(width, height) != resolution:
-        scale = resolution / min(width, height)
-        size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
-        image = image.resize(size, PIL.Image.BILINEAR)
-    if center_crop:
-        width, height = image.size
-        left, top = (width - resolution) // 2, (height - resolution) // 2
-        image = image.crop((left, top, left + resolution, top + resolution))
-    return image
-
-
-def _to_tensor(image: PIL.Image.Image) -> torch.Tensor:
-    array = np.asarray(image, dtype=np.uint8)
-    if array.ndim == 2:
-        array = array[:, :, None]
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()  # [C x H x W]
 
 
 def to_model_space(images: torch.Tensor) -> torch.Tensor:

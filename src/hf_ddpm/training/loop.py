@@ -697,7 +697,8 @@ def finish(args, accelerator: Accelerator, c: TrainingComponents, evaluator, hel
         accelerator.wait_for_everyone()
         return
     evaluator.load_weights(c.ema, accelerator.unwrap_model(c.unet), c.flat)
-    outputs.save_pipeline_into(evaluator.pipeline, args.output_dir)  # the EMA weights
+    # the EMA weights; save_pretrained replaces only the pipeline's own files (checkpoints and logs stay)
+    evaluator.pipeline.save_pretrained(args.output_dir)
     outputs.write_json(run_record(args, accelerator, data_info), os.path.join(args.output_dir, "training_args.json"))
     metrics = {}
     if heldout_x is not None:

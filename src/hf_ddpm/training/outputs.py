@@ -72,14 +72,6 @@ def write_json(data: dict, path: str) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def save_pipeline_into(pipeline: DDPMPosteriorPipeline, output_dir: str) -> None:
-    """
-    Save `pipeline` into `output_dir`, which also holds checkpoints and logs: `save_pretrained` replaces only the
-    pipeline's own files (each atomically) and keeps the others.
-    """
-    pipeline.save_pretrained(output_dir)
-
-
 def weights_sha256(module: torch.nn.Module) -> str:
     """A hash of every tensor of `module.state_dict()` (names, dtypes, shapes and bytes)."""
     digest = hashlib.sha256()
