@@ -456,7 +456,7 @@ class StreamingImageDataset(torch.utils.data.IterableDataset):
 
         # One shard per parquet row group (`reshard`, which reads every file's footer once): Arrow's batch reader
         # reads a whole file ahead, and the shuffle feeds its buffer from up to 10 shards at once, so with whole
-        # files as shards memory held up to 10 files (up to 500 MB each on the Hub); now it is 10 row groups.
+        # files as shards memory held up to 10 files (`push_to_hub` writes up to 500 MB each); now it is 10 row groups.
         stream = dataset.reshard().select_columns([column]).cast_column(column, datasets.Image(decode=False))
         stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer_size)
         self.stream = split_dataset_by_node(stream, rank=rank, world_size=world_size)
