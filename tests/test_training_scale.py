@@ -175,7 +175,7 @@ def test_lazy_batches_equal_the_batches_of_images_decoded_up_front(tmp_path: Pat
 def write_parquet_dataset(folder: Path, num_images: int, size: int, seed: int = 0, row_group_size: int = 100) -> None:
     """
     A local dataset of `num_images` random RGB PNGs (size x size), stored as bytes in parquet files of 500 images, in
-    row groups of `row_group_size` (100 is what `datasets` writes for image datasets, as on the Hub).
+    row groups of `row_group_size` images.
     """
     import datasets
 
