@@ -1,16 +1,23 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
-"""Peak memory of training against the size of the dataset: lazily decoded data should not grow with it.
+"""Peak memory of training against the size of the dataset, lazily decoded and streamed: neither should grow with it.
 
-Writes local datasets of random RGB PNGs (parquet shards of encoded images, what a Hub image dataset is), converts
-each once to `datasets`' Arrow cache, then trains `--steps` steps of the tiny UNet on each in a fresh process and
-reports that process's peak anonymous resident memory (sampled every millisecond: the memory decoded images would
-take) and its peak RSS (`ru_maxrss`, which also counts the pages of the memory-mapped Arrow files read so far; the
-kernel can drop those at any time).
+Writes local datasets of random RGB PNGs (parquet files of encoded images in row groups, what a Hub image dataset is),
+then trains `--steps` steps of the tiny UNet on each in a fresh process, for each path of `--paths`:
 
-    python benchmarks/data_memory.py --num_images 2000 170000 --resolution 64 --workdir /tmp/data_memory \\
+- lazy: the dataset converted once to `datasets`' Arrow cache (before, timed apart), decoded as batches are read;
+- streaming: `--streaming`, the parquet files read as a stream (no cache), through the default 1,000-image shuffle
+  buffer, which `datasets` feeds from up to 10 row groups at a time.
+
+It reports each run's peak anonymous resident memory (sampled every millisecond: the memory decoded images would
+take) and its peak RSS (`ru_maxrss`, which also counts the pages of memory-mapped files read so far; the kernel can
+drop those at any time). The several-GB run of the README (~4 GB of decoded pixels; ~9 GB of disk with the Arrow
+cache; about half an hour on two cores):
+
+    python benchmarks/data_memory.py --num_images 2000 330000 --resolution 64 --workdir /tmp/data_memory \\
         --output benchmarks/results/data_memory
 
-170,000 images of 64x64 RGB are 2.0 GB of decoded pixels (the case issue 16 measured at a 7.0 GB peak).
+170,000 images of 64x64 RGB are 2.0 GB of decoded pixels (the case issue 16 measured at a 7.0 GB peak, decoding up
+front); 330,000 are 4.1 GB.
 """
 
 import argparse
@@ -19,6 +26,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import PIL.Image
@@ -30,37 +38,63 @@ PEAK_MEMORY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peak_mem
 def parse_benchmark_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num_images", type=int, nargs="+", default=[2000, 20000], help="Dataset sizes to compare.")
+    parser.add_argument(
+        "--paths", nargs="+", choices=["lazy", "streaming"], default=["lazy", "streaming"], help="Data paths to run."
+    )
     parser.add_argument("--resolution", type=int, default=64, help="Image side (the images are stored at it).")
     parser.add_argument("--steps", type=int, default=20, help="Training steps on each dataset.")
+    parser.add_argument("--images_per_file", type=int, default=10000, help="Images per parquet file.")
+    parser.add_argument("--row_group_size", type=int, default=100, help="Images per parquet row group.")
+    parser.add_argument("--processes", type=int, default=2, help="Processes writing the parquet files.")
     parser.add_argument("--workdir", default="/tmp/hf_ddpm_data_memory", help="Where the datasets are written.")
     parser.add_argument("--output", default=None, help="Write OUTPUT.json and OUTPUT.md too.")
     return parser.parse_args()
 
 
-def write_dataset(folder: str, num_images: int, size: int, shard_size: int = 5000) -> None:
+def write_parquet_file(path: str, num_images: int, size: int, row_group_size: int, seed: int) -> None:
+    """`num_images` random RGB PNGs (uncompressed: as large as their pixels) in one parquet file `datasets` reads."""
     import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
+    rng = np.random.default_rng(seed)
+    pngs = []
+    for _ in range(num_images):
+        png = io.BytesIO()
+        PIL.Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(png, "PNG", compress_level=0)
+        pngs.append(png.getvalue())
+    schema = datasets.Features({"image": datasets.Image()}).arrow_schema  # with `datasets`' feature metadata
+    images = pa.StructArray.from_arrays(
+        [pa.array(pngs, pa.binary()), pa.nulls(num_images, pa.string())], ["bytes", "path"]
+    )
+    pq.write_table(pa.Table.from_arrays([images], schema=schema), path + ".partial", row_group_size=row_group_size)
+    os.replace(path + ".partial", path)
+
+
+def write_dataset(bench: argparse.Namespace, folder: str, num_images: int) -> None:
+    """The dataset's parquet files, written by `--processes` processes (a file already there is kept)."""
     os.makedirs(folder, exist_ok=True)
-    rng = np.random.default_rng(0)
-    features = datasets.Features({"image": datasets.Image()})
-    for shard, start in enumerate(range(0, num_images, shard_size)):
-        images = []
-        for _ in range(min(shard_size, num_images - start)):
-            png = io.BytesIO()
-            PIL.Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
-                png, "PNG", compress_level=0
+    starts = range(0, num_images, bench.images_per_file)
+    with ProcessPoolExecutor(bench.processes) as pool:
+        jobs = [
+            pool.submit(
+                write_parquet_file, path, min(bench.images_per_file, num_images - start), bench.resolution,
+                bench.row_group_size, seed,
             )
-            images.append({"bytes": png.getvalue(), "path": None})
-        part = datasets.Dataset.from_dict({"image": images}, features=features)
-        part.to_parquet(os.path.join(folder, f"train-{shard:05d}.parquet"), batch_size=500)
+            for seed, start in enumerate(starts)
+            if not os.path.exists(path := os.path.join(folder, f"train-{seed:05d}-of-{len(starts):05d}.parquet"))
+        ]  # fmt: skip
+        for job in jobs:
+            job.result()
 
 
-def train_and_measure(bench: argparse.Namespace, dataset: str, output_dir: str) -> dict:
+def train_and_measure(bench: argparse.Namespace, path: str, dataset: str, output_dir: str) -> dict:
     flags = ["--model_preset", "tiny", "--resolution", str(bench.resolution), "--channels", "3", "--logger", "none"]
     flags += ["--dataset_name", dataset, "--cache_dir", os.path.join(bench.workdir, "cache"), "--output_dir"]
     flags += [output_dir, "--overwrite_output_dir", "--max_train_steps", str(bench.steps), "--train_batch_size", "64"]
     flags += ["--ddpm_num_steps", "100", "--ddpm_num_inference_steps", "4", "--eval_batch_size", "4"]
     flags += ["--bpd_num_images", "16", "--bpd_num_timesteps", "4", "--checkpointing_steps", "0"]
+    flags += ["--streaming"] if path == "streaming" else []
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": "131072"}
     start = time.perf_counter()
     result = subprocess.run([sys.executable, PEAK_MEMORY, *flags], env=env, capture_output=True, text=True)
@@ -78,29 +112,40 @@ def main() -> None:
     rows = []
     for num_images in bench.num_images:
         folder = os.path.join(bench.workdir, f"images-{num_images}")
-        if not os.path.isdir(folder):
-            write_dataset(folder, num_images, bench.resolution)
-        datasets.load_dataset(folder, cache_dir=os.path.join(bench.workdir, "cache"))  # the one-time Arrow cache
+        start = time.perf_counter()
+        write_dataset(bench, folder, num_images)
+        print(f"{num_images:,} images written in {time.perf_counter() - start:.0f} s", flush=True)
         on_disk = sum(os.path.getsize(os.path.join(folder, name)) for name in os.listdir(folder))
-        measured = train_and_measure(bench, folder, os.path.join(bench.workdir, f"run-{num_images}"))
-        rows.append({
-            "num_images": num_images,
-            "decoded_gb": num_images * 3 * bench.resolution**2 / 1e9,
-            "parquet_gb": on_disk / 1e9,
-            **measured,
-        })  # fmt: skip
-        print(rows[-1], flush=True)
+        for path in bench.paths:
+            start = time.perf_counter()
+            if path == "lazy":  # the one-time conversion to the Arrow cache, not measured
+                datasets.load_dataset(folder, cache_dir=os.path.join(bench.workdir, "cache"))
+            conversion_seconds = time.perf_counter() - start
+            measured = train_and_measure(bench, path, folder, os.path.join(bench.workdir, f"run-{path}-{num_images}"))
+            rows.append({
+                "path": path,
+                "num_images": num_images,
+                "decoded_gb": num_images * 3 * bench.resolution**2 / 1e9,
+                "parquet_gb": on_disk / 1e9,
+                "arrow_cache_seconds": conversion_seconds if path == "lazy" else None,
+                **measured,
+            })  # fmt: skip
+            print(rows[-1], flush=True)
     lines = [
         f"# Peak memory vs dataset size: {bench.steps} training steps of the tiny UNet, batch 64,"
         f" {bench.resolution}x{bench.resolution} RGB, one process",
         "",
-        "| images | decoded pixels (GB) | parquet (GB) | peak anonymous memory (MiB) | peak RSS (MiB) | seconds |",
-        "|---:|---:|---:|---:|---:|---:|",
+        f"Parquet files of {bench.images_per_file:,} images in row groups of {bench.row_group_size}; streaming"
+        " through the default 1,000-image shuffle buffer.",
+        "",
+        "| path | images | decoded pixels (GB) | parquet (GB) | peak anonymous memory (MiB) | peak RSS (MiB) | seconds"
+        " |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['num_images']:,} | {r['decoded_gb']:.2f} | {r['parquet_gb']:.2f} | {r['peak_anonymous_mib']:.0f} |"
-            f" {r['peak_rss_mib']:.0f} | {r['seconds']:.0f} |"
+            f"| {r['path']} | {r['num_images']:,} | {r['decoded_gb']:.2f} | {r['parquet_gb']:.2f} |"
+            f" {r['peak_anonymous_mib']:.0f} | {r['peak_rss_mib']:.0f} | {r['seconds']:.0f} |"
         )
     report = "\n".join(lines)
     print(report)

@@ -253,8 +253,11 @@ def test_lazy_batches_equal_the_batches_of_images_decoded_up_front(tmp_path: Pat
     assert not torch.equal(first_epoch, lazy.__getitems__(list(range(12))))  # fresh crops and flips each epoch
 
 
-def write_parquet_dataset(folder: Path, num_images: int, size: int, seed: int = 0) -> None:
-    """A local dataset of `num_images` random RGB PNGs (size x size), stored as bytes in parquet files."""
+def write_parquet_dataset(folder: Path, num_images: int, size: int, seed: int = 0, row_group_size: int = 100) -> None:
+    """
+    A local dataset of `num_images` random RGB PNGs (size x size), stored as bytes in parquet files of 500 images, in
+    row groups of `row_group_size` images.
+    """
     import datasets
 
     folder.mkdir(parents=True)
@@ -269,14 +272,14 @@ def write_parquet_dataset(folder: Path, num_images: int, size: int, seed: int = 
             )
             images.append({"bytes": png.getvalue(), "path": None})
         shard_dataset = datasets.Dataset.from_dict({"image": images}, features=features)
-        shard_dataset.to_parquet(str(folder / f"train-{shard // 500:05d}.parquet"), batch_size=100)
+        shard_dataset.to_parquet(str(folder / f"train-{shard // 500:05d}.parquet"), batch_size=row_group_size)
 
 
-def peak_anonymous_kib(tmp_path: Path, name: str, dataset: Path) -> int:
+def peak_anonymous_kib(tmp_path: Path, name: str, dataset: Path, *more_flags: str) -> int:
     """Train 3 steps on the dataset in a fresh process; its peak anonymous resident memory (KiB)."""
     flags = [*TINY, "--resolution", "64", "--channels", "3", "--max_train_steps", "3", "--dataset_name", str(dataset)]
     flags += ["--cache_dir", str(tmp_path / "cache"), "--output_dir", str(tmp_path / name)]
-    flags += ["--bpd_num_images", "8", "--eval_batch_size", "2", "--checkpointing_steps", "0"]
+    flags += ["--bpd_num_images", "8", "--eval_batch_size", "2", "--checkpointing_steps", "0", *more_flags]
     # glibc: one arena and a fixed mmap threshold, so freed tensors go back to the system at once and the peak is
     # what is alive (spread 2 MiB between runs, against 20 MiB with glibc's defaults)
     env = {**subprocess_env(), "MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": "131072"}
@@ -371,6 +374,19 @@ def test_kill_and_resume_of_a_streaming_run_gives_bit_identical_weights(tmp_path
     assert record["decoding"] == "streaming" and record["heldout_split"] is None  # no test split: bits/dim skipped
 
     kill_and_resume(straight, resumed, flags, env)
+
+
+def test_streaming_peak_memory_does_not_grow_with_the_dataset(tmp_path: Path) -> None:
+    # 3,000 vs 300 RGB PNGs of 64x64 (12 kB each) in files of 500, row groups of 25: both have at least the 10 row
+    # groups the shuffle reads from at once, so both hold the same: 10 row groups and the 64-image buffer. (Before
+    # resharding by row group, Arrow read each of up to 10 open files whole: 521 vs 596 MiB here.)
+    for name, size, seed in (("large", 3000, 0), ("small", 300, 1)):
+        write_parquet_dataset(tmp_path / name, size, 64, seed=seed, row_group_size=25)
+    stream = ["--streaming", "--shuffle_buffer_size", "64"]
+    small = peak_anonymous_kib(tmp_path, "small-run", tmp_path / "small", *stream)
+    large = peak_anonymous_kib(tmp_path, "large-run", tmp_path / "large", *stream)
+    assert abs(large - small) < 8 * 1024, f"peak memory {small} KiB (300 images) vs {large} KiB (3,000)"
+    assert not list((tmp_path / "cache").rglob("*.arrow"))  # read as a stream, not converted to Arrow first
 
 
 @pytest.mark.slow  # four processes started by accelerate launch: about a minute on two busy cores

@@ -352,8 +352,10 @@ def split_train_heldout_stream(dataset_dict, num_heldout: int):
 class StreamingImageDataset(torch.utils.data.IterableDataset):
     """
     A `datasets.IterableDataset` (a stream: `streaming=True`) served as [B x C x R x R] uint8 batches, decoded as
-    they are read; memory holds the shuffle buffer of undecoded images and what `datasets` is reading (up to 10
-    shards at a time feed the buffer), not the dataset.
+    they are read. Memory holds the shuffle buffer of undecoded images and what `datasets` is reading: up to 10
+    shards at a time feed the buffer, and a parquet dataset is resharded to one shard per row group, so that is at
+    most 10 row groups (`datasets` writes row groups of at most 100 MB), whatever the size of the dataset or of its
+    files.
 
     Each process reads its own part of the stream (`datasets.distributed.split_dataset_by_node`: whole shards when
     their number divides by the number of processes, else every process reads the stream and keeps every
@@ -401,7 +403,10 @@ class StreamingImageDataset(torch.utils.data.IterableDataset):
         import datasets
         from datasets.distributed import split_dataset_by_node
 
-        stream = dataset.select_columns([column]).cast_column(column, datasets.Image(decode=False))
+        # One shard per parquet row group (`reshard`, which reads every file's footer once): Arrow's batch reader
+        # reads a whole file ahead, and the shuffle feeds its buffer from up to 10 shards at once, so with whole
+        # files as shards memory held up to 10 files (`push_to_hub` writes up to 500 MB each); now it is 10 row groups.
+        stream = dataset.reshard().select_columns([column]).cast_column(column, datasets.Image(decode=False))
         stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer_size)
         self.stream = split_dataset_by_node(stream, rank=rank, world_size=world_size)
         self.column = column
