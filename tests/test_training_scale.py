@@ -164,6 +164,20 @@ def test_flat_parameters_train_the_same_weights_as_per_tensor_parameters(tmp_pat
     )
 
 
+def test_flat_parameters_survive_a_zero_grad_that_sets_the_gradients_to_none(tmp_path: Path) -> None:
+    # module.zero_grad() (set_to_none by default) detaches the gradients from the buffer: the next backward writes
+    # new ones, which the step must still apply
+    straight, _ = train_steps(tmp_path / "straight", 4, "--lr_warmup_steps", "0")
+    _, c, batches = build_step(tmp_path / "zeroed", "--lr_warmup_steps", "0")
+    unet = c.accelerator.unwrap_model(c.unet)
+    for step in range(4):
+        unet.zero_grad()
+        train_step(c, next(batches), step)
+    expected = straight.accelerator.unwrap_model(straight.unet).state_dict()
+    assert all(torch.equal(t, expected[n]) for n, t in unet.state_dict().items())
+    assert all(p.grad.untyped_storage().data_ptr() == c.flat.parameter.grad.data_ptr() for p in unet.parameters())
+
+
 def test_the_state_dict_of_flat_parameters_survives_safetensors_and_accelerate(tmp_path: Path) -> None:
     from accelerate.utils import clean_state_dict_for_safetensors
     from safetensors.torch import load_file, save_file

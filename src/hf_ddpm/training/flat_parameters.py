@@ -50,11 +50,28 @@ class FlatParameters:
         with torch.no_grad():
             self.parameter = torch.nn.Parameter(parameters[0].new_empty(self.offsets[-1]))
             self.parameter.grad = torch.zeros_like(self.parameter)
-            views, grads = self.views(self.parameter), self.views(self.parameter.grad)
-            for p, view, grad in zip(parameters, views, grads, strict=True):
+            views, self._gradient_views = self.views(self.parameter), self.views(self.parameter.grad)
+            for p, view, grad in zip(parameters, views, self._gradient_views, strict=True):
                 view.copy_(p)
                 p.data, p.grad = view, grad
+        self._module_parameters = parameters
         module.register_state_dict_post_hook(self._copy_views_hook())
+
+    def collect_gradients(self) -> None:
+        """
+        Bring back into the buffer the gradients autograd wrote elsewhere: after `module.zero_grad()` (which sets
+        them to None, its default) the next backward allocates new ones, which the optimizer would never see. Call it
+        after the backward: one identity check per parameter, a copy only for those that strayed.
+        """
+        with torch.no_grad():
+            for p, view in zip(self._module_parameters, self._gradient_views, strict=True):
+                if p.grad is view:
+                    continue
+                if p.grad is None:
+                    view.zero_()
+                else:
+                    view.copy_(p.grad)
+                p.grad = view
 
     def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
         """Views of a flat tensor laid out as `self.parameter` (the weights, their gradients, an EMA of them)."""

@@ -422,6 +422,8 @@ def train_step(c: TrainingComponents, images: torch.Tensor, global_step: int):
         if c.timestep_sampler.needs_losses:
             c.timestep_sampler.update_with_all_losses(*_gather_losses(accelerator, timesteps, terms["loss"]))
         accelerator.backward(loss)
+        if c.flat is not None:
+            c.flat.collect_gradients()
         if accelerator.sync_gradients and c.max_grad_norm > 0:
             accelerator.clip_grad_norm_(c.parameters, c.max_grad_norm)
         c.optimizer.step()
