@@ -178,6 +178,14 @@ def test_flat_parameters_survive_a_zero_grad_that_sets_the_gradients_to_none(tmp
     assert all(p.grad.untyped_storage().data_ptr() == c.flat.parameter.grad.data_ptr() for p in unet.parameters())
 
 
+def test_a_parameter_copied_out_of_the_flat_buffer_is_an_error(tmp_path: Path) -> None:
+    _, c, _ = build_step(tmp_path)
+    c.flat.check_views()
+    c.accelerator.unwrap_model(c.unet).to(torch.device("cpu", 0))  # a CPU tensor's .to("cpu:0") copies it
+    with pytest.raises(RuntimeError, match="copied out of the flat buffer"):
+        c.flat.check_views()
+
+
 def test_the_state_dict_of_flat_parameters_survives_safetensors_and_accelerate(tmp_path: Path) -> None:
     from accelerate.utils import clean_state_dict_for_safetensors
     from safetensors.torch import load_file, save_file
