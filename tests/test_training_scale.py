@@ -229,6 +229,16 @@ def test_resume_with_another_parameter_layout_is_refused(tmp_path: Path, capsys)
     assert test_training.run_main(old, *resumed) == 0
 
 
+def test_the_throughput_benchmark_runs_one_round(tmp_path: Path) -> None:
+    command = [sys.executable, str(REPO / "benchmarks" / "train_throughput.py"), "--model_preset", "tiny"]
+    command += ["--rounds", "1", "--steps_per_round", "1", "--warmup_steps", "1", "--output", str(tmp_path / "bench")]
+    command += ["--switches", "ours", "ours + per-tensor parameters"]
+    result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "bench.json").read_text())
+    assert results["rounds"] == 1 and len(set(results["share_outside_quartiles_over_rounds"])) == 1
+
+
 def test_channels_last_and_torch_compile_switches(tmp_path: Path) -> None:
     _, c, batches = build_step(tmp_path, "--channels_last", "--torch_compile")
     unet = c.accelerator.unwrap_model(c.unet)
