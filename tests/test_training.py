@@ -231,12 +231,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_over_gloo_end_with_identical_weights(tmp_path: Path) -> None:
-    out = tmp_path / "ddp"
+def train_two_processes(out: Path, *flags: str) -> None:
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     launcher += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     launcher += ["--main_process_port", str(free_port())]
-    flags = ["--loss", "vlb", "--train_batch_size", "8", "--max_train_steps", "6", "--save_rank_weight_hashes"]
+    flags = ["--loss", "vlb", "--train_batch_size", "8", "--max_train_steps", "6", "--save_rank_weight_hashes", *flags]
     result = subprocess.run(
         [*launcher, TRAIN_PY, *TINY, "--output_dir", str(out), *flags],
         env=subprocess_env(), capture_output=True, text=True, timeout=300,
@@ -244,9 +243,21 @@ def test_two_processes_over_gloo_end_with_identical_weights(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Processes: 2 (DistributedType.MULTI_CPU" in result.stderr
     assert "16 per optimizer step" in result.stderr
+
+
+def test_two_processes_over_gloo_end_with_identical_weights(tmp_path: Path) -> None:
+    out, per_tensor = tmp_path / "ddp", tmp_path / "ddp-per-tensor"
+    train_two_processes(out, "--max_grad_norm", "0.05")  # a small norm: every step is clipped
     rank0, rank1 = ((out / f"weights-rank{i}.sha256").read_text() for i in (0, 1))
     assert rank0 == rank1 and rank0.startswith("model ") and "\nema " in rank0
     assert (out / "model_index.json").is_file() and [s for s, _ in checkpoints.list_checkpoints(str(out))] == [6]
+    # the averaged gradients reach the flat buffer: the same training as per-tensor parameters (accelerate once moved
+    # the UNet to its device, cpu:0, which copied every parameter out of the buffer: the UNet did not train at all)
+    train_two_processes(per_tensor, "--max_grad_norm", "0.05", "--no-flat_parameters")
+    for weights in (Path("checkpoint-6") / "model.safetensors", Path("unet") / "diffusion_pytorch_model.safetensors"):
+        ours, theirs = load_file(str(out / weights)), load_file(str(per_tensor / weights))
+        assert ours.keys() == theirs.keys()
+        assert all(torch.allclose(ours[n], theirs[n], rtol=0, atol=1e-6) for n in theirs)
 
 
 # ----------------------------------------------------------------------------------------------------------------

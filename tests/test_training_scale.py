@@ -178,6 +178,14 @@ def test_flat_parameters_survive_a_zero_grad_that_sets_the_gradients_to_none(tmp
     assert all(p.grad.untyped_storage().data_ptr() == c.flat.parameter.grad.data_ptr() for p in unet.parameters())
 
 
+def test_a_parameter_copied_out_of_the_flat_buffer_is_an_error(tmp_path: Path) -> None:
+    _, c, _ = build_step(tmp_path)
+    c.flat.check_views()
+    c.accelerator.unwrap_model(c.unet).to(torch.device("cpu", 0))  # a CPU tensor's .to("cpu:0") copies it
+    with pytest.raises(RuntimeError, match="copied out of the flat buffer"):
+        c.flat.check_views()
+
+
 def test_the_state_dict_of_flat_parameters_survives_safetensors_and_accelerate(tmp_path: Path) -> None:
     from accelerate.utils import clean_state_dict_for_safetensors
     from safetensors.torch import load_file, save_file
@@ -219,6 +227,16 @@ def test_resume_with_another_parameter_layout_is_refused(tmp_path: Path, capsys)
     assert "saved before --flat_parameters existed: resume it with --no-flat_parameters" in line
     test_training.reset_accelerate()
     assert test_training.run_main(old, *resumed) == 0
+
+
+def test_the_throughput_benchmark_runs_one_round(tmp_path: Path) -> None:
+    command = [sys.executable, str(REPO / "benchmarks" / "train_throughput.py"), "--model_preset", "tiny"]
+    command += ["--rounds", "1", "--steps_per_round", "1", "--warmup_steps", "1", "--output", str(tmp_path / "bench")]
+    command += ["--switches", "ours", "ours + per-tensor parameters"]
+    result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "bench.json").read_text())
+    assert results["rounds"] == 1 and len(set(results["share_outside_quartiles_over_rounds"])) == 1
 
 
 def test_channels_last_and_torch_compile_switches(tmp_path: Path) -> None:

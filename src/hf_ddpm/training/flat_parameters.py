@@ -73,6 +73,17 @@ class FlatParameters:
                     view.copy_(p.grad)
                 p.grad = view
 
+    def check_views(self) -> None:
+        """Raise if a parameter or its gradient is no longer a view of the buffers (e.g. `.to()` copied it out)."""
+        weights, gradients = self.parameter.untyped_storage(), self.parameter.grad.untyped_storage()
+        for p in self._module_parameters:
+            if (
+                p.untyped_storage().data_ptr() != weights.data_ptr()
+                or p.grad is None
+                or p.grad.untyped_storage().data_ptr() != gradients.data_ptr()
+            ):
+                raise RuntimeError("A parameter was copied out of the flat buffer: the optimizer would not train it.")
+
     def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
         """Views of a flat tensor laid out as `self.parameter` (the weights, their gradients, an EMA of them)."""
         return [

@@ -331,13 +331,21 @@ def build_components(args: argparse.Namespace, accelerator: Accelerator, dataloa
         num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
         num_training_steps=args.max_train_steps * accelerator.num_processes,
     )
+    # flat: the UNet is already on the device, and accelerate's `.to(accelerator.device)` would copy every parameter
+    # out of the buffer (a multi-process CPU run's device is cpu:0, and `tensor.to("cpu:0")` copies a CPU tensor)
+    place_unet = None if flat is None else False
     if isinstance(dataloader.dataset, data.StreamingImageDataset):
         # not through accelerate: it would have process 0 read and decode every batch and send each process its
         # part (dispatch_batches), or every process decode every batch and keep its own (IterableDatasetShard);
         # the stream is already split by node, each process decoding its own images
-        unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+        placement = [place_unet, None, None]
+        unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler, device_placement=placement)
     else:
-        unet, optimizer, dataloader, lr_scheduler = accelerator.prepare(unet, optimizer, dataloader, lr_scheduler)
+        placement = [place_unet, None, None, None]
+        prepared = accelerator.prepare(unet, optimizer, dataloader, lr_scheduler, device_placement=placement)
+        unet, optimizer, dataloader, lr_scheduler = prepared
+    if flat is not None:
+        flat.check_views()
     if args.torch_compile:
         # in place (nn.Module.compile): parameter names, checkpoints and the EMA see the plain UNet
         accelerator.unwrap_model(unet).compile()
