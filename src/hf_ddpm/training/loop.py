@@ -303,11 +303,18 @@ def build_ema(args: argparse.Namespace, parameters: list) -> EMAModel | None:
 
 
 def build_flat_parameters(args: argparse.Namespace, accelerator: Accelerator, unet) -> FlatParameters | None:
-    """--flat_parameters where it is safe: one process or data parallel (DeepSpeed, FSDP and XLA own the layout)."""
-    if not args.flat_parameters or accelerator.distributed_type in LAYOUT_OWNING_BACKENDS:
-        return None
-    unet.to(accelerator.device)  # now: `prepare` moving it later would copy the parameters out of the buffer
-    return FlatParameters(unet) if can_flatten(list(unet.parameters())) else None
+    """
+    --flat_parameters where it is safe: one process or data parallel (DeepSpeed, FSDP and XLA own the layout).
+    `args.flat_parameters` becomes the layout in effect: checkpoint manifests and training_args.json record it.
+    """
+    flat = None
+    if args.flat_parameters and accelerator.distributed_type not in LAYOUT_OWNING_BACKENDS:
+        unet.to(accelerator.device)  # now: `prepare` moving it later would copy the parameters out of the buffer
+        flat = FlatParameters(unet) if can_flatten(list(unet.parameters())) else None
+    if args.flat_parameters and flat is None:
+        logger.info(f"--flat_parameters: not used ({accelerator.distributed_type})", main_process_only=True)
+    args.flat_parameters = flat is not None
+    return flat
 
 
 def build_components(args: argparse.Namespace, accelerator: Accelerator, dataloader):
