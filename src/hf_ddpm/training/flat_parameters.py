@@ -88,7 +88,7 @@ class FlatParameters:
         """Views of a flat tensor laid out as `self.parameter` (the weights, their gradients, an EMA of them)."""
         return [
             flat[start:].as_strided(shape, stride)
-            for start, (shape, stride) in zip(self.offsets, self.layouts, strict=False)  # offsets: one more
+            for start, (shape, stride) in zip(self.offsets[:-1], self.layouts, strict=True)
         ]
 
     def copy_to(self, flat: torch.Tensor, parameters) -> None:
