@@ -120,6 +120,25 @@ def test_ci_runs_the_readmes_test_command_verbatim():
     assert test_command in ci_script
 
 
+@pytest.mark.slow
+def test_readmes_main_command_runs_as_written(tmp_path):
+    """The README's first command after its set-up (train, then sample), verbatim but for one flag that makes the
+    training short, in an empty folder holding only train.py: each step worked alone while the two together failed."""
+    main_job, _ = _readme_commands()
+    steps = main_job.split(" && ")
+    setup = ("python3 -m venv ", ". .venv/bin/activate", "pip install ")
+    commands = [step for step in steps if not step.startswith(setup)]
+    assert commands[0] == "accelerate launch train.py" and commands[1].startswith("hf-ddpm sample ")
+    commands[0] += " --max_train_steps 500"  # the first sample grid and checkpoint of the 2,500 steps
+    (tmp_path / "train.py").write_bytes((ROOT / "train.py").read_bytes())
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(" && ".join(commands), shell=True, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    samples = tmp_path / "outputs" / "ddpm-digits" / "samples"
+    assert sorted(p.name for p in samples.iterdir()) == ["grid.png", "images", "samples.npz", "trajectory.gif"]
+    assert len(list((samples / "images").iterdir())) == 64
+
+
 def test_parser_lists_subcommands_in_journey_order():
     parser = build_parser()
     choices = list(parser._subparsers._group_actions[0].choices)

@@ -135,7 +135,7 @@ def test_tensorboard_logs_losses_per_quartile_and_bits_per_dim(tmp_path: Path) -
     assert {f"train/vb_q{q}" for q in range(4)} & scalars  # 32 timesteps over 2 steps: some quartiles seen
     assert [e.step for e in events.Scalars("train/loss")] == [2, 4]
     assert "samples" in events.Tags()["images"]
-    assert sorted(p.name for p in (out / "samples").iterdir()) == ["step-000002.png", "step-000004.png"]
+    assert sorted(p.name for p in (out / "training_samples").iterdir()) == ["step-000002.png", "step-000004.png"]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -677,11 +677,11 @@ def save_training_state(args: argparse.Namespace, accelerator: Accelerator, step
 
 
 def save_sample_grid(args, accelerator, evaluator: outputs.EvaluationModel, c: TrainingComponents, step: int):
-    """A grid of EMA samples as output_dir/samples/step-NNNNNN.png and in the tracker."""
+    """A grid of EMA samples as output_dir/training_samples/step-NNNNNN.png and in the tracker."""
     evaluator.load_weights(c.ema, accelerator.unwrap_model(c.unet), c.flat)
     images = evaluator.sample(args.eval_batch_size, args.ddpm_num_inference_steps, seed=args.seed)
     grid = image_grid(images, scale=auto_scale(max(images.shape[1:3])))
-    outputs.save_png(grid, os.path.join(args.output_dir, "samples", f"step-{step:06d}.png"))
+    outputs.save_png(grid, os.path.join(args.output_dir, "training_samples", f"step-{step:06d}.png"))
     _log_image(accelerator, grid, step)
     return grid
 
