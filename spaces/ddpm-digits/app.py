@@ -1,16 +1,9 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
 """The hf-ddpm demo Space: sample digits, watch the reverse process, noise an image, measure its bits/dim.
 
-Runs locally with `python spaces/ddpm-digits/app.py` (gradio's GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, default
-127.0.0.1:7860) and as a Hugging Face Space unchanged. The model is a saved `DDPMPosteriorPipeline`: a folder or Hub
-repo id from the environment variable HF_DDPM_SPACE_MODEL, by default the `model` folder beside this file.
-
-The Space needs only the packages in requirements.txt, not hf_ddpm: the saved pipeline carries its own pipeline and
-scheduler modules, which diffusers loads with `trust_remote_code=True` (they import only torch, numpy and diffusers).
-
-This file is the page: its layout, the wiring of each tab to its function in `handlers.py`, and the launch.
-`space_model.py` loads the model, `images.py` draws what the tabs show, `upload_quota.py` bounds what uploads keep on
-disk.
+Runs as a Hugging Face Space and locally with `python spaces/ddpm-digits/app.py` (README.md says how). This file is
+the page: its layout, the wiring of each tab to its function in `handlers.py`, and the launch. `space_model.py` loads
+the model, `images.py` draws what the tabs show, `upload_quota.py` bounds what uploads keep on disk.
 """
 
 import functools
@@ -36,43 +29,39 @@ CACHE_MAX_BYTES = int(os.environ.get("HF_DDPM_SPACE_CACHE_MAX_BYTES", str(256 * 
 CONCURRENCY_LIMIT = 2
 QUEUE_MAX_SIZE = 64
 
-INTRO = """# DDPM digits
-Denoising diffusion (Ho et al. 2020) with the Improved DDPM variances (Nichol & Dhariwal 2021), built on
-hf-ddpm's `DDPMPosteriorPipeline`, loaded by diffusers from the model's own code. Model: `{source}`,
-{channels}x{height}x{width} images, T = {T} diffusion steps, variances: {variances}.
-"""
-
 
 def build_demo(model: SpaceModel | None = None) -> gr.Blocks:
     """The Space's page: four tabs over `model` (loaded from HF_DDPM_SPACE_MODEL when None), with its queue."""
     model = model or load_space_model()
-    channels, height, width = model.image_shape
     num_train_timesteps = model.num_train_timesteps
     source = Path(model.source).name if os.path.isdir(model.source) else model.source
-    variances = ", ".join(model.variance_types)
-    intro = INTRO.format(
-        source=source, channels=channels, height=height, width=width, T=num_train_timesteps, variances=variances
-    )
+    intro = f"""# DDPM digits
+Denoising diffusion (Ho et al. 2020) with the Improved DDPM variances (Nichol & Dhariwal 2021), built on hf-ddpm's
+`DDPMPosteriorPipeline`, loaded by diffusers from the model's own code. Model: `{source}`,
+{"x".join(map(str, model.image_shape))} images, T = {num_train_timesteps} diffusion steps, variances:
+{", ".join(model.variance_types)}."""
     schedules = [(handlers.SCHEDULE_LABELS.get(name, name), name) for name in handlers.schedule_choices(model)]
+    last_digit = len(handlers.digits_dataset()) - 1
+    default_steps = min(100, num_train_timesteps)
+
+    def seed_input(info: str | None = None) -> gr.Number:
+        return gr.Number(label="Seed", value=0, precision=0, info=info)
 
     def sampling_inputs(max_images: int, default_images: int) -> list[gr.components.Component]:
-        seed = gr.Number(label="Seed", value=0, precision=0, info=f"0 to {handlers.MAX_SEED}")
-        num_images = gr.Slider(1, max_images, value=default_images, step=1, label="Number of images")
-        steps = gr.Slider(
-            model.min_steps,
-            num_train_timesteps,
-            value=min(100, num_train_timesteps),
-            step=1,
-            label="Denoising steps (respaced)",
-        )
-        variance = gr.Radio(list(model.variance_types), value=model.default_variance_type, label="Variance")
-        return [seed, num_images, steps, variance]
+        return [
+            seed_input(f"0 to {handlers.MAX_SEED}"),
+            gr.Slider(1, max_images, value=default_images, step=1, label="Number of images"),
+            gr.Slider(
+                model.min_steps, num_train_timesteps, value=default_steps, step=1, label="Denoising steps (respaced)"
+            ),
+            gr.Radio(list(model.variance_types), value=model.default_variance_type, label="Variance"),
+        ]
 
     def image_inputs() -> list[gr.components.Component]:
-        num_digits = len(handlers.digits_dataset())
-        index = gr.Slider(0, num_digits - 1, value=0, step=1, label="Digit (scikit-learn digits dataset)")
-        upload = gr.File(label="...or upload an image (used instead)", file_types=["image"], type="filepath")
-        return [index, upload]
+        return [
+            gr.Slider(0, last_digit, value=0, step=1, label="Digit (scikit-learn digits dataset)"),
+            gr.File(label="...or upload an image (used instead)", file_types=["image"], type="filepath"),
+        ]
 
     def serve(triggers, handler, inputs, outputs, api_name: str) -> None:
         """
@@ -111,15 +100,14 @@ def build_demo(model: SpaceModel | None = None) -> gr.Blocks:
         with gr.Tab("Forward process"):
             with gr.Row():
                 with gr.Column():
+                    inputs = image_inputs()
                     t = gr.Slider(
                         0, num_train_timesteps - 1, value=num_train_timesteps // 2, step=1, label="Timestep t"
                     )
-                    inputs = [
-                        *image_inputs(),
-                        t,
-                        gr.Radio(schedules, value=model.scheduler_config["beta_schedule"], label="Noise schedule"),
-                        gr.Number(label="Seed", value=0, precision=0),
-                    ]
+                    schedule = gr.Radio(
+                        schedules, value=model.scheduler_config["beta_schedule"], label="Noise schedule"
+                    )
+                    inputs += [t, schedule, seed_input()]
                     button = gr.Button("Sample x_t ~ q(x_t | x_0)", variant="primary")
                 with gr.Column():
                     outputs = [
@@ -132,18 +120,13 @@ def build_demo(model: SpaceModel | None = None) -> gr.Blocks:
         with gr.Tab("Likelihood"):
             with gr.Row():
                 with gr.Column():
-                    inputs = [
-                        *image_inputs(),
-                        gr.Slider(
-                            2,
-                            num_train_timesteps,
-                            value=min(50, num_train_timesteps),
-                            step=1,
-                            label="Timesteps evaluated",
-                        ),
-                        gr.Slider(handlers.MIN_DRAWS, handlers.MAX_DRAWS, value=4, step=1, label="Noise draws"),
-                        gr.Number(label="Seed", value=0, precision=0),
-                    ]
+                    inputs = image_inputs()
+                    terms = min(50, num_train_timesteps)
+                    inputs.append(gr.Slider(2, num_train_timesteps, value=terms, step=1, label="Timesteps evaluated"))
+                    inputs.append(
+                        gr.Slider(handlers.MIN_DRAWS, handlers.MAX_DRAWS, value=4, step=1, label="Noise draws")
+                    )
+                    inputs.append(seed_input())
                     button = gr.Button("Compute bits/dim", variant="primary")
                 with gr.Column():
                     outputs = [

@@ -1,11 +1,11 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
 """
 What each tab of the Space shows, as plain functions of a loaded `SpaceModel` and the tab's inputs: `generate`,
-`reverse_trajectory`, `forward_process` and `likelihood`; the last two take a built-in digit or a decoded upload.
+`reverse_trajectory`, `forward_process` and `likelihood` (the last two on a built-in digit or a decoded upload).
 
-Every function checks its own inputs, whatever the widgets allow, and raises `InputError` naming the input and what it
-allows: gradio's own checks (`gr.Slider`'s bounds, `gr.Radio`'s choices) do not name the input, do not check that a
-number is whole, and let a string or NaN through to a TypeError, so the events pass the raw values here.
+Each checks its inputs and raises `InputError` naming the input and what it allows. The events pass the raw values
+(preprocess=False): gradio's own checks (`gr.Slider`'s bounds, `gr.Radio`'s choices) do not name the input, do not
+check that a number is whole, and let a string or NaN through to a TypeError.
 """
 
 import functools
@@ -136,20 +136,20 @@ def source_image(model: SpaceModel, digit_index, upload: str | dict | None) -> n
     return load_upload(upload, model) if upload else digit_image(model, digit_index)
 
 
-def _check_sampling(model: SpaceModel, seed, num_images, max_images: int, num_steps, variance_type):
-    return (
-        check_seed(seed),
-        check_int("Number of images", num_images, 1, max_images),
-        check_int("Denoising steps", num_steps, model.min_steps, model.num_train_timesteps),
-        check_choice("Variance", variance_type, model.variance_types),
-    )
-
-
-def _sample(model: SpaceModel, seed: int, num_images: int, num_steps: int, variance_type: str, progress, **options):
+def _sample(model: SpaceModel, seed, num_images, max_images: int, num_steps, variance_type, progress, num_frames=None):
     """
-    The model's own pipeline for one request (a scheduler of its own, a seeded generator), calling `progress` (a
-    `gr.Progress`) after each step; `options` go to the pipeline as they are.
+    Check the sampling inputs, then run the model's own pipeline for one request (a scheduler of its own, a seeded
+    generator), calling `progress` (a `gr.Progress`) after each step; with `num_frames`, record the trajectory at
+    that many evenly spaced steps.
     """
+    seed = check_seed(seed)
+    num_images = check_int("Number of images", num_images, 1, max_images)
+    num_steps = check_int("Denoising steps", num_steps, model.min_steps, model.num_train_timesteps)
+    variance_type = check_choice("Variance", variance_type, model.variance_types)
+    trajectory = {}
+    if num_frames is not None:
+        num_frames = check_int("Frames", num_frames, MIN_FRAMES, min(MAX_FRAMES, num_steps))
+        trajectory = {"return_trajectory": True, "trajectory_frames": num_frames}
 
     def on_step_end(pipeline, i, t, callback_kwargs):
         progress((i + 1, num_steps), desc="Denoising", unit="steps")
@@ -161,7 +161,7 @@ def _sample(model: SpaceModel, seed: int, num_images: int, num_steps: int, varia
         num_inference_steps=num_steps,
         output_type="pt",
         callback_on_step_end=on_step_end,
-        **options,
+        **trajectory,
     )
 
 
@@ -170,10 +170,7 @@ def generate(model: SpaceModel, seed, num_images, num_steps, variance_type, prog
     Draw `num_images` samples by ancestral sampling over `num_steps` respaced steps; the same seed gives the same
     images. Returns them as a grid, upscaled by nearest neighbour.
     """
-    seed, num_images, num_steps, variance_type = _check_sampling(
-        model, seed, num_images, MAX_IMAGES, num_steps, variance_type
-    )
-    output = _sample(model, seed, num_images, num_steps, variance_type, progress)
+    output = _sample(model, seed, num_images, MAX_IMAGES, num_steps, variance_type, progress)
     return make_grid(to_uint8(output.images * 2 - 1))  # images: [N x C x H x W] in [0, 1]
 
 
@@ -188,12 +185,7 @@ def reverse_trajectory(
         looping GIF (per sample x_t beside the predicted x_0) in gradio's cache, whose `delete_cache` sweep removes it,
         and the timestep t of each frame as a caption.
     """
-    seed, num_images, num_steps, variance_type = _check_sampling(
-        model, seed, num_images, MAX_TRAJECTORY_IMAGES, num_steps, variance_type
-    )
-    num_frames = check_int("Frames", num_frames, MIN_FRAMES, min(MAX_FRAMES, num_steps))
-    trajectory = {"return_trajectory": True, "trajectory_frames": num_frames}
-    output = _sample(model, seed, num_images, num_steps, variance_type, progress, **trajectory)
+    output = _sample(model, seed, num_images, MAX_TRAJECTORY_IMAGES, num_steps, variance_type, progress, num_frames)
     x_t = np.stack([to_uint8(frame) for frame in output.trajectory], axis=1)  # [N x F x H x W x C]
     x_0 = np.stack([to_uint8(frame) for frame in output.pred_original_trajectory], axis=1)
     pairs = np.stack([x_t, x_0], axis=1)  # [N x 2 x F x H x W x C]: per sample its x_t row, then its x_0 row
