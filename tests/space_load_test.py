@@ -5,15 +5,20 @@ Used by tests/test_space.py, and runnable against any running copy of the app:
     python spaces/ddpm-digits/app.py &                        # serves on 127.0.0.1:7860
     python tests/space_load_test.py http://127.0.0.1:7860 --clients 20 --pid $!
 
-`upload_burst` does the same with junk uploads, which gradio handles outside the queue: tests/test_space.py uses it to
-check the app's bounds on what it accepts and keeps on disk.
+`upload_burst` does the same with junk uploads, which gradio handles outside the queue, and `chunked_upload` sends one
+with a lying Content-Length: tests/test_space.py uses them to check the app's bounds on what it accepts and keeps on
+disk.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import re
+import socket
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,6 +112,51 @@ def upload_burst(url: str, payloads: list[list[bytes]], timeout: float = 120) ->
     for thread in threads:
         thread.join(timeout=timeout)
     return statuses
+
+
+def chunked_upload(url: str, files: list[bytes], content_length: int | None = None) -> int | None:
+    """
+    POST `files` to gradio's upload route over a raw socket, as a multipart body in chunked transfer encoding, with a
+    `Content-Length: content_length` header too when given (which chunked encoding overrules). Returns the HTTP
+    status, or None when the server closed the connection without one.
+    """
+    address = urllib.parse.urlsplit(url)
+    boundary = "hf-ddpm-upload-boundary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="junk-{i}.png"\r\n'.encode()
+        + b"Content-Type: image/png\r\n\r\n"
+        + data
+        + b"\r\n"
+        for i, data in enumerate(files)
+    ]
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    head = [
+        "POST /gradio_api/upload HTTP/1.1",
+        f"Host: {address.netloc}",
+        f"Content-Type: multipart/form-data; boundary={boundary}",
+        "Transfer-Encoding: chunked",
+        *([f"Content-Length: {content_length}"] if content_length is not None else []),
+        "Connection: close",
+    ]
+    response = bytearray()
+    with socket.create_connection((address.hostname, address.port), timeout=60) as sock:
+
+        def read() -> None:  # the answer may come before the whole body is sent
+            with contextlib.suppress(OSError):
+                while data := sock.recv(65536):
+                    response.extend(data)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        with contextlib.suppress(OSError):  # the server may answer and close before the whole body is sent
+            sock.sendall("\r\n".join(head).encode() + b"\r\n\r\n")
+            for start in range(0, len(body), 65536):
+                chunk = body[start : start + 65536]
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sock.sendall(b"0\r\n\r\n")
+        reader.join(timeout=60)
+    status = re.match(rb"HTTP/1\.[01] (\d{3}) ", bytes(response))
+    return int(status[1]) if status else None
 
 
 def folder_bytes(folder: str | Path) -> int:

@@ -1,27 +1,18 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
 """What the Space shows: model space <-> uint8, upscaled grids, trajectory GIFs and matplotlib figures as images."""
 
-import atexit
-import contextlib
-import functools
 import io
 import math
-import os
-import shutil
-import tempfile
-import time
-import uuid
 
 import numpy as np
 import PIL.Image
 import torch
-from matplotlib.figure import Figure  # no pyplot: its global state is not thread-safe
+from matplotlib.figure import Figure
 
 CELL_PIXELS = 64  # each sample is upscaled (nearest neighbour) to about this many pixels a side
 GRID_PAD = 2
 GRID_PAD_VALUE = 96
 GIF_FRAME_MS = 250
-GIF_MAX_AGE_S = 600
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -31,7 +22,7 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 def to_model_space(image: np.ndarray) -> torch.Tensor:
-    """uint8 [H x W x C] to a [1 x C x H x W] float tensor in [-1, 1] (the pipeline's own converter is private)."""
+    """uint8 [H x W x C] to a [1 x C x H x W] float tensor in [-1, 1]."""
     return torch.tensor(image).permute(2, 0, 1)[None].float() / 127.5 - 1.0
 
 
@@ -41,7 +32,8 @@ def grid_scale(height: int, width: int) -> int:
 
 def make_grid(images: np.ndarray, num_columns: int | None = None) -> PIL.Image.Image:
     """
-    Tile uint8 [N x H x W x C] images row by row, each upscaled by nearest neighbour to about `CELL_PIXELS`.
+    Tile uint8 [N x H x W x C] images row by row, each upscaled by nearest neighbour to about `CELL_PIXELS`, with a
+    border of `GRID_PAD` pixels around every cell.
 
     Returns:
         `PIL.Image.Image`: mode L (C = 1) or RGB (C = 3).
@@ -50,60 +42,26 @@ def make_grid(images: np.ndarray, num_columns: int | None = None) -> PIL.Image.I
     num_columns = num_columns or math.ceil(math.sqrt(num))
     num_rows = math.ceil(num / num_columns)
     scale = grid_scale(height, width)
-    cell_h, cell_w = height * scale, width * scale
-    canvas = np.full(
-        (num_rows * (cell_h + GRID_PAD) + GRID_PAD, num_columns * (cell_w + GRID_PAD) + GRID_PAD, channels),
-        GRID_PAD_VALUE,
-        dtype=np.uint8,
-    )
     cells = images.repeat(scale, axis=1).repeat(scale, axis=2)  # nearest neighbour: each pixel a scale^2 block
-    for i, cell in enumerate(cells):
-        top = GRID_PAD + (i // num_columns) * (cell_h + GRID_PAD)
-        left = GRID_PAD + (i % num_columns) * (cell_w + GRID_PAD)
-        canvas[top : top + cell_h, left : left + cell_w] = cell
-    return PIL.Image.fromarray(canvas[..., 0] if channels == 1 else canvas)
+    # blank cells to fill the last row, and each cell's border below and to its right
+    padding = [(0, num_rows * num_columns - num), (0, GRID_PAD), (0, GRID_PAD), (0, 0)]
+    cells = np.pad(cells, padding, constant_values=GRID_PAD_VALUE)
+    cell_height, cell_width = cells.shape[1:3]
+    rows = cells.reshape(num_rows, num_columns, cell_height, cell_width, channels).swapaxes(1, 2)
+    grid = rows.reshape(num_rows * cell_height, num_columns * cell_width, channels)
+    grid = np.pad(grid, [(GRID_PAD, 0), (GRID_PAD, 0), (0, 0)], constant_values=GRID_PAD_VALUE)  # top, left border
+    return PIL.Image.fromarray(grid[..., 0] if channels == 1 else grid)
 
 
-def save_gif(frames: list[PIL.Image.Image], path: str | os.PathLike) -> None:
-    """An endlessly looping GIF; the last frame (the sample) is held longer. Written atomically."""
-    path = os.fspath(path)
-    partial = f"{path}.{uuid.uuid4().hex}.part"
+def gif_bytes(frames: list[PIL.Image.Image]) -> bytes:
+    """An endlessly looping GIF of `frames`; the last frame (the sample) is held longer."""
+    buffer = io.BytesIO()
     durations = [GIF_FRAME_MS] * (len(frames) - 1) + [GIF_FRAME_MS * 6]
-    try:
-        frames[0].save(
-            partial, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0, optimize=False
-        )
-        os.replace(partial, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(partial)
-
-
-@functools.cache
-def _gif_dir() -> str:
-    folder = tempfile.mkdtemp(prefix="ddpm-space-gifs-")
-    atexit.register(shutil.rmtree, folder, True)
-    return folder
-
-
-def save_temporary_gif(frames: list[PIL.Image.Image]) -> str:
-    """
-    `save_gif` to a fresh file of a temporary folder; return its path. GIFs older than `GIF_MAX_AGE_S` are removed
-    first (gradio serves its own copy of each), so a long-running Space does not fill its disk.
-    """
-    folder = _gif_dir()
-    now = time.time()
-    for entry in os.scandir(folder):
-        with contextlib.suppress(FileNotFoundError):  # removed meanwhile by a concurrent request
-            if now - entry.stat().st_mtime > GIF_MAX_AGE_S:
-                os.remove(entry.path)
-    path = os.path.join(folder, f"trajectory-{uuid.uuid4().hex}.gif")
-    save_gif(frames, path)
-    return path
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    return buffer.getvalue()
 
 
 def figure_to_image(figure: Figure) -> PIL.Image.Image:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    buffer.seek(0)
     return PIL.Image.open(buffer).convert("RGB")

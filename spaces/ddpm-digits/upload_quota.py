@@ -15,14 +15,16 @@ MULTIPART_OVERHEAD_BYTES = 64 * 1024  # one upload request: the image and its mu
 
 class UploadQuota:
     """
-    ASGI middleware bounding gradio's upload route: a request larger than `max_upload_bytes` plus its framing (or
-    without a Content-Length) gets 413/411, and an upload that would bring gradio's cache folder, plus the uploads
-    still in flight, over `max_cache_bytes` gets 507, before any byte of it is read. The cache empties as gradio's
+    ASGI middleware bounding gradio's upload route. It reads the request body itself, counting the bytes received
+    (a Content-Length header may lie, or be overruled by chunked encoding): a body over `max_upload_bytes` plus its
+    framing gets 413 as soon as it is over, and one that would bring gradio's cache folder, plus the uploads still
+    in flight, over `max_cache_bytes` gets 507; only then does gradio see the body. The cache empties as gradio's
     `delete_cache` sweep removes old files.
     """
 
     def __init__(self, app, cache_dir: str, max_upload_bytes: int, max_cache_bytes: int):
         self.app, self.cache_dir = app, cache_dir
+        self.max_request_bytes = max_upload_bytes + MULTIPART_OVERHEAD_BYTES
         self.max_upload_bytes, self.max_cache_bytes = max_upload_bytes, max_cache_bytes
         self.in_flight = 0  # bytes admitted but maybe not yet on disk; one event loop: no lock needed
 
@@ -30,26 +32,37 @@ class UploadQuota:
         is_upload = scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith("/upload")
         if not is_upload:
             return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length", b"")
-        refusal = self.refusal(length)
-        if refusal is not None:
-            status, message = refusal
-            response = PlainTextResponse(message, status_code=status, headers={"Connection": "close"})
-            return await response(scope, receive, send)
-        self.in_flight += int(length)  # checked and reserved with no await in between
-        try:
-            await self.app(scope, receive, send)  # returns after gradio's background move into the cache
-        finally:
-            self.in_flight -= int(length)
+        chunks, size, more_body = [], 0, True
+        while more_body:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more_body = message.get("more_body", False)
+            if size > self.max_request_bytes:
+                too_large = refusal(413, f"Uploads are limited to {self.max_upload_bytes // 2**20} MB.")
+                return await too_large(scope, receive, send)
+        if folder_bytes(self.cache_dir) + self.in_flight + size > self.max_cache_bytes:
+            full = refusal(507, "The Space's upload space is full; try again in a few minutes.")
+            return await full(scope, receive, send)
+        self.in_flight += size  # checked and reserved with no await in between
+        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
-    def refusal(self, content_length: bytes) -> tuple[int, str] | None:
-        if not content_length.isdigit():
-            return 411, "Uploads must declare their size (Content-Length)."
-        if int(content_length) > self.max_upload_bytes + MULTIPART_OVERHEAD_BYTES:
-            return 413, f"Uploads are limited to {self.max_upload_bytes // 2**20} MB."
-        if folder_bytes(self.cache_dir) + self.in_flight + int(content_length) > self.max_cache_bytes:
-            return 507, "The Space's upload space is full; try again in a few minutes."
-        return None
+        async def replay():
+            nonlocal body
+            message, body = body, None
+            return message or await receive()  # the body once, then what the client sends next (a disconnect)
+
+        try:
+            await self.app(scope, replay, send)  # returns after gradio's background move into the cache
+        finally:
+            self.in_flight -= size
+
+
+def refusal(status: int, message: str) -> PlainTextResponse:
+    """An answer that closes the connection: the rest of the body is not read."""
+    return PlainTextResponse(message, status_code=status, headers={"Connection": "close"})
 
 
 def folder_bytes(folder: str) -> int:
