@@ -2,16 +2,22 @@
 
 Pipelines are pushed, pulled and loaded back (in-process, in a subprocess where hf_ddpm cannot be imported, and offline
 with the server stopped) and must give the same images as the local pipeline for the same seed. Faults injected by
-the server (HTTP 5xx, dropped downloads, commits cut off before publication) check the retries and that a failed push
-leaves the repo at its previous commit.
+the server (HTTP 5xx, dropped downloads, commits cut off before publication or whose answer is lost) check the retries,
+that a failed push leaves the repo at its previous commit and that a retried push makes no second commit.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import struct
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,10 +26,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_tiny_unet
-from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
+from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, hf_hub_download
 from huggingface_hub import constants as hub_constants
-from huggingface_hub.errors import LocalEntryNotFoundError
+from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+import hf_ddpm
 from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler, hub
 from hf_ddpm.hub import _commit as hub_commit
 from hf_ddpm.hub import cli as hub_cli
@@ -32,6 +39,7 @@ if TYPE_CHECKING:
     from hub_server import HubServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = Path(hf_ddpm.__file__).resolve().parent
 WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
 PIPELINE_FILES = {
     "model_index.json",
@@ -88,6 +96,13 @@ def write_png(path: Path) -> None:
     from PIL import Image
 
     Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) * 4).save(path)
+
+
+def make_space(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "app.py").write_text("import gradio as gr\n")
+    (folder / "README.md").write_text("---\ntitle: demo\nsdk: gradio\napp_file: app.py\n---\n# Demo\n")
+    return folder
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -185,7 +200,7 @@ def test_offline_pull_and_load_from_the_cache(
         monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
         assert hub.pull(hub_repo_id, revision="v1.0") == cached
         assert np.array_equal(sample(DDPMPosteriorPipeline.from_pretrained(hub_repo_id, revision="v1.0")), expected)
-        with pytest.raises(LocalEntryNotFoundError, match="not in the local cache"):
+        with pytest.raises(LocalEntryNotFoundError, match="Cannot find an appropriate cached snapshot folder"):
             hub.pull(hub_repo_id, revision="never-pulled")
 
 
@@ -202,11 +217,14 @@ def test_transient_errors_are_retried_without_duplicate_commits(
     hub_server.fail_next(1, status=503, path_prefix="/api/repos/create")
     hub_server.fail_next(1, status=500, method="POST", path_contains="/commit/")
     hub_server.abort_next_commit(1)  # the connection is cut before the commit is published
+    hub_server.lose_next_commit_answer(1)  # the commit is published, but its answer never arrives
 
     sha = hub.push_pipeline(folder, hub_repo_id)
 
     api = HfApi()
-    assert [r.fault for r in hub_server.requests_matching("POST", "/commit/")] == ["fail", "abort_commit", None]
+    # the fourth attempt finds every file in place: no fourth commit request, no second commit
+    commits = hub_server.requests_matching("POST", "/commit/")
+    assert [r.fault for r in commits] == ["fail", "abort_commit", "lose_commit_answer"]
     assert [c.commit_id for c in api.list_repo_commits(hub_repo_id)][0] == sha
     assert len(api.list_repo_commits(hub_repo_id)) == 2  # one push, one commit
 
@@ -228,26 +246,34 @@ def test_interrupted_push_leaves_the_previous_revision(
     save_tiny_pipeline(tmp_path / "v1", seed=1)
     save_tiny_pipeline(tmp_path / "v2", seed=2)
     first = hub.push_pipeline(tmp_path / "v1", hub_repo_id)
-    hub_server.abort_next_commit(len(hub.RETRY_DELAYS) + 1)  # every attempt is cut off
+    hub_server.abort_next_commit(len(hub_commit.RETRY_DELAYS) + 1)  # every attempt is cut off
 
-    with pytest.raises(hub.HubPushError, match=f"unchanged at commit {first}"):
+    with pytest.raises(httpx2.RemoteProtocolError):
         hub.push_pipeline(tmp_path / "v2", hub_repo_id)
 
     api = HfApi()
-    assert len(hub_server.requests_matching("POST", "/commit/")) == len(hub.RETRY_DELAYS) + 2
+    assert len(hub_server.requests_matching("POST", "/commit/")) == len(hub_commit.RETRY_DELAYS) + 2
     assert api.model_info(hub_repo_id).sha == first
     assert len(api.list_repo_commits(hub_repo_id)) == 2
     weights = (Path(hub.pull(hub_repo_id)) / WEIGHTS).read_bytes()
     assert weights == (tmp_path / "v1" / WEIGHTS).read_bytes()
 
-    # A commit that landed but whose answer was lost (the server has no fault for this: the push lands for real, then
-    # the decision is asked as it would be after the client's RemoteProtocolError): recognised, not made twice.
-    second = hub.push_pipeline(tmp_path / "v2", hub_repo_id, commit_message="v2")
-    lost = httpx2.RemoteProtocolError("Server disconnected without sending a response.")
-    assert hub_commit._landed_commit(api, hub_repo_id, "model", "main", first, "v2", lost) == second
-    assert hub_commit._landed_commit(api, hub_repo_id, "model", "main", second, "v3", lost) is None  # unchanged: retry
-    with pytest.raises(hub.HubPushError, match="moved to .* during the push; nothing was overwritten"):
-        hub_commit._landed_commit(api, hub_repo_id, "model", "main", first, "someone else's", lost)
+    # another writer commits while the push is under way (after its head read): the push is refused, theirs stays
+    def other_writer() -> None:
+        while not hub_server.requests_matching("GET", "/revision/main"):
+            time.sleep(0.01)
+        api.upload_file(path_or_fileobj=b"theirs", path_in_repo="theirs.txt", repo_id=hub_repo_id)
+
+    hub_server.clear_requests()
+    hub_server.slow_down(2.0, count=1, method="GET", path_contains="/tree/")  # the push lists the branch's files
+    writer = threading.Thread(target=other_writer)
+    writer.start()
+    with pytest.raises(HfHubHTTPError) as error:
+        hub.push_pipeline(tmp_path / "v2", hub_repo_id)
+    writer.join()
+    assert hub_cli.describe_hub_error(error.value).startswith("the branch moved during the push")
+    assert api.list_repo_commits(hub_repo_id)[0].title == "Upload theirs.txt with huggingface_hub"
+    assert (Path(hub.pull(hub_repo_id)) / WEIGHTS).read_bytes() == (tmp_path / "v1" / WEIGHTS).read_bytes()
 
 
 def test_broken_repos_fail_with_errors_naming_the_file(hub_server: HubServer, tmp_path: Path) -> None:
@@ -403,6 +429,158 @@ def test_push_refuses_any_token_stored_on_this_machine(
     assert hub_server.requests == []
 
 
+def test_links_out_of_the_folder_are_refused_naming_the_link(
+    hub_server: HubServer, hub_repo_id: str, tmp_path: Path
+) -> None:
+    """A link is never followed out of the folder (`leak.png -> /etc/passwd`); a link inside it sends its target."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (outside / "key").write_text("no secret shape, still private\n")
+    folder = tmp_path / "pipeline"
+    save_tiny_pipeline(folder)
+    (folder / "leak.png").symlink_to(outside / "passwd")
+    with pytest.raises(ValueError, match=re.escape(f"{folder / 'leak.png'} is a link to {outside / 'passwd'}: ")):
+        hub.push_pipeline(folder, hub_repo_id)
+    (folder / "leak.png").unlink()
+    (folder / "unet").rename(outside / "unet")
+    (folder / "unet").symlink_to(outside / "unet")  # its files would not be sent: refused too
+    with pytest.raises(ValueError, match=re.escape(f"{folder / 'unet'} is a link to {outside / 'unet'}: ")):
+        hub.push_pipeline(folder, hub_repo_id)
+    space = make_space(tmp_path / "space")
+    (space / ".env").write_text("DB_PASSWORD=hunter2\n")  # a hidden file is not sent, nor through a link
+    for link, target in {"helper.py": outside / "key", "assets": outside, "settings.txt": space / ".env"}.items():
+        (space / link).symlink_to(target)
+        with pytest.raises(ValueError, match=re.escape(f"{space / link} is a link to {target}: a link may only")):
+            hub.push_space(space, hub_repo_id)
+        (space / link).unlink()
+    assert hub_server.requests == []
+
+    (space / "notes.txt").write_text("hello\n")
+    (space / "notes-link.txt").symlink_to("notes.txt")
+    hub.push_space(space, hub_repo_id)
+    assert Path(hf_hub_download(hub_repo_id, "notes-link.txt", repo_type="space")).read_text() == "hello\n"
+
+
+def test_secrets_are_found_by_their_shape_whatever_the_file(
+    hub_server: HubServer, hub_repo_id: str, tmp_path: Path
+) -> None:
+    space = make_space(tmp_path / "space")
+    token = "hf_" + "Xy9" * 12  # shaped like a Hub token, not one of this machine
+    key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----\n"
+    service_account = {"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----\nMIIE\n"}
+    cases = {
+        "notes.txt": (key, "a private key"),
+        "deploy.sh": (f"export MY_{token}\n", "a Hugging Face access token"),  # glued to an identifier
+        "project-4f2a.json": (json.dumps(service_account), "a private key"),
+    }
+    for name, (content, secret) in cases.items():
+        (space / name).write_text(content)
+        with pytest.raises(ValueError, match=re.escape(f"{space / name} holds {secret}: remove it")):
+            hub.push_space(space, hub_repo_id)
+        (space / name).unlink()
+    (space / f"{token}.txt").write_text("harmless\n")
+    with pytest.raises(ValueError, match="has a Hugging Face access token in its name") as error:
+        hub.push_space(space, hub_repo_id)
+    assert token not in str(error.value)
+    (space / f"{token}.txt").unlink()
+    assert hub_server.requests == []
+
+    for name in ("ID_RSA", "server.PEM", "Credentials.json", "kaggle.json", "my-service_account.json"):
+        (space / name).write_text('{"username": "me", "key": "0123456789abcdef"}\n')  # credentials by their name
+    hub.push_space(space, hub_repo_id)
+    assert set(HfApi().list_repo_files(hub_repo_id, repo_type="space")) == {".gitattributes", "app.py", "README.md"}
+
+
+def png_with_chunk(path: Path, kind: bytes, body: bytes) -> None:
+    """An 8x8 PNG with one more chunk (`kind`, `body`) before its end."""
+    from PIL import Image
+
+    Image.new("L", (8, 8), 128).save(path, format="PNG")
+    data = path.read_bytes()
+    chunk = struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    path.write_bytes(data[:-12] + chunk + data[-12:])  # IEND is the last 12 bytes
+
+
+def test_png_chunks_are_scanned_by_content_and_unreadable_ones_refused(
+    hub_server: HubServer, hub_repo_id: str, tmp_path: Path
+) -> None:
+    space = make_space(tmp_path / "space")
+    token = hub_server.token
+    cases = {  # Pillow refuses zTXt over 1 MB; any name: the PNG signature says what the file is
+        "samples.png": lambda path: png_with_chunk(
+            path, b"zTXt", b"Comment\0\0" + zlib.compress(b"x" * 2**21 + token.encode())
+        ),
+        "logo.webp": lambda path: png_with_chunk(path, b"zTXt", b"Comment\0\0" + zlib.compress(token.encode())),
+        "grid.png": lambda path: png_with_chunk(path, b"iTXt", b"Comment\0\1\0en\0\0" + zlib.compress(token.encode())),
+    }
+    unreadable = {
+        "corrupt.png": lambda path: png_with_chunk(path, b"zTXt", b"Comment\0\0" + b"not zlib data"),
+        "bomb.png": lambda path: png_with_chunk(path, b"zTXt", b"Comment\0\0" + zlib.compress(bytes(17 * 2**20))),
+    }
+    for name, write in {**cases, **unreadable}.items():
+        write(space / name)
+        refusal = (
+            "holds a Hugging Face access token"
+            if name in cases
+            else "has a compressed PNG chunk .zTXt. that cannot be read"
+        )
+        with pytest.raises(ValueError, match=f"{space / name} {refusal}"):
+            hub.push_space(space, hub_repo_id)
+        (space / name).unlink()
+    assert hub_server.requests == []
+
+
+def test_the_bytes_scanned_are_the_bytes_sent(hub_server: HubServer, hub_repo_id: str, tmp_path: Path) -> None:
+    """A file rewritten with a token after the scan (here while the Hub answers slowly) is sent as it was scanned."""
+    space = make_space(tmp_path / "space")
+    (space / "config.yaml").write_text("key: harmless\n")
+
+    def rewrite_after_the_scan() -> None:
+        while not hub_server.requests_matching("POST", "/api/repos/create"):
+            time.sleep(0.01)
+        (space / "config.yaml").write_text(f"key: {hub_server.token}\n")
+
+    hub_server.slow_down(2.0, count=1, method="GET", path_contains="/revision/")  # the head read before the commit
+    writer = threading.Thread(target=rewrite_after_the_scan)
+    writer.start()
+    hub.push_space(space, hub_repo_id)
+    writer.join()
+    assert hub_server.token in (space / "config.yaml").read_text()
+    assert Path(hf_hub_download(hub_repo_id, "config.yaml", repo_type="space")).read_text() == "key: harmless\n"
+
+
+def test_the_token_passed_to_push_is_looked_for_too(hub_server: HubServer, tmp_path: Path) -> None:
+    other = hub_server.add_user("other-user", token="plain-other-user-token-0003")  # no Hub token shape
+    folder = tmp_path / "pipeline"
+    save_tiny_pipeline(folder)
+    (folder / "scheduler" / "extra.py").write_text(f"KEY = {other!r}\n")
+    with pytest.raises(ValueError, match="extra.py holds a Hugging Face access token"):
+        hub.push_pipeline(folder, "other-user/model", token=other)
+    assert hub_server.requests == []
+
+
+def test_push_adds_the_remote_code_of_the_installed_package(hub_server: HubServer, tmp_path: Path) -> None:
+    """A pipeline folder, alone or inside a Space, that lacks its remote-code modules gets the package's."""
+    folder = tmp_path / "pipeline"
+    save_tiny_pipeline(folder)
+    modules = {"pipeline_ddpm_posterior.py": "pipeline_ddpm_posterior.py"}
+    modules["scheduler/scheduling_ddpm_posterior.py"] = "scheduling_ddpm_posterior.py"
+    for path in modules:
+        (folder / path).unlink()
+    space = make_space(tmp_path / "space")
+    shutil.copytree(folder, space / "model")
+    assert sorted(space.rglob("*.py")) == [space / "app.py"]  # the Space's model folder holds no code
+
+    repo_id, space_id = hub_server.new_repo_id(), hub_server.new_repo_id("space")
+    hub.push_pipeline(folder, repo_id)
+    hub.push_space(space, space_id)
+    for path, module in modules.items():
+        expected = (PACKAGE / module).read_bytes()
+        assert Path(hf_hub_download(repo_id, path)).read_bytes() == expected
+        assert Path(hf_hub_download(space_id, f"model/{path}", repo_type="space")).read_bytes() == expected
+
+
 def test_push_refuses_a_truncated_safetensors_file(hub_server: HubServer, hub_repo_id: str, tmp_path: Path) -> None:
     folder = tmp_path / "pipeline"
     save_tiny_pipeline(folder)
@@ -481,9 +659,9 @@ def test_model_card_metadata_tables_and_template(hub_server: HubServer, tmp_path
     with pytest.raises(ValueError, match="Metric 'bits_per_dim' in .*metrics.json needs a finite number"):
         hub.save_model_card(folder)
 
-    # one template: the package's copy, mirrored in model_cards/ for people browsing the repo
+    # one template: the package's, which model_cards/ links to for people browsing the repo
     assert hub.TEMPLATE_PATH == REPO_ROOT / "src" / "hf_ddpm" / "templates" / "model_card.md"
-    assert (REPO_ROOT / "model_cards" / "ddpm_model_card.md").read_bytes() == hub.TEMPLATE_PATH.read_bytes()
+    assert (REPO_ROOT / "model_cards" / "ddpm_model_card.md").resolve() == hub.TEMPLATE_PATH.resolve()
 
 
 # ----------------------------------------------------------------------------------------------------------------

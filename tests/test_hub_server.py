@@ -234,6 +234,12 @@ def test_interrupted_commit_leaves_previous_revision(hub_server: HubServer, hub_
     assert excinfo.value.response.status_code == 412
     assert api.model_info(hub_repo_id).sha == after
 
+    # A commit whose answer is lost was published all the same: the client cannot tell from the error.
+    hub_server.lose_next_commit_answer()
+    with pytest.raises(httpx2.RemoteProtocolError):
+        api.upload_file(path_or_fileobj=b"newer", path_in_repo="weights.bin", repo_id=hub_repo_id)
+    assert Path(hf_hub_download(hub_repo_id, "weights.bin")).read_bytes() == b"newer"
+
 
 def test_upload_folder_xet_path_retries_an_aborted_commit(
     hub_server: HubServer, hub_repo_id: str, tmp_path: Path

@@ -445,6 +445,8 @@ class HubApp:
             data["pullRequestUrl"] = f"{self._repo_url(repo)}/discussions/{number}"
         else:
             self.store.publish(repo, ref_kind, ref_name, commit["id"], expected_head=head)
+        if self.faults.take("lose_commit_answer", request.method, unquote(request.raw_path)):
+            return Response(0, abort=True, fault="lose_commit_answer")  # published, but the client never hears it
         return json_response(200, data)
 
     def _commit_target(self, repo: Repo, revision: str) -> tuple[str, str, str]:

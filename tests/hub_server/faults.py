@@ -1,7 +1,8 @@
 """Fault injection rules and the request log of the fake Hub server.
 
-Tests arm rules (``fail``, ``slow``, ``drop``, ``abort_commit``) that fire on the next N matching requests, then
-inspect the request log to check what the client did (a retry happened, only some files were fetched, ...).
+Tests arm rules (``fail``, ``slow``, ``drop``, ``abort_commit``, ``lose_commit_answer``) that fire on the next N
+matching requests, then inspect the request log to check what the client did (a retry happened, only some files were
+fetched, ...).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-FAULT_KINDS = ("fail", "slow", "drop", "abort_commit")
+FAULT_KINDS = ("fail", "slow", "drop", "abort_commit", "lose_commit_answer")
 
 
 @dataclass

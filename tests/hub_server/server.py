@@ -201,7 +201,7 @@ class HubServer:
 
     Start it, point ``huggingface_hub`` at :attr:`url` (see :meth:`configure` / :meth:`env`), authenticate with
     :attr:`token`, arm faults with :meth:`fail_next`, :meth:`drop_next_download`, :meth:`slow_down`,
-    :meth:`abort_next_commit`, and inspect :attr:`requests`.
+    :meth:`abort_next_commit`, :meth:`lose_next_commit_answer`, and inspect :attr:`requests`.
     """
 
     def __init__(
@@ -360,6 +360,10 @@ class HubServer:
         """Receive the next ``count`` commits fully, store their blobs, then close the connection without
         answering and without moving the branch (a push interrupted before it was published)."""
         return self.faults.add(FaultRule("abort_commit", count, "POST", None, path_contains))
+
+    def lose_next_commit_answer(self, count: int = 1) -> FaultRule:
+        """Publish the next ``count`` commits, then close the connection without answering (the answer was lost)."""
+        return self.faults.add(FaultRule("lose_commit_answer", count, "POST"))
 
     def _control(self, request: Request, path: str) -> Response:
         """``/_test/faults`` (POST: arm a rule from JSON, DELETE: disarm all) and ``/_test/requests`` (GET, DELETE)."""

@@ -1,125 +1,155 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
-"""What may be sent: the files a push picks (hidden and credential files never), the scan of every file's bytes
-for tokens, and the check that a safetensors file is complete."""
+"""What may be sent: the files a push picks, read once, and the checks on exactly those bytes (no link out of the
+folder, no secret in a file's bytes, PNG chunks or name, every safetensors file complete)."""
 
 from __future__ import annotations
 
 import fnmatch
 import os
 import re
+import struct
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
 from huggingface_hub import constants as hub_constants
 from huggingface_hub.utils import get_stored_tokens, get_token
 
+from .._errors import UsageError
+
 # Pickled files: never in a pipeline push; named in a warning when a checkpoint download fetches them.
 PICKLE_PATTERNS = ["*.bin", "*.pkl", "*.pickle", "*.pt", "*.pth", "*.ckpt"]
-# Never sent by any push (nor hidden files and folders), unless a Space push names them in `include`.
+# Never picked by any push, in any letter case (nor hidden files and folders, caches, virtual environments), unless a
+# Space push names them in `include`.
 CREDENTIAL_FILES = [
     "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*",
     "*.netrc", "_netrc", "credentials", "credentials.json", "*.git-credentials", "token", "stored_tokens", "*.env",
+    "kaggle.json", "*service?account*.json",
 ]  # fmt: skip
-# An access token as the Hub issues them, as bytes (files are scanned whatever their type); the active token is also
-# looked for verbatim. Files are read in blocks that overlap by more than a token's length.
-TOKEN_RE = re.compile(r"\bhf_[A-Za-z0-9]{30,}\b")
-TOKEN_BYTES_RE = re.compile(rb"(?<![A-Za-z0-9_])hf_[A-Za-z0-9]{30,}(?![A-Za-z0-9])")
-SCAN_BLOCK_BYTES = 8 * 2**20
-SCAN_OVERLAP_BYTES = 4096
+CACHE_FOLDERS = {"__pycache__", "venv", "flagged"}
+# Secrets by their shape, in any file whatever its name or type, even glued to other text ("export MY_hf_..."); the
+# tokens of this machine are also looked for verbatim.
+SECRET_SHAPES = {
+    "a Hugging Face access token": re.compile(rb"hf_[A-Za-z0-9]{30,}"),
+    "a private key": re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY"),
+}
+TOKEN_RE = re.compile(r"hf_[A-Za-z0-9]{30,}")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# A compressed PNG chunk is inflated up to this many bytes: one that holds more, or is corrupt, cannot be scanned.
+PNG_CHUNK_LIMIT = 16 * 2**20
 
 
-def _walk(folder: Path) -> list[str]:
-    """Every file below `folder`, as sorted POSIX paths relative to it."""
-    return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+def walk(folder: Path) -> list[str]:
+    """Every file and link below `folder` (links to folders are listed, not followed), as sorted POSIX paths."""
+    return sorted(
+        path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_symlink() or path.is_file()
+    )
 
 
-def _matches(path: str, patterns: Iterable[str]) -> bool:
+def matches(path: str, patterns: Iterable[str]) -> bool:
     """Whether `path` matches a pattern; a pattern spans exactly as many folders as it names ("*.py" is root-only)."""
     # not huggingface_hub's filter_repo_objects: there "*" spans folders, so "*.py" would pick scheduler/x.py too
     depth = path.count("/")
     return any(pattern.count("/") == depth and fnmatch.fnmatchcase(path, pattern) for pattern in patterns)
 
 
-def _name(path: str) -> str:
-    return path.rsplit("/", 1)[-1]
-
-
-def _is_private(path: str) -> bool:
-    """Hidden (a name or folder starting with "."), or named like a credential (keys, .netrc, tokens)."""
-    parts = path.split("/")
-    return any(part.startswith(".") for part in parts) or _matches(parts[-1], CREDENTIAL_FILES)
-
-
-def _is_hidden_or_cache(path: str) -> bool:
+def never_sent(path: str) -> bool:
+    """Hidden (a name or folder starting with "."), a cache, or named like a credential (keys, .netrc, tokens)."""
     *folders, name = path.split("/")
-    hidden_folder = any(folder.startswith(".") or folder == "__pycache__" for folder in folders)
-    return hidden_folder or name.startswith(".") or name.endswith(".pyc")
+    hidden = any(part.startswith(".") for part in (*folders, name))
+    credential = any(fnmatch.fnmatchcase(name.lower(), pattern) for pattern in CREDENTIAL_FILES)
+    return hidden or credential or bool(CACHE_FOLDERS.intersection(folders)) or name.endswith(".pyc")
 
 
-def _check_uploadable(folder: Path, paths: list[str]) -> None:
-    """Everything checked before a push sends a byte: no token in any file, every safetensors file complete."""
-    _check_no_secrets(folder, paths)
+def read_files(folder: Path, paths: Iterable[str]) -> dict[str, bytes]:
+    """
+    The bytes of each file, read once: what `check_files` checks is what is sent. A link to a file that would be sent
+    itself is read as that file; any other link (out of `folder`, to a folder, to a hidden or credential file) is
+    refused, naming it.
+    """
+    root = folder.resolve()
+    files = {}
     for path in paths:
+        link, target = folder / path, (folder / path).resolve()
+        inside = target.is_relative_to(root) and not never_sent(target.relative_to(root).as_posix())
+        if link.is_symlink() and (target.is_dir() or not inside):
+            raise UsageError(
+                f"{link} is a link to {target}: a link may only lead to a file that is sent itself (inside {folder}, "
+                "not hidden, not a credential); nothing was sent."
+            )
+        files[path] = target.read_bytes()
+    return files
+
+
+def check_files(folder: Path, files: dict[str, bytes], token: str | None = None) -> None:
+    """
+    Refuse (`UsageError`, before anything is sent) a file with a secret in its name, its bytes or its PNG chunks
+    (compressed ones inflated), and a safetensors file that would not load. Secrets are a token of this machine
+    (`token`, the one in use, HF_TOKEN, the login's token file, every stored token) or the shapes of SECRET_SHAPES.
+    """
+    from safetensors import SafetensorError, deserialize
+
+    tokens = known_tokens(token)
+    for path, data in files.items():
+        where = redact(str(folder / path), tokens)
+        if secret := find_secret(path.encode(), tokens):
+            raise UsageError(f"{where} has {secret} in its name: rename it before pushing (nothing was sent).")
+        if secret := find_secret(data, tokens) or _png_secret(data, tokens, where):
+            raise UsageError(f"{where} holds {secret}: remove it before pushing (nothing was sent).")
         if path.endswith(".safetensors"):
-            _check_safetensors(folder / path)
+            try:
+                deserialize(data)  # checks that the tensors' byte ranges cover the file exactly
+            except SafetensorError as error:
+                raise UsageError(f"{where} is not a complete safetensors file: {error}; it would not load.") from None
 
 
-def _check_no_secrets(folder: Path, paths: list[str]) -> None:
-    """
-    Refuse to upload any file, whatever its name or type, whose bytes hold a token of this machine (the one in use,
-    HF_TOKEN, the login's token file and every stored token) or anything shaped like a Hub token; PNG text chunks are
-    also read decompressed (zTXt, iTXt).
-    """
-    tokens = {token.strip().encode() for token in _known_tokens() if token and token.strip()}
-    for path in paths:
-        full = folder / path
-        if _holds_token(full, tokens):
-            raise ValueError(f"{full} holds a Hugging Face access token: remove it before pushing (nothing was sent).")
-
-
-def _known_tokens() -> list[str]:
+def known_tokens(token: str | None = None) -> set[str]:
+    """`token` and every token of this machine: the one in use, HF_TOKEN, the login's token file, stored tokens."""
     token_file = Path(hub_constants.HF_TOKEN_PATH)
     saved = token_file.read_text(errors="replace") if token_file.is_file() else None
-    return [get_token(), os.environ.get("HF_TOKEN"), saved, *get_stored_tokens().values()]
+    candidates = [token, get_token(), os.environ.get("HF_TOKEN"), saved, *get_stored_tokens().values()]
+    return {candidate.strip() for candidate in candidates if candidate and candidate.strip()}
 
 
-def _holds_token(path: Path, tokens: set[bytes]) -> bool:
-    with open(path, "rb") as f:
-        tail = b""
-        while block := f.read(SCAN_BLOCK_BYTES):
-            data = tail + block
-            if TOKEN_BYTES_RE.search(data) or any(token in data for token in tokens):
-                return True
-            tail = data[-SCAN_OVERLAP_BYTES:]
-    return path.suffix.lower() == ".png" and _png_text_holds_token(path, tokens)
+def find_secret(data: bytes, tokens: Iterable[str]) -> str | None:
+    """What secret `data` holds ("a private key", ...), or None."""
+    if any(token.encode() in data for token in tokens):
+        return "a Hugging Face access token"
+    return next((secret for secret, shape in SECRET_SHAPES.items() if shape.search(data)), None)
 
 
-def _png_text_holds_token(path: Path, tokens: set[bytes]) -> bool:
-    """Compressed PNG text chunks hide their bytes from the raw scan: read them as PIL decodes them."""
-    import PIL.Image
+def _png_secret(data: bytes, tokens: set[str], where: str) -> str | None:
+    """The secret in a PNG's zlib-compressed chunks (zTXt, iTXt, iCCP), whatever the file's name; None if none."""
+    if not data.startswith(PNG_SIGNATURE):
+        return None
+    offset = len(PNG_SIGNATURE)
+    while offset + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        body = data[offset + 8 : offset + 8 + length].partition(b"\0")[2]  # after the keyword
+        offset += 12 + length  # length, type, data, CRC
+        if kind in (b"zTXt", b"iCCP"):  # compression method, then zlib data
+            compressed = body[1:]
+        elif kind == b"iTXt" and body[:1] == b"\1":  # compressed: flag, method, language, NUL, keyword, NUL, data
+            compressed = body[2:].split(b"\0", 2)[-1]
+        else:
+            continue
+        inflater = zlib.decompressobj()
+        try:
+            text = inflater.decompress(compressed, PNG_CHUNK_LIMIT)
+        except zlib.error:
+            text = b""
+        if not inflater.eof:
+            raise UsageError(
+                f"{where} has a compressed PNG chunk ({kind.decode()}) that cannot be read within "
+                f"{PNG_CHUNK_LIMIT // 2**20} MiB, so it cannot be scanned: remove it (nothing was sent)."
+            )
+        if secret := find_secret(text, tokens):
+            return secret
+    return None
 
-    try:
-        with PIL.Image.open(path, formats=["PNG"]) as image:
-            texts = [f"{key}\n{value}" for key, value in getattr(image, "text", {}).items()]
-    except (OSError, ValueError, PIL.Image.DecompressionBombError):
-        return False  # not a PNG PIL can read: the raw scan is all there is
-    data = "\n".join(texts).encode("utf-8", errors="replace")
-    return bool(TOKEN_BYTES_RE.search(data)) or any(token in data for token in tokens)
 
-
-def _check_safetensors(path: Path) -> None:
-    """
-    Refuse a safetensors file that would not load. safetensors checks on opening that the header parses, that each
-    tensor's byte range fits its dtype and shape, and that the ranges cover the file exactly (a truncated file fails).
-    """
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(path, framework="numpy"):
-            pass
-    except SafetensorError as error:
-        raise ValueError(f"{path} is not a complete safetensors file: {error}; it would not load.") from None
-
-
-def _redact(text: str) -> str:
+def redact(text: str, tokens: Iterable[str] = ()) -> str:
+    """`text` without the `tokens` and without anything shaped like a Hub token."""
+    for token in tokens:
+        text = text.replace(token, "<redacted>")
     return TOKEN_RE.sub("<redacted>", text)

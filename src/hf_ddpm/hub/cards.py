@@ -7,17 +7,18 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import get_token, validate_repo_id
+from huggingface_hub.utils import validate_repo_id
 
 from .._choices import LEARNED_VARIANCE_TYPES
 from ..files import atomic_write_text, read_json_object
-from ._commit import _check_repo_id
-from ._scan import _redact
+from ._commit import check_repo_id
+from ._scan import known_tokens, redact
 
 TEMPLATE_PATH = Path(__file__).parent.parent / "templates" / "model_card.md"
 # The first line of the body of a card rendered here: push regenerates such cards, and keeps any card without it.
@@ -27,6 +28,9 @@ GENERATED_MARKER = (
 LICENSE_DEFAULT = "apache-2.0"
 TASK = "unconditional-image-generation"
 SECRET_KEY_RE = re.compile(r"token|secret|password|passwd|credential|api_key", re.IGNORECASE)
+UNET_KEYS = ("sample_size", "in_channels", "out_channels", "block_out_channels", "layers_per_block")
+SCHEDULER_KEYS = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "variance_type", "prediction_type")
+SCHEDULER_KEYS += ("clip_sample", "timestep_spacing")
 
 
 def save_model_card(
@@ -43,7 +47,7 @@ def save_model_card(
     (`{"metric": {"value": number, "split": ..., ...}}` or `{"metric": number}`), samples.png (embedded), and the
     unet and scheduler configs. The YAML metadata (library_name, license, tags, pipeline_tag, datasets when the
     training dataset is a Hub id, and a model-index with the metrics) is built with `ModelCardData`/`EvalResult`, so
-    it validates. Keys that look like credentials (token, secret, password) and token-like values never reach the card.
+    it validates. Keys that look like credentials (token, secret, password) and tokens never reach the card.
 
     Args:
         folder (`str` or `os.PathLike`): the pipeline folder.
@@ -60,16 +64,28 @@ def save_model_card(
     if not (folder / "model_index.json").is_file():
         raise FileNotFoundError(f"{folder / 'model_index.json'} is missing: {folder} is not a saved pipeline.")
     if repo_id is not None:
-        _check_repo_id(repo_id)
-    training_args = _read_optional_json(folder / "training_args.json")
+        check_repo_id(repo_id)
+    training_args = _read_json(folder / "training_args.json")
     metrics = {**_read_metrics(folder / "metrics.json"), **_read_metrics(folder / "eval_results.json")}
-    unet_config = _read_optional_json(folder / "unet" / "config.json")
-    scheduler_config = _read_optional_json(folder / "scheduler" / "scheduler_config.json")
-    dataset = _dataset_name(training_args)
+    unet_config = _read_json(folder / "unet" / "config.json")
+    scheduler_config = _read_json(folder / "scheduler" / "scheduler_config.json")
+    names = [training_args.get(key) for key in ("dataset_name", "dataset", "train_data_dir")]
+    dataset = next((name for name in names if isinstance(name, str) and name), None)
     model_name = (repo_id or folder.resolve().name).split("/")[-1]
     learned_variance = scheduler_config.get("variance_type") in LEARNED_VARIANCE_TYPES
+    tags = [TASK, f"diffusers:{PIPELINE_CLASS}", "diffusers", "ddpm", "hf-ddpm"]
+    card_data = ModelCardData(
+        library_name="diffusers",
+        license=license,
+        tags=tags + (["improved-ddpm"] if learned_variance else []),
+        pipeline_tag=TASK,
+        datasets=[dataset] if dataset and _is_hub_dataset_id(dataset) else None,
+        model_name=model_name,
+        eval_results=_eval_results(metrics, dataset or "unknown") or None,
+    )
+    parameters = _count_parameters(sorted((folder / "unet").glob("*.safetensors")))
     card = ModelCard.from_template(
-        _card_data(PIPELINE_CLASS, model_name, license, dataset, metrics, learned_variance),
+        card_data,
         template_path=str(template_path or TEMPLATE_PATH),
         generated_marker=GENERATED_MARKER,
         model_name=model_name,
@@ -80,45 +96,21 @@ def save_model_card(
         in_channels=unet_config.get("in_channels", "?"),
         num_train_timesteps=scheduler_config.get("num_train_timesteps", 1000),
         samples_image="samples.png" if (folder / "samples.png").is_file() else None,
-        model_rows=_model_rows(PIPELINE_CLASS, folder, unet_config),
-        scheduler_rows=_scheduler_rows(scheduler_config),
-        training_rows=_training_rows(training_args),
+        unet_rows=_rows(unet_config, UNET_KEYS),
+        parameters=f"{parameters:,}" if parameters else None,
+        scheduler_rows=_rows(scheduler_config, SCHEDULER_KEYS),
+        training_rows=_rows(training_args, training_args),
         metric_rows=_metric_rows(metrics),
         has_bits_per_dim=any("bits_per_dim" in name or name == "bpd" for name in metrics),
-        dataset=_redact(dataset) if dataset else None,
+        dataset=dataset,
     )
-    token = get_token()
-    if token and token in card.content:  # e.g. a token passed as a training flag under an innocent name
-        card = ModelCard(card.content.replace(token, "<redacted>"))
+    card = ModelCard(redact(str(card), known_tokens()))  # e.g. a token passed as a training flag of another name
     atomic_write_text(folder / "README.md", str(card))
     return card
 
 
-def _card_data(
-    pipeline_class: str, model_name: str, license: str, dataset: str | None, metrics: dict, learned_variance: bool
-) -> ModelCardData:
-    """The YAML metadata the Hub indexes: library, task, tags, license, datasets and the model-index of metrics."""
-    tags = [TASK, f"diffusers:{pipeline_class}", "diffusers", "ddpm", "hf-ddpm"]
-    return ModelCardData(
-        library_name="diffusers",
-        license=license,
-        tags=tags + (["improved-ddpm"] if learned_variance else []),
-        pipeline_tag=TASK,
-        datasets=[dataset] if dataset and _is_hub_dataset_id(dataset) else None,
-        model_name=model_name,
-        eval_results=_eval_results(metrics, dataset or "unknown") or None,
-    )
-
-
-def _read_optional_json(path: Path) -> dict:
+def _read_json(path: Path) -> dict:
     return read_json_object(path) if path.is_file() else {}
-
-
-def _dataset_name(training_args: dict) -> str | None:
-    for key in ("dataset_name", "dataset", "train_data_dir"):
-        if isinstance(training_args.get(key), str) and training_args[key]:
-            return training_args[key]
-    return None
 
 
 def _is_hub_dataset_id(name: str) -> bool:
@@ -132,11 +124,13 @@ def _is_hub_dataset_id(name: str) -> bool:
     return True
 
 
-def _read_metrics(path: Path) -> dict:
-    """{"metric": {"value": number, ...}} or {"metric": number} from `path` ({} when absent), values checked."""
-    metrics = _read_optional_json(path)
+def _read_metrics(path: Path) -> dict[str, dict]:
+    """{"metric": {"value": number, ...}} from `path` (also read from {"metric": number}; {} when absent), checked."""
+    metrics = {
+        name: entry if isinstance(entry, dict) else {"value": entry} for name, entry in _read_json(path).items()
+    }
     for name, entry in metrics.items():
-        value = _metric_value(entry)
+        value = entry.get("value")
         if value is None:  # NaN is written as null: shown as such, left out of the model-index
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -147,53 +141,34 @@ def _read_metrics(path: Path) -> dict:
     return metrics
 
 
-def _metric_value(entry: Any) -> Any:
-    return entry.get("value") if isinstance(entry, dict) else entry
-
-
-def _eval_results(metrics: dict, dataset: str) -> list[EvalResult]:
-    results = []
-    for name, entry in metrics.items():
-        if _metric_value(entry) is None:
-            continue
-        details = entry if isinstance(entry, dict) else {}
-        results.append(
-            EvalResult(
-                task_type=TASK,
-                dataset_type=dataset,
-                dataset_name=dataset,
-                dataset_split=str(details["split"]) if details.get("split") is not None else None,
-                metric_type=name,
-                metric_name=name.replace("_", " "),
-                metric_value=float(_metric_value(entry)),
-            )
+def _eval_results(metrics: dict[str, dict], dataset: str) -> list[EvalResult]:
+    return [
+        EvalResult(
+            task_type=TASK,
+            dataset_type=dataset,
+            dataset_name=dataset,
+            dataset_split=str(entry["split"]) if entry.get("split") is not None else None,
+            metric_type=name,
+            metric_name=name.replace("_", " "),
+            metric_value=float(entry["value"]),
         )
-    return results
+        for name, entry in metrics.items()
+        if entry.get("value") is not None
+    ]
 
 
-def _metric_rows(metrics: dict) -> list[dict[str, str]]:
+def _metric_rows(metrics: dict[str, dict]) -> list[dict[str, str]]:
     rows = []
     for name, entry in metrics.items():
-        details = {k: v for k, v in entry.items() if k not in ("value", "split")} if isinstance(entry, dict) else {}
+        details = {key: value for key, value in entry.items() if key not in ("value", "split")}
         rows.append(
             {
-                "name": _cell(name),
-                "value": _format(_metric_value(entry)),
-                "split": _cell(entry.get("split", "")) if isinstance(entry, dict) else "",
-                "details": ", ".join(f"{_cell(k)}: {_format(v)}" for k, v in details.items() if not _is_secret(k)),
+                "name": _format(name),
+                "value": _format(entry.get("value")),
+                "split": _format(entry.get("split", "")),
+                "details": ", ".join(f"{key}: {value}" for key, value in _rows(details, details)),
             }
         )
-    return rows
-
-
-def _model_rows(pipeline_class: str, folder: Path, unet_config: dict) -> list[tuple[str, str]]:
-    rows = [("Pipeline", f"`{pipeline_class}` (UNet2DModel + DDPMPosteriorScheduler)")]
-    for key in ("sample_size", "in_channels", "out_channels", "block_out_channels", "layers_per_block"):
-        if key in unet_config:
-            rows.append((f"UNet `{key}`", _format(unet_config[key])))
-    parameters = _count_parameters(sorted((folder / "unet").glob("*.safetensors")))
-    if parameters:
-        rows.append(("Parameters", f"{parameters:,}"))
     return rows
 
 
@@ -208,21 +183,13 @@ def _count_parameters(weight_files: list[Path]) -> int:
     return total
 
 
-def _scheduler_rows(scheduler_config: dict) -> list[tuple[str, str]]:
-    keys = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "variance_type", "prediction_type")
-    keys += ("clip_sample", "timestep_spacing")
-    return [(key, _format(scheduler_config[key])) for key in keys if key in scheduler_config]
-
-
-def _training_rows(training_args: dict) -> list[tuple[str, str]]:
-    return [(_cell(key), _format(value)) for key, value in training_args.items() if not _is_secret(key)]
-
-
-def _is_secret(key: str) -> bool:
-    return bool(SECRET_KEY_RE.search(str(key)))
+def _rows(config: dict, keys: Iterable[str]) -> list[tuple[str, str]]:
+    """(key, value) table cells of `config` for `keys`, in that order; keys that look like credentials left out."""
+    return [(_format(key), _format(config[key])) for key in keys if key in config and not SECRET_KEY_RE.search(key)]
 
 
 def _format(value: Any) -> str:
+    """`value` as the text of a Markdown table cell."""
     if isinstance(value, float):
         text = f"{value:.6g}"
     elif isinstance(value, (list, tuple)):
@@ -233,9 +200,4 @@ def _format(value: Any) -> str:
         text = "–"
     else:
         text = str(value)
-    return _cell(text)
-
-
-def _cell(value: Any) -> str:
-    """Text safe inside a Markdown table cell, with token-like strings removed."""
-    return _redact(str(value)).replace("|", "\\|").replace("\n", " ")
+    return text.replace("|", "\\|").replace("\n", " ")

@@ -9,18 +9,9 @@ import os
 import re
 from pathlib import Path
 
-from huggingface_hub import HfApi
-
-from ._commit import (
-    _check_branch,
-    _check_repo_id,
-    _commit_files,
-    _download,
-    _list_files,
-    _resolve_revision,
-    _with_retries,
-)
-from ._scan import PICKLE_PATTERNS, _check_uploadable, _is_hidden_or_cache, _is_private, _matches, _name, _walk
+from .._errors import UsageError
+from ._commit import check_branch, check_repo_id, download, push_files
+from ._scan import PICKLE_PATTERNS, check_files, never_sent, read_files, walk
 
 logger = logging.getLogger(__name__)
 
@@ -57,21 +48,20 @@ def push_checkpoint(
     checkpoint_dir = Path(checkpoint_dir)
     if not checkpoint_dir.is_dir():
         raise FileNotFoundError(f"{checkpoint_dir} is not a folder (expected an accelerate checkpoint).")
-    _check_repo_id(repo_id)
-    _check_branch(branch)
-    if not any(fnmatch.fnmatchcase(_name(path), CHECKPOINT_MARKER) for path in _walk(checkpoint_dir)):
+    check_repo_id(repo_id)
+    check_branch(branch)
+    paths = [path for path in walk(checkpoint_dir) if not never_sent(path)]
+    if not any(fnmatch.fnmatchcase(path.rsplit("/", 1)[-1], CHECKPOINT_MARKER) for path in paths):
         raise FileNotFoundError(
             f"{checkpoint_dir} is not an accelerate checkpoint: accelerator.save_state writes random_states_0.pkl."
         )
     prefix = (checkpoint_dir.resolve().name if path_in_repo is None else path_in_repo).strip("/")
     if not prefix:
-        raise ValueError("`path_in_repo` must name a folder (e.g. 'checkpoint-500'): a branch holds many checkpoints.")
-    paths = [path for path in _walk(checkpoint_dir) if not _is_hidden_or_cache(path) and not _is_private(path)]
-    _check_uploadable(checkpoint_dir, paths)
-    api = HfApi()
-    _with_retries(api.create_repo, repo_id, private=private, exist_ok=True, description=f"create repo {repo_id}")
-    _with_retries(api.create_branch, repo_id, branch=branch, exist_ok=True, description=f"create branch {branch}")
-    return _commit_files(api, repo_id, checkpoint_dir, paths, branch=branch, message=f"Upload {prefix}", prefix=prefix)
+        raise UsageError("`path_in_repo` must name a folder (e.g. 'checkpoint-500'): a branch holds many checkpoints.")
+    files = read_files(checkpoint_dir, paths)
+    check_files(checkpoint_dir, files)
+    files = {f"{prefix}/{path}": data for path, data in files.items()}
+    return push_files(repo_id, files, message=f"Upload {prefix}", branch=branch, private=private)
 
 
 def download_checkpoint(spec: str, *, path_in_repo: str | None = None) -> str:
@@ -89,46 +79,37 @@ def download_checkpoint(spec: str, *, path_in_repo: str | None = None) -> str:
         path_in_repo (`str`, *optional*): the checkpoint folder in the repo; when `None`, the "checkpoint-N" folder of
             the revision with the highest N.
     """
-    repo_id, revision = _parse_spec(spec)
-    api = HfApi()
-    resolved = _resolve_revision(api, repo_id, revision)
-    if path_in_repo is None:
-        path_in_repo = _latest_checkpoint(_list_files(api, repo_id, resolved), spec)
-    prefix = path_in_repo.strip("/")
+    repo_id, at, revision = spec.removeprefix("hub:").partition("@")
+    check_repo_id(repo_id)
+    if at and not revision:
+        raise UsageError(f"`spec` {spec!r} has an empty revision after '@': use REPO_ID or REPO_ID@REVISION.")
+    revision = revision or CHECKPOINT_BRANCH
+    # the markers (small) of every checkpoint of the revision: where they are, and the commit they come from
+    markers = Path(download(repo_id, revision=revision, allow_patterns=[f"*/{CHECKPOINT_MARKER}"]))
+    prefix = (_latest_checkpoint(markers, spec) if path_in_repo is None else path_in_repo).strip("/")
     if not prefix:
-        raise ValueError("`path_in_repo` must name the checkpoint's folder in the repo, e.g. 'checkpoint-500'.")
+        raise UsageError("`path_in_repo` must name the checkpoint's folder in the repo, e.g. 'checkpoint-500'.")
     # fnmatch's "*" spans folders: "checkpoint-500/*" is the whole checkpoint, subfolders included
-    snapshot = _download(repo_id, revision=resolved, local_dir=None, allow_patterns=[f"{prefix}/*"])
-    folder = Path(snapshot, prefix)
+    folder = Path(download(repo_id, revision=markers.name, allow_patterns=[f"{prefix}/*"]), prefix)
     if not folder.is_dir() or not any(folder.iterdir()):
         raise FileNotFoundError(f"No checkpoint files under {prefix!r} in {repo_id}@{revision}.")
-    pickles = sorted(path for path in _walk(folder) if _matches(_name(path), PICKLE_PATTERNS))
+    pickles = sorted(path for path in walk(folder) if any(fnmatch.fnmatch(path, p) for p in PICKLE_PATTERNS))
     logger.warning(
         "Checkpoint %s@%s (commit %s): accelerate will unpickle %s; resume only from repos you trust.",
         repo_id,
         revision,
-        resolved.resolved,
+        markers.name,
         ", ".join(pickles) or "no pickle files",
     )
     return str(folder)
 
 
-def _parse_spec(spec: str) -> tuple[str, str]:
-    """ "REPO_ID[@REVISION]" -> (repo_id, revision); the revision defaults to the checkpoints branch."""
-    repo_id, at, revision = spec.removeprefix("hub:").partition("@")
-    _check_repo_id(repo_id)
-    if at and not revision:
-        raise ValueError(f"`spec` {spec!r} has an empty revision after '@': use REPO_ID or REPO_ID@REVISION.")
-    return repo_id, revision or CHECKPOINT_BRANCH
-
-
-def _latest_checkpoint(files: list[str], spec: str) -> str:
-    """The checkpoint folder among `files` whose name ends with the highest step number ("checkpoint-N")."""
-    markers = [path for path in files if "/" in path and fnmatch.fnmatchcase(_name(path), CHECKPOINT_MARKER)]
-    folders = {path.rsplit("/", 1)[0] for path in markers}
+def _latest_checkpoint(snapshot: Path, spec: str) -> str:
+    """The checkpoint folder of `snapshot` whose name ends with the highest step number ("checkpoint-N")."""
+    folders = {marker.parent.relative_to(snapshot).as_posix() for marker in snapshot.glob(f"*/**/{CHECKPOINT_MARKER}")}
     if not folders:
         raise FileNotFoundError(f"{spec} holds no accelerate checkpoint (no folder with random_states_0.pkl).")
     steps = {folder: int(match.group(1)) for folder in folders if (match := re.search(r"(\d+)$", folder))}
     if not steps and len(folders) > 1:
-        raise ValueError(f"{spec} holds several checkpoints ({', '.join(sorted(folders))}): pass `path_in_repo`.")
+        raise UsageError(f"{spec} holds several checkpoints ({', '.join(sorted(folders))}): pass `path_in_repo`.")
     return max(steps, key=steps.get) if steps else folders.pop()
