@@ -290,7 +290,7 @@ def run(args) -> dict:
                         steps,
                         seed=args.seed,
                         show_progress=False,
-                    )
+                    ).images
                     result = fd_digits(samples).summary()
                     result["seconds"] = round(time.perf_counter() - start, 1)
                     entry["fd_digits"].setdefault(str(steps), {})[variance] = result

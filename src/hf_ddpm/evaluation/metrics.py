@@ -105,10 +105,8 @@ def fd_digits(
         `bootstrap`, also `standard_error` and the extras `bootstrap` (B), `bootstrap_seed` and `bootstrap_mean` (the
         mean distance of the resamples, above `value` by about the distance's finite-sample bias).
     """
-    if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) or bootstrap < 0:
+    if bootstrap < 0 or bootstrap == 1:
         raise ValueError(f"`bootstrap` must be 0 (none) or a number of resamples >= 2, got {bootstrap!r}.")
-    if bootstrap == 1:
-        raise ValueError("`bootstrap` must be 0 (none) or a number of resamples >= 2, got 1.")
     from .digits_classifier import DigitsClassifier, classify, digits_sample_statistics
 
     samples = _check_samples(samples)
@@ -119,14 +117,7 @@ def fd_digits(
     classifier = DigitsClassifier.from_asset() if classifier is None else classifier
     sample_features, probabilities = classify(classifier, samples)
     reference_features, _ = classify(classifier, reference_images)
-    statistics = digits_sample_statistics(probabilities)
-    extras = {
-        "reference": reference_name,
-        "mean_confidence": statistics.mean_confidence,
-        "class_coverage": statistics.class_coverage,
-        "class_entropy_bits": statistics.class_entropy_bits,
-        "class_histogram": statistics.class_histogram,
-    }
+    extras = {"reference": reference_name, **digits_sample_statistics(probabilities)}
     standard_error = None
     if bootstrap:
         distances = bootstrap_frechet_distances(sample_features, reference_features, bootstrap, seed)
@@ -171,8 +162,6 @@ def fd_digits_real_floor(
         [`FrechetResult`], as [`fd_digits`] returns it, with the extras `source` and `source_in_reference`.
     """
     pool = digits_reference_images(source)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)):
-        raise ValueError(f"`num_samples` must be an int, got {num_samples!r}.")
     if not 2 <= num_samples <= len(pool):
         raise ValueError(f"`num_samples` must be in [2, {len(pool)}] for source {source!r}, got {num_samples}.")
     chosen = np.sort(np.random.default_rng(seed).choice(len(pool), num_samples, replace=False))
