@@ -770,13 +770,17 @@ def test_cli_refuses_bad_requests_before_any_work(saved_pipeline, monkeypatch, c
     assert not os.path.exists(os.path.join(saved_pipeline, "eval_results.json"))
 
 
-def test_cli_refuses_an_output_dir_that_holds_the_current_folder(saved_pipeline, tmp_path, monkeypatch, capsys):
-    """`--output_dir ""` wrote eval_results.json and eval_samples.png into whatever folder the shell was in."""
+@pytest.mark.parametrize("output_dir", ["", "."])
+def test_cli_refuses_an_output_dir_that_holds_the_current_folder(
+    saved_pipeline, tmp_path, monkeypatch, capsys, output_dir
+):
+    """`--output_dir .` overwrote the eval_samples.png of whatever folder the shell was in (`""` failed only after
+    sampling): both are refused before any work, as every command refuses them."""
     (tmp_path / "eval_samples.png").write_bytes(b"a user's picture")
     monkeypatch.chdir(tmp_path)
     argv = ["eval", saved_pipeline, "--metric", "fd-digits", "--num_samples", "2", "--num_inference_steps", "2"]
-    assert run_cli_in_process(monkeypatch, [*argv, "--bootstrap", "0", "--output_dir", ""]) == 2
-    assert "--output_dir '' is" in capsys.readouterr().err
+    assert run_cli_in_process(monkeypatch, [*argv, "--bootstrap", "0", "--output_dir", output_dir]) == 2
+    assert f"--output_dir {output_dir!r} is" in capsys.readouterr().err
     assert os.listdir(tmp_path) == ["eval_samples.png"]
     assert (tmp_path / "eval_samples.png").read_bytes() == b"a user's picture"
 
