@@ -291,7 +291,7 @@ def run(args) -> dict:
                         seed=args.seed,
                         show_progress=False,
                     ).images
-                    result = fd_digits(samples).summary()
+                    result = fd_digits(samples)
                     result["seconds"] = round(time.perf_counter() - start, 1)
                     entry["fd_digits"].setdefault(str(steps), {})[variance] = result
                     print(f"{label}, {steps} steps, {variance}: fd-digits {result['value']:.2f}", flush=True)

@@ -22,8 +22,9 @@ import numpy as np
 
 from ._choices import int_range
 from ._devices import resolve_device
-from .evaluation.cli import add_dataset_arguments, add_run_arguments, load_dataset_images, uses_digits
+from .evaluation.cli import add_dataset_arguments, load_dataset_images, uses_digits
 from .files import atomic_write_text, check_output_dir
+from .sampling import add_run_arguments
 
 if TYPE_CHECKING:  # torch is imported where used: `hf-ddpm --help` needs none
     import torch
@@ -240,7 +241,7 @@ def register(subparsers) -> None:
         default=100,
         help="Monte-Carlo draws M at each timestep: T x M UNet evaluations, standard error ~ 1/sqrt(M) (default: 100)",
     )
-    add_run_arguments(parser, "(image, timestep) pairs per UNet call", "of the image choice and the noise")
+    add_run_arguments(parser, 256, "(image, timestep) pairs per UNet call", "of the image choice and the noise")
     parser.set_defaults(handler=run_analytic)
 
 

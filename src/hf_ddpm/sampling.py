@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
 import tempfile
 
 import numpy as np
@@ -107,13 +106,11 @@ def write_outputs(sampled, output_dir: str, scale: int, individual: bool = True)
     output_dir = os.path.abspath(output_dir)
     parent = os.path.dirname(output_dir)
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.staging-", dir=parent)
-    try:
+    prefix = f".{os.path.basename(output_dir)}.staging-"
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=parent, ignore_cleanup_errors=True) as staging:
         names = _write_files(sampled, staging, scale, individual)
         make_public(staging)
-        replace_folder(staging, output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        replace_folder(staging, output_dir)  # the staging folder becomes `output_dir`: nothing left to clean up
     return {key: os.path.join(output_dir, name) for key, name in names.items()}
 
 
@@ -178,6 +175,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_run_arguments(group, batch_size: int, batch_help: str, seed_help: str) -> None:
+    """--batch_size, --seed, --device and --revision, as every command that runs a saved model takes them."""
+    group.add_argument(
+        "--batch_size", type=int_range(1), default=batch_size, help=f"{batch_help} (default: {batch_size})"
+    )
+    group.add_argument("--seed", type=int_range(0, MAX_SEED), default=0, help=f"seed {seed_help} (default: 0)")
+    group.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default: auto)")
+    group.add_argument("--revision", help="the Hub revision of the model (a branch, tag or commit)")
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "sample",
@@ -197,16 +204,8 @@ def register(subparsers) -> None:
         help="override the model's (learned ones only for a model that outputs variances; analytic after"
         " `hf-ddpm analytic`)",
     )
-    parser.add_argument(
-        "--seed",
-        type=int_range(0, MAX_SEED),
-        default=0,
-        help="random seed: the same seed and --batch_size give the same images (default 0)",
-    )
-    parser.add_argument("--batch_size", type=int_range(1), default=64, help="images per forward pass (default 64)")
-    parser.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default auto)")
+    add_run_arguments(parser, 64, "images per forward pass", "of the noise: one seed and --batch_size, one result")
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="weights and activations (default float32)")
-    parser.add_argument("--revision", help="Hub revision (branch, tag or commit) of a repo id")
     parser.add_argument("--output_dir", default="samples", help="where to write the outputs (default ./samples)")
     parser.add_argument(
         "--overwrite_output_dir",

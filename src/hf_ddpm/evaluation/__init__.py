@@ -29,7 +29,6 @@ _EXPORTS = {
     "frechet_distance_of_features": "frechet",
     "gaussian_statistics": "frechet",
     "resolve_inception_weights": "frechet",
-    "FrechetResult": "metrics",
     "digits_reference_images": "metrics",
     "fd_digits": "metrics",
     "fd_digits_real_floor": "metrics",

@@ -7,15 +7,15 @@ Heavy imports (torch, transformers, torchmetrics) happen inside the handler so t
 import argparse
 import os
 
-from .._choices import MAX_SEED, VARIANCE_TYPES, int_range
-from .._devices import DEVICES, resolve_device
+from .._choices import VARIANCE_TYPES, int_range
+from .._devices import resolve_device
+from .._digits import DIGITS_SPLITS
 from .._errors import UsageError
 from ..files import check_output_dir
+from ..sampling import add_run_arguments
 from .results import METRIC_KEYS
 
 METRICS = ("bpd", "fid", "fd-dinov2", "fd-digits")
-FRECHET_METRICS = ("fid", "fd-dinov2", "fd-digits")
-DIGITS_SPLITS = ("train", "test", "all")  # hf_ddpm._digits' (imported here without numpy)
 SAMPLES_FILE = "eval_samples.png"
 
 DESCRIPTION = """\
@@ -109,7 +109,7 @@ def register(subparsers) -> None:
 
     common = parser.add_argument_group("common")
     add_run_arguments(
-        common, "images (or image-timestep pairs) per UNet call", "of the samples and of the bound's noise"
+        common, 256, "images (or image-timestep pairs) per UNet call", "of the samples and of the bound's noise"
     )
     common.add_argument(
         "--output_dir",
@@ -129,14 +129,6 @@ def add_dataset_arguments(group, split_default: str, split_help: str) -> None:
     source.add_argument("--dataset_name", help="a `datasets` dataset (Hub id or local folder)")
     group.add_argument("--split", default=split_default, help=split_help)
     group.add_argument("--max_images", type=int_range(2), help="use only the first N >= 2 images of the split")
-
-
-def add_run_arguments(group, batch_help: str, seed_help: str) -> None:
-    """--batch_size, --seed, --device and --revision, as every command that runs a saved model takes them."""
-    group.add_argument("--batch_size", type=int_range(1), default=256, help=batch_help)
-    group.add_argument("--seed", type=int_range(0, MAX_SEED), default=0, help=f"seed {seed_help} (default: 0)")
-    group.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default: auto)")
-    group.add_argument("--revision", help="the Hub revision of the model (a branch, tag or commit)")
 
 
 def uses_digits(args: argparse.Namespace) -> bool:
@@ -187,7 +179,6 @@ def run_eval(args: argparse.Namespace) -> int:
     from .results import write_eval_results
 
     metrics = list(dict.fromkeys(args.metric))  # unique, in the order given
-    frechet = [metric for metric in metrics if metric in FRECHET_METRICS]
     if args.bootstrap == 1:
         raise UsageError("--bootstrap must be 0 (none) or at least 2 resamples, got 1.")
     if args.output_dir is not None:
@@ -211,19 +202,17 @@ def run_eval(args: argparse.Namespace) -> int:
     needs_dataset = any(metric != "fd-digits" for metric in metrics)  # bpd, and the references of fid and fd-dinov2
     images = load_dataset_images(args, pipeline) if needs_dataset else None
 
-    # 3. The metrics
-    rows, results = [], {}
-    if "bpd" in metrics:
-        rows.append(_bits_per_dim(args, pipeline, images, results))
+    # 3. The metrics, each as its eval_results.json entry
     samples = None
-    if frechet:
+    if any(metric != "bpd" for metric in metrics):  # the Frechet metrics score samples
         output = generate_samples(pipeline, args.num_samples, steps, batch_size=args.batch_size, seed=args.seed)
         samples = output.images  # [N x C x H x W] in [0, 1]
-    for metric in frechet:
-        rows.append(_frechet(metric, args, samples, images, extractors.get(metric), pipeline, steps, results))
+    results = {
+        METRIC_KEYS[metric]: _result(metric, args, pipeline, steps, images, samples, extractors) for metric in metrics
+    }
 
     # 4. Report
-    print(format_table(rows))
+    print(format_table(results))
     output_dir = results_folder(args.pretrained_model_name_or_path, args.output_dir)
     print(f"wrote {write_eval_results(output_dir, results)}")
     if samples is not None:
@@ -244,78 +233,52 @@ def _load_extractors(args, metrics, device) -> dict:
     return extractors
 
 
-def _dataset_description(args) -> dict:
-    if args.train_data_dir is not None:
-        return {"dataset": os.path.abspath(args.train_data_dir)}
-    return {"dataset": args.dataset_name or args.dataset, "split": args.split}
-
-
-def _bits_per_dim(args, pipeline, images, results) -> dict:
+def _result(metric: str, args, pipeline, steps: int, images, samples, extractors: dict) -> dict:
+    """Compute one metric; its eval_results.json entry: the value, its standard error and how it was measured."""
+    from . import metrics as quality
     from .bpd import dataset_bits_per_dim
 
-    result = dataset_bits_per_dim(
-        pipeline,
-        images,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        num_timesteps=args.num_timesteps,
-        clip_denoised=args.clip_denoised,
-    )
-    summary = result.summary()
-    description = _dataset_description(args)
-    summary.update(
-        description, variance_type=pipeline.scheduler.config.variance_type, clip_denoised=args.clip_denoised
-    )
-    results["bits_per_dim"] = {"value": summary.pop("bits_per_dim"), **summary}
-    dataset = description["dataset"] + (f" ({description['split']})" if "split" in description else "")
-    return {
-        "metric": "bits/dim",
-        "value": result.bits_per_dim,
-        "error": result.standard_error,
-        "details": f"{result.num_images} images of {dataset}, {result.num_timesteps} timesteps, prior"
-        f" {result.prior:.4f} + KL {result.kl:.4f} + decoder {result.decoder:.4f}, seed {args.seed}",
-    }
-
-
-def _frechet(metric, args, samples, images, extractor, pipeline, steps, results) -> dict:
-    from . import metrics as quality
-
-    if metric == "fd-digits":
-        result = quality.fd_digits(samples, reference=args.reference, bootstrap=args.bootstrap, seed=args.seed)
-    elif metric == "fd-dinov2":
-        result = quality.fd_dinov2(samples, images, extractor)
-        result.extras.update(model=args.dinov2_model, **_dataset_description(args))
+    if args.train_data_dir is not None:
+        dataset = {"dataset": os.path.abspath(args.train_data_dir)}
     else:
-        result = quality.fid(samples, images, extractor)
-        result.extras.update(_dataset_description(args))
-    variance_type = pipeline.scheduler.config.variance_type
-    results[METRIC_KEYS[metric]] = {
-        **result.summary(),
-        "num_inference_steps": steps,
-        "seed": args.seed,
-        "variance_type": variance_type,
-    }
-    details = (
-        f"{result.num_samples} samples, {steps} steps, {variance_type}, seed {args.seed},"
-        f" {result.num_reference} reference images"
-    )
+        dataset = {"dataset": args.dataset_name or args.dataset, "split": args.split}
+    settings = {"seed": args.seed, "variance_type": pipeline.scheduler.config.variance_type}
+    if metric == "bpd":
+        summary = dataset_bits_per_dim(
+            pipeline,
+            images,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            num_timesteps=args.num_timesteps,
+            clip_denoised=args.clip_denoised,
+        ).summary()
+        return {
+            "value": summary.pop("bits_per_dim"),
+            **summary,
+            **dataset,
+            **settings,
+            "clip_denoised": args.clip_denoised,
+        }
     if metric == "fd-digits":
-        extras = result.extras
-        details += (
-            f"; confidence {extras['mean_confidence']:.3f}, coverage {extras['class_coverage']}/10,"
-            f" class entropy {extras['class_entropy_bits']:.2f} bits"
-        )
-        if result.standard_error is not None:
-            details += f"; standard error from {extras['bootstrap']} bootstrap resamples of the samples"
-    return {"metric": metric, "value": result.value, "error": result.standard_error, "details": details}
+        result, dataset = quality.fd_digits(samples, args.reference, bootstrap=args.bootstrap, seed=args.seed), {}
+    elif metric == "fd-dinov2":
+        result, dataset["model"] = quality.fd_dinov2(samples, images, extractors[metric]), args.dinov2_model
+    else:
+        result = quality.fid(samples, images, extractors[metric])
+    return {**result, **dataset, "num_inference_steps": steps, **settings}
 
 
-def format_table(rows: list[dict]) -> str:
-    """A markdown table: metric | value | standard error | details."""
+def format_table(results: dict) -> str:
+    """A markdown table of eval_results.json entries: metric | value | standard error | how it was measured."""
     lines = ["| metric | value | std. error | details |", "|---|---:|---:|---|"]
-    for row in rows:
-        error = f"{row['error']:.4f}" if row["error"] is not None else ""
-        lines.append(f"| {row['metric']} | {row['value']:.4f} | {error} | {row['details']} |")
+    for name, entry in results.items():
+        error = "" if entry.get("standard_error") is None else f"{entry['standard_error']:.4f}"
+        details = ", ".join(
+            f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+            for key, value in entry.items()
+            if key not in ("value", "standard_error", "class_histogram")
+        )
+        lines.append(f"| {name} | {entry['value']:.4f} | {error} | {details} |")
     return "\n".join(lines)
 
 

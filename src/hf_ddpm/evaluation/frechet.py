@@ -107,7 +107,7 @@ def bootstrap_frechet_distances(
     Returns:
         `np.ndarray`: [B] float64 distances.
     """
-    if isinstance(num_resamples, bool) or not isinstance(num_resamples, (int, np.integer)) or num_resamples < 2:
+    if num_resamples < 2:
         raise ValueError(f"`num_resamples` must be an int >= 2, got {num_resamples!r}.")
     features = np.asarray(features, dtype=np.float64)
     mu_reference, sigma_reference = gaussian_statistics(reference_features)
