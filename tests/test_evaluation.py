@@ -30,7 +30,6 @@ from hf_ddpm.evaluation import (
     dataset_bits_per_dim,
     digits_sample_statistics,
     fd_digits,
-    fd_digits_real_floor,
     fd_dinov2,
     frechet_distance,
     frechet_distance_of_features,
@@ -442,7 +441,7 @@ def test_fd_digits_of_real_digits_is_far_below_noise_blur_and_shuffle():
         fd_digits(torch.rand(4, 3, 8, 8))
 
 
-def test_fd_digits_bootstrap_standard_error_and_the_real_data_floor():
+def test_fd_digits_bootstrap_standard_error():
     test_images = load_digits("test")[0]
     plain = fd_digits(test_images, reference="digits-train")
     assert "standard_error" not in plain and "bootstrap" not in plain
@@ -455,16 +454,6 @@ def test_fd_digits_bootstrap_standard_error_and_the_real_data_floor():
     again = fd_digits(test_images, reference="digits-train", bootstrap=50, seed=3)
     assert again["standard_error"] == boot["standard_error"]
 
-    # the floor: N real held-out digits (none of them in the training reference) scored like samples
-    floor = fd_digits_real_floor(120, bootstrap=50, seed=0)
-    assert (floor["num_samples"], floor["num_reference"]) == (120, 1617) and floor["standard_error"] > 0
-    assert floor["source"] == "digits-test" and floor["source_in_reference"] is False
-    assert floor["class_coverage"] == 10 and floor["value"] < 20
-    assert fd_digits_real_floor(120, bootstrap=50, seed=0)["value"] == floor["value"]  # the draw is seeded
-    inside = fd_digits_real_floor(500, source="digits-train", reference="digits", bootstrap=0)
-    assert inside["source_in_reference"] is True and "standard_error" not in inside
-    with pytest.raises(ValueError, match=r"`num_samples` must be in \[2, 180\] for source 'digits-test'"):
-        fd_digits_real_floor(181)
     with pytest.raises(ValueError, match="`bootstrap` must be 0 \\(none\\) or a number of resamples >= 2"):
         fd_digits(test_images, bootstrap=1)
 

@@ -31,7 +31,6 @@ _EXPORTS = {
     "resolve_inception_weights": "frechet",
     "digits_reference_images": "metrics",
     "fd_digits": "metrics",
-    "fd_digits_real_floor": "metrics",
     "fd_dinov2": "metrics",
     "fid": "metrics",
     "read_eval_results": "results",

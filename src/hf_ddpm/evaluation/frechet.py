@@ -188,14 +188,9 @@ class InceptionFID:
 
     def __init__(self, weights_path: str | None = None, device="cpu", batch_size: int = 64):
         self.weights_path = resolve_inception_weights(weights_path)
-        try:
-            import torch_fidelity  # noqa: F401  (torchmetrics' Inception lives there)
-        except ImportError:
-            raise ImportError(
-                "FID needs torch-fidelity, where torchmetrics' Inception network lives: pip install torch-fidelity"
-            ) from None
         from torchmetrics.image.fid import FrechetInceptionDistance
 
+        # without torch-fidelity (where the network lives) torchmetrics says what to install
         self.metric = FrechetInceptionDistance(
             feature=2048, normalize=True, feature_extractor_weights_path=self.weights_path
         ).to(device)

@@ -10,9 +10,10 @@ The sample-quality metrics: a Frechet distance between generated images and refe
 Each function takes the generated images as a float tensor [N x C x H x W] in [0, 1] (see
 `hf_ddpm.sampling.generate_samples`) and returns the metric's entry of eval_results.json: a dict with the distance
 `value`, `num_samples`, `num_reference` and what the metric adds (its feature space, the classifier's statistics...).
-fd-digits can also give its standard error over the draw of the N samples (a bootstrap
-of the samples' features, `bootstrap=B`), and `fd_digits_real_floor` scores N real digits the same way: what a perfect
-sampler would score at that N, the floor below which differences between samplers mean nothing.
+fd-digits can also give its standard error over the draw of the N samples (a bootstrap of the samples' features,
+`bootstrap=B`). What a perfect sampler scores at N, the floor below which differences between samplers mean nothing,
+is fd-digits of N real digits outside the reference, e.g.
+`fd_digits(load_digits("test")[0][:N], reference="digits-train", bootstrap=200)`.
 """
 
 import numpy as np
@@ -99,44 +100,6 @@ def fd_digits(
         result.update(standard_error=float(distances.std(ddof=1)), bootstrap=int(bootstrap), bootstrap_seed=seed)
         result["bootstrap_mean"] = float(distances.mean())
     return result
-
-
-def fd_digits_real_floor(
-    num_samples: int,
-    source: str = "digits-test",
-    reference: str | np.ndarray = "digits-train",
-    bootstrap: int = 200,
-    seed: int = 0,
-    classifier=None,
-) -> dict:
-    """
-    The real-data floor of fd-digits: the distance of `num_samples` real digits, drawn without replacement from
-    `source`, to the reference, with its bootstrap standard error. A perfect sampler scores about this at the same N
-    (the Frechet distance of a finite sample is biased upward, by more at smaller N), so differences between samplers
-    well inside floor +- a few standard errors are not resolved.
-
-    Args:
-        num_samples (`int`): N, at most the size of `source` (180 for `"digits-test"`, 1,617 for `"digits-train"`).
-        source (`str`, defaults to `"digits-test"`): the real digits, a name of `DIGITS_REFERENCES`. The default,
-            the held-out digits against the training digits, shares no image with the reference; a source inside the
-            reference (e.g. `"digits-train"` against `"digits"`) gives an optimistic floor, recorded as
-            `source_in_reference`.
-        reference (`str` or `np.ndarray`, defaults to `"digits-train"`): as in [`fd_digits`]; pass the reference
-            the samples are scored against.
-        bootstrap (`int`, defaults to 200): the resamples of the standard error (0: none).
-        seed (`int`, defaults to 0): the seed of the draw of the digits and of the bootstrap.
-        classifier ([`DigitsClassifier`], *optional*): the shipped classifier when `None`.
-
-    Returns:
-        `dict`: as [`fd_digits`] returns it, with `source` and `source_in_reference`.
-    """
-    pool = digits_reference_images(source)
-    if not 2 <= num_samples <= len(pool):
-        raise ValueError(f"`num_samples` must be in [2, {len(pool)}] for source {source!r}, got {num_samples}.")
-    chosen = np.sort(np.random.default_rng(seed).choice(len(pool), num_samples, replace=False))
-    result = fd_digits(pool[chosen], reference=reference, classifier=classifier, bootstrap=bootstrap, seed=seed)
-    inside = isinstance(reference, str) and (reference == source or "digits" in (reference, source))
-    return {**result, "source": source, "source_in_reference": inside}
 
 
 def fd_dinov2(samples: torch.Tensor, reference_images, extractor) -> dict:
