@@ -290,8 +290,8 @@ def run(args) -> dict:
                         steps,
                         seed=args.seed,
                         show_progress=False,
-                    )
-                    result = fd_digits(samples).summary()
+                    ).images
+                    result = fd_digits(samples)
                     result["seconds"] = round(time.perf_counter() - start, 1)
                     entry["fd_digits"].setdefault(str(steps), {})[variance] = result
                     print(f"{label}, {steps} steps, {variance}: fd-digits {result['value']:.2f}", flush=True)

@@ -509,7 +509,7 @@ def sample_job(argv) -> int:
     torch.set_num_threads(1)
     pipeline = load_pipeline(args.work_dir, job["model"], job["sampler"], job["variance_type"])
     started = time.perf_counter()
-    samples = generate_samples(pipeline, args.num_samples, job["steps"], batch_size=500, seed=args.seed)
+    samples = generate_samples(pipeline, args.num_samples, job["steps"], batch_size=500, seed=args.seed).images
     seconds = time.perf_counter() - started
     images = (samples.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
     path = samples_path(args, job)
@@ -614,13 +614,7 @@ class FrechetScorer:
         rng = np.random.default_rng(self.seed)
         resamples = [rng.integers(0, len(features), len(features)) for _ in range(BOOTSTRAP_ROUNDS)]
         resampled_statistics = [gaussian_statistics(features[index]) for index in resamples]
-        result = {
-            "num_samples": len(features),
-            "mean_confidence": statistics.mean_confidence,
-            "class_coverage": statistics.class_coverage,
-            "class_entropy_bits": statistics.class_entropy_bits,
-            "class_histogram": statistics.class_histogram,
-        }
+        result = {"num_samples": len(features), **statistics}
         for reference_name, (count, reference) in self.references.items():
             value = frechet_distance(*gaussian_statistics(features), *reference)
             boots = np.array([frechet_distance(*s, *reference) for s in resampled_statistics])

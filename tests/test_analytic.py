@@ -369,7 +369,26 @@ def test_cli_writes_an_analytic_pipeline_from_a_flat_diffusers_folder(tmp_path, 
     assert loaded.scheduler.config.beta_schedule == "linear" and loaded.scheduler.config.num_train_timesteps == 100
 
     assert main([*command[:-1], str(source)]) == 2
-    assert "must differ from MODEL" in capsys.readouterr().err
+    assert "which is or holds the input" in capsys.readouterr().err
+    assert _digest(source) == before
+
+
+@pytest.mark.parametrize("output_dir", ["", ".", ".."])
+def test_cli_refuses_an_output_dir_that_is_or_holds_the_current_folder(
+    tiny_pipeline, tmp_path, monkeypatch, capsys, output_dir
+):
+    """`--output_dir ""` wrote the new pipeline into the current folder, beside (and over) the user's files."""
+    work = tmp_path / "work"
+    tiny_pipeline.save_pretrained(str(tmp_path / "model"))
+    work.mkdir()
+    (work / "model_index.json").write_text("a user's file that a pipeline folder would overwrite")
+    monkeypatch.chdir(work)
+    before = _digest(tmp_path)
+    argv = ["analytic", str(tmp_path / "model"), "--output_dir", output_dir, "--samples_per_timestep", "4"]
+    assert main([*argv, "--max_images", "40", "--batch_size", "100"]) == 2
+    err = capsys.readouterr().err
+    assert f"--output_dir {output_dir!r}" in err and "holds the current folder" in err
+    assert _digest(tmp_path) == before and sorted(os.listdir(tmp_path)) == ["model", "work"]
 
 
 def test_with_analytic_variances_keeps_the_model_and_its_schedule(tiny_pipeline):

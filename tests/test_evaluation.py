@@ -30,14 +30,13 @@ from hf_ddpm.evaluation import (
     dataset_bits_per_dim,
     digits_sample_statistics,
     fd_digits,
-    fd_digits_real_floor,
     fd_dinov2,
     frechet_distance,
     frechet_distance_of_features,
     gaussian_statistics,
     generate_samples,
     load_digits,
-    load_image_folder,
+    load_images,
     read_eval_results,
     resolve_inception_weights,
     with_variance_type,
@@ -411,12 +410,12 @@ def test_digits_classifier_asset_reaches_its_documented_accuracy():
 def test_digits_sample_statistics_definitions():
     uniform = np.eye(10)[np.arange(100) % 10] * 0.9 + 0.01  # every class 10 times, confidence 0.91
     stats = digits_sample_statistics(uniform)
-    assert stats.class_coverage == 10 and stats.class_entropy_bits == pytest.approx(math.log2(10))
-    assert stats.mean_confidence == pytest.approx(0.91)
+    assert stats["class_coverage"] == 10 and stats["class_entropy_bits"] == pytest.approx(math.log2(10))
+    assert stats["mean_confidence"] == pytest.approx(0.91) and stats["class_histogram"] == [0.1] * 10
     collapsed = np.eye(10)[np.array([3] * 96 + [4] * 4)]  # class 4 at 4% < 5%: not covered
     stats = digits_sample_statistics(collapsed)
-    assert stats.class_coverage == 1
-    assert stats.class_entropy_bits == pytest.approx(-(0.96 * math.log2(0.96) + 0.04 * math.log2(0.04)))
+    assert stats["class_coverage"] == 1
+    assert stats["class_entropy_bits"] == pytest.approx(-(0.96 * math.log2(0.96) + 0.04 * math.log2(0.04)))
 
 
 def test_fd_digits_of_real_digits_is_far_below_noise_blur_and_shuffle():
@@ -430,40 +429,31 @@ def test_fd_digits_of_real_digits_is_far_below_noise_blur_and_shuffle():
     shuffled = x.flatten(1)[:, torch.randperm(64, generator=generator)].reshape(x.shape)
     shuffle = fd_digits(shuffled, reference="digits-train")
 
-    assert real.num_samples == 180 and real.num_reference == 1617
-    assert real.value < 20
+    assert real["num_samples"] == 180 and real["num_reference"] == 1617
+    assert real["value"] < 20
     for other in (noise, blur, shuffle):
-        assert other.value > 20 * real.value
-    assert real.extras["class_coverage"] == 10 and real.extras["mean_confidence"] > 0.95
-    assert noise.extras["mean_confidence"] < real.extras["mean_confidence"]
-    assert real.extras["class_entropy_bits"] > 3.3
-    assert fd_digits(test_images, reference=test_images).value == pytest.approx(0.0, abs=1e-6)
+        assert other["value"] > 20 * real["value"]
+    assert real["class_coverage"] == 10 and real["mean_confidence"] > 0.95
+    assert noise["mean_confidence"] < real["mean_confidence"]
+    assert real["class_entropy_bits"] > 3.3
+    assert fd_digits(test_images, reference=test_images)["value"] == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="8x8 grayscale"):
         fd_digits(torch.rand(4, 3, 8, 8))
 
 
-def test_fd_digits_bootstrap_standard_error_and_the_real_data_floor():
+def test_fd_digits_bootstrap_standard_error():
     test_images = load_digits("test")[0]
     plain = fd_digits(test_images, reference="digits-train")
-    assert plain.standard_error is None and "standard_error" not in plain.summary()
+    assert "standard_error" not in plain and "bootstrap" not in plain
     boot = fd_digits(test_images, reference="digits-train", bootstrap=50, seed=3)
-    assert boot.value == plain.value  # the point estimate is the plain distance
-    assert boot.standard_error > 0 and boot.summary()["standard_error"] == boot.standard_error
-    assert boot.extras["bootstrap"] == 50 and boot.extras["bootstrap_seed"] == 3
+    assert boot["value"] == plain["value"]  # the point estimate is the plain distance
+    assert boot["standard_error"] > 0
+    assert boot["bootstrap"] == 50 and boot["bootstrap_seed"] == 3
     # resamples repeat rows, so their distances sit above the distance of the distinct samples
-    assert boot.extras["bootstrap_mean"] > boot.value
-    assert fd_digits(test_images, reference="digits-train", bootstrap=50, seed=3).standard_error == boot.standard_error
+    assert boot["bootstrap_mean"] > boot["value"]
+    again = fd_digits(test_images, reference="digits-train", bootstrap=50, seed=3)
+    assert again["standard_error"] == boot["standard_error"]
 
-    # the floor: N real held-out digits (none of them in the training reference) scored like samples
-    floor = fd_digits_real_floor(120, bootstrap=50, seed=0)
-    assert (floor.num_samples, floor.num_reference) == (120, 1617) and floor.standard_error > 0
-    assert floor.extras["source"] == "digits-test" and floor.extras["source_in_reference"] is False
-    assert floor.extras["class_coverage"] == 10 and floor.value < 20
-    assert fd_digits_real_floor(120, bootstrap=50, seed=0).value == floor.value  # the draw is seeded
-    inside = fd_digits_real_floor(500, source="digits-train", reference="digits", bootstrap=0)
-    assert inside.extras["source_in_reference"] is True and inside.standard_error is None
-    with pytest.raises(ValueError, match=r"`num_samples` must be in \[2, 180\] for source 'digits-test'"):
-        fd_digits_real_floor(181)
     with pytest.raises(ValueError, match="`bootstrap` must be 0 \\(none\\) or a number of resamples >= 2"):
         fd_digits(test_images, bootstrap=1)
 
@@ -560,11 +550,11 @@ def test_fd_dinov2_is_zero_for_identical_sets_and_positive_for_different_ones(ti
     digits = load_digits("test")[0][:120]
     x = torch.from_numpy(digits).permute(0, 3, 1, 2).float() / 255
     same = fd_dinov2(x, digits, extractor)
-    assert same.value == pytest.approx(0.0, abs=1e-8) and same.num_samples == 120
+    assert same["value"] == pytest.approx(0.0, abs=1e-8) and same["num_samples"] == 120
     noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(0))
     different = fd_dinov2(noise, digits, extractor)
     other_digits = fd_dinov2(load_digits("train")[0][:120], digits, extractor)
-    assert different.value > 10 * other_digits.value > 0
+    assert different["value"] > 10 * other_digits["value"] > 0
     features = extractor(x[:3])
     assert features.shape == (3, 32) and features.dtype == np.float64
     assert no_network == []
@@ -593,9 +583,10 @@ def test_variance_type_override_rebuilds_the_scheduler_and_refuses_learned_for_f
 
 def test_generate_samples_is_reproducible_and_quantized():
     pipeline = tiny_pipeline()
-    first = generate_samples(pipeline, 6, num_inference_steps=5, batch_size=4, seed=3, show_progress=False)
-    second = generate_samples(pipeline, 6, num_inference_steps=5, batch_size=4, seed=3, show_progress=False)
-    other = generate_samples(pipeline, 6, num_inference_steps=5, batch_size=4, seed=4, show_progress=False)
+    first, second, other = (
+        generate_samples(pipeline, 6, num_inference_steps=5, batch_size=4, seed=seed, show_progress=False).images
+        for seed in (3, 3, 4)
+    )
     assert first.shape == (6, 1, 8, 8) and first.min() >= 0 and first.max() <= 1
     assert torch.equal(first, second) and not torch.equal(first, other)
     assert torch.equal(first * 255, (first * 255).round())
@@ -625,38 +616,41 @@ def test_eval_results_merge_and_refuse_corrupt_files(tmp_path):
     assert (tmp_path / "eval_results.json").read_text() == "{not json"
 
 
-def test_load_image_folder_round_trips_pngs(tmp_path):
+def test_load_images_of_a_folder_round_trips_pngs(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    tmp_path = tmp_path / "images"
+    tmp_path.mkdir()
     digits = load_digits("test")[0][:5]
     (tmp_path / "sub").mkdir()
     for i, image in enumerate(digits):
         PIL.Image.fromarray(image[..., 0]).save(tmp_path / ("sub" if i % 2 else ".") / f"{i}.png")
     (tmp_path / "notes.txt").write_text("not an image")
-    loaded = load_image_folder(tmp_path, channels=1, resolution=8)
+    loaded = load_images(str(tmp_path), channels=1, resolution=8, image_folder=True)
     assert loaded.shape == (5, 8, 8, 1) and loaded.dtype == np.uint8
     assert {row.tobytes() for row in loaded} == {row.tobytes() for row in digits}
-    assert load_image_folder(tmp_path, channels=3).shape == (5, 8, 8, 3)
+    assert load_images(str(tmp_path), channels=3, image_folder=True).shape == (5, 8, 8, 3)
     with pytest.raises(ValueError, match="are 8x8, but the model makes 16x16"):
-        load_image_folder(tmp_path, channels=1, resolution=16)
+        load_images(str(tmp_path), channels=1, resolution=16, image_folder=True)
     with pytest.raises(FileNotFoundError, match="is not a folder"):
-        load_image_folder(tmp_path / "missing", channels=1)
+        load_images(str(tmp_path / "missing"), channels=1, image_folder=True)
 
 
-def test_evaluation_reads_an_image_as_training_does(tmp_path):
+def test_evaluation_reads_an_image_as_training_does(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
     from hf_ddpm.training.data import decode_image
 
     rgba = np.zeros((8, 8, 4), dtype=np.uint8)
     rgba[:, :4] = (255, 0, 0, 255)  # opaque red left half, transparent right half: white, as training sees it
-    PIL.Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
-    loaded = load_image_folder(tmp_path, channels=3, resolution=8)
-    trained = decode_image({"path": str(tmp_path / "a.png"), "bytes": None}, 8, 3, center_crop=True)
+    (tmp_path / "images").mkdir()
+    PIL.Image.fromarray(rgba, "RGBA").save(tmp_path / "images" / "a.png")
+    loaded = load_images(str(tmp_path / "images"), channels=3, resolution=8, image_folder=True)
+    trained = decode_image({"path": str(tmp_path / "images" / "a.png"), "bytes": None}, 8, 3, center_crop=True)
     assert np.array_equal(loaded[0], trained.permute(1, 2, 0).numpy())
     assert loaded[0, 0, 0].tolist() == [255, 0, 0] and loaded[0, 0, -1].tolist() == [255, 255, 255]
 
 
-def test_load_hf_dataset_reads_a_local_parquet_dataset(tmp_path, monkeypatch, no_network):
+def test_load_images_reads_a_split_of_a_local_parquet_dataset(tmp_path, monkeypatch, no_network):
     import datasets
-
-    from hf_ddpm.evaluation import load_hf_dataset
 
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
     digits = load_digits("test")[0][:6]
@@ -666,8 +660,10 @@ def test_load_hf_dataset_reads_a_local_parquet_dataset(tmp_path, monkeypatch, no
     )
     (tmp_path / "digits" / "data").mkdir(parents=True)
     dataset.to_parquet(str(tmp_path / "digits" / "data" / "test-00000-of-00001.parquet"))
-    loaded = load_hf_dataset(str(tmp_path / "digits"), channels=1, split="test", resolution=8)
+    loaded = load_images(str(tmp_path / "digits"), channels=1, split="test", resolution=8)
     assert loaded.shape == (6, 8, 8, 1) and np.array_equal(loaded, digits)
+    with pytest.raises(ValueError, match="--split 'validation' is not a split of .*digits; it has: test"):
+        load_images(str(tmp_path / "digits"), channels=1, split="validation")
     assert no_network == []
 
 
@@ -705,7 +701,7 @@ def test_cli_writes_eval_results_next_to_the_model(saved_pipeline, tiny_dinov2, 
     argv += ["--batch_size", "48", "--seed", "7", "--device", "cpu", "--variance_type", "fixed_large"]
     completed = subprocess.run(hf_ddpm_command() + argv, capture_output=True, text=True, env=env, timeout=300)
     assert completed.returncode == 0, completed.stderr[-2000:]
-    assert "| bits/dim |" in completed.stdout and "| fd-digits |" in completed.stdout
+    assert "| bits_per_dim |" in completed.stdout and "| fd_digits |" in completed.stdout
 
     results = read_eval_results(model)
     assert set(results) == {"custom", "bits_per_dim", "fd_digits", "fd_dinov2"}
@@ -715,7 +711,7 @@ def test_cli_writes_eval_results_next_to_the_model(saved_pipeline, tiny_dinov2, 
     assert digits["num_samples"] == 24 and digits["num_inference_steps"] == 4 and digits["seed"] == 7
     assert digits["variance_type"] == "fixed_large" and digits["reference"] == "digits"
     assert digits["bootstrap"] == 200 and digits["bootstrap_seed"] == 7 and digits["standard_error"] > 0
-    fd_row = next(line for line in completed.stdout.splitlines() if line.startswith("| fd-digits |"))
+    fd_row = next(line for line in completed.stdout.splitlines() if line.startswith("| fd_digits |"))
     assert f"| {digits['standard_error']:.4f} |" in fd_row  # the table's standard-error column
     assert results["fd_dinov2"]["value"] > 0 and results["custom"] == {"value": 42}
     with PIL.Image.open(os.path.join(model, "eval_samples.png")) as grid:
@@ -728,31 +724,55 @@ def test_cli_writes_eval_results_next_to_the_model(saved_pipeline, tiny_dinov2, 
     )
     assert bpd["value"] == pytest.approx(expected.bits_per_dim, rel=1e-6)
     assert bpd["standard_error"] == pytest.approx(expected.standard_error, rel=1e-5)
-    samples = generate_samples(pipeline, 24, num_inference_steps=4, batch_size=48, seed=7, show_progress=False)
+    samples = generate_samples(pipeline, 24, num_inference_steps=4, batch_size=48, seed=7, show_progress=False).images
     expected_digits = fd_digits(samples, bootstrap=200, seed=7)
-    assert digits["value"] == pytest.approx(expected_digits.value, rel=1e-6)
-    assert digits["standard_error"] == pytest.approx(expected_digits.standard_error, rel=1e-6)
+    assert digits["value"] == pytest.approx(expected_digits["value"], rel=1e-6)
+    assert digits["standard_error"] == pytest.approx(expected_digits["standard_error"], rel=1e-6)
 
 
 def test_cli_refuses_bad_requests_before_any_work(saved_pipeline, monkeypatch, capsys):
     cases = [  # (flags, exit code: 2 for usage errors, 1 for other failures, a fragment of the message)
         (["--metric", "fd-digits", "--variance_type", "learned_range"], 2, "needs a UNet with learned variances"),
-        (["--metric", "fd-digits", "--num_samples", "1"], 2, "--num_samples must be at least 2"),
-        (["--metric", "bpd", "--batch_size", "0"], 2, "--batch_size must be at least 1"),
-        (["--metric", "bpd", "--num_timesteps", "1"], 2, "--num_timesteps must be at least 2"),
         (["--metric", "fd-digits", "--bootstrap", "1"], 2, "--bootstrap must be 0 (none) or at least 2"),
         (["--metric", "bpd", "--split", "validation"], 2, "--split for --dataset digits must be one of"),
-        (["--metric", "fd-digits", "--num_inference_steps", "50"], 2, "at most the model's 20 training steps"),
+        (["--metric", "fd-digits", "--num_inference_steps", "50"], 2, "exceeds the 20 steps the model was trained"),
         (["--metric", "fd-dinov2", "--dinov2_model", "/nonexistent/dinov2"], 1, "Could not load DINOv2"),
+        (["--metric", "bpd", "--output_dir", ""], 2, "--output_dir '' is"),
     ]
     for extra, expected_code, message in cases:
         code = run_cli_in_process(monkeypatch, ["eval", saved_pipeline, *extra])
         stderr = capsys.readouterr().err
         assert code == expected_code and message in stderr, (extra, code, stderr)
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli_in_process(monkeypatch, ["eval", saved_pipeline, "--metric", "inception"])
-    assert exit_info.value.code == 2 and "invalid choice: 'inception'" in capsys.readouterr().err
+        assert len(stderr.strip().splitlines()) == 1, stderr
+    argparse_cases = [  # argparse's own `type=` and `choices=`: one line naming the flag, exit 2
+        (["--metric", "inception"], "argument --metric: invalid choice: 'inception'"),
+        (["--num_samples", "1"], "argument --num_samples: must be an integer >= 2, got '1'"),
+        (["--batch_size", "0"], "argument --batch_size: must be an integer >= 1, got '0'"),
+        (["--num_timesteps", "1"], "argument --num_timesteps: must be an integer >= 2, got '1'"),
+        (["--max_images", "1"], "argument --max_images: must be an integer >= 2, got '1'"),
+        (["--bootstrap", "-1"], "argument --bootstrap: must be an integer >= 0, got '-1'"),
+        (["--seed", "-1"], "argument --seed: must be an integer in [0, 9223372036854775807], got '-1'"),
+    ]
+    for extra, message in argparse_cases:
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli_in_process(monkeypatch, ["eval", saved_pipeline, *extra])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err.strip().splitlines()[-1], extra
     assert not os.path.exists(os.path.join(saved_pipeline, "eval_results.json"))
+
+
+@pytest.mark.parametrize("output_dir", ["", "."])
+def test_cli_refuses_an_output_dir_that_holds_the_current_folder(
+    saved_pipeline, tmp_path, monkeypatch, capsys, output_dir
+):
+    """`--output_dir .` overwrote the eval_samples.png of whatever folder the shell was in (`""` failed only after
+    sampling): both are refused before any work, as every command refuses them."""
+    (tmp_path / "eval_samples.png").write_bytes(b"a user's picture")
+    monkeypatch.chdir(tmp_path)
+    argv = ["eval", saved_pipeline, "--metric", "fd-digits", "--num_samples", "2", "--num_inference_steps", "2"]
+    assert run_cli_in_process(monkeypatch, [*argv, "--bootstrap", "0", "--output_dir", output_dir]) == 2
+    assert f"--output_dir {output_dir!r} is" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == ["eval_samples.png"]
+    assert (tmp_path / "eval_samples.png").read_bytes() == b"a user's picture"
 
 
 def test_cli_help_has_an_example(monkeypatch, capsys):

@@ -33,13 +33,36 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-def test_nothing_below_the_command_line_imports_it():
-    importers = [
-        str(path.relative_to(SRC))
-        for path in sorted((SRC / "hf_ddpm").rglob("*.py"))
-        if path != SRC / "hf_ddpm" / "cli.py" and "hf_ddpm.cli" in imported_modules(path)
-    ]
-    assert importers == []
+# The package's layers, lowest first: a module imports from its own unit (a module, or a subpackage) or from a lower
+# layer, never from its own layer or above (the command line, at the top, is imported by nothing).
+LAYERS = [
+    {"_errors", "_choices", "_lazy", "_digits", "images"},  # import nothing of hf_ddpm
+    {"__init__", "_devices", "_datasets", "files"},  # UsageError; the package's lazy names
+    {"scheduling_ddpm_posterior", "pipeline_ddpm_posterior"},  # the diffusers components
+    {"_variance"},  # the --variance_type override: rebuilds the scheduler
+    {"sampling", "hub"},
+    {"evaluation", "training"},  # evaluation draws samples with `sampling`; training publishes with `hub`
+    {"analytic"},  # reads data as `hf-ddpm eval` does
+    {"cli"},
+]
+LAYER = {unit: index for index, units in enumerate(LAYERS) for unit in units}
+
+
+def test_imports_point_down_the_layers():
+    upward = []
+    for path in sorted((SRC / "hf_ddpm").rglob("*.py")):
+        unit = path.relative_to(SRC / "hf_ddpm").with_suffix("").parts[0]
+        for name in imported_modules(path):
+            parts = name.split(".")
+            if parts[0] == "hf_ddpm" and len(parts) > 1 and parts[1] in LAYER and parts[1] != unit:
+                if LAYER[parts[1]] >= LAYER[unit]:
+                    upward.append(f"{path.relative_to(SRC)} imports {name}")
+    assert sorted(set(LAYER)) == sorted(
+        path.stem if path.is_file() else path.name
+        for path in (SRC / "hf_ddpm").iterdir()
+        if path.suffix == ".py" or (path / "__init__.py").exists()
+    ), "a module without a layer: add it to LAYERS"
+    assert upward == []
 
 
 def test_usage_error_keeps_its_old_import_path():
@@ -86,6 +109,9 @@ def test_package_names_load_on_first_use():
     assert DDPMPosteriorPipeline is pipeline_class and DDPMPosteriorScheduler is scheduler_class
     assert set(hf_ddpm.__all__) <= set(dir(hf_ddpm))
     assert all(getattr(hf_ddpm, name) is not None for name in hf_ddpm.__all__)
+    from hf_ddpm import evaluation
+
+    assert all(getattr(evaluation, name) is not None for name in evaluation.__all__)  # no name of a removed function
     with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
         hf_ddpm.Nothing  # noqa: B018
 

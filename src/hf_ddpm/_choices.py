@@ -1,5 +1,7 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
-"""The allowed values of string options, importable without torch: the command line lists them in `--help`."""
+"""The allowed values of options, importable without torch: the command line lists them in `--help`."""
+
+import argparse
 
 # Copies of the scheduler's own (its module travels alone as remote code and cannot import them from here);
 # tests/test_layers.py keeps them equal.
@@ -16,3 +18,24 @@ LR_SCHEDULERS = (
 # The training objectives (hf_ddpm.training.losses) and timestep samplers (hf_ddpm.training.resample).
 LOSS_TYPES = ("simple", "hybrid", "vlb")
 TIMESTEP_SAMPLERS = ("auto", "uniform", "loss-second-moment")
+
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
+
+
+def int_range(low: int, high: int | None = None):
+    """
+    An argparse `type=`: an integer in [low, high] (`high=None`: no upper bound). argparse prints the error as
+    "argument --flag: must be an integer ..." and exits with code 2. (`choices=range(...)` would list every value.)
+    """
+    allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
+
+    def integer(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be an integer {allowed}, got {text!r}")
+        return value
+
+    return integer

@@ -20,8 +20,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._errors import UsageError, check_at_least
-from .evaluation.cli import add_dataset_arguments, add_run_arguments
+from ._choices import int_range
+from ._devices import resolve_device
+from .evaluation.cli import add_dataset_arguments, load_dataset_images, uses_digits
+from .files import atomic_write_text, check_output_dir
+from .sampling import add_run_arguments
 
 if TYPE_CHECKING:  # torch is imported where used: `hf-ddpm --help` needs none
     import torch
@@ -120,9 +123,10 @@ def estimate_gamma(
     import torch
     from tqdm.auto import tqdm
 
-    for name, value, least in (("samples_per_timestep", samples_per_timestep, 2), ("batch_size", batch_size, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"`{name}` must be an int >= {least}, got {value!r}.")
+    if samples_per_timestep < 2:
+        raise ValueError(
+            f"`samples_per_timestep` must be at least 2 for a standard error, got {samples_per_timestep}."
+        )
     scheduler = pipeline.scheduler
     x_start = pipeline._to_model_space(images)
     num_images, num_train_timesteps = x_start.shape[0], scheduler.config.num_train_timesteps
@@ -223,7 +227,9 @@ def register(subparsers) -> None:
         epilog=EXAMPLE,
     )
     parser.add_argument("pretrained_model_name_or_path", metavar="MODEL", help="a saved pipeline folder or Hub id")
-    parser.add_argument("--output_dir", required=True, help="the new pipeline folder (must differ from MODEL)")
+    parser.add_argument(
+        "--output_dir", required=True, help="the new pipeline folder (neither MODEL nor a folder that holds it)"
+    )
     add_dataset_arguments(
         parser.add_argument_group("data (the training distribution Gamma is an expectation over)"),
         split_default="train",
@@ -231,29 +237,24 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--samples_per_timestep",
-        type=int,
+        type=int_range(2),
         default=100,
         help="Monte-Carlo draws M at each timestep: T x M UNet evaluations, standard error ~ 1/sqrt(M) (default: 100)",
     )
-    add_run_arguments(parser, "(image, timestep) pairs per UNet call", "of the image choice and the noise")
+    add_run_arguments(parser, 256, "(image, timestep) pairs per UNet call", "of the image choice and the noise")
     parser.set_defaults(handler=run_analytic)
 
 
 def run_analytic(args: argparse.Namespace) -> int:
-    from .evaluation.cli import check_dataset_args, check_dataset_fits, load_dataset_images, resolve_device
     from .pipeline_ddpm_posterior import DDPMPosteriorPipeline
 
-    check_at_least(args, {"samples_per_timestep": 2, "batch_size": 1, "max_images": 2})
-    check_dataset_args(args)
-    source = os.path.realpath(args.pretrained_model_name_or_path)
-    if os.path.isdir(source) and source == os.path.realpath(args.output_dir):
-        raise UsageError("--output_dir must differ from MODEL: the input pipeline is left untouched.")
+    check_output_dir(args.output_dir, inputs=[args.pretrained_model_name_or_path])  # the input is left untouched
+    uses_digits(args)
     device = resolve_device(args.device)
 
     pipeline = DDPMPosteriorPipeline.from_pretrained(args.pretrained_model_name_or_path, revision=args.revision)
-    check_dataset_fits(args, pipeline.unet.config)
-    pipeline = pipeline.to(device)
     images = load_dataset_images(args, pipeline)
+    pipeline = pipeline.to(device)
     estimate = estimate_gamma(pipeline, images, args.samples_per_timestep, args.batch_size, args.seed)
     data = {
         "source": args.pretrained_model_name_or_path,
@@ -275,8 +276,6 @@ def save_analytic_pipeline(pipeline, estimate: GammaEstimate, output_dir: str, d
     Save the pipeline with analytic variances from `estimate` to `output_dir`, and the estimate with its errors (and
     `description`: where the model and data came from) to `analytic_gamma.json` beside it. Returns that record.
     """
-    from .files import atomic_write_text
-
     analytic = with_analytic_variances(pipeline, estimate.gamma)
     analytic.save_pretrained(output_dir)
     relative = variance_relative_error(analytic.scheduler, estimate)

@@ -8,6 +8,7 @@ line; `--debug` shows the traceback.
 """
 
 import argparse
+import functools
 import importlib
 import sys
 
@@ -30,12 +31,8 @@ EXAMPLE = """Example:
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with examples kept verbatim in --help."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
-        super().__init__(*args, **kwargs)
+# argparse with the descriptions and examples kept verbatim in --help
+_Parser = functools.partial(argparse.ArgumentParser, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def build_parser() -> argparse.ArgumentParser:

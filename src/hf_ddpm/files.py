@@ -5,7 +5,9 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+
+from ._errors import UsageError
 
 
 def atomic_save(path: str | os.PathLike, save: Callable[[str], None]) -> None:
@@ -61,6 +63,20 @@ def replace_folder(source: str, target: str) -> None:
     os.replace(target, os.path.join(old, "folder"))
     os.replace(source, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def check_output_dir(output_dir: str, inputs: Iterable[str] = (), flag: str = "--output_dir") -> None:
+    """
+    Refuse (`UsageError`, before any work) an output folder that is, or holds, the current folder, the home folder or
+    one of the local `inputs` (the model a command reads): a command that replaces or fills `output_dir` must never
+    take those with it. "" and "." are the current folder; "/" holds every folder.
+    """
+    target = os.path.realpath(output_dir)
+    protected = {"the current folder": os.getcwd(), "the home folder": os.path.expanduser("~")}
+    protected.update({f"the input {path}": path for path in inputs if os.path.exists(path)})
+    for name, folder in protected.items():
+        if os.path.commonpath([target, os.path.realpath(folder)]) == target:
+            raise UsageError(f"{flag} {output_dir!r} is {target}, which is or holds {name}: pick a folder of its own.")
 
 
 def make_public(folder: str) -> None:

@@ -1,9 +1,8 @@
-"""Turning model-space tensors into pictures: grids, upscaling for tiny images, animations of the reverse process."""
+"""Turning model-space tensors into pictures: grids of tiles, zoomed for tiny images."""
 
 from __future__ import annotations
 
 import math
-import os
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,9 +13,11 @@ if TYPE_CHECKING:
 
 
 def to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
-    """[N x C x H x W] in [-1, 1] (a tensor) or [N x H x W x C] in [0, 1] (an array) -> uint8 [N x H x W x C]."""
+    """[N x C x H x W] in [-1, 1] (a tensor), or [N x H x W x C] in [0, 1] or uint8 (an array) -> uint8 NHWC."""
     import torch  # here, not at the top: `hf-ddpm sample --help` imports this module
 
+    if isinstance(images, np.ndarray) and images.dtype == np.uint8:
+        return images
     if isinstance(images, torch.Tensor):
         images = ((images.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
     return (np.asarray(images) * 255).round().clip(0, 255).astype(np.uint8)
@@ -32,7 +33,7 @@ def image_grid(images: torch.Tensor | np.ndarray, columns: int | None = None, sc
     Tile images into one PIL image.
 
     Args:
-        images: [N x C x H x W] in [-1, 1] or [N x H x W x C] in [0, 1].
+        images: [N x C x H x W] in [-1, 1], or [N x H x W x C] in [0, 1] or uint8.
         columns: tiles per row; a near-square grid when `None`.
         scale: nearest-neighbour zoom of each tile.
         padding: pixels between tiles (drawn in mid grey).
@@ -50,16 +51,3 @@ def image_grid(images: torch.Tensor | np.ndarray, columns: int | None = None, sc
         top, left = padding + row * (tile_h + padding), padding + column * (tile_w + padding)
         canvas[top : top + tile_h, left : left + tile_w] = image.repeat(scale, axis=0).repeat(scale, axis=1)
     return PIL.Image.fromarray(canvas[..., 0] if channels == 1 else canvas)
-
-
-def side_by_side(left: PIL.Image.Image, right: PIL.Image.Image, gap: int = 4) -> PIL.Image.Image:
-    canvas = PIL.Image.new(left.mode, (left.width + gap + right.width, max(left.height, right.height)), 255)
-    canvas.paste(left, (0, 0))
-    canvas.paste(right, (left.width + gap, 0))
-    return canvas
-
-
-def save_animation(frames: list[PIL.Image.Image], path: str | os.PathLike, duration_ms: int = 80) -> None:
-    """An animated GIF (or WebP, by the file's extension) that holds its last frame a little longer."""
-    durations = [duration_ms] * (len(frames) - 1) + [max(duration_ms, 1000)]
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)

@@ -3,29 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
-import shutil
 import tempfile
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._choices import VARIANCE_TYPES
-from ._devices import resolve_device
-from ._errors import UsageError, check_at_least
+from ._choices import MAX_SEED, VARIANCE_TYPES, int_range
+from ._devices import DEVICES, resolve_device
+from ._errors import UsageError
 from ._variance import with_variance_type
-from .files import make_public, replace_folder
-from .images import auto_scale, image_grid, save_animation, side_by_side, to_uint8
-
-if TYPE_CHECKING:  # torch and diffusers are imported where used: `hf-ddpm --help` needs none
-    import torch
-
-    from .pipeline_ddpm_posterior import DDPMPosteriorPipeline
+from .files import check_output_dir, make_public, replace_folder
+from .images import auto_scale, image_grid
 
 DTYPES = ("float32", "float16", "bfloat16")  # names of torch dtypes
-MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
 MAX_SCALE = 64  # an 8x8 digit as a 512x512 tile; more only makes huge PNGs
+GIF_TILES = 16  # images shown in each frame of trajectory.gif
 
 EXAMPLE = """Example:
   hf-ddpm sample outputs/ddpm-digits --num_images 64 --num_inference_steps 100 --trajectory
@@ -33,73 +27,75 @@ EXAMPLE = """Example:
 """
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    import torch
-
-    if name not in DTYPES:
-        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {name!r}.")
-    if name == "float16" and device.type == "cpu":
-        raise UsageError("--dtype float16 is not supported on the CPU; use bfloat16 or float32.")
-    return getattr(torch, name)
-
-
-def sample(
-    pipe: DDPMPosteriorPipeline,
-    num_images: int,
-    num_inference_steps: int,
+def generate_samples(
+    pipeline,
+    num_samples: int,
+    num_inference_steps: int | None = None,
+    batch_size: int = 256,
     seed: int = 0,
-    batch_size: int = 64,
+    show_progress: bool = True,
     trajectory_frames: int | None = None,
-) -> dict:
+):
     """
-    Draw `num_images` images in batches of `batch_size`. Batch b uses the generator seeded with `seed + b`, so the
-    result is reproducible for a seed and a batch size.
+    Draw samples by ancestral sampling, `batch_size` per pipeline call, quantized to 256 levels like saved images.
+
+    Works with `DDPMPosteriorPipeline` and diffusers' `DDPMPipeline` (any pipeline taking `batch_size`, `generator`,
+    `num_inference_steps` and `output_type="np"`).
+
+    Args:
+        pipeline: the pipeline.
+        num_samples (`int`): N.
+        num_inference_steps (`int`, *optional*): the chain length; the scheduler's training steps when `None`.
+        batch_size (`int`, defaults to 256): images per pipeline call.
+        seed (`int`, defaults to 0): seeds one CPU generator that every batch draws from in turn: the same seed and
+            `batch_size` give the same samples on every device.
+        show_progress (`bool`, defaults to `True`): one progress bar over the samples.
+        trajectory_frames (`int`, *optional*): also record this many steps of the first batch's chain
+            (`DDPMPosteriorPipeline`'s `return_trajectory`).
 
     Returns:
-        `dict` with `images` (uint8 [N x H x W x C]) and, when `trajectory_frames` is set, `trajectory` and
-        `pred_original_trajectory` ([F x n x C x H x W] in [-1, 1], for the first batch) and `trajectory_timesteps`.
+        The first batch's pipeline output with `images` replaced by all N: a float tensor [N x C x H x W] in [0, 1].
     """
     import torch
     from tqdm.auto import tqdm
 
-    results, first = [], None
-    batches = range(0, num_images, batch_size)
-    for batch_index, start in enumerate(tqdm(batches, desc="batches", disable=len(batches) == 1)):
-        count = min(batch_size, num_images - start)
-        output = pipe(
-            batch_size=count,
-            generator=torch.Generator(device="cpu").manual_seed(seed + batch_index),
-            num_inference_steps=num_inference_steps,
-            output_type="np",
-            return_trajectory=trajectory_frames is not None and batch_index == 0,
-            trajectory_frames=trajectory_frames,
+    num_inference_steps = num_inference_steps or pipeline.scheduler.config.num_train_timesteps
+    generator = torch.Generator("cpu").manual_seed(seed)
+    pipeline.set_progress_bar_config(disable=True)  # one bar over all samples instead of one per batch
+    trajectory = (
+        {} if trajectory_frames is None else {"return_trajectory": True, "trajectory_frames": trajectory_frames}
+    )
+    outputs = []
+    with tqdm(total=num_samples, desc=f"sampling ({num_inference_steps} steps)", disable=not show_progress) as bar:
+        for start in range(0, num_samples, batch_size):
+            count = min(batch_size, num_samples - start)
+            kwargs = trajectory if start == 0 else {}
+            outputs.append(
+                pipeline(
+                    batch_size=count,
+                    generator=generator,
+                    num_inference_steps=num_inference_steps,
+                    output_type="np",
+                    **kwargs,
+                )
+            )
+            bar.update(count)
+    images = torch.from_numpy(np.concatenate([np.asarray(output.images, np.float32) for output in outputs]))
+    images = (images.permute(0, 3, 1, 2).clamp(0, 1) * 255).round() / 255
+    return dataclasses.replace(outputs[0], images=images)
+
+
+def inference_steps(pipeline, requested: int | None, default: int) -> int:
+    """`--num_inference_steps`, else `default` capped at the model's T; more than T is refused (`UsageError`)."""
+    num_train_timesteps = pipeline.scheduler.config.num_train_timesteps
+    if requested is not None and requested > num_train_timesteps:
+        raise UsageError(
+            f"--num_inference_steps {requested} exceeds the {num_train_timesteps} steps the model was trained with."
         )
-        results.append(to_uint8(output.images))
-        if first is None:
-            first = output
-    sampled = {"images": np.concatenate(results)}
-    if trajectory_frames is not None:
-        sampled.update(
-            trajectory=first.trajectory,
-            pred_original_trajectory=first.pred_original_trajectory,
-            trajectory_timesteps=first.trajectory_timesteps,
-        )
-    return sampled
+    return requested or min(default, num_train_timesteps)
 
 
-def trajectory_frames_images(sampled: dict, max_images: int = 16, scale: int = 1) -> list:
-    """One frame per recorded step: the grid of x_t beside the grid of predicted x_0."""
-    frames = []
-    for x_t, x0 in zip(sampled["trajectory"], sampled["pred_original_trajectory"], strict=True):
-        frames.append(
-            side_by_side(image_grid(x_t[:max_images], scale=scale), image_grid(x0[:max_images], scale=scale))
-        )
-    final = image_grid(sampled["images"][:max_images] / 255.0, scale=scale)
-    frames.append(side_by_side(final, final))
-    return frames
-
-
-def write_outputs(sampled: dict, output_dir: str, scale: int, individual: bool = True) -> dict:
+def write_outputs(sampled, output_dir: str, scale: int, individual: bool = True) -> dict:
     """
     Write grid.png, images/NNNNN.png, samples.npz and, with a trajectory, trajectory.gif; return their paths.
 
@@ -110,36 +106,37 @@ def write_outputs(sampled: dict, output_dir: str, scale: int, individual: bool =
     output_dir = os.path.abspath(output_dir)
     parent = os.path.dirname(output_dir)
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.staging-", dir=parent)
-    try:
-        _write_files(sampled, staging, scale, individual)
+    prefix = f".{os.path.basename(output_dir)}.staging-"
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=parent, ignore_cleanup_errors=True) as staging:
+        names = _write_files(sampled, staging, scale, individual)
         make_public(staging)
-        replace_folder(staging, output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    paths = {"grid": "grid.png", "npz": "samples.npz"}
-    if individual:
-        paths["images"] = "images"
-    if "trajectory" in sampled:
-        paths["trajectory"] = "trajectory.gif"
-    return {key: os.path.join(output_dir, name) for key, name in paths.items()}
+        replace_folder(staging, output_dir)  # the staging folder becomes `output_dir`: nothing left to clean up
+    return {key: os.path.join(output_dir, name) for key, name in names.items()}
 
 
-def _write_files(sampled: dict, folder: str, scale: int, individual: bool) -> None:
-    images = sampled["images"]
-    image_grid(images / 255.0, scale=scale).save(os.path.join(folder, "grid.png"))
-    np.savez_compressed(os.path.join(folder, "samples.npz"), images=images)
+def _write_files(sampled, folder: str, scale: int, individual: bool) -> dict:
+    from diffusers.utils import make_image_grid, numpy_to_pil
+
+    images = (sampled.images * 255).round().byte().permute(0, 2, 3, 1).numpy()  # uint8 [N x H x W x C]
+    names = {"grid": "grid.png", "npz": "samples.npz"}
+    image_grid(images, scale=scale).save(os.path.join(folder, names["grid"]))
+    np.savez_compressed(os.path.join(folder, names["npz"]), images=images)
     if individual:
+        names["images"] = "images"
         os.makedirs(os.path.join(folder, "images"))
-        for index, image in enumerate(images):
-            image_grid(image[None] / 255.0, scale=1, padding=0).save(
-                os.path.join(folder, "images", f"{index:05d}.png")
-            )
-    if "trajectory" in sampled:
-        save_animation(trajectory_frames_images(sampled, scale=scale), os.path.join(folder, "trajectory.gif"))
+        for index, image in enumerate(numpy_to_pil(images / 255.0)):
+            image.save(os.path.join(folder, "images", f"{index:05d}.png"))
+    if sampled.trajectory is not None:  # each frame: x_t | the predicted x_0, then the final samples twice
+        pairs = [*zip(sampled.trajectory, sampled.pred_original_trajectory, strict=True), (images, images)]
+        frames = [make_image_grid([image_grid(x[:GIF_TILES], scale=scale) for x in pair], 1, 2) for pair in pairs]
+        names["trajectory"] = "trajectory.gif"
+        durations = [80] * (len(frames) - 1) + [1000]  # ms; the last frame held a little longer
+        path = os.path.join(folder, names["trajectory"])
+        frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    return names
 
 
-def check_output_dir(output_dir: str, overwrite: bool) -> None:
+def check_empty_output_dir(output_dir: str, overwrite: bool) -> None:
     """Refuse, before any work, an output folder that holds files (unless asked to replace it) or is not a folder."""
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise UsageError(f"--output_dir {output_dir} is a file, not a folder.")
@@ -149,54 +146,43 @@ def check_output_dir(output_dir: str, overwrite: bool) -> None:
         )
 
 
-def _bounded_int(name: str, low: int, high: int):
-    """An argparse type: an integer in [low, high], or an error naming the flag's range."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be an integer in [{low}, {high}], got {text!r}")
-        return value
-
-    parse.__name__ = name
-    return parse
-
-
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from .pipeline_ddpm_posterior import DDPMPosteriorPipeline
 
-    check_at_least(args, {"num_images": 1, "num_inference_steps": 1, "batch_size": 1, "trajectory_frames": 2})
-    last_seed = args.seed + (args.num_images - 1) // args.batch_size  # batch b draws with seed + b
-    if last_seed > MAX_SEED:
-        raise UsageError(f"--seed {args.seed}: batch seeds run up to {last_seed}, past the largest seed {MAX_SEED}.")
-    check_output_dir(args.output_dir, args.overwrite_output_dir)
+    check_output_dir(args.output_dir, inputs=[args.model])
+    check_empty_output_dir(args.output_dir, args.overwrite_output_dir)
     device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
-    pipe = DDPMPosteriorPipeline.from_pretrained(args.model, torch_dtype=dtype, revision=args.revision).to(device)
-    num_train_timesteps = pipe.scheduler.config.num_train_timesteps
-    if args.num_inference_steps is None:
-        args.num_inference_steps = min(100, num_train_timesteps)
-    if args.num_inference_steps > num_train_timesteps:
-        raise UsageError(
-            f"--num_inference_steps {args.num_inference_steps} exceeds the {num_train_timesteps} steps the model was"
-            " trained with."
-        )
-    pipe = with_variance_type(pipe, args.variance_type)
-    sampled = sample(
+    if args.dtype == "float16" and device.type == "cpu":
+        raise UsageError("--dtype float16 is not supported on the CPU; use bfloat16 or float32.")
+    pipe = DDPMPosteriorPipeline.from_pretrained(
+        args.model, torch_dtype=getattr(torch, args.dtype), revision=args.revision
+    )
+    steps = inference_steps(pipe, args.num_inference_steps, default=100)
+    pipe = with_variance_type(pipe.to(device), args.variance_type)
+    sampled = generate_samples(
         pipe,
         args.num_images,
-        args.num_inference_steps,
-        seed=args.seed,
+        steps,
         batch_size=args.batch_size,
+        seed=args.seed,
         trajectory_frames=args.trajectory_frames if args.trajectory else None,
     )
-    scale = args.scale or auto_scale(max(sampled["images"].shape[1:3]))
+    scale = args.scale or auto_scale(max(sampled.images.shape[2:]))
     paths = write_outputs(sampled, args.output_dir, scale, individual=not args.no_individual)
     print(json.dumps(paths, indent=2))
     return 0
+
+
+def add_run_arguments(group, batch_size: int, batch_help: str, seed_help: str) -> None:
+    """--batch_size, --seed, --device and --revision, as every command that runs a saved model takes them."""
+    group.add_argument(
+        "--batch_size", type=int_range(1), default=batch_size, help=f"{batch_help} (default: {batch_size})"
+    )
+    group.add_argument("--seed", type=int_range(0, MAX_SEED), default=0, help=f"seed {seed_help} (default: 0)")
+    group.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default: auto)")
+    group.add_argument("--revision", help="the Hub revision of the model (a branch, tag or commit)")
 
 
 def register(subparsers) -> None:
@@ -208,23 +194,18 @@ def register(subparsers) -> None:
         epilog=EXAMPLE,
     )
     parser.add_argument("model", help="a folder written by train.py / save_pretrained, or a Hub repo id")
-    parser.add_argument("--num_images", type=int, default=16, help="how many images to draw (default 16)")
-    parser.add_argument("--num_inference_steps", type=int, help="denoising steps, respaced (default 100, at most T)")
+    parser.add_argument("--num_images", type=int_range(1), default=16, help="how many images to draw (default 16)")
+    parser.add_argument(
+        "--num_inference_steps", type=int_range(1), help="denoising steps, respaced (default 100, at most T)"
+    )
     parser.add_argument(
         "--variance_type",
-        help=f"override the model's: {', '.join(VARIANCE_TYPES)} (learned ones only for a model that outputs"
-        " variances; analytic after `hf-ddpm analytic`)",
+        choices=VARIANCE_TYPES,
+        help="override the model's (learned ones only for a model that outputs variances; analytic after"
+        " `hf-ddpm analytic`)",
     )
-    parser.add_argument(
-        "--seed",
-        type=_bounded_int("seed", 0, MAX_SEED),
-        default=0,
-        help=f"random seed in [0, {MAX_SEED}]; batch b uses seed + b (default 0)",
-    )
-    parser.add_argument("--batch_size", type=int, default=64, help="images per forward pass (default 64)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
-    parser.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (default float32)")
-    parser.add_argument("--revision", help="Hub revision (branch, tag or commit) of a repo id")
+    add_run_arguments(parser, 64, "images per forward pass", "of the noise: one seed and --batch_size, one result")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="weights and activations (default float32)")
     parser.add_argument("--output_dir", default="samples", help="where to write the outputs (default ./samples)")
     parser.add_argument(
         "--overwrite_output_dir",
@@ -233,10 +214,12 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--scale",
-        type=_bounded_int("scale", 1, MAX_SCALE),
+        type=int_range(1, MAX_SCALE),
         help=f"nearest-neighbour zoom of the grid, 1 to {MAX_SCALE} (default: auto)",
     )
     parser.add_argument("--no_individual", action="store_true", help="do not write one PNG per image")
     parser.add_argument("--trajectory", action="store_true", help="also write trajectory.gif (x_t | predicted x_0)")
-    parser.add_argument("--trajectory_frames", type=int, default=50, help="frames of the animation (default 50)")
+    parser.add_argument(
+        "--trajectory_frames", type=int_range(2), default=50, help="frames of the animation (default 50)"
+    )
     parser.set_defaults(handler=run)

@@ -6,8 +6,7 @@ Evaluation of DDPM models: exact bits/dim of a dataset split and sample-quality 
     frechet.py            the Frechet distance in float64 and the Inception (FID) and DINOv2 feature spaces
     digits_classifier.py  the small digits CNN that ships with hf_ddpm, the feature space of fd-digits
     metrics.py            fd-digits, fd-dinov2 and FID of generated samples against reference images
-    samples.py            generating the samples (with a variance-type override) and saving a grid PNG
-    data.py               the evaluation images: sklearn digits (fixed split), an image folder, a `datasets` split
+    data.py               the evaluation images: sklearn digits (fixed split), a `datasets` split or an image folder
     results.py            eval_results.json, merged entry by entry
     cli.py                `hf-ddpm eval`
 """
@@ -20,28 +19,23 @@ _EXPORTS = {
     "DatasetBitsPerDim": "bpd",
     "dataset_bits_per_dim": "bpd",
     "load_digits": "data",
-    "load_hf_dataset": "data",
-    "load_image_folder": "data",
+    "load_images": "data",
     "DigitsClassifier": "digits_classifier",
     "digits_sample_statistics": "digits_classifier",
     "Dinov2Features": "frechet",
     "InceptionFID": "frechet",
-    "default_inception_weights_path": "frechet",
     "bootstrap_frechet_distances": "frechet",
     "frechet_distance": "frechet",
     "frechet_distance_of_features": "frechet",
     "gaussian_statistics": "frechet",
     "resolve_inception_weights": "frechet",
-    "FrechetResult": "metrics",
     "digits_reference_images": "metrics",
     "fd_digits": "metrics",
-    "fd_digits_real_floor": "metrics",
     "fd_dinov2": "metrics",
     "fid": "metrics",
     "read_eval_results": "results",
     "write_eval_results": "results",
-    "generate_samples": "samples",
-    "save_image_grid": "samples",
+    "generate_samples": ".sampling",  # hf_ddpm.sampling, shared with `hf-ddpm sample`
     "with_variance_type": "._variance",  # hf_ddpm._variance, shared with `hf-ddpm sample`
 }
 

@@ -85,8 +85,6 @@ def dataset_bits_per_dim(
     Returns:
         [`DatasetBitsPerDim`]
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
     if len(images) < 2:
         raise ValueError(f"`images` must hold at least 2 images for a standard error, got {len(images)}.")
     generator = torch.Generator("cpu").manual_seed(seed)

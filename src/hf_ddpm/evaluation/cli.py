@@ -7,12 +7,15 @@ Heavy imports (torch, transformers, torchmetrics) happen inside the handler so t
 import argparse
 import os
 
-from .._choices import VARIANCE_TYPES
-from .._devices import DEVICES, resolve_device
-from .._errors import UsageError, check_at_least
+from .._choices import VARIANCE_TYPES, int_range
+from .._devices import resolve_device
+from .._digits import DIGITS_SPLITS
+from .._errors import UsageError
+from ..files import check_output_dir
+from ..sampling import add_run_arguments
+from .results import METRIC_KEYS
 
 METRICS = ("bpd", "fid", "fd-dinov2", "fd-digits")
-FRECHET_METRICS = ("fid", "fd-dinov2", "fd-digits")
 SAMPLES_FILE = "eval_samples.png"
 
 DESCRIPTION = """\
@@ -55,14 +58,14 @@ def register(subparsers) -> None:
         parser.add_argument_group("dataset (bpd, and the reference images of fid and fd-dinov2)"),
         split_default="test",
         split_help="the split: for digits 'test' (the 180 held-out images, default), 'train' or 'all'; for"
-        " --dataset_name any split it has",
+        " --dataset_name any split it has (--train_data_dir: every image of the folder)",
     )
 
     bpd = parser.add_argument_group("bits/dim")
     bpd.add_argument(
         "--num_timesteps",
-        type=int,
-        help="estimate the KL terms from K timesteps, one drawn per stratum (the decoder always): unbiased and T/K"
+        type=int_range(2),
+        help="estimate the KL terms from K >= 2 timesteps, the decoder and one drawn per stratum: unbiased and T/K"
         " times faster (default: all T)",
     )
     bpd.add_argument(
@@ -73,8 +76,12 @@ def register(subparsers) -> None:
     )
 
     sampling = parser.add_argument_group("samples (fid, fd-dinov2, fd-digits)")
-    sampling.add_argument("--num_samples", type=int, default=1000, help="how many samples to generate (default: 1000)")
-    sampling.add_argument("--num_inference_steps", type=int, help="sampling steps (default: the training steps T)")
+    sampling.add_argument(
+        "--num_samples", type=int_range(2), default=1000, help="how many samples to generate (default: 1000)"
+    )
+    sampling.add_argument(
+        "--num_inference_steps", type=int_range(1), help="sampling steps (default: the training steps T)"
+    )
     sampling.add_argument(
         "--variance_type",
         choices=VARIANCE_TYPES,
@@ -88,9 +95,9 @@ def register(subparsers) -> None:
     )
     sampling.add_argument(
         "--bootstrap",
-        type=int,
+        type=int_range(0),
         default=200,
-        help="resamples of the samples' features for fd-digits' standard error (default: 200; 0: none)",
+        help="resamples of the samples' features for fd-digits' standard error: 0 (none) or at least 2 (default: 200)",
     )
     sampling.add_argument(
         "--dinov2_model", default="facebook/dinov2-base", help="DINOv2 model id or folder (fd-dinov2)"
@@ -102,7 +109,7 @@ def register(subparsers) -> None:
 
     common = parser.add_argument_group("common")
     add_run_arguments(
-        common, "images (or image-timestep pairs) per UNet call", "of the samples and of the bound's noise"
+        common, 256, "images (or image-timestep pairs) per UNet call", "of the samples and of the bound's noise"
     )
     common.add_argument(
         "--output_dir",
@@ -121,22 +128,15 @@ def add_dataset_arguments(group, split_default: str, split_help: str) -> None:
     source.add_argument("--train_data_dir", help="a local folder of images instead of --dataset")
     source.add_argument("--dataset_name", help="a `datasets` dataset (Hub id or local folder)")
     group.add_argument("--split", default=split_default, help=split_help)
-    group.add_argument("--max_images", type=int, help="use only the first N images of the split")
+    group.add_argument("--max_images", type=int_range(2), help="use only the first N >= 2 images of the split")
 
 
-def add_run_arguments(group, batch_help: str, seed_help: str) -> None:
-    """--batch_size, --seed, --device and --revision, as every command that runs a saved model takes them."""
-    group.add_argument("--batch_size", type=int, default=256, help=batch_help)
-    group.add_argument("--seed", type=int, default=0, help=f"seed {seed_help} (default: 0)")
-    group.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default: auto)")
-    group.add_argument("--revision", help="the Hub revision of the model (a branch, tag or commit)")
-
-
-def check_dataset_args(args: argparse.Namespace) -> None:
-    """The checks of `add_dataset_arguments`' flags that need no model."""
-    check_at_least(args, {"max_images": 1})
-    if args.dataset_name is None and args.train_data_dir is None and args.split not in ("train", "test", "all"):
-        raise UsageError(f"--split for --dataset digits must be one of 'train', 'test', 'all', got {args.split!r}.")
+def uses_digits(args: argparse.Namespace) -> bool:
+    """Whether the dataset flags name the built-in digits; refuses a split they do not have (`UsageError`)."""
+    digits = args.train_data_dir is None and args.dataset_name is None
+    if digits and args.split not in DIGITS_SPLITS:
+        raise UsageError(f"--split for --dataset digits must be one of {', '.join(map(repr, DIGITS_SPLITS))}.")
+    return digits
 
 
 def is_digits_model(config) -> bool:
@@ -145,13 +145,25 @@ def is_digits_model(config) -> bool:
     return config.in_channels == 1 and size in (8, (8, 8))
 
 
-def check_dataset_fits(args: argparse.Namespace, config) -> None:
-    """Refuse the built-in digits (the default --dataset) for a model that does not make 8x8 grayscale images."""
-    if args.train_data_dir is None and args.dataset_name is None and not is_digits_model(config):
+def load_dataset_images(args: argparse.Namespace, pipeline):
+    """The images of the dataset flags, uint8 [N x H x W x C], checked against the model's channels and size."""
+    from .data import load_digits, load_images
+
+    config = pipeline.unet.config
+    if not uses_digits(args):
+        folder = args.train_data_dir
+        resolution = config.sample_size if isinstance(config.sample_size, int) else None
+        images = load_images(
+            folder or args.dataset_name, config.in_channels, args.split, resolution, image_folder=folder is not None
+        )
+    elif is_digits_model(config):
+        images = load_digits(args.split)[0]
+    else:
         raise UsageError(
             f"--dataset digits holds 8x8 grayscale images, but this model makes {config.in_channels}-channel"
             f" {config.sample_size} images; pass --train_data_dir or --dataset_name."
         )
+    return images[: args.max_images]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -160,171 +172,113 @@ def check_dataset_fits(args: argparse.Namespace, config) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from .._variance import with_variance_type
+    from ..images import image_grid
+    from ..pipeline_ddpm_posterior import DDPMPosteriorPipeline
+    from ..sampling import generate_samples, inference_steps
+    from .results import write_eval_results
+
     metrics = list(dict.fromkeys(args.metric))  # unique, in the order given
-    _check_numbers(args, metrics)
+    if args.bootstrap == 1:
+        raise UsageError("--bootstrap must be 0 (none) or at least 2 resamples, got 1.")
+    if args.output_dir is not None:
+        check_output_dir(args.output_dir)
+    uses_digits(args)
     device = resolve_device(args.device)
 
     # 1. Feature extractors first: a missing Inception or DINOv2 model fails before any sampling
-    inception, dinov2 = _load_extractors(args, metrics, device)
+    extractors = _load_extractors(args, metrics, device)
 
-    # 2. The model, with the variance override
-    from .._variance import with_variance_type
-    from ..pipeline_ddpm_posterior import DDPMPosteriorPipeline
-
+    # 2. The model, with the variance override, and what it is checked against
     pipeline = DDPMPosteriorPipeline.from_pretrained(args.pretrained_model_name_or_path, revision=args.revision)
     pipeline = with_variance_type(pipeline, args.variance_type).to(device)
-    _check_model(args, metrics, pipeline)
-    variance_type = pipeline.scheduler.config.variance_type
-
-    # 3. The metrics
-    rows, results = [], {}
-    needs_dataset = "bpd" in metrics or "fid" in metrics or "fd-dinov2" in metrics
-    images = load_dataset_images(args, pipeline) if needs_dataset else None
-    if "bpd" in metrics:
-        rows.append(_bits_per_dim(args, pipeline, images, variance_type, results))
-    samples = None
-    if any(metric in FRECHET_METRICS for metric in metrics):
-        from .samples import generate_samples
-
-        samples = generate_samples(
-            pipeline, args.num_samples, args.num_inference_steps, batch_size=args.batch_size, seed=args.seed
-        )
-    for metric in metrics:
-        if metric in FRECHET_METRICS:
-            rows.append(_frechet(metric, args, samples, images, inception, dinov2, pipeline, variance_type, results))
-
-    # 4. Report
-    print(format_table(rows))
-    output_dir = results_folder(args.pretrained_model_name_or_path, args.output_dir)
-    from .results import write_eval_results
-
-    path = write_eval_results(output_dir, results)
-    print(f"wrote {path}")
-    if samples is not None:
-        from .samples import save_image_grid
-
-        print(f"wrote {save_image_grid(samples, os.path.join(output_dir, SAMPLES_FILE))}")
-    return 0
-
-
-def _check_numbers(args: argparse.Namespace, metrics: list[str]) -> None:
-    check_at_least(args, {"batch_size": 1, "num_samples": 1, "num_inference_steps": 1})
-    check_dataset_args(args)
-    if args.num_samples < 2 and any(metric in FRECHET_METRICS for metric in metrics):
-        raise UsageError(f"--num_samples must be at least 2 for a Frechet distance, got {args.num_samples}.")
-    if args.bootstrap < 0 or args.bootstrap == 1:
-        raise UsageError(f"--bootstrap must be 0 (none) or at least 2 resamples, got {args.bootstrap}.")
-    if args.num_timesteps is not None and args.num_timesteps < 2:
-        raise UsageError(
-            f"--num_timesteps must be at least 2 (the decoder and one KL term), got {args.num_timesteps}."
-        )
-
-
-def _load_extractors(args, metrics, device):
-    from .frechet import Dinov2Features, InceptionFID
-
-    inception = InceptionFID(args.inception_weights, device, args.batch_size) if "fid" in metrics else None
-    dinov2 = Dinov2Features(args.dinov2_model, device, batch_size=args.batch_size) if "fd-dinov2" in metrics else None
-    return inception, dinov2
-
-
-def _check_model(args, metrics, pipeline) -> None:
-    """Refuse combinations that would only fail after sampling."""
-    config = pipeline.unet.config
-    if "fd-digits" in metrics and not is_digits_model(config):
+    if "fd-digits" in metrics and not is_digits_model(pipeline.unet.config):
+        config = pipeline.unet.config
         raise UsageError(
             f"--metric fd-digits scores 8x8 grayscale digits, but this model makes {config.in_channels}-channel"
             f" {config.sample_size} images; use fd-dinov2 or fid."
         )
-    if any(metric in metrics for metric in ("bpd", "fid", "fd-dinov2")):
-        check_dataset_fits(args, config)
-    steps = args.num_inference_steps
-    num_train_timesteps = pipeline.scheduler.config.num_train_timesteps
-    if steps is not None and steps > num_train_timesteps and any(metric in FRECHET_METRICS for metric in metrics):
-        raise UsageError(f"--num_inference_steps must be at most the model's {num_train_timesteps} training steps.")
+    steps = inference_steps(pipeline, args.num_inference_steps, default=pipeline.scheduler.config.num_train_timesteps)
+    needs_dataset = any(metric != "fd-digits" for metric in metrics)  # bpd, and the references of fid and fd-dinov2
+    images = load_dataset_images(args, pipeline) if needs_dataset else None
 
-
-def load_dataset_images(args, pipeline):
-    """The evaluation images, uint8 [N x H x W x C], checked against the model's channels and size."""
-    from .data import load_digits, load_hf_dataset, load_image_folder
-
-    channels, size = pipeline.unet.config.in_channels, pipeline.unet.config.sample_size
-    resolution = size if isinstance(size, int) else None
-    if args.train_data_dir is not None:
-        images = load_image_folder(args.train_data_dir, channels, resolution)
-    elif args.dataset_name is not None:
-        images = load_hf_dataset(args.dataset_name, channels, split=args.split, resolution=resolution)
-    else:
-        images = load_digits(args.split)[0]
-    return images[: args.max_images] if args.max_images is not None else images
-
-
-def _dataset_description(args) -> dict:
-    if args.train_data_dir is not None:
-        return {"dataset": os.path.abspath(args.train_data_dir)}
-    return {"dataset": args.dataset_name or args.dataset, "split": args.split}
-
-
-def _bits_per_dim(args, pipeline, images, variance_type, results) -> dict:
-    from .bpd import dataset_bits_per_dim
-
-    result = dataset_bits_per_dim(
-        pipeline,
-        images,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        num_timesteps=args.num_timesteps,
-        clip_denoised=args.clip_denoised,
-    )
-    summary = result.summary()
-    summary.update(_dataset_description(args), variance_type=variance_type, clip_denoised=args.clip_denoised)
-    results["bits_per_dim"] = {"value": summary.pop("bits_per_dim"), **summary}
-    dataset = summary["dataset"] + (f" ({summary['split']})" if "split" in summary else "")
-    return {
-        "metric": "bits/dim",
-        "value": result.bits_per_dim,
-        "error": result.standard_error,
-        "details": f"{result.num_images} images of {dataset}, {result.num_timesteps} timesteps, prior"
-        f" {result.prior:.4f} + KL {result.kl:.4f} + decoder {result.decoder:.4f}, seed {args.seed}",
+    # 3. The metrics, each as its eval_results.json entry
+    samples = None
+    if any(metric != "bpd" for metric in metrics):  # the Frechet metrics score samples
+        output = generate_samples(pipeline, args.num_samples, steps, batch_size=args.batch_size, seed=args.seed)
+        samples = output.images  # [N x C x H x W] in [0, 1]
+    results = {
+        METRIC_KEYS[metric]: _result(metric, args, pipeline, steps, images, samples, extractors) for metric in metrics
     }
 
+    # 4. Report
+    print(format_table(results))
+    output_dir = results_folder(args.pretrained_model_name_or_path, args.output_dir)
+    print(f"wrote {write_eval_results(output_dir, results)}")
+    if samples is not None:
+        path = os.path.join(output_dir, SAMPLES_FILE)
+        image_grid(samples[:64].permute(0, 2, 3, 1).numpy(), scale=4, padding=4).save(path)
+        print(f"wrote {path}")
+    return 0
 
-def _frechet(metric, args, samples, images, inception, dinov2, pipeline, variance_type, results) -> dict:
+
+def _load_extractors(args, metrics, device) -> dict:
+    from .frechet import Dinov2Features, InceptionFID
+
+    extractors = {}
+    if "fid" in metrics:
+        extractors["fid"] = InceptionFID(args.inception_weights, device, args.batch_size)
+    if "fd-dinov2" in metrics:
+        extractors["fd-dinov2"] = Dinov2Features(args.dinov2_model, device, batch_size=args.batch_size)
+    return extractors
+
+
+def _result(metric: str, args, pipeline, steps: int, images, samples, extractors: dict) -> dict:
+    """Compute one metric; its eval_results.json entry: the value, its standard error and how it was measured."""
     from . import metrics as quality
+    from .bpd import dataset_bits_per_dim
 
-    if metric == "fd-digits":
-        result = quality.fd_digits(samples, reference=args.reference, bootstrap=args.bootstrap, seed=args.seed)
-    elif metric == "fd-dinov2":
-        result = quality.fd_dinov2(samples, images, dinov2)
-        result.extras.update(model=args.dinov2_model, **_dataset_description(args))
+    if args.train_data_dir is not None:
+        dataset = {"dataset": os.path.abspath(args.train_data_dir)}
     else:
-        result = quality.fid(samples, images, inception)
-        result.extras.update(_dataset_description(args))
-    steps = args.num_inference_steps or pipeline.scheduler.config.num_train_timesteps
-    sampling = {"num_inference_steps": steps, "seed": args.seed, "variance_type": variance_type}
-    key = {"fd-digits": "fd_digits", "fd-dinov2": "fd_dinov2", "fid": "fid"}[metric]
-    results[key] = {**result.summary(), **sampling}
-    details = (
-        f"{result.num_samples} samples, {steps} steps, {variance_type}, seed {args.seed},"
-        f" {result.num_reference} reference images"
-    )
+        dataset = {"dataset": args.dataset_name or args.dataset, "split": args.split}
+    settings = {"seed": args.seed, "variance_type": pipeline.scheduler.config.variance_type}
+    if metric == "bpd":
+        summary = dataset_bits_per_dim(
+            pipeline,
+            images,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            num_timesteps=args.num_timesteps,
+            clip_denoised=args.clip_denoised,
+        ).summary()
+        return {
+            "value": summary.pop("bits_per_dim"),
+            **summary,
+            **dataset,
+            **settings,
+            "clip_denoised": args.clip_denoised,
+        }
     if metric == "fd-digits":
-        extras = result.extras
-        details += (
-            f"; confidence {extras['mean_confidence']:.3f}, coverage {extras['class_coverage']}/10,"
-            f" class entropy {extras['class_entropy_bits']:.2f} bits"
-        )
-        if result.standard_error is not None:
-            details += f"; standard error from {extras['bootstrap']} bootstrap resamples of the samples"
-    return {"metric": metric, "value": result.value, "error": result.standard_error, "details": details}
+        result, dataset = quality.fd_digits(samples, args.reference, bootstrap=args.bootstrap, seed=args.seed), {}
+    elif metric == "fd-dinov2":
+        result, dataset["model"] = quality.fd_dinov2(samples, images, extractors[metric]), args.dinov2_model
+    else:
+        result = quality.fid(samples, images, extractors[metric])
+    return {**result, **dataset, "num_inference_steps": steps, **settings}
 
 
-def format_table(rows: list[dict]) -> str:
-    """A markdown table: metric | value | standard error | details."""
+def format_table(results: dict) -> str:
+    """A markdown table of eval_results.json entries: metric | value | standard error | how it was measured."""
     lines = ["| metric | value | std. error | details |", "|---|---:|---:|---|"]
-    for row in rows:
-        error = f"{row['error']:.4f}" if row["error"] is not None else ""
-        lines.append(f"| {row['metric']} | {row['value']:.4f} | {error} | {row['details']} |")
+    for name, entry in results.items():
+        error = "" if entry.get("standard_error") is None else f"{entry['standard_error']:.4f}"
+        details = ", ".join(
+            f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+            for key, value in entry.items()
+            if key not in ("value", "standard_error", "class_histogram")
+        )
+        lines.append(f"| {name} | {entry['value']:.4f} | {error} | {details} |")
     return "\n".join(lines)
 
 

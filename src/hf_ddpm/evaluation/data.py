@@ -1,5 +1,6 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
-"""The images that evaluation compares against: scikit-learn's digits, a local image folder, or a `datasets` split.
+"""The images that evaluation compares against: scikit-learn's digits, or a `datasets` dataset read as training
+reads it (a Hub id, a local dataset, or a folder of images through the `imagefolder` builder).
 
 Every loader returns uint8 arrays [N x H x W x C], the format `DDPMPosteriorPipeline.bits_per_dim` and the feature
 extractors take. The digits and their fixed split live in `hf_ddpm._digits` (shared with training).
@@ -8,63 +9,46 @@ extractors take. The digits and their fixed split live in `hf_ddpm._digits` (sha
 import os
 
 import numpy as np
-import PIL.Image
 
 from .._datasets import decode_image, find_image_column, open_dataset
-from .._digits import (  # noqa: F401 (re-exported: evaluation reads the digits from here)
-    DIGITS_SPLIT_SEED,
-    DIGITS_SPLITS,
-    DIGITS_TEST_FRACTION,
-    digits_split_indices,
-    load_digits,
-)
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+from .._digits import load_digits  # noqa: F401 (re-exported: evaluation reads the digits from here)
+from .._errors import UsageError
 
 
-def load_image_folder(folder: str | os.PathLike, channels: int, resolution: int | None = None) -> np.ndarray:
-    """
-    Every image of a local folder (recursively, sorted by path), as uint8 [N x H x W x channels].
-
-    Args:
-        folder (`str`): the folder.
-        channels (`int`): 1 (grayscale), 3 (RGB) or 4 (RGBA): images are converted to it, as training converts them.
-        resolution (`int`, *optional*): the side the images must have; a mismatch is an error, not a silent resize.
-    """
-    folder = os.fspath(folder)
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"`train_data_dir` {folder} is not a folder.")
-    paths = sorted(
-        os.path.join(root, name)
-        for root, _, names in os.walk(folder)
-        for name in names
-        if name.lower().endswith(IMAGE_EXTENSIONS)
-    )
-    if not paths:
-        raise ValueError(f"`train_data_dir` {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
-    images = []
-    for path in paths:
-        with PIL.Image.open(path) as image:
-            images.append(decode_image(image, channels))
-    return _stack_checked(images, resolution, folder)
-
-
-def load_hf_dataset(
-    name: str, channels: int, split: str = "test", resolution: int | None = None, revision: str | None = None
+def load_images(
+    name: str,
+    channels: int,
+    split: str = "test",
+    resolution: int | None = None,
+    image_folder: bool = False,
+    revision: str | None = None,
 ) -> np.ndarray:
     """
-    The images of a `datasets` dataset split (a Hub id or a local dataset folder), as uint8 [N x H x W x channels].
-    The dataset, its image column and each image are read as training reads them (`hf_ddpm._datasets`).
+    The images of a `datasets` dataset as uint8 [N x H x W x `channels`], each decoded as training decodes it
+    (`hf_ddpm._datasets`: transparent pixels white, no resizing).
+
+    Args:
+        name (`str`): a Hub dataset id or a local dataset folder; with `image_folder`, a folder of images.
+        channels (`int`): 1 (grayscale), 3 (RGB) or 4 (RGBA).
+        split (`str`, defaults to `"test"`): the split to read; every image of an image folder is read.
+        resolution (`int`, *optional*): the side the images must have; a mismatch is an error, not a silent resize.
+        image_folder (`bool`, defaults to `False`): read `name` with the `imagefolder` builder, as training reads
+            `--train_data_dir`.
+        revision (`str`, *optional*): the Hub revision of the dataset.
     """
-    dataset_dict = open_dataset(name, revision=revision)
-    if split not in dataset_dict:
-        raise ValueError(f"`split` {split!r} is not a split of {name}; it has: {', '.join(dataset_dict)}.")
-    dataset = dataset_dict[split]
+    import datasets
+
+    if image_folder:
+        if not os.path.isdir(name):
+            raise FileNotFoundError(f"--train_data_dir {name} is not a folder.")
+        splits = datasets.load_dataset("imagefolder", data_dir=name)
+        dataset, source = datasets.concatenate_datasets(list(splits.values())), name
+    else:
+        splits = open_dataset(name, revision=revision)
+        if split not in splits:
+            raise UsageError(f"--split {split!r} is not a split of {name}; it has: {', '.join(splits)}.")
+        dataset, source = splits[split], f"{name} ({split})"
     images = [decode_image(image, channels) for image in dataset[find_image_column(dataset)]]
-    return _stack_checked(images, resolution, f"{name} ({split})")
-
-
-def _stack_checked(images: list[np.ndarray], resolution: int | None, source: str) -> np.ndarray:
     shapes = sorted({image.shape for image in images})
     if len(shapes) > 1:
         raise ValueError(f"The images of {source} have different sizes: {shapes[:4]}.")

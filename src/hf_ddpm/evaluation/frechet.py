@@ -107,7 +107,7 @@ def bootstrap_frechet_distances(
     Returns:
         `np.ndarray`: [B] float64 distances.
     """
-    if isinstance(num_resamples, bool) or not isinstance(num_resamples, (int, np.integer)) or num_resamples < 2:
+    if num_resamples < 2:
         raise ValueError(f"`num_resamples` must be an int >= 2, got {num_resamples!r}.")
     features = np.asarray(features, dtype=np.float64)
     mu_reference, sigma_reference = gaussian_statistics(reference_features)
@@ -139,12 +139,6 @@ def to_unit_images(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(array).permute(0, 3, 1, 2).float() / 255.0
 
 
-def quantize(images: torch.Tensor) -> torch.Tensor:
-    """Round [0, 1] images to the 256 levels of uint8, as saving samples as PNG would, so that generated and real
-    images are compared in the same format."""
-    return (images.clamp(0, 1) * 255).round() / 255
-
-
 def _rgb(images: torch.Tensor) -> torch.Tensor:
     """Grayscale [N x 1 x H x W] repeated to 3 channels; RGB as is."""
     if images.shape[1] == 1:
@@ -159,27 +153,24 @@ def _rgb(images: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def default_inception_weights_path() -> str:
-    """Where torch-fidelity (and so torchmetrics) caches the FID Inception weights: torch.hub's checkpoints folder."""
-    return os.path.join(torch.hub.get_dir(), "checkpoints", INCEPTION_WEIGHTS_FILE)
-
-
 def resolve_inception_weights(path: str | os.PathLike | None = None) -> str:
     """
     The FID Inception weights file, checked to exist, without any download: torch-fidelity would otherwise fetch it
     from GitHub, which hangs or fails where there is no network.
 
     Args:
-        path (`str`, *optional*): the weights file; torch.hub's checkpoints folder when `None`.
+        path (`str`, *optional*): the weights file; by default torch.hub's checkpoints folder, where torch-fidelity
+            (and so torchmetrics) caches it.
 
     Raises:
         `FileNotFoundError`: with where to put the file.
     """
-    path = os.fspath(path) if path is not None else default_inception_weights_path()
+    default = os.path.join(torch.hub.get_dir(), "checkpoints", INCEPTION_WEIGHTS_FILE)
+    path = os.fspath(path) if path is not None else default
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"FID needs the Inception-v3 weights {INCEPTION_WEIGHTS_FILE}, not found at {path}. Download"
-            f" {INCEPTION_WEIGHTS_URL} where there is network and put it at {default_inception_weights_path()}"
+            f" {INCEPTION_WEIGHTS_URL} where there is network and put it at {default}"
             " (torch.hub's checkpoints folder; set TORCH_HOME to move it) or pass --inception_weights PATH."
         )
     return path
@@ -197,14 +188,9 @@ class InceptionFID:
 
     def __init__(self, weights_path: str | None = None, device="cpu", batch_size: int = 64):
         self.weights_path = resolve_inception_weights(weights_path)
-        try:
-            import torch_fidelity  # noqa: F401  (torchmetrics' Inception lives there)
-        except ImportError:
-            raise ImportError(
-                "FID needs torch-fidelity, where torchmetrics' Inception network lives: pip install torch-fidelity"
-            ) from None
         from torchmetrics.image.fid import FrechetInceptionDistance
 
+        # without torch-fidelity (where the network lives) torchmetrics says what to install
         self.metric = FrechetInceptionDistance(
             feature=2048, normalize=True, feature_extractor_weights_path=self.weights_path
         ).to(device)
@@ -227,8 +213,8 @@ class Dinov2Features:
 
     Args:
         model_name_or_path (`str`, defaults to `"facebook/dinov2-base"`):
-            A local folder with the model and its image processor config, or a Hub id; a Hub id is looked up in the
-            local cache first, and downloaded only if it is not there.
+            A local folder with the model and its image processor config, or a Hub id (downloaded, or read from the
+            local cache when the Hub cannot be reached; `HF_HUB_OFFLINE=1` skips the network).
         device (`str` or `torch.device`, defaults to `"cpu"`).
         batch_size (`int`, defaults to 64): images per forward pass.
         revision (`str`, *optional*): the Hub revision.
@@ -239,29 +225,15 @@ class Dinov2Features:
     ):
         from transformers import AutoImageProcessor, AutoModel
 
-        def load(local_files_only: bool):
-            kwargs = {"revision": revision, "local_files_only": local_files_only}
-            return AutoModel.from_pretrained(model_name_or_path, **kwargs), AutoImageProcessor.from_pretrained(
-                model_name_or_path, **kwargs
-            )
-
-        looks_like_path = model_name_or_path.startswith((".", "/", "~")) or model_name_or_path.count("/") > 1
-        if looks_like_path and not os.path.isdir(model_name_or_path):
-            raise OSError(f"Could not load DINOv2 from {model_name_or_path}: no such folder.")
-        try:
-            self.model, self.processor = load(local_files_only=True)
-        except (OSError, ValueError) as cached_error:
-            if os.path.isdir(model_name_or_path):
-                message = str(cached_error).splitlines()[0]
-                raise OSError(f"Could not load DINOv2 from {model_name_or_path}: {message}") from cached_error
-            try:
-                self.model, self.processor = load(local_files_only=False)
-            except (OSError, ValueError) as error:
-                raise OSError(
-                    f"DINOv2 model {model_name_or_path!r} is neither in the local Hugging Face cache nor downloadable"
-                    f" ({str(error).splitlines()[0]}). Download it where there is network"
-                    f" (`hf download {model_name_or_path}`) or pass --dinov2_model PATH to a saved model folder."
-                ) from error
+        try:  # a Hub id is read from the local cache when the Hub cannot be reached
+            self.model = AutoModel.from_pretrained(model_name_or_path, revision=revision)
+            self.processor = AutoImageProcessor.from_pretrained(model_name_or_path, revision=revision)
+        except (OSError, ValueError) as error:
+            raise OSError(
+                f"Could not load DINOv2 from {model_name_or_path!r} ({str(error).strip().splitlines()[0]}): pass"
+                " --dinov2_model a saved model folder, or download the model where there is network"
+                f" (`hf download {model_name_or_path}`)."
+            ) from error
         self.model.to(device).eval()
         self.device, self.batch_size = torch.device(device), batch_size
 
@@ -270,7 +242,7 @@ class Dinov2Features:
         """Features [N x hidden_size] (float64) of images, float [N x C x H x W] in [0, 1]."""
         features = []
         for start in range(0, images.shape[0], self.batch_size):
-            batch = _rgb(quantize(images[start : start + self.batch_size]).cpu())
+            batch = _rgb(images[start : start + self.batch_size].cpu())
             uint8 = to_uint8(batch.permute(0, 2, 3, 1).numpy())  # [n x H x W x 3]
             inputs = self.processor(images=list(uint8), return_tensors="pt", input_data_format="channels_last")
             pixel_values = inputs["pixel_values"].to(self.device, self.model.dtype)

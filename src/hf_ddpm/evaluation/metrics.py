@@ -7,13 +7,14 @@ The sample-quality metrics: a Frechet distance between generated images and refe
     fd-dinov2   DINOv2's CLS token (transformers `AutoModel`);
     fid         Inception-v3 pool3 through torchmetrics, from local weights only.
 
-Each function takes the generated images as a float tensor [N x C x H x W] in [0, 1] (see `samples.generate_samples`)
-and returns a `FrechetResult`. fd-digits can also give its standard error over the draw of the N samples (a bootstrap
-of the samples' features, `bootstrap=B`), and `fd_digits_real_floor` scores N real digits the same way: what a perfect
-sampler would score at that N, the floor below which differences between samplers mean nothing.
+Each function takes the generated images as a float tensor [N x C x H x W] in [0, 1] (see
+`hf_ddpm.sampling.generate_samples`) and returns the metric's entry of eval_results.json: a dict with the distance
+`value`, `num_samples`, `num_reference` and what the metric adds (its feature space, the classifier's statistics...).
+fd-digits can also give its standard error over the draw of the N samples (a bootstrap of the samples' features,
+`bootstrap=B`). What a perfect sampler scores at N, the floor below which differences between samplers mean nothing,
+is fd-digits of N real digits outside the reference, e.g.
+`fd_digits(load_digits("test")[0][:N], reference="digits-train", bootstrap=200)`.
 """
-
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -24,44 +25,13 @@ from .frechet import bootstrap_frechet_distances, frechet_distance_of_features, 
 DIGITS_REFERENCES = ("digits", "digits-train", "digits-test")
 
 
-@dataclass
-class FrechetResult:
-    """
-    A Frechet distance between generated and reference images.
-
-    Args:
-        value (`float`): the distance.
-        num_samples (`int`): the number of generated images.
-        num_reference (`int`): the number of reference images.
-        extras (`dict`): metric-specific JSON-able values (feature space, classifier statistics, ...).
-        standard_error (`float`, *optional*): the bootstrap standard error of `value` over the draw of the samples,
-            when it was asked for.
-    """
-
-    value: float
-    num_samples: int
-    num_reference: int
-    extras: dict = field(default_factory=dict)
-    standard_error: float | None = None
-
-    def summary(self) -> dict:
-        error = {} if self.standard_error is None else {"standard_error": self.standard_error}
-        return {
-            "value": self.value,
-            **error,
-            "num_samples": self.num_samples,
-            "num_reference": self.num_reference,
-            **self.extras,
-        }
-
-
 def digits_reference_images(reference: str = "digits") -> np.ndarray:
     """
     The reference images of fd-digits, uint8 [N x 8 x 8 x 1].
 
     Args:
         reference (`"digits"`, `"digits-train"` or `"digits-test"`, defaults to `"digits"`): all 1,797 digits, or one
-            side of the fixed split of `hf_ddpm.evaluation.data`.
+            side of the fixed split of `hf_ddpm._digits`.
     """
     if reference not in DIGITS_REFERENCES:
         raise ValueError(f"`reference` must be one of {', '.join(map(repr, DIGITS_REFERENCES))}, got {reference!r}.")
@@ -82,7 +52,7 @@ def fd_digits(
     classifier=None,
     bootstrap: int = 0,
     seed: int = 0,
-) -> FrechetResult:
+) -> dict:
     """
     fd-digits: the Frechet distance in the digits classifier's 64-d penultimate feature space, with the classifier's
     statistics of the samples.
@@ -101,14 +71,13 @@ def fd_digits(
         seed (`int`, defaults to 0): the seed of the bootstrap resampling.
 
     Returns:
-        [`FrechetResult`] with `mean_confidence`, `class_coverage`, `class_entropy_bits` and `class_histogram`; with
-        `bootstrap`, also `standard_error` and the extras `bootstrap` (B), `bootstrap_seed` and `bootstrap_mean` (the
-        mean distance of the resamples, above `value` by about the distance's finite-sample bias).
+        `dict`: `value`, `num_samples`, `num_reference`, `reference`, `mean_confidence`, `class_coverage`,
+        `class_entropy_bits` and `class_histogram`; with `bootstrap`, also `standard_error`, `bootstrap` (B),
+        `bootstrap_seed` and `bootstrap_mean` (the mean distance of the resamples, above `value` by about the
+        distance's finite-sample bias).
     """
-    if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) or bootstrap < 0:
+    if bootstrap < 0 or bootstrap == 1:
         raise ValueError(f"`bootstrap` must be 0 (none) or a number of resamples >= 2, got {bootstrap!r}.")
-    if bootstrap == 1:
-        raise ValueError("`bootstrap` must be 0 (none) or a number of resamples >= 2, got 1.")
     from .digits_classifier import DigitsClassifier, classify, digits_sample_statistics
 
     samples = _check_samples(samples)
@@ -119,70 +88,21 @@ def fd_digits(
     classifier = DigitsClassifier.from_asset() if classifier is None else classifier
     sample_features, probabilities = classify(classifier, samples)
     reference_features, _ = classify(classifier, reference_images)
-    statistics = digits_sample_statistics(probabilities)
-    extras = {
+    result = {
+        "value": frechet_distance_of_features(sample_features, reference_features),
+        "num_samples": len(sample_features),
+        "num_reference": len(reference_features),
         "reference": reference_name,
-        "mean_confidence": statistics.mean_confidence,
-        "class_coverage": statistics.class_coverage,
-        "class_entropy_bits": statistics.class_entropy_bits,
-        "class_histogram": statistics.class_histogram,
+        **digits_sample_statistics(probabilities),
     }
-    standard_error = None
     if bootstrap:
         distances = bootstrap_frechet_distances(sample_features, reference_features, bootstrap, seed)
-        standard_error = float(distances.std(ddof=1))
-        extras.update(bootstrap=int(bootstrap), bootstrap_seed=seed, bootstrap_mean=float(distances.mean()))
-    return FrechetResult(
-        value=frechet_distance_of_features(sample_features, reference_features),
-        num_samples=len(sample_features),
-        num_reference=len(reference_features),
-        extras=extras,
-        standard_error=standard_error,
-    )
-
-
-def fd_digits_real_floor(
-    num_samples: int,
-    source: str = "digits-test",
-    reference: str | np.ndarray = "digits-train",
-    bootstrap: int = 200,
-    seed: int = 0,
-    classifier=None,
-) -> FrechetResult:
-    """
-    The real-data floor of fd-digits: the distance of `num_samples` real digits, drawn without replacement from
-    `source`, to the reference, with its bootstrap standard error. A perfect sampler scores about this at the same N
-    (the Frechet distance of a finite sample is biased upward, by more at smaller N), so differences between samplers
-    well inside floor +- a few standard errors are not resolved.
-
-    Args:
-        num_samples (`int`): N, at most the size of `source` (180 for `"digits-test"`, 1,617 for `"digits-train"`).
-        source (`str`, defaults to `"digits-test"`): the real digits, a name of `DIGITS_REFERENCES`. The default,
-            the held-out digits against the training digits, shares no image with the reference; a source inside the
-            reference (e.g. `"digits-train"` against `"digits"`) gives an optimistic floor, which `extras`
-            records as `source_in_reference`.
-        reference (`str` or `np.ndarray`, defaults to `"digits-train"`): as in [`fd_digits`]; pass the reference
-            the samples are scored against.
-        bootstrap (`int`, defaults to 200): the resamples of the standard error (0: none).
-        seed (`int`, defaults to 0): the seed of the draw of the digits and of the bootstrap.
-        classifier ([`DigitsClassifier`], *optional*): the shipped classifier when `None`.
-
-    Returns:
-        [`FrechetResult`], as [`fd_digits`] returns it, with the extras `source` and `source_in_reference`.
-    """
-    pool = digits_reference_images(source)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)):
-        raise ValueError(f"`num_samples` must be an int, got {num_samples!r}.")
-    if not 2 <= num_samples <= len(pool):
-        raise ValueError(f"`num_samples` must be in [2, {len(pool)}] for source {source!r}, got {num_samples}.")
-    chosen = np.sort(np.random.default_rng(seed).choice(len(pool), num_samples, replace=False))
-    result = fd_digits(pool[chosen], reference=reference, classifier=classifier, bootstrap=bootstrap, seed=seed)
-    inside = isinstance(reference, str) and (reference == source or "digits" in (reference, source))
-    result.extras.update(source=source, source_in_reference=inside)
+        result.update(standard_error=float(distances.std(ddof=1)), bootstrap=int(bootstrap), bootstrap_seed=seed)
+        result["bootstrap_mean"] = float(distances.mean())
     return result
 
 
-def fd_dinov2(samples: torch.Tensor, reference_images, extractor) -> FrechetResult:
+def fd_dinov2(samples: torch.Tensor, reference_images, extractor) -> dict:
     """
     fd-dinov2: the Frechet distance in DINOv2's CLS-token feature space.
 
@@ -194,10 +114,10 @@ def fd_dinov2(samples: torch.Tensor, reference_images, extractor) -> FrechetResu
     samples = _check_samples(samples)
     value = frechet_distance_of_features(extractor(samples), extractor(to_unit_images(reference_images)))
     model = getattr(extractor.model.config, "_name_or_path", None) or "dinov2"
-    return FrechetResult(value, samples.shape[0], len(reference_images), {"model": model})
+    return {"value": value, "num_samples": len(samples), "num_reference": len(reference_images), "model": model}
 
 
-def fid(samples: torch.Tensor, reference_images, metric) -> FrechetResult:
+def fid(samples: torch.Tensor, reference_images, metric) -> dict:
     """
     FID with torchmetrics' `FrechetInceptionDistance`.
 
@@ -208,4 +128,9 @@ def fid(samples: torch.Tensor, reference_images, metric) -> FrechetResult:
     """
     samples = _check_samples(samples)
     value = metric(to_unit_images(reference_images), samples)
-    return FrechetResult(value, samples.shape[0], len(reference_images), {"inception_weights": metric.weights_path})
+    return {
+        "value": value,
+        "num_samples": len(samples),
+        "num_reference": len(reference_images),
+        "inception_weights": metric.weights_path,
+    }
