@@ -1,15 +1,15 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
 """`UNet2DModel` with the two freedoms of openai's ADM UNet (improved-diffusion, guided-diffusion) that it lacks.
 
-`UNet2DModel` gives every attention layer one head size (`attention_head_dim`) and a sinusoidal time embedding as
-wide as its first level. The original's `num_heads` is a head *count*: where the attention levels differ in width
-(improved-diffusion's ImageNet-64 has 4 heads at 384 and 512 channels; guided-diffusion's 128x128 model 4 heads at
-512, 768 and 1024) the head size differs per level. guided-diffusion's 512x512 model starts at half its
-`model_channels` (`channel_mult` 0.5, ...) but embeds time with `model_channels` sinusoids. This subclass adds one
-config field for each; every weight keeps its `UNet2DModel` name and shape.
+The original's `num_heads` is a head *count*: where attention layers differ in width (improved-diffusion's
+ImageNet-64: 4 heads at 384 and 512 channels; guided-diffusion's 128x128: 4 heads at 512, 768 and 1024) the head
+size differs per level, and `UNet2DModel` has one `attention_head_dim`. guided-diffusion's 512x512 model starts at
+half its `model_channels` (`channel_mult` 0.5, ...) but embeds time with `model_channels` sinusoids, and
+`UNet2DModel`'s are as many as its first level's channels. One config field for each; every weight keeps its
+`UNet2DModel` name and shape.
 
-This module imports only torch and diffusers on purpose: like the scheduler, it is copied next to the UNet's
-`config.json` so that the model loads as remote code where hf_ddpm is not installed.
+This module imports only diffusers on purpose: like the scheduler's, it travels as remote code next to the UNet's
+`config.json`, for loading where hf_ddpm is not installed.
 """
 
 from diffusers.configuration_utils import register_to_config
@@ -32,7 +32,7 @@ class ADMUNet2DModel(UNet2DModel):
         timestep_input_dim (`int`, *optional*):
             The number of sinusoids of the time embedding (the original's `model_channels`); `None` keeps
             `block_out_channels[0]`.
-        **kwargs: the arguments of [`UNet2DModel`].
+        The other arguments are [`UNet2DModel`]'s.
     """
 
     @register_to_config
