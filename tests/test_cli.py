@@ -14,7 +14,7 @@ import pytest
 from hf_ddpm.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parent.parent
-SUBCOMMANDS = ["train", "sample", "eval", "analytic", "push", "pull", "card", "push-space"]
+SUBCOMMANDS = ["train", "sample", "eval", "analytic", "push", "pull", "card", "push-space", "convert"]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)

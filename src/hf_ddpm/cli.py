@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "hf_ddpm.evaluation.cli",
     "hf_ddpm.analytic",
     "hf_ddpm.hub",
+    "hf_ddpm.convert",
 ]
 
 
