@@ -29,12 +29,10 @@ class EvaluationModel:
         self.pipeline = DDPMPosteriorPipeline(unet=self.unet, scheduler=scheduler)
         self.pipeline.set_progress_bar_config(disable=True)
 
-    def load_weights(self, ema, training_unet: torch.nn.Module, flat=None) -> None:
-        """The EMA weights when there is an EMA (an EMA of `flat.parameter` with flat parameters), else the current."""
+    def load_weights(self, ema, training_unet: torch.nn.Module) -> None:
+        """The EMA weights when there is an EMA, else the current ones of `training_unet`."""
         if ema is None:
             self.unet.load_state_dict(training_unet.state_dict())
-        elif flat is not None:
-            flat.copy_to(ema.shadow_params[0], self.unet.parameters())
         else:
             ema.copy_to(self.unet.parameters())
 
