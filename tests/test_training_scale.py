@@ -245,6 +245,52 @@ def test_peak_memory_does_not_grow_with_the_dataset(tmp_path: Path) -> None:
     assert abs(large - small) < 8 * 1024, f"peak memory {small} KiB (300 images) vs {large} KiB (3,000)"
 
 
+def write_saved_dataset(folder: Path, num_images: int) -> None:
+    """A `save_to_disk` folder of `num_images` copies of one 8x8 RGB PNG (no test split), in 100-image batches."""
+    import datasets
+    import pyarrow as pa
+
+    png = io.BytesIO()
+    PIL.Image.new("RGB", (8, 8), (200, 30, 90)).save(png, "PNG")
+    images = pa.array([{"bytes": png.getvalue(), "path": None}] * num_images)
+    table = pa.Table.from_arrays([images], schema=datasets.Features({"image": datasets.Image()}).arrow_schema)
+    datasets.DatasetDict({"train": datasets.Dataset(table)}).save_to_disk(str(folder))
+
+
+# What a run holds once its data is open and its first batch read: RssAnon, as read by the kernel (KiB)
+DATA_MEMORY_PROBE = """
+import sys
+from hf_ddpm.training import data, parse_args
+from hf_ddpm.training.loop import build_dataloader
+
+args = parse_args(["--model_preset", "tiny", "--train_batch_size", "8", "--bpd_num_images", "16",
+                   "--dataset_name", sys.argv[1], "--output_dir", sys.argv[2], "--logger", "none"])
+dataset, _, _ = data.load_data(args, show_progress=False)
+next(iter(build_dataloader(args, dataset, 1)))
+print(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("RssAnon")))
+"""
+
+
+def test_a_saved_dataset_costs_few_bytes_an_image_and_nothing_is_written_into_it(tmp_path: Path) -> None:
+    # Issue 21: per image, the sampler's permutation as a Python list (36 bytes) and `train_test_split`'s indices
+    # (in cache files it wrote into the dataset's own folder): 45 bytes an image here. What stays is `datasets`' own
+    # index of the table's record batches (~20 bytes an image at 100 images a batch) and the training split's rows
+    # and the epoch's order (8 bytes an image each): 29 here.
+    env = {**subprocess_env(), "MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": "131072"}
+    anonymous_kib = {}
+    for num_images in (2_000, 250_000):
+        folder = tmp_path / f"saved-{num_images}"
+        write_saved_dataset(folder, num_images)
+        before = sorted(path.name for path in folder.rglob("*"))
+        command = [sys.executable, "-c", DATA_MEMORY_PROBE, str(folder), str(tmp_path / "out")]
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        anonymous_kib[num_images] = int(result.stdout.split()[-1])
+        assert sorted(path.name for path in folder.rglob("*")) == before  # nothing written into the dataset
+    growth = (anonymous_kib[250_000] - anonymous_kib[2_000]) * 1024 / 248_000
+    assert growth < 38, f"{growth:.0f} bytes an image ({anonymous_kib} KiB)"
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Exact resume on lazily decoded data: N steps straight == N/2 steps, kill -9, resume to N (bit for bit)
 # ----------------------------------------------------------------------------------------------------------------
@@ -354,7 +400,7 @@ def test_two_processes_streaming_unequal_shards_resume_exactly(tmp_path: Path) -
         assert result.returncode == 0, result.stderr[-3000:]
 
     train(straight)
-    positions = torch.load(straight / "checkpoint-8" / "custom_checkpoint_3.pkl", weights_only=False)["positions"]
+    positions = torch.load(straight / "checkpoint-8" / "custom_checkpoint_0.pkl", weights_only=False)["positions"]
     assert positions[0] != positions[1]  # (epoch, batches in the epoch) of each process
     resumed.mkdir()
     shutil.copytree(straight / "checkpoint-8", resumed / "checkpoint-8")

@@ -4,9 +4,8 @@
 Exact resume: every source of randomness is either restored from the checkpoint (model, optimizer, LR schedule, EMA,
 timestep resampler and the global RNG of every process, by `accelerator.save_state`/`load_state`) or a pure function
 of (seed, epoch, position): the data order (`data.EpochShuffle`; with --streaming, `datasets`' seeded shuffle buffer,
-each process's position saved by `ProcessPositions`), the augmentations (`data.augment`) and the evaluation noise
-(own generators). A run resumed at step k repeats a straight run's
-steps k+1... bit for bit on the same hardware.
+each process's position saved by `TrainingProgress`), the augmentations (`data.augment`) and the evaluation noise
+(own generators). A run resumed at step k repeats a straight run's steps k+1... bit for bit on the same hardware.
 """
 
 import argparse
@@ -14,8 +13,9 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from accelerate import Accelerator, skip_first_batches
 from accelerate.logging import get_logger
@@ -39,46 +39,30 @@ logger = get_logger(__name__)
 
 @dataclass
 class TrainingProgress:
-    """Where the run is; saved with every checkpoint so a resumed run continues at the same batch."""
+    """
+    Where the run is; saved with every checkpoint so a resumed run continues at the same batch. The data position
+    (epoch, batches_in_epoch) is saved for every process (gathered when the checkpoint is written): with --streaming
+    each process reads its own part of the stream, of its own length, so the processes go through epochs at their
+    own pace (they still take one batch each per step); each process restores its own.
+    """
 
     global_step: int = 0
     epoch: int = 0
     batches_in_epoch: int = 0
 
     def state_dict(self) -> dict:
-        return asdict(self)
-
-    def load_state_dict(self, state: dict) -> None:
-        for name, value in state.items():
-            setattr(self, name, int(value))
-
-
-class ProcessPositions:
-    """
-    The data position (epoch, batches_in_epoch) of every process, for --streaming: each process reads its own part of
-    the stream, of its own length, so the processes go through epochs at their own pace (they still take one batch
-    each per step). Saved in one checkpoint file (gathered from every process when the checkpoint is written);
-    each process restores its own entry into its `TrainingProgress`.
-    """
-
-    def __init__(self, progress: TrainingProgress, accelerator: Accelerator):
-        self.progress = progress
-        self.accelerator = accelerator
-
-    def state_dict(self) -> dict:
         from accelerate.utils import gather_object
 
-        return {"positions": gather_object([(self.progress.epoch, self.progress.batches_in_epoch)])}
+        return {"global_step": self.global_step, "positions": gather_object([(self.epoch, self.batches_in_epoch)])}
 
     def load_state_dict(self, state: dict) -> None:
-        positions = state["positions"]
-        if len(positions) != self.accelerator.num_processes:
-            raise ValueError(
-                f"the stream positions of {len(positions)} process(es) were saved, this run has"
-                f" {self.accelerator.num_processes}"
-            )
-        epoch, batches_in_epoch = positions[self.accelerator.process_index]
-        self.progress.epoch, self.progress.batches_in_epoch = int(epoch), int(batches_in_epoch)
+        from accelerate import PartialState
+
+        positions, process = state["positions"], PartialState()
+        if len(positions) != process.num_processes:
+            raise ValueError(f"it was saved by {len(positions)} process(es), this run has {process.num_processes}")
+        self.global_step = int(state["global_step"])
+        self.epoch, self.batches_in_epoch = (int(value) for value in positions[process.process_index])
 
 
 @dataclass
@@ -341,8 +325,6 @@ def _train_in_output_dir(args, accelerator: Accelerator, dataset, heldout_x, dat
     accelerator.register_for_checkpointing(progress, c.timestep_sampler)
     if c.ema is not None:
         accelerator.register_for_checkpointing(c.ema)
-    if streaming:  # last: each process's own position replaces the main process's in `progress`
-        accelerator.register_for_checkpointing(ProcessPositions(progress, accelerator))
     keep = resume(args, accelerator, c.unet, progress)  # newer checkpoints: never pruned before this run rewrites them
 
     evaluator = None
@@ -401,7 +383,7 @@ def _train_in_output_dir(args, accelerator: Accelerator, dataset, heldout_x, dat
             if saving:
                 save_training_state(args, accelerator, step, keep)
             if sampling:
-                save_sample_grid(args, accelerator, evaluator, c, step)
+                log_sample_grid(args, accelerator, evaluator, c, step)
             if scoring:
                 bpd = evaluate_heldout_bpd(args, accelerator, evaluator, c, heldout_x, step)
                 bar.write(f"step {step}: held-out bits/dim {bpd['value']:.4f} +- {bpd['standard_error']:.4f}")
@@ -412,7 +394,7 @@ def _train_in_output_dir(args, accelerator: Accelerator, dataset, heldout_x, dat
             progress.batches_in_epoch = 0
             if is_main and args.save_images_epochs and progress.epoch % args.save_images_epochs == 0:
                 c.nonfinite.check()
-                save_sample_grid(args, accelerator, evaluator, c, progress.global_step)
+                log_sample_grid(args, accelerator, evaluator, c, progress.global_step)
     bar.close()
 
     c.nonfinite.check(accelerator)  # before the last checkpoint and the saved pipeline
@@ -504,15 +486,8 @@ def resume(args: argparse.Namespace, accelerator: Accelerator, unet: torch.nn.Mo
 
 def state_flags(args: argparse.Namespace) -> dict:
     """The flags that shape the saved training state (recorded in each checkpoint's manifest, compared on resume)."""
-    names = (
-        "model_preset",
-        "resolution",
-        "channels",
-        "variance_type",
-        "use_ema",
-        "timestep_sampler",
-        "ddpm_num_steps",
-    )
+    names = ("model_preset", "resolution", "channels", "variance_type", "use_ema")
+    names += ("timestep_sampler", "ddpm_num_steps")
     return {name: getattr(args, name) for name in names}
 
 
@@ -527,14 +502,24 @@ def save_training_state(args: argparse.Namespace, accelerator: Accelerator, step
         publish.push_checkpoint_of_run(args, folder)
 
 
-def save_sample_grid(args, accelerator, evaluator: outputs.EvaluationModel, c: TrainingComponents, step: int):
-    """A grid of EMA samples as output_dir/training_samples/step-NNNNNN.png and in the tracker."""
+def save_sample_grid(args, accelerator, evaluator: outputs.EvaluationModel, c: TrainingComponents, path: str):
+    """A grid of --eval_batch_size EMA samples (always from the same noise, to compare across steps) as PNG `path`."""
     evaluator.load_weights(c.ema, accelerator.unwrap_model(c.unet))
     images = evaluator.sample(args.eval_batch_size, args.ddpm_num_inference_steps, seed=args.seed)
     grid = image_grid(images, scale=auto_scale(max(images.shape[1:3])))
-    outputs.save_png(grid, os.path.join(args.output_dir, "training_samples", f"step-{step:06d}.png"))
-    _log_image(accelerator, grid, step)
+    outputs.save_png(grid, path)
     return grid
+
+
+def log_sample_grid(args, accelerator, evaluator: outputs.EvaluationModel, c: TrainingComponents, step: int) -> None:
+    """The grid of `step` as output_dir/training_samples/step-NNNNNN.png and in the tracker."""
+    path = os.path.join(args.output_dir, "training_samples", f"step-{step:06d}.png")
+    grid = save_sample_grid(args, accelerator, evaluator, c, path)
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.log_images({"samples": np.asarray(grid.convert("RGB"))[None]}, step, dataformats="NHWC")
+        elif tracker.name == "wandb":
+            tracker.log_images({"samples": [grid]}, step)
 
 
 def evaluate_heldout_bpd(args, accelerator, evaluator: outputs.EvaluationModel, c, heldout_x, step: int) -> dict:
@@ -543,17 +528,6 @@ def evaluate_heldout_bpd(args, accelerator, evaluator: outputs.EvaluationModel, 
     bpd = evaluator.bits_per_dim(heldout_x.to(accelerator.device), args.bpd_num_timesteps)
     accelerator.log({"bits_per_dim/heldout": bpd["value"]}, step=step)
     return bpd
-
-
-def _log_image(accelerator: Accelerator, grid, step: int) -> None:
-    import numpy as np
-
-    for tracker in accelerator.trackers:
-        if tracker.name == "tensorboard":
-            array = np.asarray(grid.convert("RGB"))[None]  # [1 x H x W x 3]
-            tracker.log_images({"samples": array}, step, dataformats="NHWC")
-        elif tracker.name == "wandb":
-            tracker.log_images({"samples": [grid]}, step)
 
 
 def finish(args, accelerator: Accelerator, c: TrainingComponents, evaluator, heldout_x, data_info: dict) -> None:
@@ -574,9 +548,7 @@ def finish(args, accelerator: Accelerator, c: TrainingComponents, evaluator, hel
         metrics["bits_per_dim"] = {"split": "held-out", **bpd}
         logger.info(f"Held-out bits/dim: {bpd['value']:.4f} ({data_info['heldout_split']})", main_process_only=True)
     outputs.write_json(metrics, os.path.join(args.output_dir, "metrics.json"))
-    images = evaluator.sample(args.eval_batch_size, args.ddpm_num_inference_steps, seed=args.seed)
-    grid = image_grid(images, scale=auto_scale(max(images.shape[1:3])))
-    outputs.save_png(grid, os.path.join(args.output_dir, "samples.png"))
+    save_sample_grid(args, accelerator, evaluator, c, os.path.join(args.output_dir, "samples.png"))
 
     from ..hub import save_model_card
 
@@ -602,7 +574,7 @@ def run_record(args: argparse.Namespace, accelerator: Accelerator, data_info: di
 
 def write_rank_hashes(args, accelerator: Accelerator, c: TrainingComponents) -> None:
     """output_dir/weights-rank<i>.sha256: hashes of this process's training weights and EMA weights."""
-    lines = [f"model {outputs.weights_sha256(accelerator.unwrap_model(c.unet))}"]
+    lines = [f"model {outputs.tensors_sha256(accelerator.unwrap_model(c.unet).state_dict().values())}"]
     if c.ema is not None:
         lines.append(f"ema {outputs.tensors_sha256(c.ema.shadow_params)}")
     path = os.path.join(args.output_dir, f"weights-rank{accelerator.process_index}.sha256")

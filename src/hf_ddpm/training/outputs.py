@@ -70,17 +70,8 @@ def write_json(data: dict, path: str) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def weights_sha256(module: torch.nn.Module) -> str:
-    """A hash of every tensor of `module.state_dict()` (names, dtypes, shapes and bytes)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
-
-
-def tensors_sha256(tensors: list[torch.Tensor]) -> str:
+def tensors_sha256(tensors) -> str:
+    """A hash of the bytes of `tensors`, in order (data-parallel ranks compare theirs)."""
     digest = hashlib.sha256()
     for tensor in tensors:
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
