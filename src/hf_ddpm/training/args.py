@@ -46,8 +46,8 @@ def _checked(kind: type, allowed: str, test):
     return parse
 
 
-POSITIVE_INT = _checked(int, "at least 1", lambda value: value >= 1)
-NON_NEGATIVE_INT = _checked(int, "at least 0", lambda value: value >= 0)
+AT_LEAST_1 = _checked(int, "at least 1", lambda value: value >= 1)
+AT_LEAST_0 = _checked(int, "at least 0", lambda value: value >= 0)
 POSITIVE_FLOAT = _checked(float, "a positive number", lambda value: 0 < value < math.inf)
 NON_NEGATIVE_FLOAT = _checked(float, "a number >= 0", lambda value: 0 <= value < math.inf)
 FRACTION = _checked(float, "in (0, 1)", lambda value: 0 < value < 1)
@@ -90,37 +90,25 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         help="The dataset's config name, if it has several.",
     )
     source.add_argument(
-        "--train_data_dir",
-        type=FOLDER,
-        help="A folder of images (datasets' imagefolder layout), instead of --dataset_name.",
+        "--train_data_dir", type=FOLDER, help="A folder of images (imagefolder layout), instead of --dataset_name."
     )
     data.add_argument("--cache_dir", help="Where datasets are cached.")
     data.add_argument("--image_column", help="The column holding the images (default: detected).")
-    data.add_argument("--resolution", type=POSITIVE_INT, help="Train on RES x RES images (default: from the preset).")
+    data.add_argument("--resolution", type=AT_LEAST_1, help="Train on RES x RES images (default: preset).")
     data.add_argument(
-        "--channels",
-        type=int,
-        choices=(1, 3, 4),
-        help="Image channels: 1 grayscale, 3 RGB, 4 RGBA; images are converted (default: from the preset).",
+        "--channels", type=int, choices=(1, 3, 4), help="Image channels: 1 grayscale, 3 RGB, 4 RGBA (default: preset)."
     )
-    data.add_argument(
-        "--center_crop", action="store_true", help="Center-crop images after resizing (default: random crop)."
-    )
+    data.add_argument("--center_crop", action="store_true", help="Center-crop after resizing (default: random crop).")
     data.add_argument("--random_flip", action="store_true", help="Randomly flip training images horizontally.")
     data.add_argument(
         "--heldout_fraction",
         type=FRACTION,
         default=0.1,
-        help="Fraction held out for bits/dim when the dataset has no test or validation split (fixed split).",
+        help="Fraction held out for bits/dim when the dataset has no test/validation split (fixed).",
     )
+    data.add_argument("--max_train_samples", type=AT_LEAST_1, help="Use at most this many training images.")
     data.add_argument(
-        "--max_train_samples", type=POSITIVE_INT, help="Use at most this many training images (debugging)."
-    )
-    data.add_argument(
-        "--dataloader_num_workers",
-        type=NON_NEGATIVE_INT,
-        default=0,
-        help="Data loading subprocesses (0: the main process).",
+        "--dataloader_num_workers", type=AT_LEAST_0, default=0, help="Data loading subprocesses (0: none)."
     )
     data.add_argument(
         "--streaming",
@@ -131,10 +119,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     )
     data.add_argument(
         "--shuffle_buffer_size",
-        type=POSITIVE_INT,
+        type=AT_LEAST_1,
         default=1000,
-        help="With --streaming: images in the shuffle buffer (datasets' IterableDataset.shuffle; reshuffled each"
-        " epoch).",
+        help="With --streaming: images in the shuffle buffer (reshuffled each epoch).",
     )
 
     model = parser.add_argument_group("model")
@@ -147,7 +134,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     )
 
     diffusion = parser.add_argument_group("diffusion")
-    diffusion.add_argument("--ddpm_num_steps", type=POSITIVE_INT, default=1000, help="Diffusion steps T of training.")
+    diffusion.add_argument("--ddpm_num_steps", type=AT_LEAST_1, default=1000, help="Diffusion steps T of training.")
     diffusion.add_argument(
         "--beta_schedule",
         "--ddpm_beta_schedule",
@@ -170,9 +157,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     )
     diffusion.add_argument(
         "--ddpm_num_inference_steps",
-        type=POSITIVE_INT,
+        type=AT_LEAST_1,
         default=100,
-        help="Sampling steps for the sample grids (respaced from --ddpm_num_steps).",
+        help="Sampling steps of the sample grids (respaced).",
     )
 
     objective = parser.add_argument_group("objective")
@@ -182,12 +169,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         default="hybrid",
         help="simple: MSE of the prediction (L_simple); hybrid: L_simple + lambda L_vlb; vlb: the bound L_vlb.",
     )
-    objective.add_argument(
-        "--vlb_weight",
-        type=POSITIVE_FLOAT,
-        default=0.001,
-        help="lambda of the hybrid loss (Nichol & Dhariwal: 0.001).",
-    )
+    objective.add_argument("--vlb_weight", type=POSITIVE_FLOAT, default=0.001, help="lambda of the hybrid loss.")
     objective.add_argument(
         "--timestep_sampler",
         choices=TIMESTEP_SAMPLERS,
@@ -195,43 +177,28 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         help="How t is drawn: uniform, or loss-second-moment importance sampling (auto: the latter for --loss vlb).",
     )
 
-    optimization = parser.add_argument_group("optimization")
-    optimization.add_argument(
-        "--train_batch_size", type=POSITIVE_INT, help="Batch size per device (default: from the preset)."
+    optim = parser.add_argument_group("optimization")
+    optim.add_argument("--train_batch_size", type=AT_LEAST_1, help="Batch size per device (default: preset).")
+    optim.add_argument("--num_epochs", type=AT_LEAST_1, help="Epochs, when --max_train_steps is not given.")
+    optim.add_argument(
+        "--max_train_steps", type=AT_LEAST_1, help="Optimizer steps (overrides --num_epochs; default: preset)."
     )
-    optimization.add_argument(
-        "--num_epochs", type=POSITIVE_INT, help="Epochs to train, when --max_train_steps is not given."
+    optim.add_argument(
+        "--gradient_accumulation_steps", type=AT_LEAST_1, default=1, help="Batches accumulated per optimizer step."
     )
-    optimization.add_argument(
-        "--max_train_steps",
-        type=POSITIVE_INT,
-        help="Optimizer steps to train (overrides --num_epochs; default: from the preset).",
-    )
-    optimization.add_argument(
-        "--gradient_accumulation_steps", type=POSITIVE_INT, default=1, help="Batches accumulated per optimizer step."
-    )
-    optimization.add_argument(
-        "--learning_rate", type=POSITIVE_FLOAT, help="Peak learning rate (default: from the preset)."
-    )
-    optimization.add_argument(
+    optim.add_argument("--learning_rate", type=POSITIVE_FLOAT, help="Peak learning rate (default: preset).")
+    optim.add_argument(
         "--lr_scheduler", choices=LR_SCHEDULERS, default="cosine", help="Learning-rate schedule after the warmup."
     )
-    optimization.add_argument(
-        "--lr_warmup_steps", type=NON_NEGATIVE_INT, help="Linear warmup steps (default: from the preset)."
+    optim.add_argument("--lr_warmup_steps", type=AT_LEAST_0, help="Linear warmup steps (default: preset).")
+    optim.add_argument("--adam_beta1", type=float, default=0.9, help="AdamW beta1.")
+    optim.add_argument("--adam_beta2", type=float, default=0.999, help="AdamW beta2.")
+    optim.add_argument("--adam_weight_decay", type=float, default=0.0, help="AdamW decoupled weight decay.")
+    optim.add_argument("--adam_epsilon", type=float, default=1e-8, help="AdamW epsilon.")
+    optim.add_argument(
+        "--max_grad_norm", type=NON_NEGATIVE_FLOAT, default=1.0, help="Clip the gradient norm (0: no clipping)."
     )
-    optimization.add_argument("--adam_beta1", type=float, default=0.9, help="AdamW beta1.")
-    optimization.add_argument("--adam_beta2", type=float, default=0.999, help="AdamW beta2.")
-    optimization.add_argument("--adam_weight_decay", type=float, default=0.0, help="AdamW decoupled weight decay.")
-    optimization.add_argument("--adam_epsilon", type=float, default=1e-8, help="AdamW epsilon.")
-    optimization.add_argument(
-        "--max_grad_norm",
-        type=NON_NEGATIVE_FLOAT,
-        default=1.0,
-        help="Clip the gradient norm to this (0 disables clipping).",
-    )
-    optimization.add_argument(
-        "--seed", type=NON_NEGATIVE_INT, default=0, help="Seed of initialization, data order and noise."
-    )
+    optim.add_argument("--seed", type=AT_LEAST_0, default=0, help="Seed of weights, data order and noise.")
 
     ema = parser.add_argument_group("EMA")
     ema.add_argument(
@@ -245,7 +212,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         "--ema_max_decay",
         dest="ema_decay",
         type=FRACTION,
-        help="Largest EMA decay, reached after the warmup (default: from the preset).",
+        help="Largest EMA decay, after the warmup (default: preset).",
     )
     ema.add_argument(
         "--ema_inv_gamma", type=float, default=1.0, help="EMA warmup: decay = 1 - (1 + step / inv_gamma)^-power."
@@ -267,68 +234,56 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
 
     add_speed_arguments(parser)
 
-    checkpoints = parser.add_argument_group("checkpoints")
-    checkpoints.add_argument("--output_dir", help="Where everything is written (default: outputs/ddpm-PRESET).")
-    checkpoints.add_argument(
+    saving = parser.add_argument_group("checkpoints")
+    saving.add_argument("--output_dir", help="Where everything is written (default: outputs/ddpm-PRESET).")
+    saving.add_argument(
         "--overwrite_output_dir",
         action="store_true",
-        help="Delete the checkpoints of an earlier run in --output_dir instead of refusing to start.",
+        help="Delete an earlier run's checkpoints in --output_dir instead of refusing to start.",
     )
-    checkpoints.add_argument(
+    saving.add_argument(
         "--checkpointing_steps",
-        type=NON_NEGATIVE_INT,
-        help="Save the full training state every N steps; 0 disables (default: from the preset).",
+        type=AT_LEAST_0,
+        help="Save the training state every N steps; 0 disables (default: preset).",
     )
-    checkpoints.add_argument(
-        "--checkpoints_total_limit", type=POSITIVE_INT, help="Keep only the newest N checkpoints."
-    )
-    checkpoints.add_argument(
+    saving.add_argument("--checkpoints_total_limit", type=AT_LEAST_1, help="Keep the newest N checkpoints.")
+    saving.add_argument(
         "--resume_from_checkpoint",
         type=RESUME_SPEC,
         help="Continue a run: 'latest' (newest good checkpoint in --output_dir; a new run if it has none), a"
         " checkpoint folder, or hub:REPO_ID[@REVISION] (the newest checkpoint-N of the 'checkpoints' branch by"
         " default).",
     )
-    checkpoints.add_argument(
+    saving.add_argument(
         "--allow_inexact_resume",
         action="store_true",
         help="Resume even when the RNG states cannot be restored (damaged, or saved by another number of processes),"
         " with a warning that the run no longer repeats an uninterrupted one. Without it, that is an error.",
     )
 
-    logging = parser.add_argument_group("logging and evaluation")
-    logging.add_argument(
-        "--logger", choices=LOGGERS, default="tensorboard", help="Experiment tracker for the metrics."
+    logs = parser.add_argument_group("logging and evaluation")
+    logs.add_argument("--logger", choices=LOGGERS, default="tensorboard", help="Experiment tracker.")
+    logs.add_argument("--logging_dir", default="logs", help="Tracker folder, relative to --output_dir.")
+    logs.add_argument("--logging_steps", type=AT_LEAST_1, default=10, help="Log averaged losses every N steps.")
+    logs.add_argument(
+        "--save_images_steps", type=AT_LEAST_0, help="Save a sample grid every N steps; 0 disables (default: preset)."
     )
-    logging.add_argument("--logging_dir", default="logs", help="Tracker folder, relative to --output_dir.")
-    logging.add_argument("--logging_steps", type=POSITIVE_INT, default=10, help="Log averaged losses every N steps.")
-    logging.add_argument(
-        "--save_images_steps",
-        type=NON_NEGATIVE_INT,
-        help="Save a sample grid (PNG and tracker) every N steps; 0 disables (default: from the preset).",
+    logs.add_argument("--save_images_epochs", type=AT_LEAST_1, help="Also save a sample grid every N epochs.")
+    logs.add_argument("--eval_batch_size", type=AT_LEAST_1, default=64, help="Images in each sample grid.")
+    logs.add_argument(
+        "--bpd_steps", type=AT_LEAST_0, help="Held-out bits/dim every N steps; 0 disables (default: preset)."
     )
-    logging.add_argument("--save_images_epochs", type=POSITIVE_INT, help="Also save a sample grid every N epochs.")
-    logging.add_argument(
-        "--eval_batch_size", type=POSITIVE_INT, default=64, help="Images in each sample grid (and samples.png)."
-    )
-    logging.add_argument(
-        "--bpd_steps",
-        type=NON_NEGATIVE_INT,
-        help="Evaluate bits/dim on the held-out split every N steps; 0 disables (default: from the preset).",
-    )
-    logging.add_argument(
-        "--bpd_num_images", type=POSITIVE_INT, default=256, help="Held-out images used for bits/dim (at most)."
-    )
-    logging.add_argument(
+    logs.add_argument("--bpd_num_images", type=AT_LEAST_1, default=256, help="Held-out images for bits/dim (at most).")
+    logs.add_argument(
         "--bpd_num_timesteps",
         type=_checked(int, "at least 2 (the decoder and one KL term)", lambda value: value >= 2),
         default=50,
-        help="Evaluate the bound at this many strided timesteps (all of them: --ddpm_num_steps).",
+        help="Timesteps of the bound, strided (all: --ddpm_num_steps).",
     )
-    logging.add_argument(
+    logs.add_argument(
         "--save_rank_weight_hashes",
         action="store_true",
-        help="Write output_dir/weights-rank<i>.sha256 from every process (checks data-parallel ranks agree).",
+        help="Write output_dir/weights-rank<i>.sha256 from every process (do ranks agree?).",
     )
 
     hub = parser.add_argument_group("hub")
@@ -346,13 +301,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         type=CHECKPOINT_REVISION,
         help="The branch that collects the checkpoints (their optimizer and RNG states are pickles: never main).",
     )
+    hub.add_argument("--hub_private_repo", action="store_true", help="Create the Hub repo private.")
     hub.add_argument(
-        "--hub_private_repo", action="store_true", help="Create the Hub repo private (when it does not exist yet)."
-    )
-    hub.add_argument(
-        "--hub_token",
-        type=TOKEN,
-        help="The token to push with (default: HF_TOKEN or `hf auth login`). Never written or logged.",
+        "--hub_token", type=TOKEN, help="The token to push with (default: HF_TOKEN or `hf auth login`); never written."
     )
     return parser
 
