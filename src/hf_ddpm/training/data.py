@@ -76,10 +76,8 @@ def load_data(args, show_progress: bool = True, rank: int = 0, world_size: int =
     if args.dataset_name is None and args.train_data_dir is None:
         splits = load_digits_dataset()
     else:
-        splits = open_dataset(
-            args.dataset_name, args.dataset_config_name, args.cache_dir, data_dir=args.train_data_dir,
-            streaming=args.streaming,
-        )  # fmt: skip
+        source = {"data_dir": args.train_data_dir, "streaming": args.streaming}
+        splits = open_dataset(args.dataset_name, args.dataset_config_name, args.cache_dir, **source)
     if "train" not in splits:
         raise UsageError(f"The dataset has no 'train' split (it has: {', '.join(splits)}).")
     train = splits["train"]
@@ -105,10 +103,10 @@ def load_data(args, show_progress: bool = True, rank: int = 0, world_size: int =
     if args.streaming:
         if args.max_train_samples is not None:
             train = train.take(args.max_train_samples)
+        stream = {"shuffle_buffer_size": args.shuffle_buffer_size, "rank": rank, "world_size": world_size}
         dataset = StreamingImageDataset(
-            train, column, args.train_batch_size, args.resolution, args.channels, **augment,
-            shuffle_buffer_size=args.shuffle_buffer_size, rank=rank, world_size=world_size,
-        )  # fmt: skip
+            train, column, args.train_batch_size, args.resolution, args.channels, **augment, **stream
+        )
         heldout_name = heldout_name and f"first {0 if heldout_x is None else len(heldout_x)} of {heldout_name}"
         decoding = "streaming"
     else:
