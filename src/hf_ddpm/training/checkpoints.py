@@ -212,10 +212,10 @@ def resolve_resume_checkpoint(spec: str | None, output_dir: str, tolerate_rng_st
         problem = checkpoint_problem(folder, tolerate_rng_states) if os.path.isdir(folder) else "it is not a folder"
         if problem is not None:
             raise UsageError(f"--resume_from_checkpoint {spec}: {folder} is broken: {problem}.")
-    if folder is not None and read_manifest(folder).get("flags", {}).get("flat_parameters"):
+    if folder is not None and "flat_parameters" in read_manifest(folder).get("flags", {}):  # recorded until 09c7a14
         raise UsageError(
-            f"--resume_from_checkpoint {spec}: {folder} was saved with --flat_parameters, which this version no"
-            " longer reads: resume it with hf-ddpm 09c7a14 (before flat parameters were removed), or start over."
+            f"--resume_from_checkpoint {spec}: {folder} was saved by hf-ddpm 09c7a14 or earlier (--flat_parameters,"
+            " another data order), which this version does not resume: finish it with that version, or start over."
         )
     return folder
 
