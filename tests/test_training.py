@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,7 +29,7 @@ from safetensors.torch import load_file
 from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler, _datasets
 from hf_ddpm.cli import UsageError
 from hf_ddpm.images import image_grid
-from hf_ddpm.training import checkpoints, data, finalize_args, main, parse_args
+from hf_ddpm.training import checkpoints, data, main, parse_args
 from hf_ddpm.training.losses import training_losses
 from hf_ddpm.training.metrics import LossMeter
 from hf_ddpm.training.resample import LossSecondMomentResampler, UniformSampler
@@ -246,18 +247,18 @@ def train_two_processes(out: Path, *flags: str) -> None:
 
 
 def test_two_processes_over_gloo_end_with_identical_weights(tmp_path: Path) -> None:
-    out, per_tensor = tmp_path / "ddp", tmp_path / "ddp-per-tensor"
+    out = tmp_path / "ddp"
     train_two_processes(out, "--max_grad_norm", "0.05")  # a small norm: every step is clipped
     rank0, rank1 = ((out / f"weights-rank{i}.sha256").read_text() for i in (0, 1))
     assert rank0 == rank1 and rank0.startswith("model ") and "\nema " in rank0
     assert (out / "model_index.json").is_file() and [s for s, _ in checkpoints.list_checkpoints(str(out))] == [6]
-    # the averaged gradients reach the flat buffer: the same training as per-tensor parameters (accelerate once moved
-    # the UNet to its device, cpu:0, which copied every parameter out of the buffer: the UNet did not train at all)
-    train_two_processes(per_tensor, "--max_grad_norm", "0.05", "--no-flat_parameters")
-    for weights in (Path("checkpoint-6") / "model.safetensors", Path("unet") / "diffusion_pytorch_model.safetensors"):
-        ours, theirs = load_file(str(out / weights)), load_file(str(per_tensor / weights))
-        assert ours.keys() == theirs.keys()
-        assert all(torch.allclose(ours[n], theirs[n], rtol=0, atol=1e-6) for n in theirs)
+    # it trained: the weights moved away from the initial ones every process started from (seed 0)
+    from hf_ddpm.training.presets import build_unet
+
+    torch.manual_seed(0)
+    initial = build_unet("tiny", 8, 1, learned_variance=True).state_dict()
+    trained = load_file(str(out / "checkpoint-6" / "model.safetensors"))
+    assert trained.keys() == initial.keys() and any(not torch.equal(trained[n], initial[n]) for n in initial)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -504,6 +505,21 @@ def test_pruning_never_deletes_a_checkpoint_newer_than_the_resume_point(tmp_path
     assert [step for step, _ in checkpoints.list_checkpoints(str(out))] == [3, 4, 6]
 
 
+def test_pruning_removes_a_symlinked_checkpoint_but_not_what_it_points_to(tmp_path: Path) -> None:
+    out, elsewhere = tmp_path / "links", tmp_path / "elsewhere"
+    assert run_main(out, "--checkpointing_steps", "2", "--max_train_steps", "2") == 0
+    elsewhere.mkdir()
+    shutil.move(out / "checkpoint-2", elsewhere / "checkpoint-2")
+    (out / "checkpoint-2").symlink_to(elsewhere / "checkpoint-2", target_is_directory=True)
+    reset_accelerate()
+    # resumed from the link, then pruned down to the newest checkpoint: the link goes, steps still to run
+    flags = ["--checkpointing_steps", "1", "--checkpoints_total_limit", "1", "--resume_from_checkpoint", "latest"]
+    assert run_main(out, *flags) == 0
+    assert [step for step, _ in checkpoints.list_checkpoints(str(out))] == [4]
+    assert not os.path.lexists(out / "checkpoint-2") and (out / "model_index.json").is_file()
+    assert checkpoints.checkpoint_problem(str(elsewhere / "checkpoint-2")) is None  # the target, whole
+
+
 def test_a_damaged_rng_state_is_an_error_unless_inexact_resume_is_allowed(tmp_path: Path, capsys, caplog) -> None:
     out = tmp_path / "rng"
     assert run_main(out, "--checkpointing_steps", "4") == 0
@@ -557,6 +573,8 @@ def test_resume_with_another_model_or_past_max_train_steps_says_what_differs(tmp
 
 
 def test_a_second_run_into_a_locked_output_dir_refuses_and_a_killed_run_leaves_no_lock(tmp_path: Path) -> None:
+    from hf_ddpm.training.lock import HOLDER_NAME
+
     out = tmp_path / "locked"
     env = subprocess_env()
     flags = ["--max_train_steps", "100000", "--checkpointing_steps", "1", "--checkpoints_total_limit", "2"]
@@ -573,14 +591,20 @@ def test_a_second_run_into_a_locked_output_dir_refuses_and_a_killed_run_leaves_n
         assert second.returncode == 2, second.stderr[-3000:]
         assert f"--output_dir {out} is in use by another training run (pid {first.pid} on host" in second.stderr
         assert first.poll() is None and checkpoints.list_checkpoints(str(out))
+        # tidying the folder deletes the file naming the holder: the lock (on the folder itself) holds all the same
+        (out / HOLDER_NAME).unlink()
+        third = subprocess.run(
+            train_command(out, "--overwrite_output_dir"), env=env, capture_output=True, text=True, timeout=300
+        )
+        assert third.returncode == 2, third.stderr[-3000:]
+        assert f"--output_dir {out} is in use by another training run (pid unknown)" in third.stderr
+        assert first.poll() is None and checkpoints.list_checkpoints(str(out))
     finally:
         first.kill()
         first.wait(timeout=60)
     # the kernel dropped the lock with the killed process: the next run goes ahead
-    from hf_ddpm.training.lock import LOCK_NAME
-
     assert run_main(out, "--overwrite_output_dir") == 0
-    assert (out / LOCK_NAME).is_file() and [step for step, _ in checkpoints.list_checkpoints(str(out))] == [4]
+    assert (out / HOLDER_NAME).is_file() and [step for step, _ in checkpoints.list_checkpoints(str(out))] == [4]
 
 
 def test_a_forked_child_of_a_killed_run_does_not_keep_its_output_dir_locked(tmp_path: Path) -> None:
@@ -625,22 +649,31 @@ BAD_FLAGS = {
     "vlb-fixed": (["--loss", "vlb", "--variance_type", "fixed_large"], "--loss vlb"),
     "simple-learned": (["--loss", "simple", "--variance_type", "learned_range"], "--variance_type learned_range"),
     "resolution": (["--resolution", "7"], "--resolution 7 is not divisible by 2"),
-    "batch": (["--train_batch_size", "0"], "--train_batch_size must be at least 1"),
-    "steps": (["--max_train_steps", "0"], "--max_train_steps must be at least 1"),
-    "accumulation": (["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps must be at least 1"),
-    "epochs": (["--num_epochs", "0", "--max_train_steps", "3"], "--num_epochs must be at least 1"),
+    "batch": (["--train_batch_size", "0"], "argument --train_batch_size: must be at least 1, got 0"),
+    "steps": (["--max_train_steps", "0"], "argument --max_train_steps: must be at least 1, got 0"),
+    "accumulation": (["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps: must be at least 1"),
+    "epochs": (["--num_epochs", "0", "--max_train_steps", "3"], "--num_epochs: must be at least 1"),
+    "not-a-number": (["--learning_rate", "fast"], "argument --learning_rate: invalid float value: 'fast'"),
+    "lr": (["--learning_rate", "inf"], "argument --learning_rate: must be a positive number, got inf"),
+    "ema": (["--ema_decay", "1"], "argument --ema_decay/--ema_max_decay: must be in (0, 1), got 1"),
+    "bpd-timesteps": (["--bpd_num_timesteps", "1"], "--bpd_num_timesteps: must be at least 2 (the decoder and one"),
+    "inference-steps": (["--ddpm_num_inference_steps", "30"], "--ddpm_num_inference_steps (30) cannot exceed"),
+    "no-folder": (
+        ["--train_data_dir", "/nonexistent"],
+        "argument --train_data_dir: must be a folder, got /nonexistent",
+    ),
     "preset": (["--model_preset", "huge"], "--model_preset: invalid choice: 'huge'"),
     "column": (["--image_column", "pixels"], "--image_column 'pixels' is not a column"),
     "fp16-cpu": (["--mixed_precision", "fp16", "--device", "cpu"], "--mixed_precision fp16 needs a GPU"),
     "schedule": (["--beta_schedule", "quadratic"], "--ddpm_beta_schedule: invalid choice: 'quadratic'"),
     "batch-too-big": (["--train_batch_size", "5000"], "lower --train_batch_size"),
-    "two-sources": (["--dataset_name", "x", "--train_data_dir", "."], "only one of --dataset_name and"),
+    "two-sources": (["--dataset_name", "x", "--train_data_dir", "."], "--train_data_dir: not allowed with argument"),
     "push-no-checkpoints": (
         ["--push_checkpoints_to_hub", "--checkpointing_steps", "0"],
         "--push_checkpoints_to_hub needs checkpoints",
     ),
-    "checkpoints-on-main": (["--hub_checkpoint_revision", "main"], "--hub_checkpoint_revision must name a branch"),
-    "empty-token": (["--hub_token", " "], "--hub_token is empty"),
+    "checkpoints-on-main": (["--hub_checkpoint_revision", "main"], "--hub_checkpoint_revision: must be a branch"),
+    "empty-token": (["--hub_token", " "], "argument --hub_token: must be a token, not empty"),
 }
 
 
@@ -709,15 +742,15 @@ def write_image_folder(folder: Path) -> None:
     (folder / "truncated.png").write_bytes(good[: len(good) // 2])
 
 
-def test_corrupt_images_are_skipped_and_counted(tmp_path: Path) -> None:
+def test_corrupt_images_are_skipped_and_counted(tmp_path: Path, caplog) -> None:
     import datasets
 
     write_image_folder(tmp_path / "images" / "train")
     dataset = datasets.load_dataset("imagefolder", data_dir=str(tmp_path / "images"), cache_dir=str(tmp_path / "c"))
-    decoded = data.decode_images(dataset["train"], "image", resolution=8, channels=1, center_crop=True)
-    assert decoded.num_skipped == 2 and len(decoded) == 6
-    assert decoded.images.shape == (6, 1, 8, 8) and decoded.images.dtype == torch.uint8
-    assert "garbage.png" in decoded.first_error or "truncated.png" in decoded.first_error
+    images, num_skipped = data.decode_images(dataset["train"], "image", resolution=8, channels=1)
+    assert num_skipped == 2 and images.shape == (6, 1, 8, 8) and images.dtype == torch.uint8
+    (warning,) = [r.getMessage() for r in caplog.records if "could not be read or decoded" in r.getMessage()]
+    assert "Skipped 2 of 8 held-out images" in warning and ("garbage.png" in warning or "truncated.png" in warning)
 
 
 def test_training_on_an_imagefolder_with_corrupt_files_warns_and_trains(tmp_path: Path, caplog) -> None:
@@ -746,14 +779,27 @@ def test_conversion_resize_and_crop() -> None:
 
 
 def test_augmentations_are_a_function_of_seed_epoch_and_index() -> None:
-    images = torch.arange(10 * 2 * 4, dtype=torch.uint8).reshape(10, 1, 2, 4)  # non-square: random crops
-    dataset = data.ImageDataset(images, resolution=2, random_flip=True, seed=3)
-    first = dataset.__getitems__(list(range(10)))
+    import datasets
+
+    images = np.arange(10 * 2 * 4, dtype=np.uint8).reshape(10, 2, 4)  # non-square: random crops
+    stored = datasets.Dataset.from_dict({"image": [PIL.Image.fromarray(image) for image in images]})
+
+    def dataset(**kwargs):
+        return data.ImageDataset(stored, "image", resolution=2, channels=1, random_flip=True, seed=3, **kwargs)
+
+    first = dataset().__getitems__(list(range(10)))
     assert first.shape == (10, 1, 2, 2)
-    assert torch.equal(first, data.ImageDataset(images, 2, random_flip=True, seed=3).__getitems__(list(range(10))))
-    assert torch.equal(first[4], dataset[4])  # batched and single access agree
-    dataset.set_epoch(1)
-    assert not torch.equal(first, dataset.__getitems__(list(range(10))))
+    assert torch.equal(first, dataset(in_memory=True).__getitems__(list(range(10))))
+    assert torch.equal(first[4], dataset()[4])  # batched and single access agree
+    # each a 2x2 window of its own image, at offsets that differ between images
+    assert all(
+        set(crop.flatten().tolist()) <= set(image.flatten().tolist())
+        for crop, image in zip(first, images, strict=True)
+    )
+    assert len({int(crop.min()) - int(image.min()) for crop, image in zip(first, images, strict=True)}) > 1
+    later = dataset()
+    later.set_epoch(1)
+    assert not torch.equal(first, later.__getitems__(list(range(10))))
     u = data._hash_uniform(0, 0, np.arange(100_000), 0)
     assert 0.49 < u.mean() < 0.51 and u.min() >= 0 and u.max() < 1
 
@@ -893,7 +939,6 @@ def test_vlb_loss_with_importance_sampling_estimates_the_uniform_average_over_ti
     components = TrainingComponents(
         accelerator=None, unet=unet, noise_scheduler=scheduler, optimizer=None, lr_scheduler=None,
         timestep_sampler=sampler, ema=None, loss_type="vlb", vlb_weight=0.001, max_grad_norm=0.0,
-        parameters=list(unet.parameters()),
     )  # fmt: skip
     torch.manual_seed(1)
     batch = images.repeat(256, 1, 1, 1)  # 4096 draws of (t, noise)
@@ -915,10 +960,3 @@ def test_defaults_are_the_recipe_of_the_shipped_model() -> None:
     defaults = vars(parse_args([]))
     assert {name: defaults[name] for name in flags} == flags
     assert (defaults["loss"], defaults["vlb_weight"], defaults["learning_rate"]) == ("hybrid", 0.001, 0.002)
-
-
-def test_finalize_args_rejects_unknown_preset_set_programmatically() -> None:
-    args = parse_args([])
-    args.model_preset = "huge"
-    with pytest.raises(UsageError, match="--model_preset"):
-        finalize_args(args)

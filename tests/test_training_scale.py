@@ -20,7 +20,7 @@ import torch
 from test_training import RESUME_FLAGS, free_port, kill_and_resume, subprocess_env, tensors_equal, train_command
 
 from hf_ddpm.training import checkpoints, data, parse_args
-from hf_ddpm.training.loop import build_accelerator, build_components, build_dataloader, load_data, train_step
+from hf_ddpm.training.loop import build_accelerator, build_components, build_dataloader, train_step
 from hf_ddpm.training.metrics import LossMeter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def build_step(tmp_path: Path, *flags: str):
     """The loop's components for `flags` and an endless iterator over its prepared dataloader."""
     args = parse_args([*TINY, "--output_dir", str(tmp_path), *flags])
     accelerator = build_accelerator(args)
-    dataset, _, _ = load_data(args, show_progress=False)
+    dataset, _, _ = data.load_data(args, show_progress=False)
     dataloader = build_dataloader(args, dataset, accelerator.num_processes)
     components, dataloader = build_components(args, accelerator, dataloader)
 
@@ -117,122 +117,34 @@ def test_adam_implementation(tmp_path: Path, flags: list[str], fused, foreach) -
     _, c, batches = build_step(tmp_path, *flags)
     assert (c.optimizer.defaults["fused"], c.optimizer.defaults["foreach"]) == (fused, foreach)
     train_step(c, next(batches), 0)  # the warmup's first learning rate is 0
-    before = [p.detach().clone() for p in c.parameters]
+    before = [p.detach().clone() for p in c.unet.parameters()]
     train_step(c, next(batches), 1)
-    assert all(torch.isfinite(p).all() for p in c.parameters)
-    assert any(not torch.equal(a, b) for a, b in zip(before, c.parameters, strict=True))
+    assert all(torch.isfinite(p).all() for p in c.unet.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, c.unet.parameters(), strict=True))
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Flat parameters (the default): one tensor for AdamW, clipping and the EMA, the same training as per-tensor
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def train_steps(tmp_path: Path, num_steps: int, *flags: str):
-    """`num_steps` steps of the loop's step with `flags`: the components after them, and the initial weights."""
-    _, c, batches = build_step(tmp_path, *flags)
-    initial = {name: t.clone() for name, t in c.accelerator.unwrap_model(c.unet).state_dict().items()}
-    for step in range(num_steps):
-        train_step(c, next(batches), step)
-    return c, initial
-
-
-@pytest.mark.parametrize("layout", [[], ["--channels_last"]])
-def test_flat_parameters_train_the_same_weights_as_per_tensor_parameters(tmp_path: Path, layout: list[str]) -> None:
-    flags = ["--max_grad_norm", "0.05", "--lr_warmup_steps", "0", *layout]  # a small norm: every step is clipped
-    flat, start = train_steps(tmp_path / "flat", 5, *flags)
-    unet = flat.accelerator.unwrap_model(flat.unet)
-    per_tensor, _ = train_steps(tmp_path / "per-tensor", 5, *flags, "--no-flat_parameters")
-    reference = per_tensor.accelerator.unwrap_model(per_tensor.unet)
-
-    assert [p.shape for p in flat.parameters] == [(sum(p.numel() for p in reference.parameters()),)]
-    assert len(per_tensor.parameters) == len(list(unet.parameters())) > 20
-    buffer = flat.flat.parameter
-    for p in unet.parameters():  # the UNet's weights and gradients are the buffers the optimizer steps
-        assert p.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr()
-        assert p.grad.untyped_storage().data_ptr() == buffer.grad.untyped_storage().data_ptr()
-    if layout:
-        assert unet.down_blocks[0].resnets[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    ours, theirs = unet.state_dict(), reference.state_dict()
-    assert any(not torch.equal(ours[n], start[n]) for n in start)  # it trained
-    # the same AdamW, clipping and EMA arithmetic; the total gradient norm sums in another order (rounding)
-    assert all(torch.allclose(ours[n], theirs[n], rtol=0, atol=1e-6) for n in theirs)
-    (ema,) = flat.ema.shadow_params
-    assert all(
-        torch.allclose(a, b, rtol=0, atol=1e-6)
-        for a, b in zip(flat.flat.views(ema), per_tensor.ema.shadow_params, strict=True)
-    )
-
-
-def test_flat_parameters_survive_a_zero_grad_that_sets_the_gradients_to_none(tmp_path: Path) -> None:
-    # module.zero_grad() (set_to_none by default) detaches the gradients from the buffer: the next backward writes
-    # new ones, which the step must still apply
-    straight, _ = train_steps(tmp_path / "straight", 4, "--lr_warmup_steps", "0")
-    _, c, batches = build_step(tmp_path / "zeroed", "--lr_warmup_steps", "0")
-    unet = c.accelerator.unwrap_model(c.unet)
-    for step in range(4):
-        unet.zero_grad()
-        train_step(c, next(batches), step)
-    expected = straight.accelerator.unwrap_model(straight.unet).state_dict()
-    assert all(torch.equal(t, expected[n]) for n, t in unet.state_dict().items())
-    assert all(p.grad.untyped_storage().data_ptr() == c.flat.parameter.grad.data_ptr() for p in unet.parameters())
-
-
-def test_a_parameter_copied_out_of_the_flat_buffer_is_an_error(tmp_path: Path) -> None:
-    _, c, _ = build_step(tmp_path)
-    c.flat.check_views()
-    c.accelerator.unwrap_model(c.unet).to(torch.device("cpu", 0))  # a CPU tensor's .to("cpu:0") copies it
-    with pytest.raises(RuntimeError, match="copied out of the flat buffer"):
-        c.flat.check_views()
-
-
-def test_the_state_dict_of_flat_parameters_survives_safetensors_and_accelerate(tmp_path: Path) -> None:
-    from accelerate.utils import clean_state_dict_for_safetensors
-    from safetensors.torch import load_file, save_file
-
-    c, _ = train_steps(tmp_path, 1)
-    unet = c.accelerator.unwrap_model(c.unet)
-    state = unet.state_dict()
-    kept = clean_state_dict_for_safetensors(dict(state))  # drops all but one of tensors that share memory
-    assert kept.keys() == state.keys()
-    save_file(kept, str(tmp_path / "weights.safetensors"))  # refuses tensors that share memory
-    saved = load_file(str(tmp_path / "weights.safetensors"))
-    c.flat.parameter.data.add_(1.0)  # the saved tensors are copies: the buffer moving on does not change them
-    assert all(torch.equal(saved[n], state[n]) and not torch.equal(saved[n], t) for n, t in unet.state_dict().items())
-
-
-def test_resume_with_another_parameter_layout_is_refused(tmp_path: Path, capsys) -> None:
-    out = tmp_path / "layout"
+def test_a_checkpoint_with_flat_parameters_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
+    # what the releases with --flat_parameters (on by default, and recorded as False when off) wrote in every manifest
+    out = tmp_path / "flat"
     assert test_training.run_main(out, "--checkpointing_steps", "4") == 0
-    test_training.reset_accelerate()
-    capsys.readouterr()
-    resumed = ["--no-flat_parameters", "--max_train_steps", "6", "--resume_from_checkpoint", "latest"]
-    assert test_training.run_main(out, *resumed) == 2
-    line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert line.startswith("error: --resume_from_checkpoint latest: ") and "could not be restored" in line
-    assert "it was saved with --flat_parameters True (this run: False)" in line
-
-    # a checkpoint of the releases before flat parameters (no flag in its manifest): the error says how to resume it
-    old = tmp_path / "per-tensor"
-    test_training.reset_accelerate()
-    assert test_training.run_main(old, "--checkpointing_steps", "4", "--no-flat_parameters") == 0
-    manifest_path = old / "checkpoint-4" / checkpoints.MANIFEST_NAME
+    manifest_path = out / "checkpoint-4" / checkpoints.MANIFEST_NAME
     manifest = json.loads(manifest_path.read_text())
-    del manifest["flags"]["flat_parameters"]
+    manifest["flags"]["flat_parameters"] = True
     manifest_path.write_text(json.dumps(manifest))
     test_training.reset_accelerate()
     capsys.readouterr()
-    assert test_training.run_main(old, "--max_train_steps", "6", "--resume_from_checkpoint", "latest") == 2
-    line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "saved before --flat_parameters existed: resume it with --no-flat_parameters" in line
-    test_training.reset_accelerate()
-    assert test_training.run_main(old, *resumed) == 0
+    assert test_training.run_main(out, "--max_train_steps", "6", "--resume_from_checkpoint", "latest") == 2
+    err = capsys.readouterr().err
+    line = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and line.startswith("error: --resume_from_checkpoint latest: ")
+    assert "was saved by hf-ddpm 09c7a14 or earlier (--flat_parameters" in line and "does not resume" in line
+    assert not (out / "checkpoint-6").exists()
 
 
 def test_the_throughput_benchmark_runs_one_round(tmp_path: Path) -> None:
     command = [sys.executable, str(REPO / "benchmarks" / "train_throughput.py"), "--model_preset", "tiny"]
     command += ["--rounds", "1", "--steps_per_round", "1", "--warmup_steps", "1", "--output", str(tmp_path / "bench")]
-    command += ["--switches", "ours", "ours + per-tensor parameters"]
+    command += ["--switches", "ours", "ours + adam foreach"]
     result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((tmp_path / "bench.json").read_text())
@@ -269,9 +181,8 @@ def test_lazy_batches_equal_the_batches_of_images_decoded_up_front(tmp_path: Pat
     write_png_folder(tmp_path / "images", 12, (10, 14))  # wider than tall: random crops along the width
     train = datasets.load_dataset("imagefolder", data_dir=str(tmp_path / "images"), cache_dir=str(tmp_path / "c"))
     train = train["train"]
-    decoded = data.decode_images(train, "image", resolution=8, channels=3, center_crop=False, show_progress=False)
-    in_memory = data.ImageDataset(decoded, 8, random_flip=True, seed=3)
-    lazy = data.LazyImageDataset(train, "image", 8, 3, center_crop=False, random_flip=True, seed=3)
+    in_memory = data.ImageDataset(train, "image", 8, 3, random_flip=True, seed=3, in_memory=True)
+    lazy = data.ImageDataset(train, "image", 8, 3, random_flip=True, seed=3)
     assert len(lazy) == len(in_memory) == 12
     for epoch in (0, 1):
         in_memory.set_epoch(epoch)
@@ -332,6 +243,52 @@ def test_peak_memory_does_not_grow_with_the_dataset(tmp_path: Path) -> None:
     small = peak_anonymous_kib(tmp_path, "small-run", tmp_path / "small")
     large = peak_anonymous_kib(tmp_path, "large-run", tmp_path / "large")
     assert abs(large - small) < 8 * 1024, f"peak memory {small} KiB (300 images) vs {large} KiB (3,000)"
+
+
+def write_saved_dataset(folder: Path, num_images: int) -> None:
+    """A `save_to_disk` folder of `num_images` copies of one 8x8 RGB PNG (no test split), in 100-image batches."""
+    import datasets
+    import pyarrow as pa
+
+    png = io.BytesIO()
+    PIL.Image.new("RGB", (8, 8), (200, 30, 90)).save(png, "PNG")
+    images = pa.array([{"bytes": png.getvalue(), "path": None}] * num_images)
+    table = pa.Table.from_arrays([images], schema=datasets.Features({"image": datasets.Image()}).arrow_schema)
+    datasets.DatasetDict({"train": datasets.Dataset(table)}).save_to_disk(str(folder))
+
+
+# What a run holds once its data is open and its first batch read: RssAnon, as read by the kernel (KiB)
+DATA_MEMORY_PROBE = """
+import sys
+from hf_ddpm.training import data, parse_args
+from hf_ddpm.training.loop import build_dataloader
+
+args = parse_args(["--model_preset", "tiny", "--train_batch_size", "8", "--bpd_num_images", "16",
+                   "--dataset_name", sys.argv[1], "--output_dir", sys.argv[2], "--logger", "none"])
+dataset, _, _ = data.load_data(args, show_progress=False)
+next(iter(build_dataloader(args, dataset, 1)))
+print(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("RssAnon")))
+"""
+
+
+def test_a_saved_dataset_costs_few_bytes_an_image_and_nothing_is_written_into_it(tmp_path: Path) -> None:
+    # Issue 21: per image, the sampler's permutation as a Python list (36 bytes) and `train_test_split`'s indices
+    # (in cache files it wrote into the dataset's own folder): 45 bytes an image here. What stays is `datasets`' own
+    # index of the table's record batches (~20 bytes an image at 100 images a batch) and the training split's rows
+    # and the epoch's order (8 bytes an image each): 29 here.
+    env = {**subprocess_env(), "MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": "131072"}
+    anonymous_kib = {}
+    for num_images in (2_000, 250_000):
+        folder = tmp_path / f"saved-{num_images}"
+        write_saved_dataset(folder, num_images)
+        before = sorted(path.name for path in folder.rglob("*"))
+        command = [sys.executable, "-c", DATA_MEMORY_PROBE, str(folder), str(tmp_path / "out")]
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        anonymous_kib[num_images] = int(result.stdout.split()[-1])
+        assert sorted(path.name for path in folder.rglob("*")) == before  # nothing written into the dataset
+    growth = (anonymous_kib[250_000] - anonymous_kib[2_000]) * 1024 / 248_000
+    assert growth < 38, f"{growth:.0f} bytes an image ({anonymous_kib} KiB)"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -443,7 +400,7 @@ def test_two_processes_streaming_unequal_shards_resume_exactly(tmp_path: Path) -
         assert result.returncode == 0, result.stderr[-3000:]
 
     train(straight)
-    positions = torch.load(straight / "checkpoint-8" / "custom_checkpoint_3.pkl", weights_only=False)["positions"]
+    positions = torch.load(straight / "checkpoint-8" / "custom_checkpoint_0.pkl", weights_only=False)["positions"]
     assert positions[0] != positions[1]  # (epoch, batches in the epoch) of each process
     resumed.mkdir()
     shutil.copytree(straight / "checkpoint-8", resumed / "checkpoint-8")
@@ -457,7 +414,7 @@ STREAMING_BAD_FLAGS = {
     "digits": ([], "--streaming reads --dataset_name or --train_data_dir"),
     "epochs": (["--train_data_dir", ".", "--num_epochs", "2"], "--num_epochs needs the dataset's length"),
     "workers": (["--train_data_dir", ".", "--dataloader_num_workers", "2"], "--dataloader_num_workers must be 0"),
-    "buffer": (["--train_data_dir", ".", "--shuffle_buffer_size", "0"], "--shuffle_buffer_size must be at least 1"),
+    "buffer": (["--train_data_dir", ".", "--shuffle_buffer_size", "0"], "--shuffle_buffer_size: must be at least 1"),
 }
 
 

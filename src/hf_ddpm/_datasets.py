@@ -18,14 +18,30 @@ DECODE_ERRORS = (OSError, ValueError, TypeError, SyntaxError, PIL.Image.Decompre
 CHANNEL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 
-def open_dataset(name: str, config_name: str | None = None, cache_dir: str | None = None, revision: str | None = None):
-    """A Hub dataset id or a local dataset (a `save_to_disk` folder, or files `datasets` reads) as a `DatasetDict`."""
+def open_dataset(
+    name: str | None,
+    config_name: str | None = None,
+    cache_dir: str | None = None,
+    revision: str | None = None,
+    data_dir: str | None = None,
+    streaming: bool = False,
+):
+    """
+    A Hub dataset id, a local dataset (a `save_to_disk` folder, or files `datasets` reads) or, with `data_dir`, a
+    folder of images (`datasets`' imagefolder), as a `DatasetDict`; with `streaming`, as an `IterableDatasetDict`
+    read as a stream (nothing downloaded or cached first).
+    """
     import datasets
 
-    if os.path.isdir(name) and os.path.isfile(os.path.join(name, "dataset_dict.json")):
-        loaded = datasets.load_from_disk(name)
-    else:
-        loaded = datasets.load_dataset(name, config_name, cache_dir=cache_dir, revision=revision)
+    if data_dir is not None:
+        name = "imagefolder"
+    elif not streaming and os.path.isfile(os.path.join(name, "dataset_dict.json")):
+        return datasets.load_from_disk(name)
+    loaded = datasets.load_dataset(
+        name, config_name, data_dir=data_dir, cache_dir=cache_dir, revision=revision, streaming=streaming
+    )
+    if isinstance(loaded, datasets.IterableDataset):
+        return datasets.IterableDatasetDict({"train": loaded})
     return datasets.DatasetDict({"train": loaded}) if isinstance(loaded, datasets.Dataset) else loaded
 
 

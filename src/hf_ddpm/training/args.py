@@ -22,7 +22,7 @@ from .._choices import (
     VARIANCE_TYPES,
 )
 from .._devices import DEVICES, resolve_device
-from .._errors import UsageError, check_at_least
+from .._errors import UsageError
 from ..hub import CHECKPOINT_BRANCH
 from . import presets
 
@@ -31,6 +31,45 @@ BETA_SCHEDULE_ALIASES = {"cosine": "squaredcos_cap_v2"}
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 LOGGERS = ("tensorboard", "wandb", "none")
 ADAM_IMPLEMENTATIONS = ("auto", "fused", "foreach", "for-loop")
+
+
+def _checked(kind: type, allowed: str, test):
+    """An argparse `type=`: `kind(text)`, refused unless `test(value)` (argparse: "argument --flag: must be ...")."""
+
+    def parse(text: str):
+        value = kind(text)
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # text that is not a number: argparse's own "invalid int value: 'x'"
+    return parse
+
+
+AT_LEAST_1 = _checked(int, "at least 1", lambda value: value >= 1)
+AT_LEAST_0 = _checked(int, "at least 0", lambda value: value >= 0)
+POSITIVE_FLOAT = _checked(float, "a positive number", lambda value: 0 < value < math.inf)
+NON_NEGATIVE_FLOAT = _checked(float, "a number >= 0", lambda value: 0 <= value < math.inf)
+FRACTION = _checked(float, "in (0, 1)", lambda value: 0 < value < 1)
+FOLDER = _checked(str, "a folder", os.path.isdir)
+RESUME_SPEC = _checked(
+    str,
+    "'latest', a checkpoint folder or hub:REPO_ID",
+    lambda spec: spec == "latest" or spec.startswith("hub:") or os.path.isdir(spec),
+)
+
+
+def _is_side_branch(revision: str) -> bool:
+    return (
+        revision not in ("", "main")
+        and not re.fullmatch(r"[0-9a-f]{40}", revision)
+        and not revision.startswith("refs/")
+    )
+
+
+CHECKPOINT_REVISION = _checked(str, "a branch other than main (checkpoints hold pickles)", _is_side_branch)
+TOKEN = _checked(str, "a token, not empty", str.strip)
+
 EXAMPLE = """Example:
   accelerate launch train.py --max_train_steps 2000 --output_dir outputs/ddpm-digits
   hf-ddpm train --dataset_name uoft-cs/cifar10 --model_preset cifar10 --mixed_precision bf16"""
@@ -39,7 +78,8 @@ EXAMPLE = """Example:
 def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add every training flag to `parser`, grouped by concern (used by train.py and `hf-ddpm train`)."""
     data = parser.add_argument_group("data")
-    data.add_argument(
+    source = data.add_mutually_exclusive_group()
+    source.add_argument(
         "--dataset_name",
         help="A Hugging Face dataset name or local dataset path. Default: scikit-learn's handwritten digits (8x8).",
     )
@@ -49,31 +89,26 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         dest="dataset_config_name",
         help="The dataset's config name, if it has several.",
     )
-    data.add_argument(
-        "--train_data_dir", help="A folder of images (datasets' imagefolder layout), instead of --dataset_name."
+    source.add_argument(
+        "--train_data_dir", type=FOLDER, help="A folder of images (imagefolder layout), instead of --dataset_name."
     )
     data.add_argument("--cache_dir", help="Where datasets are cached.")
     data.add_argument("--image_column", help="The column holding the images (default: detected).")
-    data.add_argument("--resolution", type=int, help="Train on RES x RES images (default: from the preset).")
+    data.add_argument("--resolution", type=AT_LEAST_1, help="Train on RES x RES images (default: preset).")
     data.add_argument(
-        "--channels",
-        type=int,
-        choices=(1, 3, 4),
-        help="Image channels: 1 grayscale, 3 RGB, 4 RGBA; images are converted (default: from the preset).",
+        "--channels", type=int, choices=(1, 3, 4), help="Image channels: 1 grayscale, 3 RGB, 4 RGBA (default: preset)."
     )
-    data.add_argument(
-        "--center_crop", action="store_true", help="Center-crop images after resizing (default: random crop)."
-    )
+    data.add_argument("--center_crop", action="store_true", help="Center-crop after resizing (default: random crop).")
     data.add_argument("--random_flip", action="store_true", help="Randomly flip training images horizontally.")
     data.add_argument(
         "--heldout_fraction",
-        type=float,
+        type=FRACTION,
         default=0.1,
-        help="Fraction held out for bits/dim when the dataset has no test or validation split (fixed split).",
+        help="Fraction held out for bits/dim when the dataset has no test/validation split (fixed).",
     )
-    data.add_argument("--max_train_samples", type=int, help="Use at most this many training images (debugging).")
+    data.add_argument("--max_train_samples", type=AT_LEAST_1, help="Use at most this many training images.")
     data.add_argument(
-        "--dataloader_num_workers", type=int, default=0, help="Data loading subprocesses (0: the main process)."
+        "--dataloader_num_workers", type=AT_LEAST_0, default=0, help="Data loading subprocesses (0: none)."
     )
     data.add_argument(
         "--streaming",
@@ -84,10 +119,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     )
     data.add_argument(
         "--shuffle_buffer_size",
-        type=int,
+        type=AT_LEAST_1,
         default=1000,
-        help="With --streaming: images in the shuffle buffer (datasets' IterableDataset.shuffle; reshuffled each"
-        " epoch).",
+        help="With --streaming: images in the shuffle buffer (reshuffled each epoch).",
     )
 
     model = parser.add_argument_group("model")
@@ -100,7 +134,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     )
 
     diffusion = parser.add_argument_group("diffusion")
-    diffusion.add_argument("--ddpm_num_steps", type=int, default=1000, help="Diffusion steps T of training.")
+    diffusion.add_argument("--ddpm_num_steps", type=AT_LEAST_1, default=1000, help="Diffusion steps T of training.")
     diffusion.add_argument(
         "--beta_schedule",
         "--ddpm_beta_schedule",
@@ -123,9 +157,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     )
     diffusion.add_argument(
         "--ddpm_num_inference_steps",
-        type=int,
+        type=AT_LEAST_1,
         default=100,
-        help="Sampling steps for the sample grids (respaced from --ddpm_num_steps).",
+        help="Sampling steps of the sample grids (respaced).",
     )
 
     objective = parser.add_argument_group("objective")
@@ -135,9 +169,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         default="hybrid",
         help="simple: MSE of the prediction (L_simple); hybrid: L_simple + lambda L_vlb; vlb: the bound L_vlb.",
     )
-    objective.add_argument(
-        "--vlb_weight", type=float, default=0.001, help="lambda of the hybrid loss (Nichol & Dhariwal: 0.001)."
-    )
+    objective.add_argument("--vlb_weight", type=POSITIVE_FLOAT, default=0.001, help="lambda of the hybrid loss.")
     objective.add_argument(
         "--timestep_sampler",
         choices=TIMESTEP_SAMPLERS,
@@ -145,30 +177,28 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         help="How t is drawn: uniform, or loss-second-moment importance sampling (auto: the latter for --loss vlb).",
     )
 
-    optimization = parser.add_argument_group("optimization")
-    optimization.add_argument("--train_batch_size", type=int, help="Batch size per device (default: from the preset).")
-    optimization.add_argument("--num_epochs", type=int, help="Epochs to train, when --max_train_steps is not given.")
-    optimization.add_argument(
-        "--max_train_steps",
-        type=int,
-        help="Optimizer steps to train (overrides --num_epochs; default: from the preset).",
+    optim = parser.add_argument_group("optimization")
+    optim.add_argument("--train_batch_size", type=AT_LEAST_1, help="Batch size per device (default: preset).")
+    optim.add_argument("--num_epochs", type=AT_LEAST_1, help="Epochs, when --max_train_steps is not given.")
+    optim.add_argument(
+        "--max_train_steps", type=AT_LEAST_1, help="Optimizer steps (overrides --num_epochs; default: preset)."
     )
-    optimization.add_argument(
-        "--gradient_accumulation_steps", type=int, default=1, help="Batches accumulated per optimizer step."
+    optim.add_argument(
+        "--gradient_accumulation_steps", type=AT_LEAST_1, default=1, help="Batches accumulated per optimizer step."
     )
-    optimization.add_argument("--learning_rate", type=float, help="Peak learning rate (default: from the preset).")
-    optimization.add_argument(
+    optim.add_argument("--learning_rate", type=POSITIVE_FLOAT, help="Peak learning rate (default: preset).")
+    optim.add_argument(
         "--lr_scheduler", choices=LR_SCHEDULERS, default="cosine", help="Learning-rate schedule after the warmup."
     )
-    optimization.add_argument("--lr_warmup_steps", type=int, help="Linear warmup steps (default: from the preset).")
-    optimization.add_argument("--adam_beta1", type=float, default=0.9, help="AdamW beta1.")
-    optimization.add_argument("--adam_beta2", type=float, default=0.999, help="AdamW beta2.")
-    optimization.add_argument("--adam_weight_decay", type=float, default=0.0, help="AdamW decoupled weight decay.")
-    optimization.add_argument("--adam_epsilon", type=float, default=1e-8, help="AdamW epsilon.")
-    optimization.add_argument(
-        "--max_grad_norm", type=float, default=1.0, help="Clip the gradient norm to this (0 disables clipping)."
+    optim.add_argument("--lr_warmup_steps", type=AT_LEAST_0, help="Linear warmup steps (default: preset).")
+    optim.add_argument("--adam_beta1", type=float, default=0.9, help="AdamW beta1.")
+    optim.add_argument("--adam_beta2", type=float, default=0.999, help="AdamW beta2.")
+    optim.add_argument("--adam_weight_decay", type=float, default=0.0, help="AdamW decoupled weight decay.")
+    optim.add_argument("--adam_epsilon", type=float, default=1e-8, help="AdamW epsilon.")
+    optim.add_argument(
+        "--max_grad_norm", type=NON_NEGATIVE_FLOAT, default=1.0, help="Clip the gradient norm (0: no clipping)."
     )
-    optimization.add_argument("--seed", type=int, default=0, help="Seed of initialization, data order and noise.")
+    optim.add_argument("--seed", type=AT_LEAST_0, default=0, help="Seed of weights, data order and noise.")
 
     ema = parser.add_argument_group("EMA")
     ema.add_argument(
@@ -181,8 +211,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         "--ema_decay",
         "--ema_max_decay",
         dest="ema_decay",
-        type=float,
-        help="Largest EMA decay, reached after the warmup (default: from the preset).",
+        type=FRACTION,
+        help="Largest EMA decay, after the warmup (default: preset).",
     )
     ema.add_argument(
         "--ema_inv_gamma", type=float, default=1.0, help="EMA warmup: decay = 1 - (1 + step / inv_gamma)^-power."
@@ -204,65 +234,56 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
 
     add_speed_arguments(parser)
 
-    checkpoints = parser.add_argument_group("checkpoints")
-    checkpoints.add_argument("--output_dir", help="Where everything is written (default: outputs/ddpm-PRESET).")
-    checkpoints.add_argument(
+    saving = parser.add_argument_group("checkpoints")
+    saving.add_argument("--output_dir", help="Where everything is written (default: outputs/ddpm-PRESET).")
+    saving.add_argument(
         "--overwrite_output_dir",
         action="store_true",
-        help="Delete the checkpoints of an earlier run in --output_dir instead of refusing to start.",
+        help="Delete an earlier run's checkpoints in --output_dir instead of refusing to start.",
     )
-    checkpoints.add_argument(
+    saving.add_argument(
         "--checkpointing_steps",
-        type=int,
-        help="Save the full training state every N steps; 0 disables (default: from the preset).",
+        type=AT_LEAST_0,
+        help="Save the training state every N steps; 0 disables (default: preset).",
     )
-    checkpoints.add_argument("--checkpoints_total_limit", type=int, help="Keep only the newest N checkpoints.")
-    checkpoints.add_argument(
+    saving.add_argument("--checkpoints_total_limit", type=AT_LEAST_1, help="Keep the newest N checkpoints.")
+    saving.add_argument(
         "--resume_from_checkpoint",
+        type=RESUME_SPEC,
         help="Continue a run: 'latest' (newest good checkpoint in --output_dir; a new run if it has none), a"
         " checkpoint folder, or hub:REPO_ID[@REVISION] (the newest checkpoint-N of the 'checkpoints' branch by"
         " default).",
     )
-    checkpoints.add_argument(
+    saving.add_argument(
         "--allow_inexact_resume",
         action="store_true",
         help="Resume even when the RNG states cannot be restored (damaged, or saved by another number of processes),"
         " with a warning that the run no longer repeats an uninterrupted one. Without it, that is an error.",
     )
 
-    logging = parser.add_argument_group("logging and evaluation")
-    logging.add_argument(
-        "--logger", choices=LOGGERS, default="tensorboard", help="Experiment tracker for the metrics."
+    logs = parser.add_argument_group("logging and evaluation")
+    logs.add_argument("--logger", choices=LOGGERS, default="tensorboard", help="Experiment tracker.")
+    logs.add_argument("--logging_dir", default="logs", help="Tracker folder, relative to --output_dir.")
+    logs.add_argument("--logging_steps", type=AT_LEAST_1, default=10, help="Log averaged losses every N steps.")
+    logs.add_argument(
+        "--save_images_steps", type=AT_LEAST_0, help="Save a sample grid every N steps; 0 disables (default: preset)."
     )
-    logging.add_argument("--logging_dir", default="logs", help="Tracker folder, relative to --output_dir.")
-    logging.add_argument("--logging_steps", type=int, default=10, help="Log averaged losses every N steps.")
-    logging.add_argument(
-        "--save_images_steps",
-        type=int,
-        help="Save a sample grid (PNG and tracker) every N steps; 0 disables (default: from the preset).",
+    logs.add_argument("--save_images_epochs", type=AT_LEAST_1, help="Also save a sample grid every N epochs.")
+    logs.add_argument("--eval_batch_size", type=AT_LEAST_1, default=64, help="Images in each sample grid.")
+    logs.add_argument(
+        "--bpd_steps", type=AT_LEAST_0, help="Held-out bits/dim every N steps; 0 disables (default: preset)."
     )
-    logging.add_argument("--save_images_epochs", type=int, help="Also save a sample grid every N epochs.")
-    logging.add_argument(
-        "--eval_batch_size", type=int, default=64, help="Images in each sample grid (and samples.png)."
-    )
-    logging.add_argument(
-        "--bpd_steps",
-        type=int,
-        help="Evaluate bits/dim on the held-out split every N steps; 0 disables (default: from the preset).",
-    )
-    logging.add_argument(
-        "--bpd_num_images", type=int, default=256, help="Held-out images used for bits/dim (at most)."
-    )
-    logging.add_argument(
+    logs.add_argument("--bpd_num_images", type=AT_LEAST_1, default=256, help="Held-out images for bits/dim (at most).")
+    logs.add_argument(
         "--bpd_num_timesteps",
-        type=int,
+        type=_checked(int, "at least 2 (the decoder and one KL term)", lambda value: value >= 2),
         default=50,
-        help="Evaluate the bound at this many strided timesteps (all of them: --ddpm_num_steps).",
+        help="Timesteps of the bound, strided (all: --ddpm_num_steps).",
     )
-    logging.add_argument(
+    logs.add_argument(
         "--save_rank_weight_hashes",
         action="store_true",
-        help="Write output_dir/weights-rank<i>.sha256 from every process (checks data-parallel ranks agree).",
+        help="Write output_dir/weights-rank<i>.sha256 from every process (do ranks agree?).",
     )
 
     hub = parser.add_argument_group("hub")
@@ -277,13 +298,12 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     hub.add_argument(
         "--hub_checkpoint_revision",
         default=CHECKPOINT_BRANCH,
+        type=CHECKPOINT_REVISION,
         help="The branch that collects the checkpoints (their optimizer and RNG states are pickles: never main).",
     )
+    hub.add_argument("--hub_private_repo", action="store_true", help="Create the Hub repo private.")
     hub.add_argument(
-        "--hub_private_repo", action="store_true", help="Create the Hub repo private (when it does not exist yet)."
-    )
-    hub.add_argument(
-        "--hub_token", help="The token to push with (default: HF_TOKEN or `hf auth login`). Never written or logged."
+        "--hub_token", type=TOKEN, help="The token to push with (default: HF_TOKEN or `hf auth login`); never written."
     )
     return parser
 
@@ -303,14 +323,6 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
         "--channels_last",
         action="store_true",
         help="Keep the UNet's weights and activations in channels-last memory layout (often faster on GPUs).",
-    )
-    speed.add_argument(
-        "--flat_parameters",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="Keep the UNet's parameters and gradients as views of one buffer each, so that AdamW, gradient clipping"
-        " and the EMA run once over one tensor instead of once per parameter tensor (on by default; not under"
-        " DeepSpeed, FSDP or XLA, which lay out parameters themselves).",
     )
     speed.add_argument(
         "--adam_implementation",
@@ -348,61 +360,41 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill the preset's defaults, resolve aliases and check every flag; raises `hf_ddpm._errors.UsageError`."""
-    if args.model_preset not in presets.MODEL_PRESETS:
-        raise UsageError(
-            f"--model_preset must be one of {', '.join(presets.MODEL_PRESETS)}, got {args.model_preset!r}."
-        )
-    _fill_preset_defaults(args)
+    """
+    Fill the preset's defaults, resolve aliases and check what argparse cannot (flags that depend on each other);
+    raises `hf_ddpm._errors.UsageError` naming the flag.
+    """
+    defaults = presets.MODEL_PRESETS[args.model_preset]["defaults"]
+    for name, value in defaults.items():
+        # --num_epochs alone sets the length (no preset step count); --save_images_epochs replaces the steps
+        replaced = {"max_train_steps": args.num_epochs, "save_images_steps": args.save_images_epochs}.get(name)
+        if getattr(args, name) is None and replaced is None:
+            setattr(args, name, value)
     args.beta_schedule = BETA_SCHEDULE_ALIASES.get(args.beta_schedule, args.beta_schedule)
-    if args.output_dir is None:
-        args.output_dir = os.path.join("outputs", f"ddpm-{args.model_preset}")
+    args.output_dir = args.output_dir or os.path.join("outputs", f"ddpm-{args.model_preset}")
     if args.timestep_sampler == "auto":
         args.timestep_sampler = "loss-second-moment" if args.loss == "vlb" else "uniform"
     if args.mixed_precision is None:
         args.mixed_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
-    checks = (_check_positive, _check_objective, _check_resolution, _check_data_source, _check_hardware, _check_hub)
-    for check in checks:
+    for check in (_check_schedule, _check_objective, _check_streaming, _check_hub, _check_hardware):
         problem = check(args)
         if problem:
             raise UsageError(problem)
     return args
 
 
-def _fill_preset_defaults(args: argparse.Namespace) -> None:
-    defaults = presets.preset_defaults(args.model_preset)
-    if args.num_epochs is not None:  # --num_epochs alone sets the length: no preset step count
-        defaults.pop("max_train_steps")
-    if args.save_images_epochs is not None:
-        defaults.pop("save_images_steps")
-    for name, value in defaults.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-
-
-def _check_positive(args: argparse.Namespace) -> str | None:
-    at_least_one = ("train_batch_size", "gradient_accumulation_steps", "ddpm_num_steps", "ddpm_num_inference_steps")
-    at_least_one += ("eval_batch_size", "bpd_num_images", "logging_steps", "resolution", "shuffle_buffer_size")
-    at_least_one += ("max_train_steps", "num_epochs", "checkpoints_total_limit", "max_train_samples")
-    at_least_one += ("save_images_epochs",)
-    at_least_zero = ("lr_warmup_steps", "checkpointing_steps", "save_images_steps", "bpd_steps")
-    at_least_zero += ("dataloader_num_workers", "seed")
-    check_at_least(args, dict.fromkeys(at_least_one, 1) | dict.fromkeys(at_least_zero, 0))
-    if not args.learning_rate > 0 or not math.isfinite(args.learning_rate):
-        return f"--learning_rate must be a positive number, got {args.learning_rate}."
-    if not args.max_grad_norm >= 0:
-        return f"--max_grad_norm must be >= 0 (0 disables clipping), got {args.max_grad_norm}."
-    if not 0 < args.ema_decay < 1:
-        return f"--ema_decay must be in (0, 1), got {args.ema_decay}."
-    if not 0 < args.heldout_fraction < 1:
-        return f"--heldout_fraction must be in (0, 1), got {args.heldout_fraction}."
+def _check_schedule(args: argparse.Namespace) -> str | None:
     if args.ddpm_num_inference_steps > args.ddpm_num_steps:
         return (
             f"--ddpm_num_inference_steps ({args.ddpm_num_inference_steps}) cannot exceed --ddpm_num_steps"
             f" ({args.ddpm_num_steps})."
         )
-    if args.bpd_num_timesteps < 2:
-        return f"--bpd_num_timesteps must be at least 2 (the decoder and one KL term), got {args.bpd_num_timesteps}."
+    factor = presets.downsampling_factor(args.model_preset)
+    if args.resolution % factor:
+        return (
+            f"--resolution {args.resolution} is not divisible by {factor}: the {args.model_preset} UNet halves the"
+            f" image {int(math.log2(factor))} times (use a multiple of {factor})."
+        )
     return None
 
 
@@ -418,38 +410,12 @@ def _check_objective(args: argparse.Namespace) -> str | None:
             f"--variance_type {args.variance_type} is only trained by --loss hybrid or vlb (L_simple gives the"
             " variance no gradient); use a fixed variance type with --loss simple."
         )
-    if not args.vlb_weight > 0:
-        return f"--vlb_weight must be positive, got {args.vlb_weight}."
-    return None
-
-
-def _check_resolution(args: argparse.Namespace) -> str | None:
-    factor = presets.downsampling_factor(args.model_preset)
-    if args.resolution % factor:
-        return (
-            f"--resolution {args.resolution} is not divisible by {factor}: the {args.model_preset} UNet halves the"
-            f" image {int(math.log2(factor))} times (use a multiple of {factor})."
-        )
-    return None
-
-
-def _check_data_source(args: argparse.Namespace) -> str | None:
-    if args.dataset_name is not None and args.train_data_dir is not None:
-        return "Pass only one of --dataset_name and --train_data_dir."
-    if args.train_data_dir is not None and not os.path.isdir(args.train_data_dir):
-        return f"--train_data_dir {args.train_data_dir} is not a folder."
-    if args.streaming:
-        problem = _check_streaming(args)
-        if problem:
-            return problem
-    if args.resume_from_checkpoint is not None:
-        spec = args.resume_from_checkpoint
-        if not (spec == "latest" or spec.startswith("hub:") or os.path.isdir(spec)):
-            return f"--resume_from_checkpoint must be 'latest', a checkpoint folder or hub:REPO_ID, got {spec!r}."
     return None
 
 
 def _check_streaming(args: argparse.Namespace) -> str | None:
+    if not args.streaming:
+        return None
     if args.dataset_name is None and args.train_data_dir is None:
         return "--streaming reads --dataset_name or --train_data_dir; the built-in digits are held in memory."
     if args.num_epochs is not None:
@@ -468,26 +434,19 @@ def _check_streaming(args: argparse.Namespace) -> str | None:
 def _check_hub(args: argparse.Namespace) -> str | None:
     if args.push_checkpoints_to_hub and not args.checkpointing_steps:
         return "--push_checkpoints_to_hub needs checkpoints: pass --checkpointing_steps N (at least 1)."
-    branch = args.hub_checkpoint_revision
-    if not branch or branch == "main" or re.fullmatch(r"[0-9a-f]{40}", branch) or branch.startswith("refs/"):
-        return (
-            f"--hub_checkpoint_revision must name a branch other than main (checkpoints hold pickles), got {branch!r}."
-        )
     if args.hub_token is not None and args.logger == "wandb":  # as diffusers' scripts: wandb records the command line
         return "--hub_token cannot be used with --logger wandb (it would record the token): use `hf auth login`."
-    if args.hub_token is not None and not args.hub_token.strip():
-        return "--hub_token is empty."
     return None
 
 
 def _check_hardware(args: argparse.Namespace) -> str | None:
     try:
-        resolve_device(args.device)
+        device_type = resolve_device(args.device).type
     except UsageError as error:
         return str(error)
-    if args.mixed_precision not in MIXED_PRECISIONS:
+    if args.mixed_precision not in MIXED_PRECISIONS:  # the default comes from accelerate's config
         return f"--mixed_precision must be one of {', '.join(MIXED_PRECISIONS)}, got {args.mixed_precision!r}."
-    if args.mixed_precision == "fp16" and resolve_device_type(args.device) == "cpu":
+    if args.mixed_precision == "fp16" and device_type == "cpu":
         return (
             "--mixed_precision fp16 needs a GPU (float16 autocast with loss scaling); on the CPU use"
             " --mixed_precision bf16 or no."
@@ -498,8 +457,3 @@ def _check_hardware(args: argparse.Namespace) -> str | None:
         if not is_wandb_available():
             return "--logger wandb needs the wandb package (pip install wandb); or use --logger tensorboard."
     return None
-
-
-def resolve_device_type(device: str) -> str:
-    """The device type training will use for `--device`: 'cuda', 'mps' or 'cpu'."""
-    return resolve_device(device).type

@@ -8,7 +8,7 @@ the previous checkpoints untouched or a leftover temporary folder, which `latest
 A checkpoint whose files no longer match its manifest (truncated by a copy, a flipped bit, a full disk...) is broken:
 `latest` resumes from the newest good one and names the broken ones it skipped; when every checkpoint is broken the
 run stops instead of starting over. Pruning (`--checkpoints_total_limit`) never deletes a checkpoint newer than the
-one a run resumed from unless the run has written that step itself.
+one a run resumed from unless the run has written that step itself, and never what a symlinked checkpoint points to.
 """
 
 import hashlib
@@ -35,17 +35,12 @@ def checkpoint_path(output_dir: str, step: int) -> str:
 
 
 def save_checkpoint(
-    accelerator,
-    output_dir: str,
-    step: int,
-    total_limit: int | None = None,
-    keep: frozenset[int] = frozenset(),
-    manifest_extra: dict | None = None,
+    accelerator, output_dir: str, step: int, total_limit: int | None = None, keep=frozenset(), flags: dict = None
 ) -> str:
     """
     Save the full training state (`accelerator.save_state`: model, optimizer, LR scheduler, RNG states and the
     objects registered for checkpointing) as `output_dir/checkpoint-<step>`, atomically. Call on every process.
-    `keep`: steps that pruning must not delete; `manifest_extra`: recorded in the manifest (e.g. the model flags).
+    `keep`: steps that pruning must not delete; `flags`: the flags recorded in the manifest.
 
     Returns:
         `str`: the checkpoint folder.
@@ -53,13 +48,15 @@ def save_checkpoint(
     final = checkpoint_path(output_dir, step)
     temp = os.path.join(output_dir, f"{TEMP_PREFIX}{step}")
     if accelerator.is_main_process:
-        _remove_temporary_folders(output_dir)
+        for name in os.listdir(output_dir):  # leftovers of saves that were killed mid-write
+            if name.startswith(TEMP_PREFIX):
+                remove_folder(os.path.join(output_dir, name))
         os.makedirs(temp)
     accelerator.wait_for_everyone()
     accelerator.save_state(temp)  # every process writes its own RNG state file
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        _write_manifest(temp, step, manifest_extra or {})
+        _write_manifest(temp, {"step": step, "flags": flags or {}})
         _fsync_directory(temp)
         replace_folder(temp, final)  # a re-run of the same step: replaced only once the new one is complete
         _fsync_directory(output_dir)
@@ -69,89 +66,39 @@ def save_checkpoint(
     return final
 
 
-def _write_manifest(folder: str, step: int, extra: dict) -> None:
+def _write_manifest(folder: str, manifest: dict) -> None:
     files = {}
     for name in sorted(os.listdir(folder)):
         path = os.path.join(folder, name)
         if os.path.isfile(path):
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
-            files[name] = {"size": os.path.getsize(path), "sha256": file_sha256(path)}
-    manifest = os.path.join(folder, MANIFEST_NAME)
-    with open(manifest, "w") as f:
-        json.dump({"step": step, **extra, "files": files}, f, indent=2)
+                files[name] = {"size": os.path.getsize(path), "sha256": hashlib.file_digest(f, "sha256").hexdigest()}
+    with open(os.path.join(folder, MANIFEST_NAME), "w") as f:
+        json.dump({**manifest, "files": files}, f, indent=2)
         f.flush()
         os.fsync(f.fileno())
 
 
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _fsync_directory(folder: str) -> None:
+    """Make a rename in `folder` durable (not possible on every platform: Windows cannot open a folder)."""
     try:
         descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:  # not possible on every platform (Windows): the rename is still atomic
+    except OSError:
         return
     try:
         os.fsync(descriptor)
-    except OSError:
-        pass
     finally:
         os.close(descriptor)
 
 
-def _remove_temporary_folders(output_dir: str) -> None:
-    """Leftovers of saves that were killed mid-write."""
-    if not os.path.isdir(output_dir):
-        return
-    for name in os.listdir(output_dir):
-        if name.startswith(TEMP_PREFIX):
-            shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
-
-
-def checkpoint_problems(folder: str) -> dict[str, str]:
-    """
-    What is wrong with the checkpoint `folder`, by file name ({} for a complete one): a missing or unreadable
-    manifest, or a file missing or differing from the size and sha256 hash the manifest recorded.
-    """
-    manifest = os.path.join(folder, MANIFEST_NAME)
-    if not os.path.isfile(manifest):
-        return {MANIFEST_NAME: "missing (not written by hf_ddpm, or not finished)"}
-    try:
-        with open(manifest) as f:
-            files = json.load(f)["files"]
-        files = {name: entry if isinstance(entry, dict) else {"size": entry} for name, entry in files.items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        return {MANIFEST_NAME: f"unreadable ({error})"}
-    problems = {name: _file_problem(folder, name, expected) for name, expected in files.items()}
-    return {name: problem for name, problem in problems.items() if problem is not None}
-
-
-def _file_problem(folder: str, name: str, expected: dict) -> str | None:
-    path = os.path.join(folder, name)
-    if not os.path.isfile(path):
-        return "missing"
-    if os.path.getsize(path) != expected.get("size"):
-        return f"{os.path.getsize(path)} bytes instead of {expected.get('size')}"
-    if "sha256" in expected and file_sha256(path) != expected["sha256"]:
-        return "content differs from its sha256 in the manifest"
-    return None
-
-
-def checkpoint_problem(folder: str, tolerate_rng_states: bool = False) -> str | None:
-    """
-    Why `folder` is not a good checkpoint (one line naming the files), or None when it is. `tolerate_rng_states`:
-    broken RNG state files alone do not count (`--allow_inexact_resume`; the resume then warns that it is not exact).
-    """
-    problems = checkpoint_problems(folder)
-    if tolerate_rng_states:
-        problems = {name: problem for name, problem in problems.items() if not RNG_STATE_RE.match(name)}
-    return "; ".join(f"{name}: {problem}" for name, problem in problems.items()) or None
+def remove_folder(folder: str) -> None:
+    """Delete a checkpoint folder; of a symlink to one, the link alone (what it points to is not ours)."""
+    if os.path.islink(folder):
+        logger.info(f"Removed the link {folder} (its target, {os.path.realpath(folder)}, is left as it is)")
+        os.unlink(folder)
+    else:
+        shutil.rmtree(folder)
 
 
 def read_manifest(folder: str) -> dict:
@@ -162,6 +109,41 @@ def read_manifest(folder: str) -> dict:
     except (OSError, ValueError):
         return {}
     return manifest if isinstance(manifest, dict) else {}
+
+
+def checkpoint_problem(folder: str, tolerate_rng_states: bool = False) -> str | None:
+    """
+    Why `folder` is not a good checkpoint (one line naming the files: a missing or unreadable manifest, or a file
+    missing or differing from the size and sha256 hash the manifest recorded), or None when it is good.
+    `tolerate_rng_states`: broken RNG state files alone do not count (`--allow_inexact_resume`; the resume then warns
+    that it is not exact).
+    """
+    if not os.path.isfile(os.path.join(folder, MANIFEST_NAME)):
+        return f"{MANIFEST_NAME}: missing (not written by hf_ddpm, or not finished)"
+    files = read_manifest(folder).get("files")
+    if not isinstance(files, dict):
+        return f"{MANIFEST_NAME}: unreadable"
+    problems = [
+        f"{name}: {problem}"
+        for name, expected in files.items()
+        if not (tolerate_rng_states and RNG_STATE_RE.match(name))
+        and (problem := file_problem(folder, name, expected)) is not None
+    ]
+    return "; ".join(problems) or None
+
+
+def file_problem(folder: str, name: str, expected: dict) -> str | None:
+    """How the file `name` of `folder` differs from its manifest entry {"size", "sha256"} (or size), or None."""
+    expected = expected if isinstance(expected, dict) else {"size": expected}  # manifests before sha256: sizes
+    path = os.path.join(folder, name)
+    if not os.path.isfile(path):
+        return "missing"
+    if os.path.getsize(path) != expected.get("size"):
+        return f"{os.path.getsize(path)} bytes instead of {expected.get('size')}"
+    with open(path, "rb") as f:
+        if "sha256" in expected and hashlib.file_digest(f, "sha256").hexdigest() != expected["sha256"]:
+            return "content differs from its sha256 in the manifest"
+    return None
 
 
 def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
@@ -201,21 +183,14 @@ def latest_checkpoint(output_dir: str, tolerate_rng_states: bool = False) -> str
     return None
 
 
-def prune_checkpoints(output_dir: str, total_limit: int, keep: frozenset[int] = frozenset()) -> list[str]:
+def prune_checkpoints(output_dir: str, total_limit: int, keep=frozenset()) -> None:
     """
     Delete the oldest checkpoints so that at most `total_limit` remain besides those whose step is in `keep`
-    (checkpoints newer than the one a run resumed from, which it has not rewritten); returns the deleted folders.
+    (checkpoints newer than the one a run resumed from, which it has not rewritten).
     """
-    checkpoints = [(step, folder) for step, folder in list_checkpoints(output_dir) if step not in keep]
-    removed = [folder for _, folder in checkpoints[: max(0, len(checkpoints) - total_limit)]]
-    for folder in removed:
-        shutil.rmtree(folder)
-    return removed
-
-
-def newer_checkpoints(output_dir: str, step: int) -> set[int]:
-    """The steps of the checkpoints in `output_dir` after `step` (good or broken)."""
-    return {found for found, _ in list_checkpoints(output_dir) if found > step}
+    checkpoints = [folder for step, folder in list_checkpoints(output_dir) if step not in keep]
+    for folder in checkpoints[: max(0, len(checkpoints) - total_limit)]:
+        remove_folder(folder)
 
 
 def resolve_resume_checkpoint(spec: str | None, output_dir: str, tolerate_rng_states: bool = False) -> str | None:
@@ -226,16 +201,22 @@ def resolve_resume_checkpoint(spec: str | None, output_dir: str, tolerate_rng_st
     if spec is None:
         return None
     if spec == "latest":
-        return latest_checkpoint(output_dir, tolerate_rng_states)
-    if spec.startswith("hub:"):
-        from ..hub import download_checkpoint
-
-        folder = download_checkpoint(spec)
+        folder = latest_checkpoint(output_dir, tolerate_rng_states)
     else:
-        folder = spec
-    problem = checkpoint_problem(folder, tolerate_rng_states) if os.path.isdir(folder) else "it is not a folder"
-    if problem is not None:
-        raise UsageError(f"--resume_from_checkpoint {spec}: {folder} is broken: {problem}.")
+        if spec.startswith("hub:"):
+            from ..hub import download_checkpoint
+
+            folder = download_checkpoint(spec)
+        else:
+            folder = spec
+        problem = checkpoint_problem(folder, tolerate_rng_states) if os.path.isdir(folder) else "it is not a folder"
+        if problem is not None:
+            raise UsageError(f"--resume_from_checkpoint {spec}: {folder} is broken: {problem}.")
+    if folder is not None and "flat_parameters" in read_manifest(folder).get("flags", {}):  # recorded until 09c7a14
+        raise UsageError(
+            f"--resume_from_checkpoint {spec}: {folder} was saved by hf-ddpm 09c7a14 or earlier (--flat_parameters,"
+            " another data order), which this version does not resume: finish it with that version, or start over."
+        )
     return folder
 
 
@@ -256,13 +237,12 @@ def random_state_problem(folder: str, process_index: int, num_processes: int) ->
     if saved_by != num_processes:
         return f"it was saved by {saved_by} process(es) and is resumed by {num_processes}"
     name = f"random_states_{process_index}.pkl"
-    path = os.path.join(folder, name)
     recorded = read_manifest(folder).get("files", {}).get(name)
-    damaged = _file_problem(folder, name, recorded) if isinstance(recorded, dict) else None
+    damaged = None if recorded is None else file_problem(folder, name, recorded)
     if damaged is not None:  # it may still unpickle, into other states than were saved
         return f"{name}: {damaged}"
     try:
-        states = torch.load(path, weights_only=False)  # what accelerate itself unpickled a moment ago
+        states = torch.load(os.path.join(folder, name), weights_only=False)  # what accelerate unpickled just now
         restored = (
             torch.equal(states["torch_manual_seed"], torch.get_rng_state())
             and random.getstate() == states["random_state"]
@@ -271,8 +251,8 @@ def random_state_problem(folder: str, process_index: int, num_processes: int) ->
             )
         )
     except Exception as error:  # a damaged pickle raises anything
-        return f"{os.path.basename(path)} could not be read ({type(error).__name__}: {error})"
-    return None if restored else f"{os.path.basename(path)} was not restored"
+        return f"{name} could not be read ({type(error).__name__}: {error})"
+    return None if restored else f"{name} was not restored"
 
 
 def model_mismatch(folder: str, model, flags: dict) -> str | None:

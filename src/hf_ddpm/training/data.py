@@ -1,28 +1,31 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
-"""Training data: the built-in digits, any Hugging Face image dataset, or a folder of images.
+"""Training data: the built-in digits, any Hugging Face image dataset, or a folder of images, read one way.
 
-Every image is converted to the model's channels, resized (shorter side to the resolution) and, with `--center_crop`,
-cropped, into a uint8 tensor. The built-in digits (1.6k images of 8x8) are decoded once and held in memory
-(`ImageDataset`). Every other dataset is decoded as its batches are read (`LazyImageDataset`): the images stay in the
-`datasets` Arrow table on disk (memory-mapped; an image folder holds only the file paths), so memory does not grow
-with the dataset, and each process of a data-parallel run reads only its own batches. An image that cannot be read
-or decoded is skipped: the next readable image of the dataset takes its place, with a warning. With `--streaming`,
-the dataset is read as a stream (`datasets`' `streaming=True`: nothing downloaded or cached first) and decoded as it
-is read (`StreamingImageDataset`), so datasets larger than the disk train.
+`load_data` opens the dataset (`hf_ddpm._datasets.open_dataset`), picks the held-out images for bits/dim and serves
+the training images as whole uint8 batches [B x C x R x R]: each image converted to the model's channels and resized
+(shorter side to the resolution), then cropped (center or random) and randomly flipped.
 
-The random augmentations (flip, crop offset) are a pure function of (seed, epoch, image index), not of an RNG state:
-the same on every process and data-loader worker, and the same after resuming from a checkpoint.
+- `ImageDataset`: the images stay in the `datasets` Arrow table on disk (memory-mapped) and are decoded as their batch
+  is read, so each process of a data-parallel run decodes only its own batches. The built-in digits (1.6k images of
+  8x8) are decoded once into memory instead.
+- `StreamingImageDataset` (`--streaming`): the dataset is read as a stream (`datasets`' `streaming=True`: nothing
+  downloaded or cached first), for datasets larger than the disk.
+
+Memory does not grow with the dataset beyond what `datasets` itself keeps per Arrow record batch (about 2 kB per
+batch of 100 images) and the epoch's order (`EpochShuffle`, 8 bytes an image): no Python object per image, no
+indices mapping (`train_test_split` writes one into the dataset's own folder), nothing decoded ahead
+(benchmarks/data_memory.py). The random order, flips and crops are pure functions of (seed, epoch, image index), not
+of an RNG state: the same on every process and data-loader worker, and the same after resuming from a checkpoint.
+An image that cannot be read or decoded is skipped, with a warning naming it.
 """
 
 import logging
-from dataclasses import dataclass
+import math
 
 import numpy as np
-import PIL.Image
 import torch
-from tqdm.auto import tqdm
 
-from .._datasets import DECODE_ERRORS, find_image_column, open_dataset  # noqa: F401 (loop reads the column here)
+from .._datasets import DECODE_ERRORS, find_image_column, open_dataset
 from .._datasets import decode_image as decode_array
 from .._digits import digits_split_indices, load_digits
 from .._errors import UsageError
@@ -42,9 +45,9 @@ def load_digits_dataset():
         images, pixel values round(v * 255 / 16) of the original 0..16 values) and `label` (0-9).
     """
     import datasets
+    import PIL.Image
 
     pixels, labels = load_digits("all")  # [1797 x 8 x 8 x 1], [1797]
-    train_index, test_index = digits_split_indices(labels)
     features = datasets.Features(
         {"image": datasets.Image(), "label": datasets.ClassLabel(names=[str(d) for d in range(10)])}
     )
@@ -53,102 +56,113 @@ def load_digits_dataset():
         images = [PIL.Image.fromarray(pixels[i, :, :, 0], mode="L") for i in index]
         return datasets.Dataset.from_dict({"image": images, "label": labels[index].tolist()}, features=features)
 
+    train_index, test_index = digits_split_indices(labels)
     return datasets.DatasetDict({"train": split(train_index), "test": split(test_index)})
 
 
-def load_image_dataset(
-    dataset_name: str | None = None,
-    dataset_config_name: str | None = None,
-    train_data_dir: str | None = None,
-    cache_dir: str | None = None,
-):
-    """The dataset as a `datasets.DatasetDict`: a Hub name or local path, an imagefolder, or (neither) the digits."""
-    import datasets
-
-    if train_data_dir is not None:
-        return datasets.load_dataset("imagefolder", data_dir=train_data_dir, cache_dir=cache_dir)
-    if dataset_name is None:
-        return load_digits_dataset()
-    return open_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir)
-
-
-def split_train_heldout(dataset_dict, heldout_fraction: float = 0.1):
+def load_data(args, show_progress: bool = True, rank: int = 0, world_size: int = 1):
     """
-    The training split and a held-out split for bits/dim: the dataset's test/validation split when it has one, else a
-    fixed `heldout_fraction` of its training split (seed 0, independent of the run's seed).
+    The training dataset of `args` (this process's part of it with --streaming), the held-out images for bits/dim
+    and a description of both.
+
+    The held-out images are the first --bpd_num_images of the dataset's test/validation split; without one, of a fixed
+    --heldout_fraction of the training split (seed 0, independent of the run's seed: `train_test_split`'s split), or
+    none with --streaming (a stream cannot be split by index).
 
     Returns:
-        `tuple`: (train `datasets.Dataset`, held-out `datasets.Dataset`, a description of the held-out split).
+        `tuple`: (an `ImageDataset` or `StreamingImageDataset`, the held-out images [N x C x R x R] in [-1, 1] or
+        None, a dict describing the data for training_args.json).
     """
-    if "train" not in dataset_dict:
-        raise UsageError(f"The dataset has no 'train' split (it has: {', '.join(dataset_dict)}).")
-    train = dataset_dict["train"]
-    for name in HELDOUT_SPLITS:
-        if name in dataset_dict:
-            return train, dataset_dict[name], name
-    if len(train) < 2:
-        raise UsageError(f"The dataset has {len(train)} image(s): too few to hold some out for bits/dim.")
-    parts = train.train_test_split(test_size=heldout_fraction, seed=0, shuffle=True)
-    return parts["train"], parts["test"], f"{heldout_fraction:.0%} of train"
+    if args.dataset_name is None and args.train_data_dir is None:
+        splits = load_digits_dataset()
+    else:
+        source = {"data_dir": args.train_data_dir, "streaming": args.streaming}
+        splits = open_dataset(args.dataset_name, args.dataset_config_name, args.cache_dir, **source)
+    if "train" not in splits:
+        raise UsageError(f"The dataset has no 'train' split (it has: {', '.join(splits)}).")
+    train = splits["train"]
+    column = find_image_column(train, args.image_column)
+    rows = None  # the training split's rows, in the order of the split; None: all of them
+    heldout_name = next((name for name in HELDOUT_SPLITS if name in splits), None)
+    if heldout_name is not None:
+        heldout = splits[heldout_name].take(args.bpd_num_images)
+    elif not args.streaming:
+        heldout_rows, rows = split_rows(len(train), args.heldout_fraction)
+        heldout = train.select(heldout_rows[: args.bpd_num_images], keep_in_memory=True)
+        heldout_name = f"{args.heldout_fraction:.0%} of train"
+    if args.max_train_samples is not None and not args.streaming:
+        rows = (np.arange(len(train)) if rows is None else rows)[: args.max_train_samples]
+
+    heldout_x, num_skipped = None, 0
+    if heldout_name is not None:
+        decoded, num_skipped = decode_images(heldout, column, args.resolution, args.channels, show_progress)
+        heldout_x = to_model_space(decoded) if len(decoded) else None
+    elif args.streaming:
+        logger.info("--streaming: the dataset has no test or validation split: held-out bits/dim is skipped.")
+    augment = {"center_crop": args.center_crop, "random_flip": args.random_flip, "seed": args.seed}
+    if args.streaming:
+        if args.max_train_samples is not None:
+            train = train.take(args.max_train_samples)
+        stream = {"shuffle_buffer_size": args.shuffle_buffer_size, "rank": rank, "world_size": world_size}
+        dataset = StreamingImageDataset(
+            train, column, args.train_batch_size, args.resolution, args.channels, **augment, **stream
+        )
+        heldout_name = heldout_name and f"first {0 if heldout_x is None else len(heldout_x)} of {heldout_name}"
+        decoding = "streaming"
+    else:
+        in_memory = args.dataset_name is None and args.train_data_dir is None  # the digits: 1.6k images of 8x8
+        dataset = ImageDataset(
+            train, column, args.resolution, args.channels, **augment, rows=rows, in_memory=in_memory
+        )
+        if len(dataset) == 0:
+            raise UsageError("The training split has no image.")
+        decoding = "in memory" if in_memory else "lazy"
+    info = {
+        "num_train_images": None if args.streaming else len(dataset),  # a stream's length is unknown until read
+        "num_heldout_images": 0 if heldout_x is None else len(heldout_x),
+        "heldout_split": heldout_name,
+        "num_skipped_images": num_skipped,
+        "image_column": column,
+        "decoding": decoding,
+    }
+    return dataset, heldout_x, info
 
 
-@dataclass
-class DecodedImages:
-    """Images decoded to uint8 tensors: one [N x C x H x W] tensor, or a list of [C x H x W] when sizes differ."""
-
-    images: torch.Tensor | list[torch.Tensor]
-    num_skipped: int
-    first_error: str | None = None
-
-    def __len__(self) -> int:
-        return len(self.images)
+def split_rows(num_images: int, heldout_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out and training rows of `datasets.Dataset.train_test_split(heldout_fraction, seed=0)`."""
+    if num_images < 2:
+        raise UsageError(f"The dataset has {num_images} image(s): too few to hold some out for bits/dim.")
+    permutation = np.random.default_rng(0).permutation(num_images)
+    num_heldout = math.ceil(heldout_fraction * num_images)
+    return permutation[:num_heldout], permutation[num_heldout:]
 
 
-def decode_images(
-    dataset,
-    column: str,
-    resolution: int,
-    channels: int,
-    center_crop: bool,
-    desc: str = "Decoding images",
-    show_progress: bool = True,
-) -> DecodedImages:
+def decode_images(dataset, column: str, resolution: int, channels: int, show_progress: bool = False):
     """
-    Decode every image of `dataset[column]`, convert it to `channels` channels, resize its shorter side to
-    `resolution` and, with `center_crop`, crop the center. Unreadable or undecodable images are skipped.
+    Decode every image of `dataset[column]` (a `datasets.Dataset` or `IterableDataset`) to `channels` channels, its
+    shorter side resized to `resolution` and its center R x R kept. Unreadable images are skipped with a warning.
 
     Returns:
-        [`DecodedImages`]: uint8 images and the number skipped (with the first error, for the warning).
+        `tuple`: (uint8 images [N x C x R x R], the number skipped).
     """
-    dataset = undecoded_column(dataset, column)
-    images, num_skipped, first_error = [], 0, None
-    progress = tqdm(total=len(dataset), desc=desc, disable=not show_progress, leave=False)
-    for batch in dataset.iter(batch_size=256):
-        for value in column_values(batch, column):
+    from tqdm.auto import tqdm
+
+    images, skipped = [], []
+    progress = tqdm(desc="Decoding held-out images", disable=not show_progress, leave=False)
+    for batch in dataset.with_format("arrow").iter(batch_size=256):
+        for value in batch.column(column).to_pylist():
             try:
-                images.append(decode_image(value, resolution, channels, center_crop))
+                images.append(decode_image(value, resolution, channels, center_crop=True))
             except DECODE_ERRORS as error:
-                num_skipped += 1
-                first_error = first_error or f"{_describe(value)}: {type(error).__name__}: {error}"
+                skipped.append(f"{_describe(value)}: {type(error).__name__}: {error}")
         progress.update(batch.num_rows)
     progress.close()
-    if images and all(image.shape == images[0].shape for image in images):
-        return DecodedImages(torch.stack(images), num_skipped, first_error)
-    return DecodedImages(images, num_skipped, first_error)
-
-
-def undecoded_column(dataset, column: str):
-    """
-    `dataset`'s `column`, read as stored (an image as a {"bytes", "path"} dict): we decode the images ourselves.
-    Through the Arrow format, not `cast_column(Image(decode=False))`: a cast reads the whole memory-mapped table,
-    bringing every stored image into resident memory.
-    """
-    return dataset.select_columns([column]).with_format("arrow")
-
-
-def column_values(table, column: str) -> list:
-    """The values of `column` of an Arrow table (a batch read from `undecoded_column`) as Python objects."""
-    return table.column(column).to_pylist()
+    if skipped:
+        logger.warning(
+            f"Skipped {len(skipped)} of {len(images) + len(skipped)} held-out images that could not be read or"
+            f" decoded (first: {skipped[0]})."
+        )
+    return torch.stack(images) if images else torch.empty(0, channels, resolution, resolution), len(skipped)
 
 
 def decode_image(value, resolution: int, channels: int, center_crop: bool) -> torch.Tensor:
@@ -178,88 +192,66 @@ def _hash_uniform(seed: int, epoch: int, indices: np.ndarray, stream: int) -> np
     return (x >> np.uint64(11)).astype(np.float64) / float(2**53)
 
 
-class ImageDataset(torch.utils.data.Dataset):
+def augment(images: list[torch.Tensor], index: np.ndarray, resolution: int, random_flip: bool, seed: int, epoch: int):
     """
-    Decoded uint8 images, served a batch at a time (`__getitems__`): [B x C x R x R] uint8 tensors.
+    [B x C x R x R]: random R x R crops of the longer side of `images` (those already R x R as they are), flipped
+    horizontally with probability 1/2 when `random_flip`; a function of (seed, epoch, the [B] image indices `index`).
+    """
+    crops = []
+    for image, u in zip(images, _hash_uniform(seed, epoch, index, 1), strict=True):
+        height, width = image.shape[-2:]
+        offset = int(u * (max(height, width) - resolution + 1))
+        if width > height:
+            image = image[:, :resolution, offset : offset + resolution]
+        else:
+            image = image[:, offset : offset + resolution, :resolution]
+        crops.append(image)
+    batch = torch.stack(crops)
+    if random_flip:
+        flip = torch.from_numpy(_hash_uniform(seed, epoch, index, 0) < 0.5).view(-1, 1, 1, 1)
+        batch = torch.where(flip, batch.flip(-1), batch)
+    return batch
 
-    Args:
-        images ([`DecodedImages`] or `torch.Tensor`): the decoded images.
-        resolution (`int`): the side R of the served images (random crops of larger ones).
-        random_flip (`bool`): flip half the images horizontally, a fresh half each epoch.
-        seed (`int`): the seed of the flips and crops.
+
+class EpochShuffle(torch.utils.data.Sampler):
+    """
+    The indices 0..N-1 in a random order that is a function of (seed, epoch). The order is one int64 tensor, read a
+    chunk at a time: 8 bytes an image, where `torch.utils.data.RandomSampler` (and accelerate's seedable one) turn
+    the whole permutation into a Python list (36 bytes an image).
     """
 
-    def __init__(self, images, resolution: int, random_flip: bool = False, seed: int = 0):
-        self.images = images.images if isinstance(images, DecodedImages) else images
-        self.resolution = resolution
-        self.random_flip = random_flip
-        self.seed = seed
-        self.epoch = 0
-        self._square = isinstance(self.images, torch.Tensor) and self.images.shape[-2:] == (resolution, resolution)
+    def __init__(self, num_images: int, seed: int):
+        self.num_images, self.seed, self.epoch = num_images, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch's flips and crops (the data loader's workers receive it with the dataset)."""
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.images)
+        return self.num_images
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.__getitems__([index])[0]
-
-    def __getitems__(self, indices: list[int]) -> torch.Tensor:
-        index = np.asarray(indices, dtype=np.int64)
-        if self._square:
-            batch = self.images[torch.from_numpy(index)]
-        else:
-            batch = self._crop_batch(index, [self.images[i] for i in index])
-        return self._flip_batch(index, batch)
-
-    def augment(self, index: np.ndarray, images: list[torch.Tensor]) -> torch.Tensor:
-        """[B x C x R x R]: the crops and flips of the images at `index` ([B]) this epoch."""
-        return self._flip_batch(index, self._crop_batch(index, images))
-
-    def _crop_batch(self, index: np.ndarray, images: list[torch.Tensor]) -> torch.Tensor:
-        """[B x C x R x R]: the images as they are when square, else random R x R crops of their longer side."""
-        offsets = self._uniform(index, 1)
-        return torch.stack([self._random_crop(image, u) for image, u in zip(images, offsets, strict=True)])
-
-    def _flip_batch(self, index: np.ndarray, batch: torch.Tensor) -> torch.Tensor:
-        if self.random_flip:
-            flip = torch.from_numpy(self._uniform(index, 0) < 0.5).view(-1, 1, 1, 1)
-            batch = torch.where(flip, batch.flip(-1), batch)
-        return batch
-
-    def _uniform(self, index: np.ndarray, stream: int) -> np.ndarray:
-        return _hash_uniform(self.seed, self.epoch, index, stream)
-
-    def _random_crop(self, image: torch.Tensor, u: float) -> torch.Tensor:
-        height, width = image.shape[-2:]
-        if (height, width) == (self.resolution, self.resolution):
-            return image
-        offset = int(u * (max(height, width) - self.resolution + 1))
-        if width > height:
-            return image[:, : self.resolution, offset : offset + self.resolution]
-        return image[:, offset : offset + self.resolution, : self.resolution]
+    def __iter__(self):
+        order = torch.randperm(self.num_images, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        for chunk in order.split(4096):
+            yield from chunk.tolist()
 
 
-class LazyImageDataset(ImageDataset):
+class ImageDataset(torch.utils.data.Dataset):
     """
-    The images of a `datasets.Dataset`, decoded when a batch is read: [B x C x R x R] uint8 tensors, the same
-    batches (decoding, crops and flips) that an `ImageDataset` of the decoded images would serve.
-
-    Memory does not grow with the dataset: the Arrow table stays on disk, memory-mapped. An image that cannot be
-    read or decoded is replaced by the next readable one (a function of the index only, so resumed runs see the same
-    batches), with a warning naming it.
+    The images of a `datasets.Dataset`, served a batch at a time (`__getitems__`, with `EpochShuffle`'s indices):
+    [B x C x R x R] uint8 tensors, decoded when their batch is read. An image that cannot be read or decoded is
+    replaced by the next readable one (a function of the index only: resumed runs see the same batches), with a
+    warning naming it.
 
     Args:
-        dataset (`datasets.Dataset`): the training split.
+        dataset (`datasets.Dataset`): the dataset.
         column (`str`): its image column.
         resolution (`int`): the side R of the served images.
         channels (`int`): 1, 3 or 4.
         center_crop (`bool`): crop the center R x R after resizing (else random crops of the longer side).
         random_flip (`bool`): flip half the images horizontally, a fresh half each epoch.
         seed (`int`): the seed of the flips and crops.
+        rows (`np.ndarray`, *optional*): the rows of `dataset` to serve, in this order (default: all).
+        in_memory (`bool`): decode every image once, up front (small datasets: the digits).
     """
 
     def __init__(
@@ -271,82 +263,54 @@ class LazyImageDataset(ImageDataset):
         center_crop: bool = False,
         random_flip: bool = False,
         seed: int = 0,
+        rows: np.ndarray | None = None,
+        in_memory: bool = False,
     ):
-        self.dataset = undecoded_column(dataset, column)
-        self.column = column
-        self.channels = channels
-        self.center_crop = center_crop
-        self.resolution = resolution
-        self.random_flip = random_flip
-        self.seed = seed
-        self.epoch = 0
-        self._unreadable: set[int] = set()
+        self.table = dataset.with_format("arrow")  # no `select_columns`: it copies `datasets`' index of the table
+        self.column, self.rows = column, rows
+        self.resolution, self.channels, self.center_crop = resolution, channels, center_crop
+        self.random_flip, self.seed, self.epoch = random_flip, seed, 0
+        self.unreadable: set[int] = set()
+        self.decoded = self._decode(np.arange(len(self))) if in_memory else None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's flips and crops (the data loader's workers receive it with the dataset)."""
+        self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.table) if self.rows is None else len(self.rows)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: list[int]) -> torch.Tensor:
         index = np.asarray(indices, dtype=np.int64)
-        values = column_values(self.dataset[index.tolist()], self.column)  # one read of the table for the batch
-        images = [self._decode(int(i), value) for i, value in zip(index, values, strict=True)]
-        return self.augment(index, images)
+        images = [self.decoded[i] for i in index] if self.decoded is not None else self._decode(index)
+        return augment(images, index, self.resolution, self.random_flip, self.seed, self.epoch)
 
-    def _decode(self, index: int, value) -> torch.Tensor:
+    def _values(self, index: np.ndarray) -> list:
+        rows = index if self.rows is None else self.rows[index]
+        return self.table[rows.tolist()].column(self.column).to_pylist()  # one read of the table for the batch
+
+    def _decode(self, index: np.ndarray) -> list[torch.Tensor]:
+        return [self._decode_readable(int(i), value) for i, value in zip(index, self._values(index), strict=True)]
+
+    def _decode_readable(self, index: int, value) -> torch.Tensor:
         for offset in range(len(self)):
             candidate = (index + offset) % len(self)
-            if candidate in self._unreadable:
+            if candidate in self.unreadable:
                 continue
             if offset:
-                value = column_values(self.dataset[candidate], self.column)[0]
+                value = self._values(np.array([candidate]))[0]
             try:
                 return decode_image(value, self.resolution, self.channels, self.center_crop)
             except DECODE_ERRORS as error:
-                self._unreadable.add(candidate)
+                self.unreadable.add(candidate)
                 logger.warning(
                     f"Skipped training image {candidate} ({_describe(value)}), which could not be read or decoded"
                     f" ({type(error).__name__}: {error}); the next readable image takes its place."
                 )
         raise ValueError("No training image could be decoded.")
-
-
-def load_streaming_dataset(
-    dataset_name: str | None = None,
-    dataset_config_name: str | None = None,
-    train_data_dir: str | None = None,
-    cache_dir: str | None = None,
-):
-    """
-    The dataset as a `datasets.IterableDatasetDict` read as a stream (`streaming=True`): nothing is downloaded or
-    cached up front, so datasets larger than the disk train. A Hub name or local path, or an imagefolder.
-    """
-    import datasets
-
-    if train_data_dir is not None:
-        return datasets.load_dataset("imagefolder", data_dir=train_data_dir, cache_dir=cache_dir, streaming=True)
-    loaded = datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir, streaming=True)
-    if isinstance(loaded, datasets.IterableDataset):
-        loaded = datasets.IterableDatasetDict({"train": loaded})
-    return loaded
-
-
-def split_train_heldout_stream(dataset_dict, num_heldout: int):
-    """
-    The training stream and the first `num_heldout` examples of the dataset's test/validation split, when it has one.
-    A stream cannot be split by index, so a dataset without such a split has no held-out images (bits/dim is skipped).
-
-    Returns:
-        `tuple`: (train `datasets.IterableDataset`, held-out `datasets.Dataset` or None, a description or None).
-    """
-    import datasets
-
-    if "train" not in dataset_dict:
-        raise UsageError(f"The dataset has no 'train' split (it has: {', '.join(dataset_dict)}).")
-    for name in HELDOUT_SPLITS:
-        if name in dataset_dict:
-            heldout = dataset_dict[name].take(num_heldout)
-            heldout = datasets.Dataset.from_list(list(heldout), features=dataset_dict[name].features)
-            return dataset_dict["train"], heldout, f"first {len(heldout)} of {name}"
-    return dataset_dict["train"], None, None
 
 
 class StreamingImageDataset(torch.utils.data.IterableDataset):
@@ -377,10 +341,7 @@ class StreamingImageDataset(torch.utils.data.IterableDataset):
         dataset (`datasets.IterableDataset`): the training stream.
         column (`str`): its image column.
         batch_size (`int`): images per batch (the last, incomplete batch of an epoch is dropped).
-        resolution (`int`): the side R of the served images.
-        channels (`int`): 1, 3 or 4.
-        center_crop (`bool`): crop the center R x R after resizing (else random crops of the longer side).
-        random_flip (`bool`): flip half the images horizontally, a fresh half each epoch.
+        resolution (`int`), channels (`int`), center_crop (`bool`), random_flip (`bool`): as for `ImageDataset`.
         seed (`int`): the seed of the shuffle, flips and crops.
         shuffle_buffer_size (`int`): images held in the shuffle buffer.
         rank (`int`), world_size (`int`): this process and the number of processes.
@@ -409,20 +370,14 @@ class StreamingImageDataset(torch.utils.data.IterableDataset):
         stream = dataset.reshard().select_columns([column]).cast_column(column, datasets.Image(decode=False))
         stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer_size)
         self.stream = split_dataset_by_node(stream, rank=rank, world_size=world_size)
-        self.column = column
-        self.batch_size = batch_size
-        self.channels = channels
-        self.center_crop = center_crop
-        self.rank, self.world_size = rank, world_size
-        # the augmentations of `ImageDataset`, indexed by the place in the stream
-        self.augmentations = ImageDataset(torch.empty(0), resolution, random_flip=random_flip, seed=seed)
-        self.epoch = 0
+        self.column, self.batch_size, self.rank, self.world_size = column, batch_size, rank, world_size
+        self.resolution, self.channels, self.center_crop = resolution, channels, center_crop
+        self.random_flip, self.seed, self.epoch = random_flip, seed, 0
         self.batches_to_skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch's shuffle, flips and crops (the data loader's worker receives them with the dataset)."""
         self.epoch = epoch
-        self.augmentations.set_epoch(epoch)
         self.stream.set_epoch(epoch)
 
     def skip_batches(self, num_batches: int) -> None:
@@ -453,7 +408,7 @@ class StreamingImageDataset(torch.utils.data.IterableDataset):
         images = [None] * len(values)
         for i, value in enumerate(values):
             try:
-                images[i] = decode_image(value, self.augmentations.resolution, self.channels, self.center_crop)
+                images[i] = decode_image(value, self.resolution, self.channels, self.center_crop)
             except DECODE_ERRORS as error:
                 logger.warning(
                     f"Skipped a training image ({_describe(value)}) that could not be read or decoded"
@@ -463,9 +418,4 @@ class StreamingImageDataset(torch.utils.data.IterableDataset):
         if not readable:
             raise ValueError(f"No image of a training batch ({len(values)} images in a row) could be decoded.")
         images = [image if image is not None else readable[i % len(readable)] for i, image in enumerate(images)]
-        return self.augmentations.augment(index, images)
-
-
-def identity_collate(batch: torch.Tensor) -> torch.Tensor:
-    """The dataset already returns whole batches (`__getitems__`)."""
-    return batch
+        return augment(images, index, self.resolution, self.random_flip, self.seed, self.epoch)

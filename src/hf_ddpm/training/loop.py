@@ -3,34 +3,32 @@
 
 Exact resume: every source of randomness is either restored from the checkpoint (model, optimizer, LR schedule, EMA,
 timestep resampler and the global RNG of every process, by `accelerator.save_state`/`load_state`) or a pure function
-of (seed, epoch, position): the data order (Accelerate's seedable sampler, reseeded each epoch; with --streaming,
-`datasets`' seeded shuffle buffer, each process's position saved by `ProcessPositions`), the augmentations
-(`data.ImageDataset`) and the evaluation noise (own generators). A run resumed at step k repeats a straight run's
-steps k+1... bit for bit on the same hardware.
+of (seed, epoch, position): the data order (`data.EpochShuffle`; with --streaming, `datasets`' seeded shuffle buffer,
+each process's position saved by `TrainingProgress`), the augmentations (`data.augment`) and the evaluation noise
+(own generators). A run resumed at step k repeats a straight run's steps k+1... bit for bit on the same hardware.
 """
 
 import argparse
 import logging
 import math
 import os
-import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, skip_first_batches
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
+from .._devices import resolve_device
 from .._errors import UsageError
 from ..images import auto_scale, image_grid
 from ..scheduling_ddpm_posterior import LEARNED_VARIANCE_TYPES, DDPMPosteriorScheduler
 from . import checkpoints, data, outputs, presets, publish
-from .args import resolve_device_type
-from .flat_parameters import FlatParameters, can_flatten
 from .lock import OutputDirLock
 from .losses import training_losses
 from .metrics import LossMeter, NonFiniteGuard
@@ -38,57 +36,33 @@ from .resample import UniformSampler, create_timestep_sampler
 
 logger = get_logger(__name__)
 
-# they shard or place the parameters themselves: no flat buffer under them
-LAYOUT_OWNING_BACKENDS = (
-    DistributedType.DEEPSPEED,
-    DistributedType.FSDP,
-    DistributedType.XLA,
-    DistributedType.MEGATRON_LM,
-)
-
 
 @dataclass
 class TrainingProgress:
-    """Where the run is; saved with every checkpoint so a resumed run continues at the same batch."""
+    """
+    Where the run is; saved with every checkpoint so a resumed run continues at the same batch. The data position
+    (epoch, batches_in_epoch) is saved for every process (gathered when the checkpoint is written): with --streaming
+    each process reads its own part of the stream, of its own length, so the processes go through epochs at their
+    own pace (they still take one batch each per step); each process restores its own.
+    """
 
     global_step: int = 0
     epoch: int = 0
     batches_in_epoch: int = 0
 
     def state_dict(self) -> dict:
-        return asdict(self)
-
-    def load_state_dict(self, state: dict) -> None:
-        for name, value in state.items():
-            setattr(self, name, int(value))
-
-
-class ProcessPositions:
-    """
-    The data position (epoch, batches_in_epoch) of every process, for --streaming: each process reads its own part of
-    the stream, of its own length, so the processes go through epochs at their own pace (they still take one batch
-    each per step). Saved in one checkpoint file (gathered from every process when the checkpoint is written);
-    each process restores its own entry into its `TrainingProgress`.
-    """
-
-    def __init__(self, progress: TrainingProgress, accelerator: Accelerator):
-        self.progress = progress
-        self.accelerator = accelerator
-
-    def state_dict(self) -> dict:
         from accelerate.utils import gather_object
 
-        return {"positions": gather_object([(self.progress.epoch, self.progress.batches_in_epoch)])}
+        return {"global_step": self.global_step, "positions": gather_object([(self.epoch, self.batches_in_epoch)])}
 
     def load_state_dict(self, state: dict) -> None:
-        positions = state["positions"]
-        if len(positions) != self.accelerator.num_processes:
-            raise ValueError(
-                f"the stream positions of {len(positions)} process(es) were saved, this run has"
-                f" {self.accelerator.num_processes}"
-            )
-        epoch, batches_in_epoch = positions[self.accelerator.process_index]
-        self.progress.epoch, self.progress.batches_in_epoch = int(epoch), int(batches_in_epoch)
+        from accelerate import PartialState
+
+        positions, process = state["positions"], PartialState()
+        if len(positions) != process.num_processes:
+            raise ValueError(f"it was saved by {len(positions)} process(es), this run has {process.num_processes}")
+        self.global_step = int(state["global_step"])
+        self.epoch, self.batches_in_epoch = (int(value) for value in positions[process.process_index])
 
 
 @dataclass
@@ -105,8 +79,6 @@ class TrainingComponents:
     loss_type: str
     vlb_weight: float
     max_grad_norm: float
-    parameters: list[torch.nn.Parameter]  # what AdamW, clipping and the EMA take: [flat.parameter] or the UNet's
-    flat: FlatParameters | None = None
     nonfinite: NonFiniteGuard = field(default_factory=NonFiniteGuard)
 
 
@@ -117,7 +89,7 @@ class TrainingComponents:
 
 def build_accelerator(args: argparse.Namespace) -> Accelerator:
     """An Accelerator for the requested device; on a machine without GPUs, multi-process runs use gloo."""
-    device_type = resolve_device_type(args.device)
+    device_type = resolve_device(args.device).type
     logging_dir = os.path.join(args.output_dir, args.logging_dir)
     return Accelerator(
         # with no GPU, `accelerate launch --multi_gpu` would start independent processes: cpu=True makes them
@@ -127,8 +99,8 @@ def build_accelerator(args: argparse.Namespace) -> Accelerator:
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=None if args.logger == "none" else args.logger,
         project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=logging_dir),
-        # the data order is a function of (seed, epoch) on every process: needed to resume mid-epoch exactly
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed, non_blocking=True),
+        # pinned batches copied to the GPU without waiting for the device (see build_dataloader)
+        dataloader_config=DataLoaderConfiguration(non_blocking=True),
     )
 
 
@@ -143,131 +115,26 @@ def build_noise_scheduler(args: argparse.Namespace) -> DDPMPosteriorScheduler:
     )
 
 
-def load_data(args: argparse.Namespace, show_progress: bool, rank: int = 0, world_size: int = 1):
-    """
-    The training dataset, the held-out images ([N x C x R x R] in [-1, 1]) and a description.
-
-    The built-in digits are decoded into memory; any other dataset is decoded batch by batch as training reads it
-    (`data.LazyImageDataset`), so datasets larger than memory train. The held-out images (--bpd_num_images) are
-    decoded once. With --streaming, the dataset is a stream (`load_streaming_data`).
-    """
-    if args.streaming:
-        return load_streaming_data(args, show_progress, rank, world_size)
-    dataset_dict = data.load_image_dataset(
-        args.dataset_name, args.dataset_config_name, args.train_data_dir, args.cache_dir
-    )
-    train, heldout, heldout_name = data.split_train_heldout(dataset_dict, args.heldout_fraction)
-    column = data.find_image_column(train, args.image_column)
-    if args.max_train_samples is not None:
-        train = train.select(range(min(args.max_train_samples, len(train))))
-    heldout = heldout.select(range(min(args.bpd_num_images, len(heldout))))
-
-    decode = {"resolution": args.resolution, "channels": args.channels, "show_progress": show_progress}
-    heldout_images = data.decode_images(heldout, column, center_crop=True, desc="Decoding held-out", **decode)
-    decoded = {"held-out": (heldout_images, len(heldout))}
-    augment = {"random_flip": args.random_flip, "seed": args.seed}
-    if args.dataset_name is None and args.train_data_dir is None:  # the digits: 1.6k images of 8x8, in memory
-        train_images = data.decode_images(train, column, center_crop=args.center_crop, desc="Decoding", **decode)
-        decoded["training"] = (train_images, len(train))
-        dataset = data.ImageDataset(train_images, args.resolution, **augment)
-    else:
-        dataset = data.LazyImageDataset(
-            train, column, args.resolution, args.channels, center_crop=args.center_crop, **augment
-        )
-    for split, (images, total) in decoded.items():
-        if images.num_skipped:
-            logger.warning(
-                f"Skipped {images.num_skipped} of {total} {split} images that could not be read or decoded"
-                f" (first: {images.first_error}).",
-                main_process_only=True,
-            )
-    if len(dataset) == 0:
-        raise UsageError("The training split has no image.")
-    heldout_x = data.to_model_space(heldout_images.images) if len(heldout_images) else None
-    info = {
-        "num_train_images": len(dataset),
-        "num_heldout_images": len(heldout_images),
-        "heldout_split": heldout_name,
-        "num_skipped_images": sum(images.num_skipped for images, _ in decoded.values()),
-        "image_column": column,
-        "decoding": "lazy" if isinstance(dataset, data.LazyImageDataset) else "in memory",
-    }
-    return dataset, heldout_x, info
-
-
-def load_streaming_data(args: argparse.Namespace, show_progress: bool, rank: int, world_size: int):
-    """
-    `load_data` for --streaming: a `data.StreamingImageDataset` of this process's part of the stream; the held-out
-    images are the first --bpd_num_images of the test/validation split (None without one: bits/dim is skipped).
-    """
-    dataset_dict = data.load_streaming_dataset(
-        args.dataset_name, args.dataset_config_name, args.train_data_dir, args.cache_dir
-    )
-    train, heldout, heldout_name = data.split_train_heldout_stream(dataset_dict, args.bpd_num_images)
-    column = data.find_image_column(train, args.image_column)
-    if args.max_train_samples is not None:
-        train = train.take(args.max_train_samples)
-    dataset = data.StreamingImageDataset(
-        train,
-        column,
-        args.train_batch_size,
-        args.resolution,
-        args.channels,
-        center_crop=args.center_crop,
-        random_flip=args.random_flip,
-        seed=args.seed,
-        shuffle_buffer_size=args.shuffle_buffer_size,
-        rank=rank,
-        world_size=world_size,
-    )
-    heldout_x, num_skipped = None, 0
-    if heldout is None:
-        logger.info(
-            "--streaming: the dataset has no test or validation split, and a stream cannot be split by index:"
-            " held-out bits/dim is skipped.",
-            main_process_only=True,
-        )
-    else:
-        decode = {"resolution": args.resolution, "channels": args.channels, "show_progress": show_progress}
-        heldout_images = data.decode_images(heldout, column, center_crop=True, desc="Decoding held-out", **decode)
-        num_skipped = heldout_images.num_skipped
-        heldout_x = data.to_model_space(heldout_images.images) if len(heldout_images) else None
-    info = {
-        "num_train_images": None,  # a stream's length is unknown until it has been read
-        "num_heldout_images": 0 if heldout_x is None else len(heldout_x),
-        "heldout_split": heldout_name,
-        "num_skipped_images": num_skipped,
-        "image_column": column,
-        "decoding": "streaming",
-    }
-    return dataset, heldout_x, info
-
-
 def build_dataloader(args: argparse.Namespace, dataset, num_processes: int):
-    if isinstance(dataset, data.StreamingImageDataset):
-        # the dataset yields whole batches of this process's part of the stream (already split by node)
-        return torch.utils.data.DataLoader(
-            dataset,
-            batch_size=None,
-            num_workers=args.dataloader_num_workers,
-            pin_memory=resolve_device_type(args.device) == "cuda",
-            # the loader's own generator: creating an iterator must not draw from the global RNG (exact resume)
-            generator=torch.Generator().manual_seed(args.seed),
-        )
-    if len(dataset) < args.train_batch_size * num_processes:
+    """
+    The loader of `dataset`'s batches: whole batches of `EpochShuffle`'s order (drop_last: equal batches on every step
+    and process), or those a `data.StreamingImageDataset` yields (this process's part of the stream).
+    """
+    streaming = isinstance(dataset, data.StreamingImageDataset)
+    if not streaming and len(dataset) < args.train_batch_size * num_processes:
         raise UsageError(
             f"The dataset has {len(dataset)} images, fewer than --train_batch_size {args.train_batch_size} x"
             f" {num_processes} process(es): lower --train_batch_size."
         )
     return torch.utils.data.DataLoader(
         dataset,
-        batch_size=args.train_batch_size,
-        shuffle=True,
-        drop_last=True,  # equal batches on every step and process
+        batch_size=None if streaming else args.train_batch_size,
+        sampler=None if streaming else data.EpochShuffle(len(dataset), args.seed),
+        drop_last=not streaming,
         num_workers=args.dataloader_num_workers,
-        collate_fn=data.identity_collate,
+        collate_fn=torch.utils.data.default_convert,  # the dataset returns whole batches (`__getitems__`)
         # pinned batches: their copy to the GPU (non_blocking, see build_accelerator) does not wait for the device
-        pin_memory=resolve_device_type(args.device) == "cuda",
+        pin_memory=resolve_device(args.device).type == "cuda",
         # the loader's own generator: creating an iterator must not draw from the global RNG (exact resume)
         generator=torch.Generator().manual_seed(args.seed),
     )
@@ -302,21 +169,6 @@ def build_ema(args: argparse.Namespace, parameters: list) -> EMAModel | None:
     )
 
 
-def build_flat_parameters(args: argparse.Namespace, accelerator: Accelerator, unet) -> FlatParameters | None:
-    """
-    --flat_parameters where it is safe: one process or data parallel (DeepSpeed, FSDP and XLA own the layout).
-    `args.flat_parameters` becomes the layout in effect: checkpoint manifests and training_args.json record it.
-    """
-    flat = None
-    if args.flat_parameters and accelerator.distributed_type not in LAYOUT_OWNING_BACKENDS:
-        unet.to(accelerator.device)  # now: `prepare` moving it later would copy the parameters out of the buffer
-        flat = FlatParameters(unet) if can_flatten(list(unet.parameters())) else None
-    if args.flat_parameters and flat is None:
-        logger.info(f"--flat_parameters: not used ({accelerator.distributed_type})", main_process_only=True)
-    args.flat_parameters = flat is not None
-    return flat
-
-
 def build_components(args: argparse.Namespace, accelerator: Accelerator, dataloader):
     """
     The UNet, optimizer, LR schedule, EMA and timestep sampler, prepared by `accelerator` together with `dataloader`.
@@ -328,9 +180,7 @@ def build_components(args: argparse.Namespace, accelerator: Accelerator, dataloa
     learned_variance = args.variance_type in LEARNED_VARIANCE_TYPES
     unet = presets.build_unet(args.model_preset, args.resolution, args.channels, learned_variance)
     apply_speed_flags(args, unet, accelerator.device.type)
-    flat = build_flat_parameters(args, accelerator, unet)
-    trained = [flat.parameter] if flat is not None else list(unet.parameters())
-    optimizer = build_optimizer(args, trained, accelerator.device.type)
+    optimizer = build_optimizer(args, unet.parameters(), accelerator.device.type)
     lr_scheduler = get_scheduler(
         args.lr_scheduler,
         optimizer=optimizer,
@@ -338,25 +188,17 @@ def build_components(args: argparse.Namespace, accelerator: Accelerator, dataloa
         num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
         num_training_steps=args.max_train_steps * accelerator.num_processes,
     )
-    # flat: the UNet is already on the device, and accelerate's `.to(accelerator.device)` would copy every parameter
-    # out of the buffer (a multi-process CPU run's device is cpu:0, and `tensor.to("cpu:0")` copies a CPU tensor)
-    place_unet = None if flat is None else False
     if isinstance(dataloader.dataset, data.StreamingImageDataset):
         # not through accelerate: it would have process 0 read and decode every batch and send each process its
         # part (dispatch_batches), or every process decode every batch and keep its own (IterableDatasetShard);
         # the stream is already split by node, each process decoding its own images
-        placement = [place_unet, None, None]
-        unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler, device_placement=placement)
+        unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
     else:
-        placement = [place_unet, None, None, None]
-        prepared = accelerator.prepare(unet, optimizer, dataloader, lr_scheduler, device_placement=placement)
-        unet, optimizer, dataloader, lr_scheduler = prepared
-    if flat is not None:
-        flat.check_views()
+        unet, optimizer, dataloader, lr_scheduler = accelerator.prepare(unet, optimizer, dataloader, lr_scheduler)
     if args.torch_compile:
         # in place (nn.Module.compile): parameter names, checkpoints and the EMA see the plain UNet
         accelerator.unwrap_model(unet).compile()
-    ema = build_ema(args, trained)
+    ema = build_ema(args, unet.parameters())
     components = TrainingComponents(
         accelerator=accelerator,
         unet=unet,
@@ -368,8 +210,6 @@ def build_components(args: argparse.Namespace, accelerator: Accelerator, dataloa
         loss_type=args.loss,
         vlb_weight=args.vlb_weight,
         max_grad_norm=args.max_grad_norm,
-        parameters=trained,
-        flat=flat,
     )
     set_seed(args.seed, device_specific=True)  # from here on, every process draws its own noise and timesteps
     return components, dataloader
@@ -437,15 +277,13 @@ def train_step(c: TrainingComponents, images: torch.Tensor, global_step: int):
         if c.timestep_sampler.needs_losses:
             c.timestep_sampler.update_with_all_losses(*_gather_losses(accelerator, timesteps, terms["loss"]))
         accelerator.backward(loss)
-        if c.flat is not None:
-            c.flat.collect_gradients()
         if accelerator.sync_gradients and c.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(c.parameters, c.max_grad_norm)
+            accelerator.clip_grad_norm_(c.unet.parameters(), c.max_grad_norm)
         c.optimizer.step()
         c.lr_scheduler.step()
-        c.optimizer.zero_grad(set_to_none=c.flat is None)  # flat gradients: zeroed in place, one kernel
+        c.optimizer.zero_grad()
     if accelerator.sync_gradients and c.ema is not None:
-        c.ema.step(c.parameters)
+        c.ema.step(c.unet.parameters())
     return timesteps, {name: term.detach() for name, term in terms.items()}
 
 
@@ -464,7 +302,7 @@ def train(args: argparse.Namespace) -> str:
     """Train as `args` say; returns the output folder holding the saved pipeline."""
     accelerator = build_accelerator(args)
     # the data first: a missing column or an empty dataset fails before anything is written
-    dataset, heldout_x, data_info = load_data(
+    dataset, heldout_x, data_info = data.load_data(
         args, accelerator.is_local_main_process, accelerator.process_index, accelerator.num_processes
     )
     dataloader = build_dataloader(args, dataset, accelerator.num_processes)
@@ -487,8 +325,6 @@ def _train_in_output_dir(args, accelerator: Accelerator, dataset, heldout_x, dat
     accelerator.register_for_checkpointing(progress, c.timestep_sampler)
     if c.ema is not None:
         accelerator.register_for_checkpointing(c.ema)
-    if streaming:  # last: each process's own position replaces the main process's in `progress`
-        accelerator.register_for_checkpointing(ProcessPositions(progress, accelerator))
     keep = resume(args, accelerator, c.unet, progress)  # newer checkpoints: never pruned before this run rewrites them
 
     evaluator = None
@@ -516,7 +352,9 @@ def _train_in_output_dir(args, accelerator: Accelerator, dataset, heldout_x, dat
             batches = (images.to(accelerator.device, non_blocking=True) for images in dataloader)
         else:
             dataloader.set_epoch(progress.epoch)
-            batches = skip_used_batches(dataloader, progress.batches_in_epoch)
+            batches = (
+                skip_first_batches(dataloader, progress.batches_in_epoch) if progress.batches_in_epoch else dataloader
+            )
         for images in batches:
             timesteps, terms = train_step(c, images, progress.global_step)
             progress.batches_in_epoch += 1
@@ -545,7 +383,7 @@ def _train_in_output_dir(args, accelerator: Accelerator, dataset, heldout_x, dat
             if saving:
                 save_training_state(args, accelerator, step, keep)
             if sampling:
-                save_sample_grid(args, accelerator, evaluator, c, step)
+                log_sample_grid(args, accelerator, evaluator, c, step)
             if scoring:
                 bpd = evaluate_heldout_bpd(args, accelerator, evaluator, c, heldout_x, step)
                 bar.write(f"step {step}: held-out bits/dim {bpd['value']:.4f} +- {bpd['standard_error']:.4f}")
@@ -556,7 +394,7 @@ def _train_in_output_dir(args, accelerator: Accelerator, dataset, heldout_x, dat
             progress.batches_in_epoch = 0
             if is_main and args.save_images_epochs and progress.epoch % args.save_images_epochs == 0:
                 c.nonfinite.check()
-                save_sample_grid(args, accelerator, evaluator, c, progress.global_step)
+                log_sample_grid(args, accelerator, evaluator, c, progress.global_step)
     bar.close()
 
     c.nonfinite.check(accelerator)  # before the last checkpoint and the saved pipeline
@@ -566,15 +404,6 @@ def _train_in_output_dir(args, accelerator: Accelerator, dataset, heldout_x, dat
     finish(args, accelerator, c, evaluator, heldout_x, data_info)
     accelerator.end_training()
     return args.output_dir
-
-
-def skip_used_batches(dataloader, num_batches: int):
-    """The dataloader without its first `num_batches` batches (Accelerate's `skip_first_batches`), for resuming."""
-    if num_batches == 0:
-        return dataloader
-    from accelerate import skip_first_batches
-
-    return skip_first_batches(dataloader, num_batches)
 
 
 def _due(every: int | None, step: int) -> bool:
@@ -600,7 +429,7 @@ def prepare_output_dir(args: argparse.Namespace, accelerator: Accelerator) -> Ou
     existing = checkpoints.list_checkpoints(args.output_dir)
     if existing and args.resume_from_checkpoint is None and accelerator.is_main_process:  # --overwrite_output_dir
         for _, folder in existing:
-            shutil.rmtree(folder)
+            checkpoints.remove_folder(folder)
     accelerator.wait_for_everyone()
     return lock
 
@@ -633,8 +462,6 @@ def resume(args: argparse.Namespace, accelerator: Accelerator, unet: torch.nn.Mo
         changed = checkpoints.changed_flags(folder, state_flags(args))
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         saved_with = f"; it was saved with {changed}" if changed else ""
-        if args.flat_parameters and "flat_parameters" not in checkpoints.read_manifest(folder).get("flags", {}):
-            saved_with += "; it was saved before --flat_parameters existed: resume it with --no-flat_parameters"
         message = f"--resume_from_checkpoint {spec}: {folder} could not be restored ({reason}){saved_with}."
         raise UsageError(message) from error
     problem = checkpoints.random_state_problem(folder, accelerator.process_index, accelerator.num_processes)
@@ -654,55 +481,53 @@ def resume(args: argparse.Namespace, accelerator: Accelerator, unet: torch.nn.Mo
             f"--max_train_steps {args.max_train_steps} is below the step of the checkpoint to resume from ({folder}:"
             f" step {progress.global_step}): pass --max_train_steps above {progress.global_step} to train further."
         )
-    return checkpoints.newer_checkpoints(args.output_dir, progress.global_step)
+    return {step for step, _ in checkpoints.list_checkpoints(args.output_dir) if step > progress.global_step}
 
 
 def state_flags(args: argparse.Namespace) -> dict:
     """The flags that shape the saved training state (recorded in each checkpoint's manifest, compared on resume)."""
-    names = ("model_preset", "resolution", "channels", "variance_type", "use_ema", "timestep_sampler")
-    names += ("ddpm_num_steps", "flat_parameters")  # flat: one optimizer and EMA tensor instead of one per parameter
+    names = ("model_preset", "resolution", "channels", "variance_type", "use_ema")
+    names += ("timestep_sampler", "ddpm_num_steps")
     return {name: getattr(args, name) for name in names}
 
 
 def save_training_state(args: argparse.Namespace, accelerator: Accelerator, step: int, keep: set[int]) -> None:
     """Save checkpoint-`step` (pruning spares the steps in `keep`) and push it when asked."""
     keep.discard(step)  # from now on checkpoint-<step> is this run's own
-    extra = {"flags": state_flags(args)}
     folder = checkpoints.save_checkpoint(
-        accelerator, args.output_dir, step, args.checkpoints_total_limit, frozenset(keep), manifest_extra=extra
+        accelerator, args.output_dir, step, args.checkpoints_total_limit, frozenset(keep), flags=state_flags(args)
     )
     logger.info(f"Saved {folder}", main_process_only=True)
     if args.push_checkpoints_to_hub and accelerator.is_main_process:
         publish.push_checkpoint_of_run(args, folder)
 
 
-def save_sample_grid(args, accelerator, evaluator: outputs.EvaluationModel, c: TrainingComponents, step: int):
-    """A grid of EMA samples as output_dir/training_samples/step-NNNNNN.png and in the tracker."""
-    evaluator.load_weights(c.ema, accelerator.unwrap_model(c.unet), c.flat)
+def save_sample_grid(args, accelerator, evaluator: outputs.EvaluationModel, c: TrainingComponents, path: str):
+    """A grid of --eval_batch_size EMA samples (always from the same noise, to compare across steps) as PNG `path`."""
+    evaluator.load_weights(c.ema, accelerator.unwrap_model(c.unet))
     images = evaluator.sample(args.eval_batch_size, args.ddpm_num_inference_steps, seed=args.seed)
     grid = image_grid(images, scale=auto_scale(max(images.shape[1:3])))
-    outputs.save_png(grid, os.path.join(args.output_dir, "training_samples", f"step-{step:06d}.png"))
-    _log_image(accelerator, grid, step)
+    outputs.save_png(grid, path)
     return grid
+
+
+def log_sample_grid(args, accelerator, evaluator: outputs.EvaluationModel, c: TrainingComponents, step: int) -> None:
+    """The grid of `step` as output_dir/training_samples/step-NNNNNN.png and in the tracker."""
+    path = os.path.join(args.output_dir, "training_samples", f"step-{step:06d}.png")
+    grid = save_sample_grid(args, accelerator, evaluator, c, path)
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.log_images({"samples": np.asarray(grid.convert("RGB"))[None]}, step, dataformats="NHWC")
+        elif tracker.name == "wandb":
+            tracker.log_images({"samples": [grid]}, step)
 
 
 def evaluate_heldout_bpd(args, accelerator, evaluator: outputs.EvaluationModel, c, heldout_x, step: int) -> dict:
     """Bits/dim of the held-out images under the EMA weights (strided over timesteps), logged to the tracker."""
-    evaluator.load_weights(c.ema, accelerator.unwrap_model(c.unet), c.flat)
+    evaluator.load_weights(c.ema, accelerator.unwrap_model(c.unet))
     bpd = evaluator.bits_per_dim(heldout_x.to(accelerator.device), args.bpd_num_timesteps)
     accelerator.log({"bits_per_dim/heldout": bpd["value"]}, step=step)
     return bpd
-
-
-def _log_image(accelerator: Accelerator, grid, step: int) -> None:
-    import numpy as np
-
-    for tracker in accelerator.trackers:
-        if tracker.name == "tensorboard":
-            array = np.asarray(grid.convert("RGB"))[None]  # [1 x H x W x 3]
-            tracker.log_images({"samples": array}, step, dataformats="NHWC")
-        elif tracker.name == "wandb":
-            tracker.log_images({"samples": [grid]}, step)
 
 
 def finish(args, accelerator: Accelerator, c: TrainingComponents, evaluator, heldout_x, data_info: dict) -> None:
@@ -713,7 +538,7 @@ def finish(args, accelerator: Accelerator, c: TrainingComponents, evaluator, hel
     if not accelerator.is_main_process:
         accelerator.wait_for_everyone()
         return
-    evaluator.load_weights(c.ema, accelerator.unwrap_model(c.unet), c.flat)
+    evaluator.load_weights(c.ema, accelerator.unwrap_model(c.unet))
     # the EMA weights; save_pretrained replaces only the pipeline's own files (checkpoints and logs stay)
     evaluator.pipeline.save_pretrained(args.output_dir)
     outputs.write_json(run_record(args, accelerator, data_info), os.path.join(args.output_dir, "training_args.json"))
@@ -723,9 +548,7 @@ def finish(args, accelerator: Accelerator, c: TrainingComponents, evaluator, hel
         metrics["bits_per_dim"] = {"split": "held-out", **bpd}
         logger.info(f"Held-out bits/dim: {bpd['value']:.4f} ({data_info['heldout_split']})", main_process_only=True)
     outputs.write_json(metrics, os.path.join(args.output_dir, "metrics.json"))
-    images = evaluator.sample(args.eval_batch_size, args.ddpm_num_inference_steps, seed=args.seed)
-    grid = image_grid(images, scale=auto_scale(max(images.shape[1:3])))
-    outputs.save_png(grid, os.path.join(args.output_dir, "samples.png"))
+    save_sample_grid(args, accelerator, evaluator, c, os.path.join(args.output_dir, "samples.png"))
 
     from ..hub import save_model_card
 
@@ -751,7 +574,7 @@ def run_record(args: argparse.Namespace, accelerator: Accelerator, data_info: di
 
 def write_rank_hashes(args, accelerator: Accelerator, c: TrainingComponents) -> None:
     """output_dir/weights-rank<i>.sha256: hashes of this process's training weights and EMA weights."""
-    lines = [f"model {outputs.weights_sha256(accelerator.unwrap_model(c.unet))}"]
+    lines = [f"model {outputs.tensors_sha256(accelerator.unwrap_model(c.unet).state_dict().values())}"]
     if c.ema is not None:
         lines.append(f"ema {outputs.tensors_sha256(c.ema.shadow_params)}")
     path = os.path.join(args.output_dir, f"weights-rank{accelerator.process_index}.sha256")

@@ -29,12 +29,10 @@ class EvaluationModel:
         self.pipeline = DDPMPosteriorPipeline(unet=self.unet, scheduler=scheduler)
         self.pipeline.set_progress_bar_config(disable=True)
 
-    def load_weights(self, ema, training_unet: torch.nn.Module, flat=None) -> None:
-        """The EMA weights when there is an EMA (an EMA of `flat.parameter` with flat parameters), else the current."""
+    def load_weights(self, ema, training_unet: torch.nn.Module) -> None:
+        """The EMA weights when there is an EMA, else the current ones of `training_unet`."""
         if ema is None:
             self.unet.load_state_dict(training_unet.state_dict())
-        elif flat is not None:
-            flat.copy_to(ema.shadow_params[0], self.unet.parameters())
         else:
             ema.copy_to(self.unet.parameters())
 
@@ -72,17 +70,8 @@ def write_json(data: dict, path: str) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def weights_sha256(module: torch.nn.Module) -> str:
-    """A hash of every tensor of `module.state_dict()` (names, dtypes, shapes and bytes)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
-
-
-def tensors_sha256(tensors: list[torch.Tensor]) -> str:
+def tensors_sha256(tensors) -> str:
+    """A hash of the bytes of `tensors`, in order (data-parallel ranks compare theirs)."""
     digest = hashlib.sha256()
     for tensor in tensors:
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())

@@ -129,11 +129,6 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def preset_defaults(preset: str) -> dict[str, Any]:
-    """The training defaults of `preset` (used for the flags the user did not give)."""
-    return dict(_preset(preset)["defaults"])
-
-
 def unet_config(preset: str, resolution: int, channels: int, learned_variance: bool) -> dict[str, Any]:
     """
     The `UNet2DModel` config of `preset` for `resolution` x `resolution` images of `channels` channels.
@@ -144,18 +139,18 @@ def unet_config(preset: str, resolution: int, channels: int, learned_variance: b
         channels (`int`): image channels (1, 3 or 4).
         learned_variance (`bool`): the UNet also outputs the variance: 2 x `channels` output channels.
     """
-    config = dict(_preset(preset)["unet"])
+    out_channels = 2 * channels if learned_variance else channels
     return {
         "sample_size": resolution,
         "in_channels": channels,
-        "out_channels": 2 * channels if learned_variance else channels,
-        **config,
+        "out_channels": out_channels,
+        **MODEL_PRESETS[preset]["unet"],
     }
 
 
 def downsampling_factor(preset: str) -> int:
     """How many times the preset's UNet halves the image: resolutions must be divisible by this."""
-    return 2 ** (len(_preset(preset)["unet"]["block_out_channels"]) - 1)
+    return 2 ** (len(MODEL_PRESETS[preset]["unet"]["block_out_channels"]) - 1)
 
 
 def build_unet(preset: str, resolution: int, channels: int, learned_variance: bool) -> UNet2DModel:
@@ -163,9 +158,3 @@ def build_unet(preset: str, resolution: int, channels: int, learned_variance: bo
     from diffusers import UNet2DModel  # here, not at the top: `hf-ddpm train --help` reads the presets without torch
 
     return UNet2DModel(**unet_config(preset, resolution, channels, learned_variance))
-
-
-def _preset(preset: str) -> dict[str, Any]:
-    if preset not in MODEL_PRESETS:
-        raise ValueError(f"`--model_preset` must be one of {', '.join(map(repr, MODEL_PRESETS))}, got {preset!r}.")
-    return MODEL_PRESETS[preset]
