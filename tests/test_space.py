@@ -34,7 +34,7 @@ from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPACE_DIR = REPO_ROOT / "spaces" / "ddpm-digits"
 APP_PATH = SPACE_DIR / "app.py"
-SPACE_MODULES = ("app", "handlers", "images", "space_model", "upload_quota")  # the Space's own modules
+SPACE_MODULES = ("app", "handlers", "space_model", "upload_quota")  # the Space's own modules
 SCREENSHOT_PATH = REPO_ROOT / "docs" / "space_screenshot.png"
 T = 50
 SIDE = 8
@@ -108,11 +108,6 @@ def handlers(space):
 
 
 @pytest.fixture(scope="module")
-def images(space):
-    return space.images
-
-
-@pytest.fixture(scope="module")
 def space_model(space):
     return space.space_model
 
@@ -128,22 +123,22 @@ def model(space_model, model_dir):
     return space_model.load_space_model(model_dir)
 
 
-def grid_size(images, rows: int, columns: int) -> tuple[int, int]:
+def grid_size(handlers, rows: int, columns: int) -> tuple[int, int]:
     """(width, height) of a grid of 8x8 samples."""
-    cell = SIDE * images.grid_scale(SIDE, SIDE)
-    return columns * (cell + images.GRID_PAD) + images.GRID_PAD, rows * (cell + images.GRID_PAD) + images.GRID_PAD
+    step = SIDE * (handlers.CELL_PIXELS // SIDE) + handlers.GRID_PAD  # a cell and its border
+    return columns * step + handlers.GRID_PAD, rows * step + handlers.GRID_PAD
 
 
-def cells(images, grid: PIL.Image.Image, rows: int, columns: int) -> np.ndarray:
+def cells(handlers, grid: PIL.Image.Image, rows: int, columns: int) -> np.ndarray:
     """The grid's samples, downscaled back to 8x8: uint8 [rows*columns x 8 x 8]."""
     array = np.asarray(grid)
-    scale = images.grid_scale(SIDE, SIDE)
-    step = SIDE * scale + images.GRID_PAD
+    scale = handlers.CELL_PIXELS // SIDE
+    step = SIDE * scale + handlers.GRID_PAD
     return np.stack(
         [
             array[
-                images.GRID_PAD + r * step : images.GRID_PAD + r * step + SIDE * scale : scale,
-                images.GRID_PAD + c * step : images.GRID_PAD + c * step + SIDE * scale : scale,
+                handlers.GRID_PAD + r * step : handlers.GRID_PAD + r * step + SIDE * scale : scale,
+                handlers.GRID_PAD + c * step : handlers.GRID_PAD + c * step + SIDE * scale : scale,
             ]  # fmt: skip
             for r in range(rows)
             for c in range(columns)
@@ -156,23 +151,22 @@ def cells(images, grid: PIL.Image.Image, rows: int, columns: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def test_make_grid_tiles_nearest_neighbour_upscaled_cells(images):
+def test_make_grid_tiles_nearest_neighbour_upscaled_cells(handlers):
     samples = np.random.default_rng(0).integers(0, 256, (5, SIDE, SIDE, 1), dtype=np.uint8)
-    grid = images.make_grid(samples, num_columns=3)
-    assert grid.mode == "L" and grid.size == grid_size(images, 2, 3)
-    scale = images.grid_scale(SIDE, SIDE)
-    assert scale == images.CELL_PIXELS // SIDE
+    grid = handlers.make_grid(samples, num_columns=3)
+    assert grid.mode == "L" and grid.size == grid_size(handlers, 2, 3)
+    scale = handlers.CELL_PIXELS // SIDE
     array = np.asarray(grid)
-    step = SIDE * scale + images.GRID_PAD
+    step = SIDE * scale + handlers.GRID_PAD
     for i, image in enumerate(samples):
-        top, left = images.GRID_PAD + (i // 3) * step, images.GRID_PAD + (i % 3) * step
+        top, left = handlers.GRID_PAD + (i // 3) * step, handlers.GRID_PAD + (i % 3) * step
         block = array[top : top + SIDE * scale, left : left + SIDE * scale]
         np.testing.assert_array_equal(block, np.kron(image[..., 0], np.ones((scale, scale), dtype=np.uint8)))
-    assert (array[: images.GRID_PAD] == images.GRID_PAD_VALUE).all()
-    empty = array[images.GRID_PAD + step :, images.GRID_PAD + 2 * step :]  # the sixth cell: no image
-    assert (empty == images.GRID_PAD_VALUE).all()
-    rgb = images.make_grid(np.repeat(samples, 3, axis=3))
-    assert rgb.mode == "RGB" and rgb.size == grid_size(images, 2, 3)
+    assert (array[: handlers.GRID_PAD] == handlers.GRID_PAD_VALUE).all()
+    empty = array[handlers.GRID_PAD + step :, handlers.GRID_PAD + 2 * step :]  # the sixth cell: no image
+    assert (empty == handlers.GRID_PAD_VALUE).all()
+    rgb = handlers.make_grid(np.repeat(samples, 3, axis=3))
+    assert rgb.mode == "RGB" and rgb.size == grid_size(handlers, 2, 3)
 
 
 def test_validators_name_the_input_and_its_range(handlers):
@@ -202,18 +196,20 @@ def test_variance_types_follow_the_unet_channels(handlers, space_model, model, t
         handlers.generate(fixed, 0, 1, 10, "learned_range")
 
 
-def test_generate_is_deterministic_and_equals_the_pipeline(handlers, images, model, model_dir):
+def test_generate_is_deterministic_and_equals_the_pipeline(handlers, model, model_dir):
     calls = []
     grid = handlers.generate(model, 7, 4, 10, "learned_range", lambda *args, **kwargs: calls.append((args, kwargs)))
     assert calls == [(((i, 10),), {"desc": "Denoising", "unit": "steps"}) for i in range(1, 11)]
-    assert grid.size == grid_size(images, 2, 2)
+    assert grid.size == grid_size(handlers, 2, 2)
     np.testing.assert_array_equal(np.asarray(handlers.generate(model, 7, 4, 10, "learned_range")), np.asarray(grid))
 
     pipeline = DDPMPosteriorPipeline.from_pretrained(model_dir)
     expected = pipeline(
         batch_size=4, generator=torch.Generator().manual_seed(7), num_inference_steps=10, output_type="np"
     )
-    np.testing.assert_array_equal(cells(images, grid, 2, 2), (expected.images[..., 0] * 255).round().astype(np.uint8))
+    np.testing.assert_array_equal(
+        cells(handlers, grid, 2, 2), (expected.images[..., 0] * 255).round().astype(np.uint8)
+    )
 
     other_variance = handlers.generate(model, 7, 4, 10, "fixed_large")
     other_seed = handlers.generate(model, 8, 4, 10, "learned_range")
@@ -260,11 +256,11 @@ def test_generate_refuses_out_of_range_requests(handlers, model):
         assert str(error.value) == message
 
 
-def test_reverse_trajectory_records_x_t_and_predicted_x0(handlers, images, model, model_dir):
+def test_reverse_trajectory_records_x_t_and_predicted_x0(handlers, model, model_dir):
     strip, gif_path, caption = handlers.reverse_trajectory(model, 3, 2, 20, "fixed_small", 4)
     # the chain of 20 "leading" steps of T = 50: 38, 36, ..., 0; frames at steps 0, 6, 13 and 19 of it
     assert caption.startswith("Frames at t = 38, 26, 12, 0 ")
-    assert strip.size == grid_size(images, 4, 4)  # per sample a row of x_t and a row of x_0
+    assert strip.size == grid_size(handlers, 4, 4)  # per sample a row of x_t and a row of x_0
 
     pipeline = DDPMPosteriorPipeline.from_pretrained(model_dir)
     pipeline.scheduler = DDPMPosteriorScheduler.from_config(pipeline.scheduler.config, variance_type="fixed_small")
@@ -277,7 +273,7 @@ def test_reverse_trajectory_records_x_t_and_predicted_x0(handlers, images, model
         trajectory_frames=4,
     )
     to_uint8 = lambda x: ((x.clamp(-1, 1) / 2 + 0.5) * 255).round().to(torch.uint8).numpy()[:, 0]  # noqa: E731
-    strip = cells(images, strip, 4, 4).reshape(2, 2, 4, SIDE, SIDE)  # [sample, x_t | x_0, frame, H, W]
+    strip = cells(handlers, strip, 4, 4).reshape(2, 2, 4, SIDE, SIDE)  # [sample, x_t | x_0, frame, H, W]
     for f in range(4):
         np.testing.assert_array_equal(strip[:, 0, f], to_uint8(expected.trajectory[f]))
         np.testing.assert_array_equal(strip[:, 1, f], to_uint8(expected.pred_original_trajectory[f]))
@@ -286,7 +282,7 @@ def test_reverse_trajectory_records_x_t_and_predicted_x0(handlers, images, model
     np.testing.assert_array_equal(strip[:, 0, 0], to_uint8(noise))
     # and its last frame's x_0 is the sample generate() draws
     np.testing.assert_array_equal(
-        strip[:, 1, 3], cells(images, handlers.generate(model, 3, 2, 20, "fixed_small"), 1, 2)
+        strip[:, 1, 3], cells(handlers, handlers.generate(model, 3, 2, 20, "fixed_small"), 1, 2)
     )
 
     # the GIF, in gradio's cache (its delete_cache sweep removes it): per frame, each sample's x_t beside its x_0
@@ -296,8 +292,8 @@ def test_reverse_trajectory_records_x_t_and_predicted_x0(handlers, images, model
         for f in range(4):
             gif.seek(f)
             frame = gif.convert("L")
-            assert frame.size == grid_size(images, 2, 2)
-            np.testing.assert_array_equal(cells(images, frame, 2, 2).reshape(2, 2, SIDE, SIDE), strip[:, :, f])
+            assert frame.size == grid_size(handlers, 2, 2)
+            np.testing.assert_array_equal(cells(handlers, frame, 2, 2).reshape(2, 2, SIDE, SIDE), strip[:, :, f])
 
     with pytest.raises(handlers.InputError, match="Frames must be between 2 and 10, got 11"):
         handlers.reverse_trajectory(model, 3, 2, 10, "fixed_small", 11)
@@ -309,11 +305,11 @@ def test_digits_are_scikit_learn_digits_at_the_model_size(handlers, model):
     from sklearn.datasets import load_digits
 
     digits = load_digits().images
-    image = handlers.digit_image(model, 17)
+    image = handlers.source_image(model, 17, None)
     assert image.shape == (SIDE, SIDE, 1) and image.dtype == np.uint8
     np.testing.assert_array_equal(image[..., 0], (digits[17] * 255 / 16).round().astype(np.uint8))
     with pytest.raises(handlers.InputError, match=f"Digit index must be between 0 and {len(digits) - 1}, got 1797"):
-        handlers.digit_image(model, len(digits))
+        handlers.source_image(model, len(digits), None)
 
 
 def linear_alpha_bar() -> np.ndarray:
@@ -330,16 +326,16 @@ def cosine_alpha_bar() -> np.ndarray:
 @pytest.mark.parametrize(
     "schedule, alpha_bar", [("linear", linear_alpha_bar), ("squaredcos_cap_v2", cosine_alpha_bar)]
 )
-def test_forward_process_is_the_closed_form_q(handlers, images, model, schedule, alpha_bar):
+def test_forward_process_is_the_closed_form_q(handlers, model, schedule, alpha_bar):
     alpha_bar = alpha_bar()
-    image = handlers.digit_image(model, 5)
+    image = handlers.source_image(model, 5, None)
     for t in (0, 21, T - 1):
         pair, plot, caption = handlers.forward_process(model, 5, None, t, schedule, seed=11)
         x_0 = torch.from_numpy(image[..., 0].astype(np.float64)) / 127.5 - 1
         eps = torch.randn((1, 1, SIDE, SIDE), generator=torch.Generator().manual_seed(11))[0, 0].double()
         x_t = math.sqrt(alpha_bar[t]) * x_0 + math.sqrt(1 - alpha_bar[t]) * eps  # Ho et al. eq. 4
         expected = ((x_t.clamp(-1, 1) / 2 + 0.5) * 255).round().numpy()
-        pair = cells(images, pair, 1, 2)
+        pair = cells(handlers, pair, 1, 2)
         np.testing.assert_array_equal(pair[0], image[..., 0])
         assert np.abs(pair[1].astype(np.float64) - expected).max() <= 1
         shown = re.fullmatch(r"t = (\d+): x_t = ([\d.]+) x_0 \+ ([\d.]+) eps, signal-to-noise .* = (\S+)", caption)
@@ -389,7 +385,7 @@ def test_uploads_are_resized_and_bad_ones_refused_with_a_reason(handlers, model,
     blocks = np.random.default_rng(1).integers(0, 256, (SIDE, SIDE), dtype=np.uint8)
     PIL.Image.fromarray(np.kron(blocks, np.ones((4, 4), dtype=np.uint8))).save(tmp_path / "big_digit.png")
     np.testing.assert_array_equal(
-        handlers.load_upload(tmp_path / "big_digit.png", model)[..., 0], blocks
+        handlers.source_image(model, 0, tmp_path / "big_digit.png")[..., 0], blocks
     )  # box filter
     rgba = np.zeros((SIDE, SIDE, 4), dtype=np.uint8)
     rgba[..., :3], rgba[..., 3] = 200, 255
@@ -397,11 +393,10 @@ def test_uploads_are_resized_and_bad_ones_refused_with_a_reason(handlers, model,
     PIL.Image.fromarray(rgba).save(tmp_path / "rgba.png")
     expected = np.full((SIDE, SIDE), 200, dtype=np.uint8)
     expected[0, 0] = 0
-    np.testing.assert_array_equal(handlers.load_upload(tmp_path / "rgba.png", model)[..., 0], expected)
+    np.testing.assert_array_equal(handlers.source_image(model, 0, tmp_path / "rgba.png")[..., 0], expected)
     np.testing.assert_array_equal(
         handlers.source_image(model, 3, {"path": str(tmp_path / "rgba.png")})[..., 0], expected
     )
-    np.testing.assert_array_equal(handlers.source_image(model, 3, None), handlers.digit_image(model, 3))
 
     (tmp_path / "text.png").write_text("not an image")
     PIL.Image.new("L", (handlers.MAX_UPLOAD_SIDE + 1, 4)).save(tmp_path / "wide.png")
@@ -426,11 +421,11 @@ def test_uploads_are_resized_and_bad_ones_refused_with_a_reason(handlers, model,
     }
     for name, message in cases.items():
         with pytest.raises(handlers.InputError, match=message):
-            handlers.load_upload(tmp_path / name, model)
+            handlers.source_image(model, 0, tmp_path / name)
 
 
-def test_likelihood_is_the_pipeline_bound_with_its_standard_error(handlers, images, model, model_dir):
-    image = handlers.digit_image(model, 9)
+def test_likelihood_is_the_pipeline_bound_with_its_standard_error(handlers, model, model_dir):
+    image = handlers.source_image(model, 9, None)
     evaluated, plot, bpd, standard_error = handlers.likelihood(model, 9, None, 10, 3, seed=5)
     expected = DDPMPosteriorPipeline.from_pretrained(model_dir).bits_per_dim(
         np.repeat(image[None], 3, axis=0), generator=torch.Generator().manual_seed(5), num_timesteps=10
@@ -438,7 +433,7 @@ def test_likelihood_is_the_pipeline_bound_with_its_standard_error(handlers, imag
     assert bpd == pytest.approx(float(expected.bpd.mean()), rel=1e-6)
     assert standard_error == pytest.approx(float(expected.bpd.std()) / math.sqrt(3), rel=1e-6)
     assert standard_error > 0 and expected.vb_bpd.shape == (3, 10)
-    np.testing.assert_array_equal(cells(images, evaluated, 1, 1)[0], image[..., 0])
+    np.testing.assert_array_equal(cells(handlers, evaluated, 1, 1)[0], image[..., 0])
     assert plot.mode == "RGB" and len(np.unique(np.asarray(plot).reshape(-1, 3), axis=0)) > 20
     with pytest.raises(handlers.InputError, match=f"Timesteps must be between 2 and {T}, got 1"):
         handlers.likelihood(model, 9, None, 1, 3, 0)
@@ -462,21 +457,49 @@ def test_a_missing_model_stops_the_app_with_what_to_do(app, space_model, tmp_pat
     assert "is not a folder holding a saved pipeline" in str(stop.value.code)
 
 
-def test_a_model_folder_without_its_code_says_how_to_write_it(space_model, model_dir, tmp_path):
-    """
-    The repository keeps one copy of the model's code (src/hf_ddpm/); a model folder without it (the Space's own, in a
-    checkout) stops the app with one line holding the command that writes it, which works as printed.
-    """
-    folder = shutil.copytree(model_dir, tmp_path / "model")
+def without_model_code(space_model, folder: Path, copy: Path) -> Path:
+    """A copy of the pipeline `folder` without the model's code, as the Space's own `model/` is in a checkout."""
+    copy = shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("__pycache__"))
     for name in space_model.MODEL_CODE:
-        (folder / name).unlink()
+        (copy / name).unlink(missing_ok=True)
+    return copy
+
+
+def test_a_model_folder_without_its_code_loads_with_the_installed_hf_ddpm(
+    handlers, space_model, model, model_dir, tmp_path, monkeypatch
+):
+    """
+    Git holds one copy of the model's code (src/hf_ddpm/), none in the Space's `model/`: in a checkout with hf-ddpm
+    installed, `python spaces/ddpm-digits/app.py` serves that folder with hf_ddpm's own classes, as its code would.
+    """
+    monkeypatch.delenv(space_model.MODEL_ENV, raising=False)
+    monkeypatch.setattr(
+        space_model, "DEFAULT_MODEL_DIR", without_model_code(space_model, SPACE_DIR / "model", tmp_path / "shipped")
+    )
+    shipped = space_model.load_space_model()
+    assert shipped.pipeline_class is DDPMPosteriorPipeline and shipped.scheduler_class is DDPMPosteriorScheduler
+    assert shipped.image_shape == (1, 8, 8) and shipped.variance_types[-1] == "learned_range"
+
+    checkout = space_model.load_space_model(without_model_code(space_model, Path(model_dir), tmp_path / "tiny"))
+    assert checkout.pipeline_class is DDPMPosteriorPipeline
+    assert model.pipeline_class is not DDPMPosteriorPipeline  # the fixture's folder holds its code: remote code
+    for variance_type in model.variance_types:
+        np.testing.assert_array_equal(
+            np.asarray(handlers.generate(checkout, 7, 4, 10, variance_type)),
+            np.asarray(handlers.generate(model, 7, 4, 10, variance_type)),
+        )
+
+
+def test_a_model_folder_without_its_code_and_no_hf_ddpm_says_what_to_do(space_model, model_dir, tmp_path, monkeypatch):
+    """Where hf_ddpm cannot be imported either, the app stops with one line naming the missing files and the fix."""
+    folder = without_model_code(space_model, Path(model_dir), tmp_path / "model")
+    monkeypatch.setitem(sys.modules, "hf_ddpm", None)  # `import hf_ddpm` raises ImportError
     with pytest.raises(space_model.SpaceModelError) as error:
         space_model.load_space_model(folder)
     message = str(error.value)
-    assert "\n" not in message and "pipeline_ddpm_posterior.py, scheduler/scheduling_ddpm_posterior.py" in message
-    command = message.split("from an hf-ddpm checkout: ")[1]
-    subprocess.run(command, shell=True, cwd=REPO_ROOT, check=True)
-    assert space_model.load_space_model(folder).variance_types == ("fixed_small", "fixed_large", "learned_range")
+    assert message.startswith(f"Could not load the model '{folder}' (from HF_DDPM_SPACE_MODEL or the default): ")
+    assert "it lacks the model's code (pipeline_ddpm_posterior.py, scheduler/scheduling_ddpm_posterior.py)" in message
+    assert "`hf-ddpm push-space`" in message and "`pip install -e .`" in message and "\n" not in message
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -553,27 +576,27 @@ def client(server, tmp_path):
     return Client(server.url, verbose=False, analytics_enabled=False, download_files=str(tmp_path))
 
 
-def test_served_endpoints_return_images_of_the_right_shape(handlers, images, model, client):
+def test_served_endpoints_return_images_of_the_right_shape(handlers, model, client):
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     assert set(endpoints) == {"/generate", "/trajectory", "/forward", "/likelihood"}
 
     grid = PIL.Image.open(client.predict(0, 4, 10, "learned_range", api_name="/generate"))
-    assert grid.format == "PNG" and grid.size == grid_size(images, 2, 2)
+    assert grid.format == "PNG" and grid.size == grid_size(handlers, 2, 2)
 
     strip, gif, frame_times = client.predict(0, 2, 20, "fixed_small", 4, api_name="/trajectory")
-    assert PIL.Image.open(strip).size == grid_size(images, 4, 4)
+    assert PIL.Image.open(strip).size == grid_size(handlers, 4, 4)
     with PIL.Image.open(gif) as animation:
-        assert animation.format == "GIF" and animation.n_frames == 4 and animation.size == grid_size(images, 2, 2)
+        assert animation.format == "GIF" and animation.n_frames == 4 and animation.size == grid_size(handlers, 2, 2)
     assert frame_times.startswith("Frames at t = 38, 26, 12, 0")
 
     pair, plot, text = client.predict(5, None, 10, "squaredcos_cap_v2", 0, api_name="/forward")
-    assert PIL.Image.open(pair).size == grid_size(images, 1, 2)
+    assert PIL.Image.open(pair).size == grid_size(handlers, 1, 2)
     assert PIL.Image.open(plot).format == "PNG"
     alpha_bar = cosine_alpha_bar()[10]
     assert text.startswith(f"t = 10: x_t = {math.sqrt(alpha_bar):.4f} x_0 + {math.sqrt(1 - alpha_bar):.4f} eps")
 
     evaluated, terms, bpd, standard_error = client.predict(9, None, 10, 3, 5, api_name="/likelihood")
-    assert PIL.Image.open(evaluated).size == grid_size(images, 1, 1)
+    assert PIL.Image.open(evaluated).size == grid_size(handlers, 1, 1)
     assert PIL.Image.open(terms).format == "PNG"
     _, _, expected_bpd, expected_standard_error = handlers.likelihood(model, 9, None, 10, 3, 5)
     assert bpd == pytest.approx(expected_bpd, rel=1e-4)
@@ -703,7 +726,7 @@ def test_uploads_are_bounded_in_size_total_and_time(model_dir, tmp_path):
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing: apt-get install -y chromium")
-def test_browser_generates_a_grid_and_shows_input_errors(images, server, tmp_path):
+def test_browser_generates_a_grid_and_shows_input_errors(handlers, server, tmp_path):
     """Headless Chromium: set a seed, click Generate, get a non-blank grid; a bad seed shows its message."""
     from playwright.sync_api import expect, sync_playwright
 
@@ -727,10 +750,10 @@ def test_browser_generates_a_grid_and_shows_input_errors(images, server, tmp_pat
         finally:
             browser.close()
 
-    assert grid.size == grid_size(images, 4, 4)  # the default 16 images
+    assert grid.size == grid_size(handlers, 4, 4)  # the default 16 images
     pixels = np.asarray(grid)
     assert pixels.min() < pixels.max()
-    assert len(np.unique(cells(images, grid, 4, 4))) > 2  # the samples themselves, not only the padding, vary
+    assert len(np.unique(cells(handlers, grid, 4, 4))) > 2  # the samples themselves, not only the padding, vary
     screenshot = PIL.Image.open(tmp_path / "space.png")
     assert screenshot.size == (1280, 760)
     if os.environ.get("HF_DDPM_UPDATE_SCREENSHOT") == "1":  # refresh the README's screenshot on request only
@@ -743,7 +766,7 @@ def test_browser_generates_a_grid_and_shows_input_errors(images, server, tmp_pat
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def test_a_burst_of_20_clients_is_served_in_bounded_memory(images, server, tmp_path):
+def test_a_burst_of_20_clients_is_served_in_bounded_memory(handlers, server, tmp_path):
     """20 concurrent gradio_client users; pairs with one seed and variance must get identical images."""
     from space_load_test import peak_rss_bytes, run_burst
 
@@ -753,7 +776,7 @@ def test_a_burst_of_20_clients_is_served_in_bounded_memory(images, server, tmp_p
     assert result.failures == [], [repr(result.errors[i]) for i in result.failures]
     grids = [np.asarray(PIL.Image.open(path)) for path in result.outputs]
     for i, grid in enumerate(grids):
-        assert grid.shape == grid_size(images, 4, 4)[::-1]
+        assert grid.shape == grid_size(handlers, 4, 4)[::-1]
         np.testing.assert_array_equal(grid, grids[(i + 10) % 20])
     peak = peak_rss_bytes(server.process.pid)
     print(f"20 clients served in {result.wall_seconds:.1f} s; server peak RSS {peak / 2**20:.0f} MiB")
@@ -766,8 +789,10 @@ def test_a_burst_of_20_clients_is_served_in_bounded_memory(images, server, tmp_p
 
 # What a Space does at start, with hf_ddpm made unimportable (it is installed editable in this environment).
 HUB_LAUNCHER = "import runpy, sys; sys.modules['hf_ddpm'] = None; runpy.run_path('app.py', run_name='__main__')"
-# Imports that are not packages to install: the standard library and the Space's own modules.
-LOCAL_MODULES = set(sys.stdlib_module_names) | set(SPACE_MODULES)
+# Imports that are not packages to install: the standard library, the Space's own modules, and hf_ddpm, imported only
+# for a model folder without its code (a checkout): the pushed Space's has it, and runs below where hf_ddpm cannot be
+# imported.
+LOCAL_MODULES = set(sys.stdlib_module_names) | set(SPACE_MODULES) | {"hf_ddpm"}
 
 
 def imported_packages(paths: list[Path]) -> set[str]:
@@ -782,26 +807,10 @@ def imported_packages(paths: list[Path]) -> set[str]:
     return modules - LOCAL_MODULES
 
 
-def space_with_model_code(folder: Path) -> Path:
-    """
-    A copy of the Space in `folder`, its model folder given the installed hf_ddpm's pipeline and scheduler modules, as
-    `hf-ddpm push-space` writes them into the Space it uploads (git holds no copy of them in spaces/).
-    """
-    import hf_ddpm.pipeline_ddpm_posterior
-    import hf_ddpm.scheduling_ddpm_posterior
-
-    space = Path(shutil.copytree(SPACE_DIR, folder, ignore=shutil.ignore_patterns("__pycache__")))
-    shutil.copyfile(hf_ddpm.pipeline_ddpm_posterior.__file__, space / "model" / "pipeline_ddpm_posterior.py")
-    shutil.copyfile(
-        hf_ddpm.scheduling_ddpm_posterior.__file__, space / "model" / "scheduler" / "scheduling_ddpm_posterior.py"
-    )
-    return space
-
-
-def test_the_pushed_space_runs_where_hf_ddpm_cannot_be_imported(images, hub_server, tmp_path):
+def test_the_pushed_space_runs_where_hf_ddpm_cannot_be_imported(handlers, hub_server, tmp_path):
     repo_id = hub_server.new_repo_id("ddpm-digits-demo")
     push = subprocess.run(
-        [shutil.which("hf-ddpm") or "hf-ddpm", "push-space", str(space_with_model_code(tmp_path / "pushed")), repo_id],
+        [shutil.which("hf-ddpm") or "hf-ddpm", "push-space", str(SPACE_DIR), repo_id],
         env=hub_server.env(),
         capture_output=True,
         text=True,
@@ -840,9 +849,9 @@ def test_the_pushed_space_runs_where_hf_ddpm_cannot_be_imported(images, hub_serv
 
         client = Client(server.url, verbose=False, analytics_enabled=False, download_files=str(tmp_path / "out"))
         grid = PIL.Image.open(client.predict(0, 4, 10, "learned_range", api_name="/generate"))
-        assert grid.size == grid_size(images, 2, 2) and np.ptp(np.asarray(grid)) > 0
+        assert grid.size == grid_size(handlers, 2, 2) and np.ptp(np.asarray(grid)) > 0
         strip, gif, frame_times = client.predict(0, 1, 10, "fixed_small", 2, api_name="/trajectory")
-        assert PIL.Image.open(strip).size == grid_size(images, 2, 2)
+        assert PIL.Image.open(strip).size == grid_size(handlers, 2, 2)
         assert frame_times.startswith("Frames at t = ")
         evaluated, terms, bpd, standard_error = client.predict(9, None, 2, 2, 0, api_name="/likelihood")
         assert PIL.Image.open(terms).format == "PNG" and 0 < bpd < 16 and standard_error >= 0

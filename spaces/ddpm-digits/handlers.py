@@ -1,14 +1,9 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
-"""
-What each tab of the Space shows, as plain functions of a loaded `SpaceModel` and the tab's inputs: `generate`,
-`reverse_trajectory`, `forward_process` and `likelihood` (the last two on a built-in digit or a decoded upload).
-
-Each checks its inputs and raises `InputError` naming the input and what it allows. The events pass the raw values
-(preprocess=False): gradio's own checks (`gr.Slider`'s bounds, `gr.Radio`'s choices) do not name the input, do not
-check that a number is whole, and let a string or NaN through to a TypeError.
-"""
+"""The Space's tabs: functions of a `SpaceModel` and the tab's raw inputs (preprocess=False: gradio's checks name no
+input and let a string or NaN through), each raising an `InputError` that names the input and what it allows."""
 
 import functools
+import io
 import math
 
 import gradio as gr
@@ -20,7 +15,6 @@ from gradio.processing_utils import save_bytes_to_cache
 from gradio.utils import get_upload_folder
 from matplotlib.figure import Figure  # no pyplot: its global state is not thread-safe
 
-from images import figure_to_image, gif_bytes, make_grid, to_model_space, to_uint8
 from space_model import SpaceModel
 
 # Server-side limits: every request is checked against them, whatever the widgets allow.
@@ -29,12 +23,14 @@ MAX_TRAJECTORY_IMAGES = 8
 MIN_FRAMES, MAX_FRAMES = 2, 20
 MIN_DRAWS, MAX_DRAWS = 2, 16  # noise draws per likelihood estimate; two or more give a standard error
 MAX_SEED = 2**32 - 1
-MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # gradio refuses bigger uploads before writing them (launch's max_file_size)
 MAX_UPLOAD_SIDE = 2048
 UPLOAD_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA")
 # Decoders an upload may reach; anything else (EPS would run Ghostscript, PDF, ...) is refused before decoding.
 UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 SCHEDULE_LABELS = {"linear": "linear", "squaredcos_cap_v2": "cosine (squaredcos_cap_v2)"}
+CELL_PIXELS = 64  # each sample is upscaled (nearest neighbour) to about this many pixels a side
+GRID_PAD, GRID_PAD_VALUE = 2, 96
+GIF_FRAME_MS = 250
 
 
 class InputError(gr.Error):
@@ -43,7 +39,7 @@ class InputError(gr.Error):
     def __init__(self, message: str):
         super().__init__(message, print_exception=False)
 
-    def __str__(self) -> str:
+    def __str__(self) -> str:  # gr.Error's is the message's repr
         return self.message
 
 
@@ -64,10 +60,6 @@ def check_choice(name: str, value, allowed) -> str:
     return value
 
 
-def check_seed(seed) -> int:
-    return check_int("Seed", seed, 0, MAX_SEED)
-
-
 @functools.cache
 def digits_dataset() -> np.ndarray:
     """scikit-learn's 1797 handwritten digits (bundled, no download), as uint8 [N x 8 x 8], white ink on black."""
@@ -86,21 +78,20 @@ def fit_to_model(image: PIL.Image.Image, model: SpaceModel) -> np.ndarray:
     return array[..., None] if channels == 1 else array
 
 
-def digit_image(model: SpaceModel, index) -> np.ndarray:
-    """Digit number `index` of the built-in dataset at the model's size: uint8 [H x W x C]."""
-    digits = digits_dataset()
-    index = check_int("Digit index", index, 0, len(digits) - 1)
-    return fit_to_model(PIL.Image.fromarray(digits[index]), model)
-
-
-def load_upload(path: str, model: SpaceModel) -> np.ndarray:
+def source_image(model: SpaceModel, digit_index, upload: str | dict | None) -> np.ndarray:
     """
-    An uploaded image file (at most `MAX_UPLOAD_BYTES`: gradio's `max_file_size`) at the model's size, uint8
-    [H x W x C]; `InputError` for anything that is not a still image in one of `UPLOAD_MODES`.
+    The upload (a path, or gr.File's raw payload) when there is one, else the digit, at the model's size: uint8
+    [H x W x C]. `InputError` for an upload that is not a still image in one of `UPLOAD_MODES`.
     """
+    upload = upload.get("path") if isinstance(upload, dict) else upload
+    if not upload:
+        digits = digits_dataset()
+        return fit_to_model(
+            PIL.Image.fromarray(digits[check_int("Digit index", digit_index, 0, len(digits) - 1)]), model
+        )
     try:
         # the header only, and only by the decoders listed: sizes and modes are checked before decoding
-        with PIL.Image.open(path, formats=UPLOAD_FORMATS) as image:
+        with PIL.Image.open(upload, formats=UPLOAD_FORMATS) as image:
             width, height = image.size
             if max(width, height) > MAX_UPLOAD_SIDE:
                 raise InputError(
@@ -126,30 +117,40 @@ def load_upload(path: str, model: SpaceModel) -> np.ndarray:
         raise InputError(f"The upload could not be decoded as an image: {error}.") from None
 
 
-def source_image(model: SpaceModel, digit_index, upload: str | dict | None) -> np.ndarray:
-    """
-    The uploaded image when there is one, else the chosen digit: uint8 [H x W x C]. `upload` is a path, or the raw
-    gr.File payload (a dict with the path of the upload, already in gradio's cache).
-    """
-    if isinstance(upload, dict):
-        upload = upload.get("path")
-    return load_upload(upload, model) if upload else digit_image(model, digit_index)
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[N x C x H x W] in [-1, 1] (x_t may overshoot: clipped) to a uint8 [N x H x W x C] array."""
+    images = (images.float() / 2 + 0.5).clamp(0, 1)
+    return (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+
+
+def make_grid(images: np.ndarray, num_columns: int | None = None) -> PIL.Image.Image:
+    """uint8 [N x H x W x C] images tiled row by row, each upscaled to about `CELL_PIXELS`, bordered by `GRID_PAD`."""
+    num, height, width, channels = images.shape
+    num_columns = num_columns or math.ceil(math.sqrt(num))
+    scale = max(1, CELL_PIXELS // max(height, width))
+    cell_width, cell_height = width * scale + GRID_PAD, height * scale + GRID_PAD  # a cell and its border
+    size = (num_columns * cell_width + GRID_PAD, math.ceil(num / num_columns) * cell_height + GRID_PAD)
+    grid = PIL.Image.new("L" if channels == 1 else "RGB", size, (GRID_PAD_VALUE,) * channels)
+    for i, image in enumerate(images[..., 0] if channels == 1 else images):
+        cell = PIL.Image.fromarray(image).resize((width * scale, height * scale), PIL.Image.Resampling.NEAREST)
+        grid.paste(cell, (GRID_PAD + i % num_columns * cell_width, GRID_PAD + i // num_columns * cell_height))
+    return grid
+
+
+def figure_to_image(figure: Figure) -> PIL.Image.Image:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return PIL.Image.open(buffer).convert("RGB")
 
 
 def _sample(model: SpaceModel, seed, num_images, max_images: int, num_steps, variance_type, progress, num_frames=None):
-    """
-    Check the sampling inputs, then run the model's own pipeline for one request (a scheduler of its own, a seeded
-    generator), calling `progress` (a `gr.Progress`) after each step; with `num_frames`, record the trajectory at
-    that many evenly spaced steps.
-    """
-    seed = check_seed(seed)
+    """Check the inputs, then sample with a pipeline of the request's own, reporting each step to `progress`."""
+    seed = check_int("Seed", seed, 0, MAX_SEED)
     num_images = check_int("Number of images", num_images, 1, max_images)
     num_steps = check_int("Denoising steps", num_steps, model.min_steps, model.num_train_timesteps)
     variance_type = check_choice("Variance", variance_type, model.variance_types)
-    trajectory = {}
     if num_frames is not None:
         num_frames = check_int("Frames", num_frames, MIN_FRAMES, min(MAX_FRAMES, num_steps))
-        trajectory = {"return_trajectory": True, "trajectory_frames": num_frames}
 
     def on_step_end(pipeline, i, t, callback_kwargs):
         progress((i + 1, num_steps), desc="Denoising", unit="steps")
@@ -161,15 +162,13 @@ def _sample(model: SpaceModel, seed, num_images, max_images: int, num_steps, var
         num_inference_steps=num_steps,
         output_type="pt",
         callback_on_step_end=on_step_end,
-        **trajectory,
+        return_trajectory=num_frames is not None,
+        trajectory_frames=num_frames,
     )
 
 
 def generate(model: SpaceModel, seed, num_images, num_steps, variance_type, progress=gr.Progress()) -> PIL.Image.Image:
-    """
-    Draw `num_images` samples by ancestral sampling over `num_steps` respaced steps; the same seed gives the same
-    images. Returns them as a grid, upscaled by nearest neighbour.
-    """
+    """A grid of `num_images` samples drawn over `num_steps` respaced steps; the same seed, the same images."""
     output = _sample(model, seed, num_images, MAX_IMAGES, num_steps, variance_type, progress)
     return make_grid(to_uint8(output.images * 2 - 1))  # images: [N x C x H x W] in [0, 1]
 
@@ -178,12 +177,8 @@ def reverse_trajectory(
     model: SpaceModel, seed, num_images, num_steps, variance_type, num_frames, progress=gr.Progress()
 ) -> tuple[PIL.Image.Image, str, str]:
     """
-    Sample as `generate` does, recording x_t and the predicted x_0 at `num_frames` evenly spaced steps.
-
-    Returns:
-        The strip (per sample a row of x_t and below it a row of the predicted x_0; a column a frame), the path of the
-        looping GIF (per sample x_t beside the predicted x_0) in gradio's cache, whose `delete_cache` sweep removes it,
-        and the timestep t of each frame as a caption.
+    Sample as `generate` does, recording x_t and the predicted x_0 at `num_frames` steps: a strip (per sample a row of
+    x_t above a row of x_0), a looping GIF in gradio's cache (its `delete_cache` sweep removes it), a caption.
     """
     output = _sample(model, seed, num_images, MAX_TRAJECTORY_IMAGES, num_steps, variance_type, progress, num_frames)
     x_t = np.stack([to_uint8(frame) for frame in output.trajectory], axis=1)  # [N x F x H x W x C]
@@ -191,7 +186,10 @@ def reverse_trajectory(
     pairs = np.stack([x_t, x_0], axis=1)  # [N x 2 x F x H x W x C]: per sample its x_t row, then its x_0 row
     frames = [make_grid(pairs[:, :, f].reshape(-1, *x_t.shape[2:]), num_columns=2) for f in range(x_t.shape[1])]
     strip = make_grid(pairs.reshape(-1, *x_t.shape[2:]), num_columns=x_t.shape[1])
-    gif = save_bytes_to_cache(gif_bytes(frames), "trajectory.gif", get_upload_folder())
+    buffer = io.BytesIO()  # a looping GIF; the last frame (the sample) held longer
+    durations = [GIF_FRAME_MS] * (len(frames) - 1) + [GIF_FRAME_MS * 6]
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    gif = save_bytes_to_cache(buffer.getvalue(), "trajectory.gif", get_upload_folder())
     timesteps = ", ".join(map(str, output.trajectory_timesteps))
     return strip, gif, f"Frames at t = {timesteps} (left to right; the GIF plays them in order)."
 
@@ -225,22 +223,17 @@ def schedule_plot(scheduler: SchedulerMixin, t: int) -> PIL.Image.Image:
     right.set_ylabel(r"$\beta_t$, $\tilde\beta_t$ (log)")
     left.axvline(t, color="black", lw=1)
     left.plot([t], [curves["alpha_bar"][t]], "o", color="black")
-    handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-    left.legend(handles, [h.get_label() for h in handles], loc="center left", fontsize=8)
+    figure.legend(loc="center left", bbox_to_anchor=(0.13, 0.5), fontsize=8)  # the curves of both axes
     return figure_to_image(figure)
 
 
 def forward_process(model: SpaceModel, digit_index, upload, t, beta_schedule: str, seed):
-    """
-    The forward tab: the image x_0 (the upload, else the digit) beside a draw of x_t ~ q(x_t | x_0) (the scheduler's
-    `add_noise`, clipped to [-1, 1] for display) under `beta_schedule`, the plot of the schedule with t marked, and
-    x_t's formula as a caption.
-    """
+    """x_0 (the upload, else the digit) beside a draw of x_t ~ q(x_t | x_0), the schedule's plot, x_t's formula."""
     image = source_image(model, digit_index, upload)
     t = check_int("Timestep t", t, 0, model.num_train_timesteps - 1)
     scheduler = model.scheduler(beta_schedule=check_choice("Schedule", beta_schedule, schedule_choices(model)))
-    x_0 = to_model_space(image)
-    noise = torch.randn(x_0.shape, generator=torch.Generator().manual_seed(check_seed(seed)))
+    x_0 = torch.tensor(image).permute(2, 0, 1)[None].float() / 127.5 - 1  # [1 x C x H x W] in [-1, 1]
+    noise = torch.randn(x_0.shape, generator=torch.Generator().manual_seed(check_int("Seed", seed, 0, MAX_SEED)))
     x_t = to_uint8(scheduler.add_noise(x_0, noise, torch.tensor([t])))[0]
     alpha_bar = float(scheduler.alphas_cumprod[t])
     caption = (
@@ -252,19 +245,13 @@ def forward_process(model: SpaceModel, digit_index, upload, t, beta_schedule: st
 
 def likelihood(model: SpaceModel, digit_index, upload, num_timesteps, num_draws, seed, progress=gr.Progress()):
     """
-    The likelihood tab: the bound -log p(x_0) <= L_T + sum_t L_{t-1} + L_0 of the image (the upload, else the digit)
-    in bits/dim, under the model's own variances: the KL terms at `num_timesteps` stratified timesteps (the pipeline's
-    estimate), repeated for `num_draws` independent draws of the timesteps and of x_t, whose spread gives the
-    standard error.
-
-    Returns:
-        The image at the model's size, the plot of the terms against t, the bound (mean of the draws), its standard
-        error.
+    The image (the upload, else the digit), the plot of its bound's terms, the bound in bits/dim and its standard
+    error: the pipeline's estimate at `num_timesteps` stratified timesteps, over `num_draws` draws of them and of x_t.
     """
     image = source_image(model, digit_index, upload)
     num_timesteps = check_int("Timesteps", num_timesteps, 2, model.num_train_timesteps)
     num_draws = check_int("Noise draws", num_draws, MIN_DRAWS, MAX_DRAWS)
-    generator = torch.Generator().manual_seed(check_seed(seed))
+    generator = torch.Generator().manual_seed(check_int("Seed", seed, 0, MAX_SEED))
     progress(0.0, desc="Evaluating the variational bound")
     images = np.repeat(image[None], num_draws, axis=0)
     output = model.pipeline().bits_per_dim(

@@ -1,18 +1,16 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
-"""The Space's model: a saved `DDPMPosteriorPipeline`, loaded by diffusers alone from the model's own code."""
+"""The Space's model: a saved `DDPMPosteriorPipeline`, loaded by diffusers from the model's own code."""
 
+import functools
 import os
-import shlex
 from pathlib import Path
 
 from diffusers import DiffusionPipeline, SchedulerMixin
 
-PIPELINE_CLASS = "DDPMPosteriorPipeline"  # the class the model's own pipeline_ddpm_posterior.py defines
 MODEL_ENV = "HF_DDPM_SPACE_MODEL"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "model"
 MIN_STEPS = 10  # the chain is respaced from T steps down to at most this few
-# The model's own code, which diffusers loads with trust_remote_code: `hf-ddpm push-space` writes it into the Space
-# from the installed hf_ddpm (git holds no copy of it here).
+# The model's own code, which `save_pretrained` and `hf-ddpm push-space` write (git keeps it in src/hf_ddpm/ only)
 MODEL_CODE = ("pipeline_ddpm_posterior.py", "scheduler/scheduling_ddpm_posterior.py")
 
 
@@ -29,9 +27,8 @@ class SpaceModel:
     def __init__(self, pipeline: DiffusionPipeline, source: str):
         self.source = source
         self.unet = pipeline.unet.eval().requires_grad_(False)
+        self.pipeline_class, self.scheduler_class = type(pipeline), type(pipeline.scheduler)
         self.scheduler_config = dict(pipeline.scheduler.config)
-        self.pipeline_class = type(pipeline)  # the model's own DDPMPosteriorPipeline, loaded as remote code
-        self.scheduler_class = type(pipeline.scheduler)  # its DDPMPosteriorScheduler
         self.num_train_timesteps = int(self.scheduler_config["num_train_timesteps"])
         self.min_steps = min(MIN_STEPS, self.num_train_timesteps)
         config = self.unet.config
@@ -56,44 +53,38 @@ class SpaceModel:
         return pipeline
 
 
-def is_local_path(source: str) -> bool:
-    """A folder (existing, or written as a path), as opposed to a Hub repo id ("name" or "namespace/name")."""
-    return os.path.exists(source) or source.startswith((".", "/", "~")) or source.count("/") > 1
-
-
 def load_space_model(source: str | os.PathLike | None = None) -> SpaceModel:
     """
-    Load the served pipeline (by default HF_DDPM_SPACE_MODEL, else the `model` folder beside this file) with
-    diffusers alone, from its own modules (`trust_remote_code=True`), or raise a `SpaceModelError` that says what to
-    do.
+    The served pipeline (HF_DDPM_SPACE_MODEL, else `model/` beside this file), loaded by diffusers from its own code,
+    or with the installed hf_ddpm where its folder lacks that code (the Space in a checkout); else `SpaceModelError`.
     """
     source = os.fspath(source or os.environ.get(MODEL_ENV) or DEFAULT_MODEL_DIR)
     failure = f"Could not load the model {source!r} (from {MODEL_ENV} or the default)"
-    # checked here: diffusers would take a missing folder for a repo id, and its errors for missing code name no file
-    if is_local_path(source):
-        if not os.path.isfile(os.path.join(source, "model_index.json")):
+    # checked here: diffusers would take a missing folder for a Hub repo id
+    is_folder = os.path.exists(source) or source.startswith((".", "/", "~")) or source.count("/") > 1
+    if is_folder and not os.path.isfile(os.path.join(source, "model_index.json")):
+        raise SpaceModelError(
+            f"{failure}: {source} is not a folder holding a saved pipeline (no model_index.json). Save one there"
+            f" (the output_dir of `hf-ddpm train`), or set {MODEL_ENV} to a pipeline folder or a Hub repo id."
+        )
+    load = functools.partial(DiffusionPipeline.from_pretrained, trust_remote_code=True)
+    missing = [name for name in MODEL_CODE if not os.path.isfile(os.path.join(source, name))]
+    if is_folder and missing:
+        try:
+            from hf_ddpm import DDPMPosteriorPipeline  # optional: the pushed Space's model holds its code
+        except ImportError:
             raise SpaceModelError(
-                f"{failure}: {source} is not a folder holding a saved pipeline (no model_index.json). Save one there"
-                f" (the output_dir of `hf-ddpm train`), or set {MODEL_ENV} to a pipeline folder or a Hub repo id."
-            )
-        missing = [name for name in MODEL_CODE if not os.path.isfile(os.path.join(source, name))]
-        if missing:
-            folder, scheduler_folder = shlex.quote(source), shlex.quote(os.path.join(source, "scheduler"))
-            raise SpaceModelError(
-                f"{failure}: it lacks the model's code ({', '.join(missing)}), which `hf-ddpm push-space` and"
-                f" `save_pretrained` write; from an hf-ddpm checkout: cp src/hf_ddpm/pipeline_ddpm_posterior.py"
-                f" {folder} && cp src/hf_ddpm/scheduling_ddpm_posterior.py {scheduler_folder}"
-            )
+                f"{failure}: it lacks the model's code ({', '.join(missing)}), which `save_pretrained` and"
+                " `hf-ddpm push-space` write; or install hf-ddpm (`pip install -e .` in its checkout) to load it."
+            ) from None
+        load = DDPMPosteriorPipeline.from_pretrained
     try:
-        pipeline = DiffusionPipeline.from_pretrained(source, trust_remote_code=True)
+        pipeline = load(source)
     except Exception as error:  # any loading failure is a startup failure: say which model and why
         raise SpaceModelError(f"{failure}: {error}") from error
-    if type(pipeline).__name__ != PIPELINE_CLASS:
+    name = type(pipeline).__name__
+    if name != "DDPMPosteriorPipeline" or pipeline.unet.config.in_channels not in (1, 3):
         raise SpaceModelError(
-            f"{failure}: it is a {type(pipeline).__name__}; the Space serves a {PIPELINE_CLASS} saved by hf-ddpm."
-        )
-    if pipeline.unet.config.in_channels not in (1, 3):
-        raise SpaceModelError(
-            f"The model {source!r} has {pipeline.unet.config.in_channels} channels; the Space shows 1 or 3."
+            f"{failure}: it is a {name}; the Space serves a DDPMPosteriorPipeline of 1 or 3 channels."
         )
     return SpaceModel(pipeline, source)
