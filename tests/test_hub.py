@@ -698,7 +698,7 @@ def test_checkpoint_round_trip_through_a_branch(hub_server: HubServer, hub_repo_
     assert HfApi().list_repo_files(hub_repo_id) == [".gitattributes"]  # pickles stay off main
     with pytest.raises(ValueError, match="empty revision"):
         hub.download_checkpoint(f"{hub_repo_id}@")
-    with pytest.raises(ValueError, match="`repo_id` 'a/b/c' is not a Hub repo id"):
+    with pytest.raises(ValueError, match="Repo id must be in the form 'repo_name' or 'namespace/repo_name': 'a/b/c'"):
         hub.download_checkpoint("a/b/c@checkpoints")
 
 
@@ -799,8 +799,9 @@ def test_cli_push_pull_card_and_errors(hub_server: HubServer, hub_repo_id: str, 
     assert read_tree(local, PIPELINE_FILES) == read_tree(folder, PIPELINE_FILES)
 
     errors = [outcome["stderr"] for outcome in outcomes[3:13]]
-    assert "missing" in errors[0] and "`repo_id` 'bad//id'" in errors[1] and "must name a branch" in errors[2]
-    assert "`repo_id` 'a/b/c'" in errors[3] and "model_index.json is missing" in errors[4]
+    assert "missing" in errors[0] and "Repo id must be in the form" in errors[1] and "'bad//id'" in errors[1]
+    assert "must name a branch" in errors[2] and "Repo id must be in the form" in errors[3] and "'a/b/c'" in errors[3]
+    assert "model_index.json is missing" in errors[4]
     assert "app.py is missing" in errors[5] and "required: repo_id" in errors[6]
     assert "answered 404 Not Found: Repository not found" in errors[7]
     for message in errors[8:]:

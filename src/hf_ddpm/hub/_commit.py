@@ -1,37 +1,30 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
 """The network side: one commit of the scanned bytes, downloads, and retries where huggingface_hub has none."""
 
-from __future__ import annotations
-
 import logging
 import re
 import time
 from collections.abc import Callable, Iterable
-from typing import TypeVar
 
 import httpx2
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, snapshot_download
 from huggingface_hub import constants as hub_constants
-from huggingface_hub.errors import HfHubHTTPError, HFValidationError
-from huggingface_hub.utils import validate_repo_id
+from huggingface_hub.errors import HfHubHTTPError
 
 from .._errors import UsageError, one_line
 from ._scan import matches
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)  # seconds before each retry
 TRANSIENT_STATUS_CODES = (408, 429, 500, 502, 503, 504)
 
 
-def with_retries(call: Callable[[], T], description: str) -> T:
+def with_retries(call: Callable[[], str], description: str) -> str:
     """
-    `call()`, tried again after each of RETRY_DELAYS while it fails transiently (server errors, dropped connections).
-
-    huggingface_hub retries its downloads' HEAD requests, listings and uploads of file contents, but not
-    `create_repo`, `create_branch`, `repo_info`, `create_commit`, nor snapshot_download's resolution of a revision or
-    a file GET answered with a 5xx: the calls wrapped here.
+    `call()`, tried again after each of RETRY_DELAYS while it fails transiently. huggingface_hub retries its listings,
+    uploads of file contents and downloads' HEAD requests, but not `create_repo`, `create_branch`, `repo_info`,
+    `create_commit`, nor snapshot_download's resolution of a revision or a file GET answered with a 5xx.
     """
     for delay in RETRY_DELAYS:
         try:
@@ -55,14 +48,6 @@ def _is_transient(error: BaseException | None) -> bool:
     return False
 
 
-def check_repo_id(repo_id: str) -> str:
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as error:
-        raise UsageError(f"`repo_id` {repo_id!r} is not a Hub repo id (NAME or NAMESPACE/NAME): {error}") from None
-    return repo_id
-
-
 def push_files(
     repo_id: str,
     files: dict[str, bytes],
@@ -76,12 +61,10 @@ def push_files(
     token: str | None = None,
 ) -> str:
     """
-    Create the repo (and `branch`, from main) if needed, then commit `files` (path in the repo -> the scanned bytes)
-    in one commit and return its sha. Remote files under `mirror_patterns` that `files` lacks are deleted in the same
-    commit. The commit names the head it was built on as its parent: the Hub refuses it (412) if another writer moved
-    the branch meanwhile, instead of overwriting their commit.
+    Commit `files` (path in the repo -> the scanned bytes), and the deletion of the remote files of `mirror_patterns`
+    that it lacks, in one commit whose parent is the head it was built on (the Hub refuses it, 412, if another writer
+    moved the branch meanwhile); return its sha. The repo, and `branch` (from main), are created if needed.
     """
-    check_repo_id(repo_id)
     if branch is not None and (not branch or re.fullmatch(r"[0-9a-f]{40}", branch) or branch.startswith("refs/")):
         raise UsageError(f"`revision` must name a branch to push to (new or existing), got {branch!r}.")
     branch = branch or hub_constants.DEFAULT_REVISION
@@ -97,7 +80,7 @@ def push_files(
         stale = [path for path in remote if matches(path, mirror_patterns) and path not in files]
         operations = [CommitOperationAdd(path, data) for path, data in files.items()]
         operations += [CommitOperationDelete(path) for path in stale]
-        info = api.create_commit(
+        return api.create_commit(
             repo.repo_id,
             operations,
             commit_message=message,
@@ -105,8 +88,7 @@ def push_files(
             revision=branch,
             parent_commit=parent,
             create_pr=create_pr,
-        )
-        return info.oid
+        ).oid
 
     # Each attempt reads the head again: after a commit that landed but whose answer was lost, the next attempt finds
     # every file in place, and huggingface_hub drops unchanged files and makes no second commit. A pull request is
@@ -116,7 +98,6 @@ def push_files(
 
 def download(repo_id: str, *, revision: str | None, allow_patterns: list[str], local_dir=None) -> str:
     """`snapshot_download` of one commit (the cached snapshot when offline), retried, resuming what was downloaded."""
-    check_repo_id(repo_id)
     return with_retries(
         lambda: snapshot_download(repo_id, revision=revision, local_dir=local_dir, allow_patterns=allow_patterns),
         f"download {repo_id}@{revision or 'main'}",

@@ -2,8 +2,6 @@
 """What may be sent: the files a push picks, read once, and the checks on exactly those bytes (no link out of the
 folder, no secret in a file's name, bytes or PNG chunks, every safetensors file complete)."""
 
-from __future__ import annotations
-
 import fnmatch
 import os
 import re
@@ -61,10 +59,7 @@ def never_sent(path: str) -> bool:
 
 
 def read_files(folder: Path, paths: Iterable[str]) -> dict[str, bytes]:
-    """
-    The bytes of each file, read once: what `check_files` checks is what is sent. A link to a file that is sent itself
-    is read as that file; any other link (out of `folder`, to a folder, to a hidden or credential file) is refused.
-    """
+    """The bytes of each file, read once; a link is read only if it leads to a file in `folder` that is sent itself."""
     root = folder.resolve()
     files = {}
     for path in paths:
@@ -80,11 +75,7 @@ def read_files(folder: Path, paths: Iterable[str]) -> dict[str, bytes]:
 
 
 def check_files(folder: Path, files: dict[str, bytes], token: str | None = None) -> None:
-    """
-    Refuse (`UsageError`, before anything is sent) a file with a secret in its name, its bytes or its compressed PNG
-    chunks, and a safetensors file that would not load. Secrets: the shapes of SECRET_SHAPES, `token` and every token
-    of this machine.
-    """
+    """Refuse a file with a secret (`token`, this machine's tokens, SECRET_SHAPES) or a safetensors file cut short."""
     tokens = known_tokens(token)
     for path, data in files.items():
         where = redact(str(folder / path), tokens)

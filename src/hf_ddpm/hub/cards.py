@@ -1,8 +1,6 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
 """Model cards: `save_model_card` renders README.md from the training args, metrics and configs of a folder."""
 
-from __future__ import annotations
-
 import math
 import os
 import re
@@ -15,7 +13,6 @@ from safetensors import safe_open
 
 from .._choices import LEARNED_VARIANCE_TYPES
 from ..files import atomic_write_text, read_json_object
-from ._commit import check_repo_id
 from ._scan import known_tokens, redact
 
 TEMPLATE_PATH = Path(__file__).parent.parent / "templates" / "model_card.md"
@@ -30,12 +27,9 @@ SECRET_KEY_RE = re.compile(r"token|secret|password|passwd|credential|api_key", r
 
 def save_model_card(folder: str | os.PathLike, *, repo_id: str | None = None, license: str = LICENSE_DEFAULT):
     """
-    Render the model card of a saved pipeline and write it to `folder/README.md`.
-
-    Reads, when present: training_args.json, metrics.json and eval_results.json (`{"metric": {"value": number,
-    "split": ..., ...}}` or `{"metric": number}`), samples.png, the unet and scheduler configs. The YAML metadata
-    (license, tags, pipeline_tag, datasets when the training dataset is a Hub id, a model-index with the metrics)
-    comes from `ModelCardData`, so it validates. Keys that look like credentials and tokens never reach the card.
+    Render the model card of a saved pipeline and write it to `folder/README.md`, from what the folder holds:
+    training_args.json, metrics.json and eval_results.json (`{"metric": {"value": number, "split": ..., ...}}` or
+    `{"metric": number}`), samples.png, the configs. Keys that look like credentials and tokens never reach the card.
 
     Args:
         folder (`str` or `os.PathLike`): the pipeline folder.
@@ -50,12 +44,13 @@ def save_model_card(folder: str | os.PathLike, *, repo_id: str | None = None, li
     folder = Path(folder)
     if not (folder / "model_index.json").is_file():
         raise FileNotFoundError(f"{folder / 'model_index.json'} is missing: {folder} is not a saved pipeline.")
-    model_name = (check_repo_id(repo_id) if repo_id else folder.resolve().name).split("/")[-1]
+    if repo_id:
+        validate_repo_id(repo_id)
+    model_name = (repo_id or folder.resolve().name).split("/")[-1]
     training_args = _public(_read_json(folder / "training_args.json"))
     metrics = {**_read_metrics(folder / "metrics.json"), **_read_metrics(folder / "eval_results.json")}
     scheduler = _read_json(folder / "scheduler" / "scheduler_config.json")
-    names = [training_args.get(key) for key in ("dataset_name", "dataset", "train_data_dir")]
-    dataset = next((name for name in names if isinstance(name, str) and name), None)
+    dataset = training_args.get("dataset_name") or training_args.get("train_data_dir")
     learned_variance = scheduler.get("variance_type") in LEARNED_VARIANCE_TYPES
     tags = [TASK, f"diffusers:{PIPELINE_CLASS}", "diffusers", "ddpm", "hf-ddpm"]
     card_data = ModelCardData(

@@ -2,8 +2,6 @@
 """Training checkpoints on their own branch, so that their pickles never reach `main`: `push_checkpoint` and
 `download_checkpoint`."""
 
-from __future__ import annotations
-
 import fnmatch
 import logging
 import os
@@ -32,9 +30,7 @@ def push_checkpoint(
     checkpoint_dir = Path(checkpoint_dir)
     paths = [path for path in walk(checkpoint_dir) if not never_sent(path)]
     if not any(matches(path, [CHECKPOINT_MARKER]) for path in paths):
-        raise FileNotFoundError(
-            f"{checkpoint_dir} is not an accelerate checkpoint: accelerator.save_state writes random_states_0.pkl."
-        )
+        raise FileNotFoundError(f"{checkpoint_dir} is not an accelerate checkpoint (no random_states_0.pkl).")
     files = read_files(checkpoint_dir, paths)
     check_files(checkpoint_dir, files)
     name = checkpoint_dir.resolve().name
@@ -44,11 +40,8 @@ def push_checkpoint(
 
 def download_checkpoint(spec: str) -> str:
     """
-    Download the newest checkpoint (the "checkpoint-N" folder with the highest N) that `push_checkpoint` pushed to a
-    revision, and return its local folder, for `accelerator.load_state(folder)`.
-
-    Loading it unpickles files from the repo (accelerate loads `custom_checkpoint_*.pkl` with `weights_only=False`,
-    which can run code): naming the repo is the opt-in, and the pickles and the exact commit are logged.
+    Download the newest checkpoint-N folder of a revision and return its local folder, for `accelerator.load_state`,
+    which unpickles its files (they can run code): naming the repo is the opt-in; the pickles and commit are logged.
 
     Args:
         spec (`str`): "[hub:]REPO_ID[@REVISION]", the revision a branch (default: "checkpoints"), tag or commit sha.
@@ -59,23 +52,16 @@ def download_checkpoint(spec: str) -> str:
     revision = revision or CHECKPOINT_BRANCH
     # the (small) markers of every checkpoint of the revision: where they are, and the commit they come from
     markers = Path(download(repo_id, revision=revision, allow_patterns=[f"*/{CHECKPOINT_MARKER}"]))
-    folders = sorted(
-        {marker.parent.relative_to(markers).as_posix() for marker in markers.glob(f"*/**/{CHECKPOINT_MARKER}")}
-    )
-    if not folders:
-        raise FileNotFoundError(f"{spec} holds no accelerate checkpoint (no folder with random_states_0.pkl).")
-    steps = {folder: int(match.group(1)) if (match := re.search(r"(\d+)$", folder)) else -1 for folder in folders}
-    latest = max(folders, key=steps.get)
-    if steps[latest] < 0 and len(folders) > 1:
-        raise UsageError(f"{spec} holds several checkpoints without a step number: {', '.join(folders)}.")
+    names = [marker.parent.name for marker in markers.glob(f"*/{CHECKPOINT_MARKER}")]
+    steps = {int(match.group(1)): name for name in names if (match := re.fullmatch(r"checkpoint-(\d+)", name))}
+    if not steps:
+        raise FileNotFoundError(f"{spec} holds no checkpoint-N folder with random_states_0.pkl.")
+    latest = steps[max(steps)]
     # fnmatch's "*" spans folders: "checkpoint-500/*" is the whole checkpoint, subfolders included
     folder = Path(download(repo_id, revision=markers.name, allow_patterns=[f"{latest}/*"]), latest)
     pickles = [path for path in walk(folder) if any(fnmatch.fnmatch(path, pattern) for pattern in PICKLE_PATTERNS)]
     logger.warning(
-        "Checkpoint %s@%s (commit %s): accelerate will unpickle %s; resume only from repos you trust.",
-        repo_id,
-        revision,
-        markers.name,
-        ", ".join(pickles) or "no pickle files",
+        f"Checkpoint {repo_id}@{revision} (commit {markers.name}): accelerate will unpickle "
+        f"{', '.join(pickles) or 'no pickle files'}; resume only from repos you trust."
     )
     return str(folder)

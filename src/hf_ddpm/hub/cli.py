@@ -1,8 +1,6 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
 """`hf-ddpm push | pull | card | push-space`. Bad input exits with code 2, Hub failures with 1, in one line each."""
 
-from __future__ import annotations
-
 import argparse
 import functools
 import os
@@ -11,7 +9,7 @@ from pathlib import Path
 
 import httpx2
 from huggingface_hub import constants as hub_constants
-from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 
 from .._errors import UsageError, one_line
 from .cards import LICENSE_DEFAULT, save_model_card
@@ -82,16 +80,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_push_space_command)
 
 
-def hub_errors_in_one_line(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+def hub_errors_in_one_line(handler: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Namespace], None]:
     """`handler`, its Hub failures told in one line: what the Hub answered, or that it could not be reached."""
 
     @functools.wraps(handler)
-    def run(args: argparse.Namespace) -> int:
+    def run(args: argparse.Namespace) -> None:
         try:
-            return handler(args)
+            handler(args)
+        except HFValidationError as error:  # a malformed repo id: bad input
+            raise UsageError(str(error)) from None
         except HfHubHTTPError as error:
-            if error.response is None:
-                raise
             answer = f"{error.response.url} answered {error.response.status_code} {error.response.reason_phrase}"
             raise RuntimeError(f"{answer}: {error.server_message}" if error.server_message else answer) from error
         except httpx2.TransportError as error:
@@ -101,30 +99,27 @@ def hub_errors_in_one_line(handler: Callable[[argparse.Namespace], int]) -> Call
 
 
 @hub_errors_in_one_line
-def _push_command(args: argparse.Namespace) -> int:
+def _push_command(args: argparse.Namespace) -> None:
     options = {"private": args.private, "revision": args.revision, "commit_message": args.commit_message}
     sha = push_pipeline(args.path, args.repo_id, create_pr=args.create_pr, **options)
     branch = args.revision or hub_constants.DEFAULT_REVISION
     print(f"Pushed {args.path} to {hub_constants.ENDPOINT}/{args.repo_id} ({branch}) at commit {sha}")
-    return 0
 
 
 @hub_errors_in_one_line
-def _pull_command(args: argparse.Namespace) -> int:
+def _pull_command(args: argparse.Namespace) -> None:
     if os.path.isdir(args.repo_id):
         raise UsageError(f"`repo_id` {args.repo_id!r} is a local folder: pull takes a Hub repo id.")
     print(pull(args.repo_id, revision=args.revision, local_dir=args.local_dir))
-    return 0
-
-
-def _card_command(args: argparse.Namespace) -> int:
-    save_model_card(check_pipeline_folder(args.path), repo_id=args.repo_id, license=args.license)
-    print(Path(args.path, "README.md"))
-    return 0
 
 
 @hub_errors_in_one_line
-def _push_space_command(args: argparse.Namespace) -> int:
+def _card_command(args: argparse.Namespace) -> None:
+    save_model_card(check_pipeline_folder(args.path), repo_id=args.repo_id, license=args.license)
+    print(Path(args.path, "README.md"))
+
+
+@hub_errors_in_one_line
+def _push_space_command(args: argparse.Namespace) -> None:
     sha = push_space(args.path, args.repo_id, private=args.private, include=args.include)
     print(f"Pushed {args.path} to {hub_constants.ENDPOINT}/spaces/{args.repo_id} at commit {sha}")
-    return 0

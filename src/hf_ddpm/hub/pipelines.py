@@ -1,8 +1,6 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
 """Pipeline repos: `push_pipeline` (one commit, mirroring the folder) and `pull`."""
 
-from __future__ import annotations
-
 import importlib.resources
 import os
 from pathlib import Path
@@ -22,11 +20,8 @@ REPO_PATTERNS = ["model_index.json", "unet/config.json", "unet/*.safetensors", "
 REPO_PATTERNS += ["scheduler/scheduler_config.json", "config.json", "scheduler_config.json", "*.safetensors"]
 REPO_PATTERNS += ["*.py", "scheduler/*.py", "README.md", "*.png", "samples/*.png"]
 REPO_PATTERNS += ["metrics.json", "eval_results.json", "training_args.json"]
-# The modules `trust_remote_code=True` runs: path in a pipeline folder -> module of the installed hf_ddpm.
-REMOTE_CODE = {
-    "pipeline_ddpm_posterior.py": "pipeline_ddpm_posterior.py",
-    "scheduler/scheduling_ddpm_posterior.py": "scheduling_ddpm_posterior.py",
-}
+# The modules `trust_remote_code=True` runs, in a pipeline folder; their names in the installed hf_ddpm are the same.
+REMOTE_CODE = ["pipeline_ddpm_posterior.py", "scheduler/scheduling_ddpm_posterior.py"]
 
 
 def push_pipeline(
@@ -40,19 +35,15 @@ def push_pipeline(
     token: str | None = None,
 ) -> str:
     """
-    Upload a saved pipeline folder to a Hub model repo in one commit and return the commit sha.
-
-    The repo is created if needed (`private` applies to new repos only), the branch `revision` is created from `main`
-    if it does not exist, and the model card README.md is rendered when missing (or refreshed when it is one that
-    `save_model_card` generated). Only the files in `REPO_PATTERNS` are sent, plus the remote-code modules of the
-    installed hf_ddpm where the folder lacks them; files under those patterns that the remote branch holds but the
-    folder no longer does are deleted in the same commit, so the branch mirrors the folder.
+    Upload a saved pipeline folder to a Hub model repo in one commit and return the commit sha. The branch then
+    mirrors the folder's files of `REPO_PATTERNS`, plus the installed hf_ddpm's remote-code modules where the folder
+    lacks them. The model card README.md is rendered first when missing, or refreshed when `save_model_card` wrote it.
 
     Args:
         folder (`str` or `os.PathLike`): a folder written by `DDPMPosteriorPipeline.save_pretrained`.
-        repo_id (`str`): "namespace/name" (or "name", in the token owner's namespace).
-        private (`bool`, defaults to `False`): create the repo private.
-        revision (`str`, *optional*): the branch to push to; `main` when `None`.
+        repo_id (`str`): "namespace/name" (or "name", in the token owner's namespace); created if needed.
+        private (`bool`, defaults to `False`): create the repo private (new repos only).
+        revision (`str`, *optional*): the branch to push to, created from `main` if new; `main` when `None`.
         commit_message (`str`, *optional*): defaults to "Upload DDPMPosteriorPipeline".
         create_pr (`bool`, defaults to `False`): open a pull request with the commit instead of moving the branch.
         token (`str`, *optional*): the Hub token (also looked for in every file); the logged-in one when `None`.
@@ -95,18 +86,15 @@ def with_remote_code(files: dict[str, bytes]) -> dict[str, bytes]:
         # a saved pipeline's `_class_name` is ["pipeline_ddpm_posterior", "DDPMPosteriorPipeline"]
         if path.rpartition("/")[2] == "model_index.json" and b'"pipeline_ddpm_posterior"' in data:
             root = path.removesuffix("model_index.json")
-            for module_path, module in REMOTE_CODE.items():
-                completed.setdefault(root + module_path, package.joinpath(module).read_bytes())
+            for module in REMOTE_CODE:
+                completed.setdefault(root + module, package.joinpath(module.rpartition("/")[2]).read_bytes())
     return completed
 
 
 def pull(repo_id: str, *, revision: str | None = None, local_dir: str | os.PathLike | None = None) -> str:
     """
-    Download a pipeline repo (what loading needs, plus its code, card, samples and metrics) and return its folder.
-
-    Every file comes from the one commit the revision (branch, tag or sha; `main` when `None`) resolves to, from the
-    huggingface_hub cache when present; with `HF_HUB_OFFLINE=1` (or the Hub unreachable) the cached snapshot of that
-    revision is used.
+    Download the `REPO_PATTERNS` files of a pipeline repo at one commit (that of `revision`, a branch, tag or sha) and
+    return the folder. The huggingface_hub cache serves what it holds; offline, its snapshot of that revision.
     """
     return download(repo_id, revision=revision, local_dir=local_dir, allow_patterns=REPO_PATTERNS)
 

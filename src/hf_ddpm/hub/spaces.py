@@ -1,8 +1,6 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
 """Gradio Spaces: `push_space`."""
 
-from __future__ import annotations
-
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,12 +16,9 @@ from .pipelines import with_remote_code
 
 def push_space(folder: str | os.PathLike, repo_id: str, *, private: bool = False, include: Iterable[str] = ()) -> str:
     """
-    Create (if needed) a Gradio Space and upload `folder` to it in one commit; return the commit sha.
-
-    The folder needs app.py and a README.md whose YAML front matter declares `sdk: gradio`. Caches, virtual
-    environments, hidden files and folders, and credential files (*.pem, id_rsa, .netrc, ...) are not sent unless
-    `include` names them; every file sent is scanned for secrets. Every pipeline folder inside gets the remote-code
-    modules of the installed hf_ddpm where it lacks them.
+    Upload a Gradio Space folder (app.py, a README.md declaring `sdk: gradio`, ...) in one commit, creating the Space
+    if needed, and return the commit sha. Caches, hidden and credential files are left out unless `include` names
+    them; pipeline folders inside get the installed hf_ddpm's remote-code modules they lack.
 
     Args:
         include (`Iterable[str]`, *optional*): paths relative to `folder` to send although hidden or credential-like
