@@ -1,8 +1,6 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
-"""The Hugging Face Hub side of hf-ddpm: push and pull pipelines, training checkpoints and Spaces; model cards.
-
-Light to import (`hf-ddpm --help` imports it): what needs torch is imported inside the functions that use it.
-"""
+"""The Hugging Face Hub side of hf-ddpm: pipelines, training checkpoints, Spaces, model cards. Light to import
+(`hf-ddpm --help` imports it): torch is imported inside the functions that need it."""
 
 from .cards import save_model_card
 from .checkpoints import CHECKPOINT_BRANCH, download_checkpoint, push_checkpoint

@@ -58,8 +58,9 @@ def never_sent(path: str) -> bool:
     return hidden or credential or bool(CACHE_FOLDERS.intersection(folders)) or name.endswith(".pyc")
 
 
-def read_files(folder: Path, paths: Iterable[str]) -> dict[str, bytes]:
-    """The bytes of each file, read once; a link is read only if it leads to a file in `folder` that is sent itself."""
+def scanned_files(folder: Path, paths: Iterable[str], token: str | None = None) -> dict[str, bytes]:
+    """The bytes of each file, read once and checked (`check_files`): the bytes checked are the bytes sent. A link is
+    read only if it leads to a file of `folder` that is sent itself."""
     root = folder.resolve()
     files = {}
     for path in paths:
@@ -71,6 +72,7 @@ def read_files(folder: Path, paths: Iterable[str]) -> dict[str, bytes]:
                 "not hidden, not a credential); nothing was sent."
             )
         files[path] = target.read_bytes()
+    check_files(folder, files, token)
     return files
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .._errors import UsageError
 from ._commit import download, push_files
-from ._scan import PICKLE_PATTERNS, check_files, matches, never_sent, read_files, walk
+from ._scan import PICKLE_PATTERNS, matches, never_sent, scanned_files, walk
 
 logger = logging.getLogger(__name__)
 
@@ -31,10 +31,8 @@ def push_checkpoint(
     paths = [path for path in walk(checkpoint_dir) if not never_sent(path)]
     if not any(matches(path, [CHECKPOINT_MARKER]) for path in paths):
         raise FileNotFoundError(f"{checkpoint_dir} is not an accelerate checkpoint (no random_states_0.pkl).")
-    files = read_files(checkpoint_dir, paths)
-    check_files(checkpoint_dir, files)
     name = checkpoint_dir.resolve().name
-    files = {f"{name}/{path}": data for path, data in files.items()}
+    files = {f"{name}/{path}": data for path, data in scanned_files(checkpoint_dir, paths).items()}
     return push_files(repo_id, files, message=f"Upload {name}", branch=branch, private=private)
 
 

@@ -2,7 +2,6 @@
 """`hf-ddpm push | pull | card | push-space`. Bad input exits with code 2, Hub failures with 1, in one line each."""
 
 import argparse
-import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -83,7 +82,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def hub_errors_in_one_line(handler: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Namespace], None]:
     """`handler`, its Hub failures told in one line: what the Hub answered, or that it could not be reached."""
 
-    @functools.wraps(handler)
     def run(args: argparse.Namespace) -> None:
         try:
             handler(args)

@@ -10,12 +10,11 @@ from safetensors import SafetensorError, safe_open
 
 from .._errors import UsageError
 from ._commit import download, push_files
-from ._scan import PICKLE_PATTERNS, check_files, matches, never_sent, read_files, walk
+from ._scan import PICKLE_PATTERNS, matches, never_sent, scanned_files, walk
 from .cards import GENERATED_MARKER, save_model_card
 
-# What a push sends and a pull fetches: what loading needs (the diffusers layout, and the flat one of google/ddpm-*),
-# the code, card, samples and metrics; never pickles. A push matches a pattern at one folder depth ("*.py" is a root
-# file); a pull, with huggingface_hub, at any depth.
+# What a push sends and a pull fetches: what loading needs (also in the flat layout of google/ddpm-*), code, card,
+# samples, metrics. A push matches a pattern at one folder depth ("*.py": root files), a pull at any depth.
 REPO_PATTERNS = ["model_index.json", "unet/config.json", "unet/*.safetensors", "unet/*.safetensors.index.json"]
 REPO_PATTERNS += ["scheduler/scheduler_config.json", "config.json", "scheduler_config.json", "*.safetensors"]
 REPO_PATTERNS += ["*.py", "scheduler/*.py", "README.md", "*.png", "samples/*.png"]
@@ -59,13 +58,9 @@ def push_pipeline(
     readme = folder / "README.md"
     if not readme.is_file() or GENERATED_MARKER in readme.read_text(encoding="utf-8", errors="replace"):
         save_model_card(folder, repo_id=repo_id)
-    # a link in place of a folder of the layout (unet, scheduler, samples) is picked, to be refused
-    folders = {pattern.split("/")[0] for pattern in REPO_PATTERNS if "/" in pattern}
-    paths = [
-        path for path in walk(folder) if (matches(path, REPO_PATTERNS) or path in folders) and not never_sent(path)
-    ]
-    files = with_remote_code(read_files(folder, paths))
-    check_files(folder, files, token)
+    layout = [*REPO_PATTERNS, "unet", "scheduler", "samples"]  # a link in place of one of these folders: refused
+    paths = [path for path in walk(folder) if matches(path, layout) and not never_sent(path)]
+    files = with_remote_code(scanned_files(folder, paths, token))
     return push_files(
         repo_id,
         files,

@@ -10,7 +10,7 @@ from huggingface_hub import metadata_load
 
 from .._errors import UsageError, one_line
 from ._commit import push_files
-from ._scan import check_files, never_sent, read_files, walk
+from ._scan import never_sent, scanned_files, walk
 from .pipelines import with_remote_code
 
 
@@ -41,6 +41,5 @@ def push_space(folder: str | os.PathLike, repo_id: str, *, private: bool = False
         if not path.is_file() or not path.is_relative_to(folder.resolve()):
             raise FileNotFoundError(f"`include` names {name!r}, which is not a file inside {folder}.")
         paths.add(path.relative_to(folder.resolve()).as_posix())
-    files = with_remote_code(read_files(folder, sorted(paths)))
-    check_files(folder, files)
+    files = with_remote_code(scanned_files(folder, sorted(paths)))
     return push_files(repo_id, files, message="Upload Space", repo_type="space", private=private)
