@@ -34,6 +34,7 @@ import hf_ddpm
 from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler, hub
 from hf_ddpm.hub import _commit as hub_commit
 from hf_ddpm.hub import cli as hub_cli
+from hf_ddpm.hub.cards import TEMPLATE_PATH
 
 if TYPE_CHECKING:
     from hub_server import HubServer
@@ -57,7 +58,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     # The same retry logic, with short waits: the faults below fire immediately, not after seconds.
-    monkeypatch.setattr(hub_commit, "RETRY_DELAYS", (0.05, 0.05, 0.05))
+    monkeypatch.setattr(hub_commit, "RETRY_DELAYS", (0.05,) * len(hub_commit.RETRY_DELAYS))
 
 
 def save_tiny_pipeline(folder: Path, seed: int = 0) -> DDPMPosteriorPipeline:
@@ -268,10 +269,11 @@ def test_interrupted_push_leaves_the_previous_revision(
     hub_server.slow_down(2.0, count=1, method="GET", path_contains="/tree/")  # the push lists the branch's files
     writer = threading.Thread(target=other_writer)
     writer.start()
-    with pytest.raises(HfHubHTTPError) as error:
-        hub.push_pipeline(tmp_path / "v2", hub_repo_id)
+    push = hub_cli.hub_errors_in_one_line(lambda args: hub.push_pipeline(tmp_path / "v2", hub_repo_id))
+    with pytest.raises(RuntimeError, match="answered 412 Precondition Failed: A commit has happened since") as error:
+        push(None)
     writer.join()
-    assert hub_cli.describe_hub_error(error.value).startswith("the branch moved during the push")
+    assert isinstance(error.value.__cause__, HfHubHTTPError)
     assert api.list_repo_commits(hub_repo_id)[0].title == "Upload theirs.txt with huggingface_hub"
     assert (Path(hub.pull(hub_repo_id)) / WEIGHTS).read_bytes() == (tmp_path / "v1" / WEIGHTS).read_bytes()
 
@@ -606,9 +608,9 @@ def test_an_unreachable_hub_is_named_with_its_address(hub_server: HubServer, hub
     save_tiny_pipeline(folder)
     hub_server.stop()
     with pytest.raises(RuntimeError) as error:
-        hub_cli._hub_call(lambda: hub.push_pipeline(folder, hub_repo_id))
+        hub_cli.hub_errors_in_one_line(lambda args: hub.push_pipeline(folder, hub_repo_id))(None)
     message = str(error.value)
-    assert message.startswith(f"cannot reach the Hub at {hub_constants.ENDPOINT} (") and "\n" not in message
+    assert message.startswith(f"cannot reach the Hub at {hub_constants.ENDPOINT}: ") and "\n" not in message
 
 
 def test_model_card_metadata_tables_and_template(hub_server: HubServer, tmp_path: Path) -> None:
@@ -660,8 +662,8 @@ def test_model_card_metadata_tables_and_template(hub_server: HubServer, tmp_path
         hub.save_model_card(folder)
 
     # one template: the package's, which model_cards/ links to for people browsing the repo
-    assert hub.TEMPLATE_PATH == REPO_ROOT / "src" / "hf_ddpm" / "templates" / "model_card.md"
-    assert (REPO_ROOT / "model_cards" / "ddpm_model_card.md").resolve() == hub.TEMPLATE_PATH.resolve()
+    assert TEMPLATE_PATH == REPO_ROOT / "src" / "hf_ddpm" / "templates" / "model_card.md"
+    assert (REPO_ROOT / "model_cards" / "ddpm_model_card.md").resolve() == TEMPLATE_PATH.resolve()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -676,11 +678,12 @@ def test_checkpoint_round_trip_through_a_branch(hub_server: HubServer, hub_repo_
     model = torch.nn.Linear(4, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     model, optimizer = accelerator.prepare(model, optimizer)
+    commits = {}
     for step in (3, 12, 5):  # 12 is the latest, though "checkpoint-5" sorts after it as text
         torch.nn.init.constant_(model.weight, float(step))
         accelerator.save_state(str(tmp_path / f"checkpoint-{step}"))
         (tmp_path / f"checkpoint-{step}" / ".lock").write_text("")  # hidden files stay home
-        hub.push_checkpoint(tmp_path / f"checkpoint-{step}", hub_repo_id)
+        commits[step] = hub.push_checkpoint(tmp_path / f"checkpoint-{step}", hub_repo_id)
 
     latest = hub.download_checkpoint(f"hub:{hub_repo_id}")  # as --resume_from_checkpoint passes it
     assert Path(latest).name == "checkpoint-12"
@@ -689,13 +692,13 @@ def test_checkpoint_round_trip_through_a_branch(hub_server: HubServer, hub_repo_
     assert {"model.safetensors", "optimizer.bin", "random_states_0.pkl"} <= set(saved)
     accelerator.load_state(latest)
     assert torch.all(model.weight == 12)
-    accelerator.load_state(hub.download_checkpoint(f"{hub_repo_id}@checkpoints", path_in_repo="checkpoint-3"))
+    accelerator.load_state(hub.download_checkpoint(f"{hub_repo_id}@{commits[3]}"))  # the newest at that commit
     assert torch.all(model.weight == 3)
 
     assert HfApi().list_repo_files(hub_repo_id) == [".gitattributes"]  # pickles stay off main
     with pytest.raises(ValueError, match="empty revision"):
         hub.download_checkpoint(f"{hub_repo_id}@")
-    with pytest.raises(ValueError, match="`repo_id` 'a/b/c' is not a Hub repo id"):
+    with pytest.raises(ValueError, match="Repo id must be in the form 'repo_name' or 'namespace/repo_name': 'a/b/c'"):
         hub.download_checkpoint("a/b/c@checkpoints")
 
 
@@ -796,12 +799,13 @@ def test_cli_push_pull_card_and_errors(hub_server: HubServer, hub_repo_id: str, 
     assert read_tree(local, PIPELINE_FILES) == read_tree(folder, PIPELINE_FILES)
 
     errors = [outcome["stderr"] for outcome in outcomes[3:13]]
-    assert "missing" in errors[0] and "`repo_id` 'bad//id'" in errors[1] and "must name a branch" in errors[2]
-    assert "`repo_id` 'a/b/c'" in errors[3] and "model_index.json is missing" in errors[4]
+    assert "missing" in errors[0] and "Repo id must be in the form" in errors[1] and "'bad//id'" in errors[1]
+    assert "must name a branch" in errors[2] and "Repo id must be in the form" in errors[3] and "'a/b/c'" in errors[3]
+    assert "model_index.json is missing" in errors[4]
     assert "app.py is missing" in errors[5] and "required: repo_id" in errors[6]
-    assert "repository not found" in errors[7]
+    assert "answered 404 Not Found: Repository not found" in errors[7]
     for message in errors[8:]:
-        assert "the Hub refused the token (401" in message
+        assert "answered 401 Unauthorized: Invalid credentials" in message
         assert wrong_token["HF_TOKEN"] not in message and len(message.strip().splitlines()) == 1
     for outcome in outcomes[13:17]:
         assert "Example:\n  hf-ddpm " in outcome["stdout"]
@@ -811,5 +815,5 @@ def test_cli_push_pull_card_and_errors(hub_server: HubServer, hub_repo_id: str, 
     assert f"{space / 'deploy.sh'} holds a Hugging Face access token" in refusals[1]
     assert hub_server.token not in refusals[1]
     assert "`include` names 'nowhere.txt', which is not a file inside" in refusals[2]
-    assert f"{tmp_path / 'missing'} is not a folder" in refusals[3]
+    assert f"{tmp_path / 'missing' / 'model_index.json'} is missing" in refusals[3]
     assert f"`repo_id` {str(folder)!r} is a local folder" in refusals[4]

@@ -1,7 +1,6 @@
 """The package's layers: imports point down only, and the command line builds its help without heavy libraries."""
 
 import ast
-import importlib
 import json
 import subprocess
 import sys
@@ -114,14 +113,6 @@ def test_package_names_load_on_first_use():
     assert all(getattr(evaluation, name) is not None for name in evaluation.__all__)  # no name of a removed function
     with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
         hf_ddpm.Nothing  # noqa: B018
-
-
-def test_hub_names_keep_their_import_paths():
-    from hf_ddpm import hub
-
-    for name in [*hub.__all__, *hub._EXPORTS]:
-        module = importlib.import_module(f"hf_ddpm.hub.{hub._EXPORTS[name]}")
-        assert getattr(hub, name) is getattr(module, name)
 
 
 def test_option_values_listed_without_torch_equal_their_sources():

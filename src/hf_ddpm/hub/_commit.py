@@ -1,39 +1,30 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
-"""The network side: one commit of the scanned bytes, downloads with `snapshot_download`, and retries of the calls
-that huggingface_hub does not retry itself."""
-
-from __future__ import annotations
+"""The network side: one commit of the scanned bytes, downloads, and retries where huggingface_hub has none."""
 
 import logging
 import re
 import time
 from collections.abc import Callable, Iterable
-from typing import TypeVar
 
 import httpx2
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, snapshot_download
 from huggingface_hub import constants as hub_constants
-from huggingface_hub.errors import HfHubHTTPError, HFValidationError
-from huggingface_hub.utils import validate_repo_id
+from huggingface_hub.errors import HfHubHTTPError
 
 from .._errors import UsageError, one_line
 from ._scan import matches
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-# Seconds to wait before each retry of a call that failed transiently (server errors, dropped connections).
-RETRY_DELAYS = (1.0, 2.0, 4.0)
+RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)  # seconds before each retry
 TRANSIENT_STATUS_CODES = (408, 429, 500, 502, 503, 504)
 
 
-def with_retries(call: Callable[[], T], description: str) -> T:
+def with_retries(call: Callable[[], str], description: str) -> str:
     """
-    `call()`, tried again after each of RETRY_DELAYS while it fails transiently; only for calls safe to repeat.
-
-    huggingface_hub retries (`http_backoff`) its downloads' HEAD requests, listings, preuploads and LFS transfers, but
-    not `create_repo`, `create_branch`, `repo_info`, the commit itself, snapshot_download's resolution of a revision
-    nor a file GET answered with a 5xx: the calls wrapped here.
+    `call()`, tried again after each of RETRY_DELAYS while it fails transiently. huggingface_hub retries its listings,
+    uploads of file contents and downloads' HEAD requests, but not `create_repo`, `create_branch`, `repo_info`,
+    `create_commit`, nor snapshot_download's resolution of a revision or a file GET answered with a 5xx.
     """
     for delay in RETRY_DELAYS:
         try:
@@ -70,70 +61,44 @@ def push_files(
     token: str | None = None,
 ) -> str:
     """
-    Create the repo (and `branch`, from main) if needed, then commit `files` (path in the repo -> the bytes that were
-    scanned) in one commit and return its sha. Remote files under `mirror_patterns` that `files` lacks are deleted in
-    the same commit. The commit names the head it was built on as its parent: the Hub refuses it (412) if another
-    writer moved the branch meanwhile, instead of overwriting their commit.
+    Commit `files` (path in the repo -> the scanned bytes), and the deletion of the remote files of `mirror_patterns`
+    that it lacks, in one commit whose parent is the head it was built on (the Hub refuses it, 412, if another writer
+    moved the branch meanwhile); return its sha. The repo, and `branch` (from main), are created if needed.
     """
-    api = HfApi(token=token)
-    space_sdk = "gradio" if repo_type == "space" else None
-    url = with_retries(
-        lambda: api.create_repo(repo_id, repo_type=repo_type, private=private, space_sdk=space_sdk, exist_ok=True),
-        f"create {repo_id}",
-    )
-    repo_id = url.repo_id  # "name" -> "user/name"
+    if branch is not None and (not branch or re.fullmatch(r"[0-9a-f]{40}", branch) or branch.startswith("refs/")):
+        raise UsageError(f"`revision` must name a branch to push to (new or existing), got {branch!r}.")
     branch = branch or hub_constants.DEFAULT_REVISION
-    if branch != hub_constants.DEFAULT_REVISION:
-        with_retries(
-            lambda: api.create_branch(repo_id, repo_type=repo_type, branch=branch, exist_ok=True),
-            f"create branch {branch}",
-        )
+    api = HfApi(token=token)
 
-    def commit() -> str:
-        parent = api.repo_info(repo_id, repo_type=repo_type, revision=branch).sha
-        remote = api.list_repo_files(repo_id, repo_type=repo_type, revision=parent) if mirror_patterns else []
+    def push() -> str:
+        space_sdk = "gradio" if repo_type == "space" else None
+        repo = api.create_repo(repo_id, repo_type=repo_type, private=private, space_sdk=space_sdk, exist_ok=True)
+        if branch != hub_constants.DEFAULT_REVISION:
+            api.create_branch(repo.repo_id, repo_type=repo_type, branch=branch, exist_ok=True)
+        parent = api.repo_info(repo.repo_id, repo_type=repo_type, revision=branch).sha
+        remote = api.list_repo_files(repo.repo_id, repo_type=repo_type, revision=parent) if mirror_patterns else []
         stale = [path for path in remote if matches(path, mirror_patterns) and path not in files]
         operations = [CommitOperationAdd(path, data) for path, data in files.items()]
         operations += [CommitOperationDelete(path) for path in stale]
-        info = api.create_commit(
-            repo_id,
+        return api.create_commit(
+            repo.repo_id,
             operations,
             commit_message=message,
             repo_type=repo_type,
             revision=branch,
             parent_commit=parent,
             create_pr=create_pr,
-        )
-        return info.oid
+        ).oid
 
     # Each attempt reads the head again: after a commit that landed but whose answer was lost, the next attempt finds
     # every file in place, and huggingface_hub drops unchanged files and makes no second commit. A pull request is
     # not retried: a second attempt would open a second one.
-    return commit() if create_pr else with_retries(commit, f"commit to {repo_id}@{branch}")
+    return push() if create_pr else with_retries(push, f"push to {repo_id}@{branch}")
 
 
 def download(repo_id: str, *, revision: str | None, allow_patterns: list[str], local_dir=None) -> str:
-    """
-    `snapshot_download`: every file from the one commit the revision resolves to, from the cache when there (the
-    cached snapshot when offline); retried on transient failures, resuming what was downloaded.
-    """
+    """`snapshot_download` of one commit (the cached snapshot when offline), retried, resuming what was downloaded."""
     return with_retries(
         lambda: snapshot_download(repo_id, revision=revision, local_dir=local_dir, allow_patterns=allow_patterns),
         f"download {repo_id}@{revision or 'main'}",
     )
-
-
-def check_repo_id(repo_id: str) -> str:
-    """`repo_id`, if it is a Hub repo id (else a `UsageError` naming it)."""
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as error:
-        raise UsageError(f"`repo_id` {repo_id!r} is not a Hub repo id (NAME or NAMESPACE/NAME): {error}") from None
-    return repo_id
-
-
-def check_branch(branch: str | None) -> str | None:
-    """`branch`, if it can name a branch to push to (not a commit sha, a tag or a PR ref)."""
-    if branch is not None and (not branch or re.fullmatch(r"[0-9a-f]{40}", branch) or branch.startswith("refs/tags")):
-        raise UsageError(f"`revision` must name a branch to push to (new or existing), got {branch!r}.")
-    return branch

@@ -1,8 +1,6 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
 """What may be sent: the files a push picks, read once, and the checks on exactly those bytes (no link out of the
-folder, no secret in a file's bytes, PNG chunks or name, every safetensors file complete)."""
-
-from __future__ import annotations
+folder, no secret in a file's name, bytes or PNG chunks, every safetensors file complete)."""
 
 import fnmatch
 import os
@@ -14,10 +12,10 @@ from pathlib import Path
 
 from huggingface_hub import constants as hub_constants
 from huggingface_hub.utils import get_stored_tokens, get_token
+from safetensors import SafetensorError, deserialize
 
 from .._errors import UsageError
 
-# Pickled files: never in a pipeline push; named in a warning when a checkpoint download fetches them.
 PICKLE_PATTERNS = ["*.bin", "*.pkl", "*.pickle", "*.pt", "*.pth", "*.ckpt"]
 # Never picked by any push, in any letter case (nor hidden files and folders, caches, virtual environments), unless a
 # Space push names them in `include`.
@@ -27,13 +25,12 @@ CREDENTIAL_FILES = [
     "kaggle.json", "*service?account*.json",
 ]  # fmt: skip
 CACHE_FOLDERS = {"__pycache__", "venv", "flagged"}
-# Secrets by their shape, in any file whatever its name or type, even glued to other text ("export MY_hf_..."); the
-# tokens of this machine are also looked for verbatim.
+TOKEN_SHAPE = r"hf_[A-Za-z0-9]{30,}"
+# Secrets by their shape, in any file whatever its name or type, even glued to other text ("export MY_hf_...").
 SECRET_SHAPES = {
-    "a Hugging Face access token": re.compile(rb"hf_[A-Za-z0-9]{30,}"),
+    "a Hugging Face access token": re.compile(TOKEN_SHAPE.encode()),
     "a private key": re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY"),
 }
-TOKEN_RE = re.compile(r"hf_[A-Za-z0-9]{30,}")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # A compressed PNG chunk is inflated up to this many bytes: one that holds more, or is corrupt, cannot be scanned.
 PNG_CHUNK_LIMIT = 16 * 2**20
@@ -61,12 +58,9 @@ def never_sent(path: str) -> bool:
     return hidden or credential or bool(CACHE_FOLDERS.intersection(folders)) or name.endswith(".pyc")
 
 
-def read_files(folder: Path, paths: Iterable[str]) -> dict[str, bytes]:
-    """
-    The bytes of each file, read once: what `check_files` checks is what is sent. A link to a file that would be sent
-    itself is read as that file; any other link (out of `folder`, to a folder, to a hidden or credential file) is
-    refused, naming it.
-    """
+def scanned_files(folder: Path, paths: Iterable[str], token: str | None = None) -> dict[str, bytes]:
+    """The bytes of each file, read once and checked (`check_files`): the bytes checked are the bytes sent. A link is
+    read only if it leads to a file of `folder` that is sent itself."""
     root = folder.resolve()
     files = {}
     for path in paths:
@@ -78,17 +72,12 @@ def read_files(folder: Path, paths: Iterable[str]) -> dict[str, bytes]:
                 "not hidden, not a credential); nothing was sent."
             )
         files[path] = target.read_bytes()
+    check_files(folder, files, token)
     return files
 
 
 def check_files(folder: Path, files: dict[str, bytes], token: str | None = None) -> None:
-    """
-    Refuse (`UsageError`, before anything is sent) a file with a secret in its name, its bytes or its PNG chunks
-    (compressed ones inflated), and a safetensors file that would not load. Secrets are a token of this machine
-    (`token`, the one in use, HF_TOKEN, the login's token file, every stored token) or the shapes of SECRET_SHAPES.
-    """
-    from safetensors import SafetensorError, deserialize
-
+    """Refuse a file with a secret (`token`, this machine's tokens, SECRET_SHAPES) or a safetensors file cut short."""
     tokens = known_tokens(token)
     for path, data in files.items():
         where = redact(str(folder / path), tokens)
@@ -152,4 +141,4 @@ def redact(text: str, tokens: Iterable[str] = ()) -> str:
     """`text` without the `tokens` and without anything shaped like a Hub token."""
     for token in tokens:
         text = text.replace(token, "<redacted>")
-    return TOKEN_RE.sub("<redacted>", text)
+    return re.sub(TOKEN_SHAPE, "<redacted>", text)

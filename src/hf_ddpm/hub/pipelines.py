@@ -1,35 +1,26 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
 """Pipeline repos: `push_pipeline` (one commit, mirroring the folder) and `pull`."""
 
-from __future__ import annotations
-
 import importlib.resources
-import json
-import logging
 import os
 from pathlib import Path
 
 from huggingface_hub import HfApi
+from safetensors import SafetensorError, safe_open
 
 from .._errors import UsageError
-from ..files import read_json_object
-from ..pipeline_ddpm_posterior import LOAD_PATTERNS, PIPELINE_CLASS
-from ._commit import check_branch, check_repo_id, download, push_files
-from ._scan import PICKLE_PATTERNS, check_files, matches, never_sent, read_files, walk
+from ._commit import download, push_files
+from ._scan import PICKLE_PATTERNS, matches, never_sent, scanned_files, walk
 from .cards import GENERATED_MARKER, save_model_card
 
-logger = logging.getLogger(__name__)
-
-
-# What a push sends and a pull fetches: what loading needs (the pipeline module's list), code, card, samples, metrics.
-# A push matches a pattern at one path level ("*.py" is a root file); a pull, with huggingface_hub, at any depth.
-REPO_PATTERNS = [*LOAD_PATTERNS, "*.py", "scheduler/*.py", "README.md", "*.png", "samples/*.png"]
+# What a push sends and a pull fetches: what loading needs (also in the flat layout of google/ddpm-*), code, card,
+# samples, metrics. A push matches a pattern at one folder depth ("*.py": root files), a pull at any depth.
+REPO_PATTERNS = ["model_index.json", "unet/config.json", "unet/*.safetensors", "unet/*.safetensors.index.json"]
+REPO_PATTERNS += ["scheduler/scheduler_config.json", "config.json", "scheduler_config.json", "*.safetensors"]
+REPO_PATTERNS += ["*.py", "scheduler/*.py", "README.md", "*.png", "samples/*.png"]
 REPO_PATTERNS += ["metrics.json", "eval_results.json", "training_args.json"]
-# The modules `trust_remote_code=True` runs (path in a pipeline folder -> module of the installed hf_ddpm).
-REMOTE_CODE = {
-    "pipeline_ddpm_posterior.py": "pipeline_ddpm_posterior.py",
-    "scheduler/scheduling_ddpm_posterior.py": "scheduling_ddpm_posterior.py",
-}
+# The modules `trust_remote_code=True` runs, in a pipeline folder; their names in the installed hf_ddpm are the same.
+REMOTE_CODE = ["pipeline_ddpm_posterior.py", "scheduler/scheduling_ddpm_posterior.py"]
 
 
 def push_pipeline(
@@ -43,48 +34,33 @@ def push_pipeline(
     token: str | None = None,
 ) -> str:
     """
-    Upload a saved pipeline folder to a Hub model repo in one commit and return the commit sha.
-
-    The repo is created if needed (`private` applies to new repos only), the branch `revision` is created from `main`
-    if it does not exist, and the model card README.md is rendered when missing (or refreshed when it is one that
-    `save_model_card` generated). Only the files in `REPO_PATTERNS` are sent, plus the remote-code modules of the
-    installed hf_ddpm where the folder lacks them; files under those patterns that the remote branch holds but the
-    folder no longer does are deleted in the same commit, so the branch mirrors the folder.
+    Upload a saved pipeline folder to a Hub model repo in one commit and return the commit sha. The branch then
+    mirrors the folder's files of `REPO_PATTERNS`, plus the installed hf_ddpm's remote-code modules where the folder
+    lacks them. The model card README.md is rendered first when missing, or refreshed when `save_model_card` wrote it.
 
     Args:
         folder (`str` or `os.PathLike`): a folder written by `DDPMPosteriorPipeline.save_pretrained`.
-        repo_id (`str`): "namespace/name" (or "name", in the token owner's namespace).
-        private (`bool`, defaults to `False`): create the repo private.
-        revision (`str`, *optional*): the branch to push to; `main` when `None`.
+        repo_id (`str`): "namespace/name" (or "name", in the token owner's namespace); created if needed.
+        private (`bool`, defaults to `False`): create the repo private (new repos only).
+        revision (`str`, *optional*): the branch to push to, created from `main` if new; `main` when `None`.
         commit_message (`str`, *optional*): defaults to "Upload DDPMPosteriorPipeline".
         create_pr (`bool`, defaults to `False`): open a pull request with the commit instead of moving the branch.
         token (`str`, *optional*): the Hub token (also looked for in every file); the logged-in one when `None`.
 
     Returns:
         `str`: the sha of the new commit (the current head if nothing changed).
-
-    Raises:
-        `FileNotFoundError` / `ValueError`: the folder is not a complete saved pipeline, or it holds a secret.
     """
+    from ..pipeline_ddpm_posterior import PIPELINE_CLASS  # torch: not imported for `hf-ddpm --help`
+
     folder = check_pipeline_folder(folder)
-    check_repo_id(repo_id)
-    check_branch(revision)
     if "/" not in repo_id:  # the card's loading examples need the full id
         repo_id = f"{HfApi(token=token).whoami()['name']}/{repo_id}"
     readme = folder / "README.md"
     if not readme.is_file() or GENERATED_MARKER in readme.read_text(encoding="utf-8", errors="replace"):
         save_model_card(folder, repo_id=repo_id)
-    # an allow-list: pickles (*.bin, *.pkl), checkpoints, logs, caches, hidden and credential files are never picked;
-    # a link in place of a folder of the layout (unet, scheduler, samples) is picked, to be refused
-    folders = {pattern.split("/")[0] for pattern in REPO_PATTERNS if "/" in pattern}
-    paths = [
-        path for path in walk(folder) if (matches(path, REPO_PATTERNS) or path in folders) and not never_sent(path)
-    ]
-    skipped = sorted(set(walk(folder)) - set(paths))
-    if skipped:
-        logger.info("Not uploading %d file(s) outside the pipeline layout: %s", len(skipped), ", ".join(skipped[:5]))
-    files = with_remote_code(read_files(folder, paths))
-    check_files(folder, files, token)
+    layout = [*REPO_PATTERNS, "unet", "scheduler", "samples"]  # a link in place of one of these folders: refused
+    paths = [path for path in walk(folder) if matches(path, layout) and not never_sent(path)]
+    files = with_remote_code(scanned_files(folder, paths, token))
     return push_files(
         repo_id,
         files,
@@ -98,78 +74,39 @@ def push_pipeline(
 
 
 def with_remote_code(files: dict[str, bytes]) -> dict[str, bytes]:
-    """
-    `files` plus, in every pipeline folder among them (a model_index.json whose `_class_name` is
-    DDPMPosteriorPipeline) that lacks them, the `REMOTE_CODE` modules with the bytes of the installed hf_ddpm.
-    """
+    """`files` plus, beside every model_index.json that names the pipeline module, the `REMOTE_CODE` it lacks."""
     package = importlib.resources.files("hf_ddpm")
     completed = dict(files)
     for path, data in files.items():
-        if path.rsplit("/", 1)[-1] == "model_index.json" and _pipeline_class(data) == PIPELINE_CLASS:
+        # a saved pipeline's `_class_name` is ["pipeline_ddpm_posterior", "DDPMPosteriorPipeline"]
+        if path.rpartition("/")[2] == "model_index.json" and b'"pipeline_ddpm_posterior"' in data:
             root = path.removesuffix("model_index.json")
-            for module_path, module in REMOTE_CODE.items():
-                completed.setdefault(root + module_path, package.joinpath(module).read_bytes())
+            for module in REMOTE_CODE:
+                completed.setdefault(root + module, package.joinpath(module.rpartition("/")[2]).read_bytes())
     return completed
-
-
-def _pipeline_class(model_index: bytes) -> str | None:
-    try:
-        class_name = json.loads(model_index).get("_class_name")
-    except (ValueError, AttributeError):
-        return None
-    return class_name[-1] if isinstance(class_name, list) and class_name else class_name
 
 
 def pull(repo_id: str, *, revision: str | None = None, local_dir: str | os.PathLike | None = None) -> str:
     """
-    Download a pipeline repo (what loading needs, plus its code, card, samples and metrics) and return its folder.
-
-    Every file comes from the one commit the revision (branch, tag or sha; `main` when `None`) resolves to, from the
-    huggingface_hub cache when present; with `HF_HUB_OFFLINE=1` (or the Hub unreachable) the cached snapshot of that
-    revision is used. A download interrupted by a transient error is retried and resumes where it stopped.
-
-    Returns:
-        `str`: the local folder, loadable with `DDPMPosteriorPipeline.from_pretrained(folder)`.
+    Download the `REPO_PATTERNS` files of a pipeline repo at one commit (that of `revision`, a branch, tag or sha) and
+    return the folder. The huggingface_hub cache serves what it holds; offline, its snapshot of that revision.
     """
-    check_repo_id(repo_id)
     return download(repo_id, revision=revision, local_dir=local_dir, allow_patterns=REPO_PATTERNS)
 
 
 def check_pipeline_folder(folder: str | os.PathLike) -> Path:
-    """
-    `folder` as a `Path`, if it holds a complete saved pipeline: model_index.json (a JSON object naming `unet` and
-    `scheduler`), unet/config.json with complete safetensors weights, and scheduler/scheduler_config.json.
-
-    Raises:
-        `FileNotFoundError`: a file or folder is missing (named in the message), or the weights are pickles only.
-        `ValueError`: model_index.json is malformed, or a safetensors file is incomplete (truncated).
-    """
-    from safetensors import SafetensorError, safe_open
-
+    """`folder` as a `Path`, if it has a model_index.json and complete safetensors weights in unet/."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is not a folder (expected a pipeline saved with save_pretrained).")
-    index_path = folder / "model_index.json"
-    if not index_path.is_file():
-        raise FileNotFoundError(f"{index_path} is missing: {folder} is not a saved diffusers pipeline.")
-    try:
-        index = read_json_object(index_path)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    if not all(isinstance(index.get(name), list) for name in ("unet", "scheduler")):
-        raise UsageError(f"{index_path} must be a JSON object with `unet` and `scheduler` entries [library, class].")
-    for required in ("unet/config.json", "scheduler/scheduler_config.json"):
-        if not (folder / required).is_file():
-            raise FileNotFoundError(f"{folder / required} is missing: the pipeline is incomplete.")
-    weight_files = sorted((folder / "unet").glob("*.safetensors"))
-    if not weight_files:
+    if not (folder / "model_index.json").is_file():
+        raise FileNotFoundError(f"{folder / 'model_index.json'} is missing: {folder} is not a saved pipeline.")
+    weights = sorted((folder / "unet").glob("*.safetensors"))
+    if not weights:
         pickles = [path for path in walk(folder / "unet") if matches(path, PICKLE_PATTERNS)]
         found = f" (found {', '.join(pickles)}: hf-ddpm never uploads pickled weights)" if pickles else ""
         raise FileNotFoundError(f"{folder / 'unet'} has no .safetensors weights{found}; save with safetensors.")
-    for path in weight_files:
+    for path in weights:
         try:
-            with safe_open(path, framework="numpy"):  # checks that the tensors' byte ranges cover the file exactly
-                pass
+            safe_open(path, framework="numpy")  # checks that the tensors' byte ranges cover the file exactly
         except SafetensorError as error:
             raise UsageError(f"{path} is not a complete safetensors file: {error}; it would not load.") from None
     return folder
