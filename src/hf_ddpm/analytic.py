@@ -98,26 +98,23 @@ def estimate_gamma(
     else:
         choice = torch.randint(num_images, (num_train_timesteps, samples_per_timestep), generator=generator)
     pair_timesteps = torch.arange(num_train_timesteps).repeat_interleave(samples_per_timestep)
-    pair_images = choice.reshape(-1)
 
     device, dtype = pipeline._execution_device, pipeline.unet.dtype
-    squared_norms = torch.empty(len(pair_timesteps), dtype=torch.float64)
-    noise_norms = torch.empty(len(pair_timesteps), dtype=torch.float64)
+    squared_norms, noise_norms = [], []  # ||eps_theta||^2 / d and ||eps||^2 / d of each (image, timestep) pair
     progress = tqdm(total=len(pair_timesteps), desc="Gamma_t = E||eps||^2/d", disable=not show_progress)
     with progress as bar, torch.no_grad():
-        for start in range(0, len(pair_timesteps), batch_size):
-            t = pair_timesteps[start : start + batch_size]
-            x0 = x_start[pair_images[start : start + batch_size]]
+        for t, index in zip(pair_timesteps.split(batch_size), choice.reshape(-1).split(batch_size), strict=True):
+            x0 = x_start[index]
             noise = torch.randn(x0.shape, generator=generator)
             x_t = scheduler.add_noise(x0, noise, t)
             model_output = pipeline.unet(x_t.to(device, dtype), t.to(device)).sample
             eps = predicted_noise(scheduler, model_output.float().cpu(), x_t, t)
-            squared_norms[start : start + len(t)] = eps.pow(2).mean(dim=(1, 2, 3))
-            noise_norms[start : start + len(t)] = noise.double().pow(2).mean(dim=(1, 2, 3))
+            squared_norms.append(eps.pow(2).mean(dim=(1, 2, 3)))
+            noise_norms.append(noise.double().pow(2).mean(dim=(1, 2, 3)))
             bar.update(len(t))
+    shape = (num_train_timesteps, samples_per_timestep)
     gamma, standard_error = control_variate_mean(
-        squared_norms.reshape(num_train_timesteps, samples_per_timestep),
-        noise_norms.reshape(num_train_timesteps, samples_per_timestep),
+        torch.cat(squared_norms).view(shape), torch.cat(noise_norms).view(shape)
     )
     return gamma.numpy(), standard_error.numpy()
 

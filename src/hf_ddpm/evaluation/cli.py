@@ -163,11 +163,8 @@ def run_eval(args: argparse.Namespace) -> int:
         results["fid"] = {**fid(samples, images, inception), **dataset, **sampled}
 
     print(format_table(results))
-    output_dir = args.output_dir
-    if output_dir is None:  # the model folder, else outputs/eval/OWNER--NAME for a Hub repo
-        output_dir = (
-            args.model if os.path.isdir(args.model) else os.path.join("outputs", "eval", args.model.replace("/", "--"))
-        )
+    hub_folder = os.path.join("outputs", "eval", args.model.replace("/", "--"))  # for a Hub repo id
+    output_dir = args.output_dir or (args.model if os.path.isdir(args.model) else hub_folder)  # "" was refused
     print(f"wrote {write_eval_results(output_dir, results)}")
     if samples is not None:
         path = os.path.join(output_dir, "eval_samples.png")

@@ -65,16 +65,9 @@ def load_images(
     name: str, channels: int, split: str = "test", resolution: int | None = None, image_folder: bool = False
 ) -> np.ndarray:
     """
-    The images of a `datasets` dataset as uint8 [N x H x W x `channels`], decoded as training decodes them
-    (`hf_ddpm._datasets`: transparent pixels white, no resizing).
-
-    Args:
-        name (`str`): a Hub dataset id or a local dataset folder; with `image_folder`, a folder of images.
-        channels (`int`): 1 (grayscale), 3 (RGB) or 4 (RGBA).
-        split (`str`, defaults to `"test"`): the split to read; an image folder is read whole.
-        resolution (`int`, *optional*): the side the images must have (a mismatch is an error, not a resize).
-        image_folder (`bool`, defaults to `False`): read `name` with the `imagefolder` builder, as training reads
-            `--train_data_dir`.
+    The images of `split` of a `datasets` dataset (a Hub id or a local folder), or of every image of the folder `name`
+    with `image_folder` (as training reads --train_data_dir), as uint8 [N x H x W x `channels`]: decoded as training
+    decodes them, not resized (a side other than `resolution` is refused).
     """
     if image_folder:
         if not os.path.isdir(name):

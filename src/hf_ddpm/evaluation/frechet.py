@@ -118,13 +118,8 @@ class InceptionFID:
 
 class Dinov2Features:
     """
-    DINOv2's CLS token after the final layer norm (`pooler_output`), float64 [N x hidden_size], as FD_DINOv2 uses.
-
-    Args:
-        model_name_or_path (`str`, defaults to `"facebook/dinov2-base"`): a folder with the model and its image
-            processor, or a Hub id (read from the local cache when the Hub cannot be reached).
-        device (`str` or `torch.device`, defaults to `"cpu"`).
-        batch_size (`int`, defaults to 64): images per forward pass.
+    DINOv2's CLS token after the final layer norm (`pooler_output`), float64 [N x hidden_size], as FD_DINOv2 uses,
+    from a folder with the model and its image processor or a Hub id (from the cache when the Hub is unreachable).
     """
 
     def __init__(self, model_name_or_path: str = "facebook/dinov2-base", device="cpu", batch_size: int = 64):
