@@ -196,7 +196,7 @@ def register(subparsers) -> None:
     )
     add_run_arguments(parser, 256, "(image, timestep) pairs per UNet call", "of the image choice and the noise")
     parser.add_argument(
-        "--output_dir", required=True, help="the new pipeline folder (neither MODEL nor a folder that holds it)"
+        "--output_dir", required=True, help="the new pipeline folder (neither the model nor a folder that holds it)"
     )
     add_dataset_arguments(
         parser.add_argument_group("data (the training distribution Gamma is an expectation over)"),
