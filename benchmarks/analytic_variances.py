@@ -219,9 +219,12 @@ def analytic_pipeline(pipeline, path: str, train_images, args):
     record = json.load(open(statistics)) if os.path.isfile(statistics) else {}
     if (record.get("samples_per_timestep"), record.get("seed")) != (args.samples_per_timestep, args.seed):
         start = time.perf_counter()
-        estimate = estimate_gamma(pipeline, train_images, args.samples_per_timestep, args.batch_size, args.seed)
-        description = {"source": path, "data": "digits", "split": "train"}
-        record = save_analytic_pipeline(pipeline, estimate, folder, description)
+        gamma, standard_error = estimate_gamma(
+            pipeline, train_images, args.samples_per_timestep, args.batch_size, args.seed
+        )
+        description = {"source": path, "dataset": "digits", "split": "train", "num_images": len(train_images)}
+        description.update(samples_per_timestep=args.samples_per_timestep, seed=args.seed)
+        record = save_analytic_pipeline(pipeline, gamma, standard_error, folder, description)
         record["seconds"] = round(time.perf_counter() - start, 1)
     gamma = record["gamma"]
     summary = {k: v for k, v in record.items() if k not in ("gamma", "standard_error")}
@@ -233,7 +236,10 @@ def analytic_pipeline(pipeline, path: str, train_images, args):
 
 def run(args) -> dict:
     from hf_ddpm import DDPMPosteriorPipeline
-    from hf_ddpm.evaluation import fd_digits, generate_samples, load_digits, with_variance_type
+    from hf_ddpm._digits import load_digits
+    from hf_ddpm._variance import with_variance_type
+    from hf_ddpm.evaluation.metrics import fd_digits
+    from hf_ddpm.sampling import generate_samples
 
     torch.set_num_threads(1)
     train_images = load_digits("train")[0]

@@ -208,7 +208,7 @@ def train_images_model_space():
     """The DDPM training split (the same 1,617 digits as `python train.py`), [N x 1 x 8 x 8] in [-1, 1]."""
     import torch
 
-    from hf_ddpm.evaluation.data import load_digits
+    from hf_ddpm._digits import load_digits
 
     images, _ = load_digits("train")
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
@@ -494,7 +494,7 @@ def load_pipeline(work_dir: str, model: str, sampler: str, variance_type: str):
 
         return DDPMPipeline.from_pretrained(folder)
     from hf_ddpm import DDPMPosteriorPipeline
-    from hf_ddpm.evaluation import with_variance_type
+    from hf_ddpm._variance import with_variance_type
 
     return with_variance_type(DDPMPosteriorPipeline.from_pretrained(folder), variance_type)
 
@@ -504,7 +504,7 @@ def sample_job(argv) -> int:
     job, args = parse_job(argv)
     import torch
 
-    from hf_ddpm.evaluation import generate_samples
+    from hf_ddpm.sampling import generate_samples
 
     torch.set_num_threads(1)
     pipeline = load_pipeline(args.work_dir, job["model"], job["sampler"], job["variance_type"])
@@ -529,8 +529,9 @@ def bpd_job(argv) -> int:
     import torch
 
     from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler
-    from hf_ddpm.evaluation import dataset_bits_per_dim, with_variance_type
-    from hf_ddpm.evaluation.data import load_digits
+    from hf_ddpm._digits import load_digits
+    from hf_ddpm._variance import with_variance_type
+    from hf_ddpm.evaluation.metrics import summarize_bits_per_dim
 
     torch.set_num_threads(1)
     folder = os.path.join(args.work_dir, job["model"])
@@ -551,10 +552,12 @@ def bpd_job(argv) -> int:
     if args.num_samples < 100:  # --quick: a handful of held-out digits
         heldout = heldout[:16]
     started = time.perf_counter()
-    result = dataset_bits_per_dim(pipeline, heldout, seed=job["seed"], num_timesteps=job["num_timesteps"])
-    record = job | {"num_timesteps_requested": job["num_timesteps"]} | result.summary()
+    generator = torch.Generator().manual_seed(job["seed"])
+    output = pipeline.bits_per_dim(heldout, generator=generator, num_timesteps=job["num_timesteps"])
+    summary = summarize_bits_per_dim(output)
+    record = job | {"num_timesteps_requested": job["num_timesteps"], "bits_per_dim": summary.pop("value")} | summary
     record |= {"seconds": time.perf_counter() - started, "split": "digits-test (held out)"}
-    record["per_image"] = result.per_image.tolist()  # the same images for every model: paired differences
+    record["per_image"] = output.bpd.tolist()  # the same images for every model: paired differences
     write_json(record, bpd_path(args, job))
     print(json.dumps(record, indent=2))
     return 0
@@ -592,8 +595,10 @@ class FrechetScorer:
     """
 
     def __init__(self, seed: int):
-        from hf_ddpm.evaluation import DigitsClassifier, digits_reference_images, gaussian_statistics
-        from hf_ddpm.evaluation.digits_classifier import classify
+        from hf_ddpm._digits import load_digits
+        from hf_ddpm.evaluation.digits_classifier import DigitsClassifier, classify
+        from hf_ddpm.evaluation.frechet import gaussian_statistics
+        from hf_ddpm.evaluation.metrics import DIGITS_REFERENCES
 
         self.classifier = DigitsClassifier.from_asset()
         self.seed = seed
@@ -601,13 +606,13 @@ class FrechetScorer:
         self.values: dict[str, dict[str, float]] = {}
         self.references = {}
         for name in REFERENCES:
-            features, _ = classify(self.classifier, digits_reference_images(name))
+            features, _ = classify(self.classifier, load_digits(DIGITS_REFERENCES[name])[0])
             self.references[name] = (len(features), gaussian_statistics(features))
 
     def score(self, images: np.ndarray, name: str | None = None) -> dict:
         """fd-digits of uint8 images against each reference; `name` keeps the bootstrap values (paired differences)."""
-        from hf_ddpm.evaluation import frechet_distance, gaussian_statistics
         from hf_ddpm.evaluation.digits_classifier import classify, digits_sample_statistics
+        from hf_ddpm.evaluation.frechet import frechet_distance, gaussian_statistics
 
         features, probabilities = classify(self.classifier, images)
         statistics = digits_sample_statistics(probabilities)
@@ -638,7 +643,7 @@ class FrechetScorer:
 
 def real_data_floor(args, scorer: FrechetScorer) -> dict:
     """n real training digits scored like a sample set, for several seeds: what a perfect sampler scores at this n."""
-    from hf_ddpm.evaluation.data import load_digits
+    from hf_ddpm._digits import load_digits
 
     train, _ = load_digits("train")
     count = min(args.num_samples, len(train))

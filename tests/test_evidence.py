@@ -19,11 +19,12 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 from scipy import stats
-from test_evaluation import DATA_STD, GaussianOptimalDenoiser, gaussian_images
+from test_evaluation import DATA_STD, GaussianOptimalDenoiser, bound, gaussian_images
 from test_scheduler import reference_alphas_cumprod
 
 from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler
-from hf_ddpm.evaluation import dataset_bits_per_dim, load_digits, with_variance_type
+from hf_ddpm._digits import load_digits
+from hf_ddpm._variance import with_variance_type
 from hf_ddpm.scheduling_ddpm_posterior import discretized_gaussian_log_likelihood
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -161,9 +162,7 @@ def stratified_gaussian_bound():
         unet=GaussianOptimalDenoiser(alphas_cumprod.tolist(), DATA_STD**2), scheduler=scheduler
     )
     images = torch.from_numpy(gaussian_images(400, seed=5)).reshape(-1, 1, 8, 8)
-    result = dataset_bits_per_dim(
-        pipeline, images, seed=0, num_timesteps=50, batch_size=4000, clip_denoised=False, show_progress=False
-    )
+    result = bound(pipeline, images, seed=0, num_timesteps=50, batch_size=4000, clip_denoised=False)
     return result, alphas_cumprod
 
 

@@ -108,9 +108,6 @@ def test_package_names_load_on_first_use():
     assert DDPMPosteriorPipeline is pipeline_class and DDPMPosteriorScheduler is scheduler_class
     assert set(hf_ddpm.__all__) <= set(dir(hf_ddpm))
     assert all(getattr(hf_ddpm, name) is not None for name in hf_ddpm.__all__)
-    from hf_ddpm import evaluation
-
-    assert all(getattr(evaluation, name) is not None for name in evaluation.__all__)  # no name of a removed function
     with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
         hf_ddpm.Nothing  # noqa: B018
 

@@ -23,10 +23,8 @@ MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit intege
 
 
 def int_range(low: int, high: int | None = None):
-    """
-    An argparse `type=`: an integer in [low, high] (`high=None`: no upper bound). argparse prints the error as
-    "argument --flag: must be an integer ..." and exits with code 2. (`choices=range(...)` would list every value.)
-    """
+    """An argparse `type=`: an integer in [low, high] (no upper bound when `high` is None), refused in one line naming
+    the flag (`choices=range(...)` would list every value)."""
     allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
 
     def integer(text: str) -> int:

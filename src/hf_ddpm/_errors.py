@@ -10,11 +10,3 @@ def one_line(error: BaseException) -> str:
     """The error's type and the first line of its message: for logs and command-line errors."""
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
-
-
-def check_at_least(args, minimums: dict[str, int]) -> None:
-    """Raise `UsageError` naming the first flag of `minimums` ({name: least value}) below its least; unset is fine."""
-    for flag, least in minimums.items():
-        value = getattr(args, flag)
-        if value is not None and value < least:
-            raise UsageError(f"--{flag} must be at least {least}, got {value}.")

@@ -1,9 +1,6 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
-"""Public names of a package that live in its submodules, imported on first use (PEP 562).
-
-`hf-ddpm --help` imports `hf_ddpm`, `hf_ddpm.evaluation` and `hf_ddpm.hub`; their public names pull in torch and
-diffusers, so the packages import them only when one is first read.
-"""
+"""Public names of a package imported from its submodules on first use (PEP 562): `hf-ddpm --help` imports the
+package, and the names pull in torch and diffusers."""
 
 import importlib
 import sys

@@ -1,12 +1,8 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
 """
-Analytic-DPM (Bao et al. 2022, arXiv 2201.06503) for a saved model: the optimal reverse variances of a model trained
-with fixed ones, without retraining.
-
-The optimal variance of each reverse step has a closed form in one statistic of the noise predictor per timestep,
-Gamma_t = E_{q(x_t)} ||eps_theta(x_t, t)||^2 / d (the scheduler's `variance_type="analytic"` holds the formula). This
-module estimates Gamma by Monte Carlo on a data split, with its standard error, and writes a new pipeline whose
-scheduler carries the statistics in its config (`hf-ddpm analytic MODEL --output_dir NEW`).
+Analytic-DPM (Bao et al. 2022, arXiv 2201.06503) for a saved model trained with fixed variances: the optimal reverse
+variances, without retraining, from Gamma_t = E_{q(x_t)} ||eps_theta(x_t, t)||^2 / d (the scheduler's
+`variance_type="analytic"` holds the formula), estimated here by Monte Carlo on a data split.
 """
 
 from __future__ import annotations
@@ -15,16 +11,15 @@ import argparse
 import json
 import math
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ._choices import int_range
 from ._devices import resolve_device
-from .evaluation.cli import add_dataset_arguments, load_dataset_images, uses_digits
+from .evaluation.data import add_dataset_arguments, describe_dataset, load_dataset_images, uses_digits
 from .files import atomic_write_text, check_output_dir
-from .sampling import add_run_arguments
+from .sampling import add_run_arguments, load_pipeline
 
 if TYPE_CHECKING:  # torch is imported where used: `hf-ddpm --help` needs none
     import torch
@@ -36,40 +31,6 @@ EXAMPLE = """Example:
   hf-ddpm analytic google/ddpm-cifar10-32 --train_data_dir cifar10/train --output_dir outputs/cifar10-analytic
   hf-ddpm sample outputs/digits-simple-analytic --num_inference_steps 50
 """
-
-
-@dataclass
-class GammaEstimate:
-    """
-    A Monte-Carlo estimate of Gamma_t = E ||eps_theta(x_t, t)||^2 / d for every training timestep t.
-
-    Args:
-        gamma (`np.ndarray`): [T] the estimate.
-        standard_error (`np.ndarray`): [T] its standard error at each t (the spread of ||eps||^2 / d over the draws).
-        samples_per_timestep (`int`): M, the (x_0, x_t) draws at each t.
-        num_images (`int`): the images x_0 was drawn from.
-        seed (`int`): the seed of the draws.
-    """
-
-    gamma: np.ndarray
-    standard_error: np.ndarray
-    samples_per_timestep: int
-    num_images: int
-    seed: int
-
-    def summary(self) -> dict:
-        """The JSON-able record written beside the new pipeline."""
-        worst = int(np.argmax(self.standard_error))
-        return {
-            "samples_per_timestep": self.samples_per_timestep,
-            "num_images": self.num_images,
-            "seed": self.seed,
-            "max_standard_error": float(self.standard_error[worst]),
-            "max_standard_error_timestep": worst,
-            "mean_standard_error": float(self.standard_error.mean()),
-            "gamma": self.gamma.tolist(),
-            "standard_error": self.standard_error.tolist(),
-        }
 
 
 def predicted_noise(scheduler, model_output: torch.Tensor, x_t: torch.Tensor, timesteps: torch.Tensor):
@@ -98,7 +59,7 @@ def estimate_gamma(
     batch_size: int = 256,
     seed: int = 0,
     show_progress: bool = True,
-) -> GammaEstimate:
+) -> tuple[np.ndarray, np.ndarray]:
     """
     Estimate Gamma_t = E_{x_0, eps} ||eps_theta(x_t, t)||^2 / d at every training timestep.
 
@@ -118,7 +79,7 @@ def estimate_gamma(
         show_progress (`bool`, defaults to `True`): show a progress bar.
 
     Returns:
-        [`GammaEstimate`]
+        `tuple`: Gamma_t [T] and its standard error [T], float64.
     """
     import torch
     from tqdm.auto import tqdm
@@ -137,34 +98,25 @@ def estimate_gamma(
     else:
         choice = torch.randint(num_images, (num_train_timesteps, samples_per_timestep), generator=generator)
     pair_timesteps = torch.arange(num_train_timesteps).repeat_interleave(samples_per_timestep)
-    pair_images = choice.reshape(-1)
 
     device, dtype = pipeline._execution_device, pipeline.unet.dtype
-    squared_norms = torch.empty(len(pair_timesteps), dtype=torch.float64)
-    noise_norms = torch.empty(len(pair_timesteps), dtype=torch.float64)
+    squared_norms, noise_norms = [], []  # ||eps_theta||^2 / d and ||eps||^2 / d of each (image, timestep) pair
     progress = tqdm(total=len(pair_timesteps), desc="Gamma_t = E||eps||^2/d", disable=not show_progress)
     with progress as bar, torch.no_grad():
-        for start in range(0, len(pair_timesteps), batch_size):
-            t = pair_timesteps[start : start + batch_size]
-            x0 = x_start[pair_images[start : start + batch_size]]
+        for t, index in zip(pair_timesteps.split(batch_size), choice.reshape(-1).split(batch_size), strict=True):
+            x0 = x_start[index]
             noise = torch.randn(x0.shape, generator=generator)
             x_t = scheduler.add_noise(x0, noise, t)
             model_output = pipeline.unet(x_t.to(device, dtype), t.to(device)).sample
             eps = predicted_noise(scheduler, model_output.float().cpu(), x_t, t)
-            squared_norms[start : start + len(t)] = eps.pow(2).mean(dim=(1, 2, 3))
-            noise_norms[start : start + len(t)] = noise.double().pow(2).mean(dim=(1, 2, 3))
+            squared_norms.append(eps.pow(2).mean(dim=(1, 2, 3)))
+            noise_norms.append(noise.double().pow(2).mean(dim=(1, 2, 3)))
             bar.update(len(t))
+    shape = (num_train_timesteps, samples_per_timestep)
     gamma, standard_error = control_variate_mean(
-        squared_norms.reshape(num_train_timesteps, samples_per_timestep),
-        noise_norms.reshape(num_train_timesteps, samples_per_timestep),
+        torch.cat(squared_norms).view(shape), torch.cat(noise_norms).view(shape)
     )
-    return GammaEstimate(
-        gamma=gamma.numpy(),
-        standard_error=standard_error.numpy(),
-        samples_per_timestep=samples_per_timestep,
-        num_images=num_images,
-        seed=seed,
-    )
+    return gamma.numpy(), standard_error.numpy()
 
 
 def control_variate_mean(values: torch.Tensor, controls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -192,28 +144,44 @@ def with_analytic_variances(pipeline, gamma: np.ndarray | list[float]):
     return type(pipeline)(unet=pipeline.unet, scheduler=scheduler)
 
 
-def variance_relative_error(scheduler, estimate: GammaEstimate) -> np.ndarray:
+def variance_relative_error(scheduler, gamma: np.ndarray, standard_error: np.ndarray) -> float:
     """
-    [T - 1] how far each training-chain sigma*_t^2 (t >= 1; the decoder's is floored) moves, relative to itself, when
-    Gamma_t moves by one standard error either way: sigma*^2 with its clipping recomputed, so timesteps where the
-    proven bounds bind (e.g. the cosine schedule's last step, alpha_bar ~ 0) count what the clipped value does.
+    How far the training chain's sigma*_t^2 (t >= 1) move at worst, relative to themselves, when Gamma moves by one
+    standard error either way: with the clipping recomputed, so that where the proven bounds bind (the cosine
+    schedule's last step, alpha_bar ~ 0) the clipped value counts.
     """
     from .scheduling_ddpm_posterior import analytic_variance
 
     alphas_cumprod = scheduler._alphas_cumprod64
     alphas_cumprod_prev = np.concatenate([[1.0], alphas_cumprod[:-1]])
 
-    def variance(gamma):
+    def variances(gamma):
         return analytic_variance(alphas_cumprod, alphas_cumprod_prev, gamma, scheduler._decoder_variance)[1:]
 
-    central = variance(estimate.gamma)
-    shifted = [variance(np.maximum(estimate.gamma + sign * estimate.standard_error, 0.0)) for sign in (-1, 1)]
-    return np.maximum(*(np.abs(v - central) for v in shifted)) / central
+    central = variances(gamma)
+    shifted = [variances(np.maximum(gamma + sign * standard_error, 0.0)) for sign in (-1, 1)]
+    return max(float((np.abs(variance - central) / central).max()) for variance in shifted)
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# `hf-ddpm analytic`
-# --------------------------------------------------------------------------------------------------------------------
+def save_analytic_pipeline(pipeline, gamma, standard_error, output_dir: str, description: dict) -> dict:
+    """
+    Save the pipeline with the analytic variances of `gamma` to `output_dir`, and beside it analytic_gamma.json:
+    `description` (where the model and the data came from), the estimate and its errors. Returns that record.
+    """
+    analytic = with_analytic_variances(pipeline, gamma)
+    analytic.save_pretrained(output_dir)
+    worst = int(np.argmax(standard_error))
+    record = {
+        **description,
+        "max_standard_error": float(standard_error[worst]),
+        "max_standard_error_timestep": worst,
+        "mean_standard_error": float(standard_error.mean()),
+        "max_variance_relative_error": variance_relative_error(analytic.scheduler, gamma, standard_error),
+        "gamma": gamma.tolist(),
+        "standard_error": standard_error.tolist(),
+    }
+    atomic_write_text(os.path.join(output_dir, STATISTICS_FILE), json.dumps(record, indent=2) + "\n")
+    return record
 
 
 def register(subparsers) -> None:
@@ -226,9 +194,9 @@ def register(subparsers) -> None:
         " 2022). The input is left untouched.",
         epilog=EXAMPLE,
     )
-    parser.add_argument("pretrained_model_name_or_path", metavar="MODEL", help="a saved pipeline folder or Hub id")
+    add_run_arguments(parser, 256, "(image, timestep) pairs per UNet call", "of the image choice and the noise")
     parser.add_argument(
-        "--output_dir", required=True, help="the new pipeline folder (neither MODEL nor a folder that holds it)"
+        "--output_dir", required=True, help="the new pipeline folder (neither the model nor a folder that holds it)"
     )
     add_dataset_arguments(
         parser.add_argument_group("data (the training distribution Gamma is an expectation over)"),
@@ -241,44 +209,23 @@ def register(subparsers) -> None:
         default=100,
         help="Monte-Carlo draws M at each timestep: T x M UNet evaluations, standard error ~ 1/sqrt(M) (default: 100)",
     )
-    add_run_arguments(parser, 256, "(image, timestep) pairs per UNet call", "of the image choice and the noise")
     parser.set_defaults(handler=run_analytic)
 
 
 def run_analytic(args: argparse.Namespace) -> int:
-    from .pipeline_ddpm_posterior import DDPMPosteriorPipeline
-
-    check_output_dir(args.output_dir, inputs=[args.pretrained_model_name_or_path])  # the input is left untouched
+    check_output_dir(args.output_dir, inputs=[args.model])  # the input is left untouched
     uses_digits(args)
-    device = resolve_device(args.device)
-
-    pipeline = DDPMPosteriorPipeline.from_pretrained(args.pretrained_model_name_or_path, revision=args.revision)
-    images = load_dataset_images(args, pipeline)
-    pipeline = pipeline.to(device)
-    estimate = estimate_gamma(pipeline, images, args.samples_per_timestep, args.batch_size, args.seed)
-    data = {
-        "source": args.pretrained_model_name_or_path,
-        "data": args.train_data_dir or args.dataset_name or args.dataset,
-    }
-    record = save_analytic_pipeline(pipeline, estimate, args.output_dir, {**data, "split": args.split})
+    pipeline = load_pipeline(args, resolve_device(args.device))
+    images = load_dataset_images(args, pipeline.unet.config)
+    gamma, standard_error = estimate_gamma(pipeline, images, args.samples_per_timestep, args.batch_size, args.seed)
+    description = {"source": args.model, **describe_dataset(args), "num_images": len(images)}
+    description.update(samples_per_timestep=args.samples_per_timestep, seed=args.seed)
+    record = save_analytic_pipeline(pipeline, gamma, standard_error, args.output_dir, description)
     print(
-        f"Gamma_t from {estimate.num_images} images, {estimate.samples_per_timestep} draws per timestep: Monte-Carlo"
-        f" standard error {record['mean_standard_error']:.4f} on average, at most"
-        f" {record['max_standard_error']:.4f} (t={record['max_standard_error_timestep']}); the optimal variances"
-        f" sigma*_t^2 to within {100 * record['max_variance_relative_error']:.2f}% (one standard error, at worst)"
+        f"Gamma_t from {len(images)} images, {args.samples_per_timestep} draws per timestep: Monte-Carlo standard"
+        f" error {record['mean_standard_error']:.4f} on average, at most {record['max_standard_error']:.4f}"
+        f" (t={record['max_standard_error_timestep']}); the optimal variances sigma*_t^2 to within"
+        f" {100 * record['max_variance_relative_error']:.2f}% (one standard error, at worst)"
     )
     print(f"wrote {args.output_dir} (variance_type='analytic') and {os.path.join(args.output_dir, STATISTICS_FILE)}")
     return 0
-
-
-def save_analytic_pipeline(pipeline, estimate: GammaEstimate, output_dir: str, description: dict) -> dict:
-    """
-    Save the pipeline with analytic variances from `estimate` to `output_dir`, and the estimate with its errors (and
-    `description`: where the model and data came from) to `analytic_gamma.json` beside it. Returns that record.
-    """
-    analytic = with_analytic_variances(pipeline, estimate.gamma)
-    analytic.save_pretrained(output_dir)
-    relative = variance_relative_error(analytic.scheduler, estimate)
-    record = {**description, **estimate.summary(), "max_variance_relative_error": float(relative.max())}
-    atomic_write_text(os.path.join(output_dir, STATISTICS_FILE), json.dumps(record, indent=2) + "\n")
-    return record

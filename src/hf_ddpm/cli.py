@@ -1,10 +1,7 @@
-"""`hf-ddpm`: one command line for the whole journey (train, sample, eval, analytic, push, pull, card, push-space).
-
-Each subcommand lives in the module of its concept and adds itself through a `register(subparsers)` function that
-calls `subparsers.add_parser(...)` and `parser.set_defaults(handler=...)`. A handler takes the parsed arguments and
-returns an exit code (or None for 0). Exit codes: 0 success, 2 bad usage (argparse errors, `UsageError`, and a
-file or folder the command needs that does not exist: `FileNotFoundError`), 1 any other failure. Errors print as one
-line; `--debug` shows the traceback.
+"""
+`hf-ddpm`: each subcommand's module adds it with `register(subparsers)`, whose handler returns an exit code (None: 0).
+Exit codes: 0 success, 2 bad usage (argparse errors, `UsageError`, a missing file or folder: `FileNotFoundError`), 1
+any other failure; errors print as one line (`--debug`: the traceback).
 """
 
 import argparse

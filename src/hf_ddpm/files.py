@@ -12,9 +12,8 @@ from ._errors import UsageError
 
 def atomic_save(path: str | os.PathLike, save: Callable[[str], None]) -> None:
     """
-    `save(temporary)` writes the file to a temporary sibling, which then replaces `path` with one rename: a reader
-    sees the old file or the new one, and a failed write leaves the old one. The file gets the mode a plain `open`
-    would give (mkstemp's is private).
+    `save(temporary)` writes a temporary sibling, which then replaces `path` with one rename: a reader sees the old
+    file or the new one, and a failed write leaves the old one. The mode is a plain `open`'s (mkstemp's is private).
     """
     path = os.fspath(path)
     handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path) or ".")
@@ -52,10 +51,8 @@ def read_json_object(path: str | os.PathLike, advice: str = "") -> dict:
 
 
 def replace_folder(source: str, target: str) -> None:
-    """
-    Rename the complete folder `source` to `target` (same file system). An old `target` is moved aside first and
-    deleted once the new one is in place, so that `target` is always either the old folder or the new one, whole.
-    """
+    """Rename the complete folder `source` to `target` (same file system): an old `target` is moved aside, then deleted
+    once the new one is in place, so that `target` is always the old folder or the new one, whole."""
     if not os.path.lexists(target):
         os.replace(source, target)
         return

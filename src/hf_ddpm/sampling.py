@@ -17,9 +17,7 @@ from ._variance import with_variance_type
 from .files import check_output_dir, make_public, replace_folder
 from .images import auto_scale, image_grid
 
-DTYPES = ("float32", "float16", "bfloat16")  # names of torch dtypes
 MAX_SCALE = 64  # an 8x8 digit as a 512x512 tile; more only makes huge PNGs
-GIF_TILES = 16  # images shown in each frame of trajectory.gif
 
 EXAMPLE = """Example:
   hf-ddpm sample outputs/ddpm-digits --num_images 64 --num_inference_steps 100 --trajectory
@@ -39,19 +37,16 @@ def generate_samples(
     """
     Draw samples by ancestral sampling, `batch_size` per pipeline call, quantized to 256 levels like saved images.
 
-    Works with `DDPMPosteriorPipeline` and diffusers' `DDPMPipeline` (any pipeline taking `batch_size`, `generator`,
-    `num_inference_steps` and `output_type="np"`).
-
     Args:
-        pipeline: the pipeline.
+        pipeline: a `DDPMPosteriorPipeline`, or any pipeline that takes `batch_size`, `generator`,
+            `num_inference_steps` and `output_type="np"` (diffusers' `DDPMPipeline`).
         num_samples (`int`): N.
         num_inference_steps (`int`, *optional*): the chain length; the scheduler's training steps when `None`.
         batch_size (`int`, defaults to 256): images per pipeline call.
-        seed (`int`, defaults to 0): seeds one CPU generator that every batch draws from in turn: the same seed and
-            `batch_size` give the same samples on every device.
+        seed (`int`, defaults to 0): seeds one CPU generator that every batch draws from in turn: one seed and
+            `batch_size`, the same samples on every device.
         show_progress (`bool`, defaults to `True`): one progress bar over the samples.
-        trajectory_frames (`int`, *optional*): also record this many steps of the first batch's chain
-            (`DDPMPosteriorPipeline`'s `return_trajectory`).
+        trajectory_frames (`int`, *optional*): also record this many steps of the first batch's chain.
 
     Returns:
         The first batch's pipeline output with `images` replaced by all N: a float tensor [N x C x H x W] in [0, 1].
@@ -85,6 +80,14 @@ def generate_samples(
     return dataclasses.replace(outputs[0], images=images)
 
 
+def load_pipeline(args: argparse.Namespace, device, **kwargs):
+    """The pipeline of `args.model` at --revision on `device`, with --variance_type where the command has one."""
+    from .pipeline_ddpm_posterior import DDPMPosteriorPipeline
+
+    pipeline = DDPMPosteriorPipeline.from_pretrained(args.model, revision=args.revision, **kwargs)
+    return with_variance_type(pipeline, getattr(args, "variance_type", None)).to(device)
+
+
 def inference_steps(pipeline, requested: int | None, default: int) -> int:
     """`--num_inference_steps`, else `default` capped at the model's T; more than T is refused (`UsageError`)."""
     num_train_timesteps = pipeline.scheduler.config.num_train_timesteps
@@ -93,47 +96,6 @@ def inference_steps(pipeline, requested: int | None, default: int) -> int:
             f"--num_inference_steps {requested} exceeds the {num_train_timesteps} steps the model was trained with."
         )
     return requested or min(default, num_train_timesteps)
-
-
-def write_outputs(sampled, output_dir: str, scale: int, individual: bool = True) -> dict:
-    """
-    Write grid.png, images/NNNNN.png, samples.npz and, with a trajectory, trajectory.gif; return their paths.
-
-    Everything is written into a staging folder beside `output_dir` and moved into place with one rename at the end:
-    a killed run leaves no `output_dir` that looks complete, and an existing `output_dir` (which `run` only lets
-    through when empty or with --overwrite_output_dir) is replaced whole, so no file of an earlier run remains.
-    """
-    output_dir = os.path.abspath(output_dir)
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    prefix = f".{os.path.basename(output_dir)}.staging-"
-    with tempfile.TemporaryDirectory(prefix=prefix, dir=parent, ignore_cleanup_errors=True) as staging:
-        names = _write_files(sampled, staging, scale, individual)
-        make_public(staging)
-        replace_folder(staging, output_dir)  # the staging folder becomes `output_dir`: nothing left to clean up
-    return {key: os.path.join(output_dir, name) for key, name in names.items()}
-
-
-def _write_files(sampled, folder: str, scale: int, individual: bool) -> dict:
-    from diffusers.utils import make_image_grid, numpy_to_pil
-
-    images = (sampled.images * 255).round().byte().permute(0, 2, 3, 1).numpy()  # uint8 [N x H x W x C]
-    names = {"grid": "grid.png", "npz": "samples.npz"}
-    image_grid(images, scale=scale).save(os.path.join(folder, names["grid"]))
-    np.savez_compressed(os.path.join(folder, names["npz"]), images=images)
-    if individual:
-        names["images"] = "images"
-        os.makedirs(os.path.join(folder, "images"))
-        for index, image in enumerate(numpy_to_pil(images / 255.0)):
-            image.save(os.path.join(folder, "images", f"{index:05d}.png"))
-    if sampled.trajectory is not None:  # each frame: x_t | the predicted x_0, then the final samples twice
-        pairs = [*zip(sampled.trajectory, sampled.pred_original_trajectory, strict=True), (images, images)]
-        frames = [make_image_grid([image_grid(x[:GIF_TILES], scale=scale) for x in pair], 1, 2) for pair in pairs]
-        names["trajectory"] = "trajectory.gif"
-        durations = [80] * (len(frames) - 1) + [1000]  # ms; the last frame held a little longer
-        path = os.path.join(folder, names["trajectory"])
-        frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
-    return names
 
 
 def check_empty_output_dir(output_dir: str, overwrite: bool) -> None:
@@ -146,43 +108,69 @@ def check_empty_output_dir(output_dir: str, overwrite: bool) -> None:
         )
 
 
+def write_outputs(sampled, output_dir: str, scale: int, individual: bool = True) -> dict:
+    """
+    Write grid.png, images/NNNNN.png, samples.npz and, with a trajectory, trajectory.gif; return their paths.
+
+    They are written into a staging folder beside `output_dir`, which then replaces `output_dir` whole with one
+    rename: a killed run leaves no `output_dir` that looks complete, and no file of an earlier run remains.
+    """
+    from diffusers.utils import make_image_grid, numpy_to_pil
+
+    output_dir = os.path.abspath(output_dir)
+    os.makedirs(os.path.dirname(output_dir), exist_ok=True)
+    images = (sampled.images * 255).round().byte().permute(0, 2, 3, 1).numpy()  # uint8 [N x H x W x C]
+    names = {"grid": "grid.png", "npz": "samples.npz"}
+    prefix = f".{os.path.basename(output_dir)}.staging-"
+    with tempfile.TemporaryDirectory(
+        prefix=prefix, dir=os.path.dirname(output_dir), ignore_cleanup_errors=True
+    ) as staging:
+        image_grid(images, scale=scale).save(os.path.join(staging, names["grid"]))
+        np.savez_compressed(os.path.join(staging, names["npz"]), images=images)
+        if individual:
+            names["images"] = "images"
+            os.makedirs(os.path.join(staging, "images"))
+            for index, image in enumerate(numpy_to_pil(images / 255.0)):
+                image.save(os.path.join(staging, "images", f"{index:05d}.png"))
+        if sampled.trajectory is not None:  # each frame: x_t | the predicted x_0 of 16 images, then the samples
+            pairs = [*zip(sampled.trajectory, sampled.pred_original_trajectory, strict=True), (images, images)]
+            frames = [make_image_grid([image_grid(x[:16], scale=scale) for x in pair], 1, 2) for pair in pairs]
+            names["trajectory"] = "trajectory.gif"
+            durations = [80] * (len(frames) - 1) + [1000]  # ms; the last frame held a little longer
+            path = os.path.join(staging, names["trajectory"])
+            frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
+        make_public(staging)
+        replace_folder(staging, output_dir)  # the staging folder becomes `output_dir`: nothing left to clean up
+    return {key: os.path.join(output_dir, name) for key, name in names.items()}
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
-
-    from .pipeline_ddpm_posterior import DDPMPosteriorPipeline
 
     check_output_dir(args.output_dir, inputs=[args.model])
     check_empty_output_dir(args.output_dir, args.overwrite_output_dir)
     device = resolve_device(args.device)
     if args.dtype == "float16" and device.type == "cpu":
         raise UsageError("--dtype float16 is not supported on the CPU; use bfloat16 or float32.")
-    pipe = DDPMPosteriorPipeline.from_pretrained(
-        args.model, torch_dtype=getattr(torch, args.dtype), revision=args.revision
-    )
-    steps = inference_steps(pipe, args.num_inference_steps, default=100)
-    pipe = with_variance_type(pipe.to(device), args.variance_type)
-    sampled = generate_samples(
-        pipe,
-        args.num_images,
-        steps,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        trajectory_frames=args.trajectory_frames if args.trajectory else None,
-    )
+    pipeline = load_pipeline(args, device, torch_dtype=getattr(torch, args.dtype))
+    steps = inference_steps(pipeline, args.num_inference_steps, default=100)
+    frames = args.trajectory_frames if args.trajectory else None
+    sampled = generate_samples(pipeline, args.num_images, steps, args.batch_size, args.seed, trajectory_frames=frames)
     scale = args.scale or auto_scale(max(sampled.images.shape[2:]))
     paths = write_outputs(sampled, args.output_dir, scale, individual=not args.no_individual)
     print(json.dumps(paths, indent=2))
     return 0
 
 
-def add_run_arguments(group, batch_size: int, batch_help: str, seed_help: str) -> None:
-    """--batch_size, --seed, --device and --revision, as every command that runs a saved model takes them."""
-    group.add_argument(
+def add_run_arguments(parser, batch_size: int, batch_help: str, seed_help: str) -> None:
+    """The model, --batch_size, --seed, --device and --revision: what every command that runs a model takes."""
+    parser.add_argument("model", help="a saved pipeline folder (train.py, save_pretrained) or a Hub repo id")
+    parser.add_argument(
         "--batch_size", type=int_range(1), default=batch_size, help=f"{batch_help} (default: {batch_size})"
     )
-    group.add_argument("--seed", type=int_range(0, MAX_SEED), default=0, help=f"seed {seed_help} (default: 0)")
-    group.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default: auto)")
-    group.add_argument("--revision", help="the Hub revision of the model (a branch, tag or commit)")
+    parser.add_argument("--seed", type=int_range(0, MAX_SEED), default=0, help=f"seed {seed_help} (default: 0)")
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default: auto)")
+    parser.add_argument("--revision", help="the Hub revision of the model (a branch, tag or commit)")
 
 
 def register(subparsers) -> None:
@@ -193,7 +181,7 @@ def register(subparsers) -> None:
         " an .npz of uint8 arrays and, with --trajectory, an animated GIF of the reverse process.",
         epilog=EXAMPLE,
     )
-    parser.add_argument("model", help="a folder written by train.py / save_pretrained, or a Hub repo id")
+    add_run_arguments(parser, 64, "images per forward pass", "of the noise: one seed and --batch_size, one result")
     parser.add_argument("--num_images", type=int_range(1), default=16, help="how many images to draw (default 16)")
     parser.add_argument(
         "--num_inference_steps", type=int_range(1), help="denoising steps, respaced (default 100, at most T)"
@@ -204,8 +192,9 @@ def register(subparsers) -> None:
         help="override the model's (learned ones only for a model that outputs variances; analytic after"
         " `hf-ddpm analytic`)",
     )
-    add_run_arguments(parser, 64, "images per forward pass", "of the noise: one seed and --batch_size, one result")
-    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="weights and activations (default float32)")
+    parser.add_argument(
+        "--dtype", choices=("float32", "float16", "bfloat16"), default="float32", help="weights and activations"
+    )
     parser.add_argument("--output_dir", default="samples", help="where to write the outputs (default ./samples)")
     parser.add_argument(
         "--overwrite_output_dir",
