@@ -1,15 +1,7 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
-"""Model presets: a UNet2DModel architecture and the training defaults that suit it.
+"""Model presets: a UNet2DModel architecture and the defaults of the flags a user leaves unset (`None` in args.py)."""
 
-A preset fills every flag the user leaves unset (`None` in args.py); flags given on the command line always win.
-"""
-
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from diffusers import UNet2DModel
+from typing import Any
 
 # The small default: 8x8 single-channel digits on a laptop CPU, where the convolutions are nearly the whole cost. Two
 # resolutions (8x8, 4x4), 32 and 64 channels, one res block each, 0.65M parameters. In 6-minute CPU runs scored with
@@ -130,31 +122,10 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def unet_config(preset: str, resolution: int, channels: int, learned_variance: bool) -> dict[str, Any]:
-    """
-    The `UNet2DModel` config of `preset` for `resolution` x `resolution` images of `channels` channels.
-
-    Args:
-        preset (`str`): one of `MODEL_PRESETS`.
-        resolution (`int`): the image side; must be divisible by 2^(number of resolutions - 1).
-        channels (`int`): image channels (1, 3 or 4).
-        learned_variance (`bool`): the UNet also outputs the variance: 2 x `channels` output channels.
-    """
-    out_channels = 2 * channels if learned_variance else channels
+    """The `UNet2DModel` config of `preset` for R x R images; a learned variance doubles the output channels."""
     return {
         "sample_size": resolution,
         "in_channels": channels,
-        "out_channels": out_channels,
+        "out_channels": 2 * channels if learned_variance else channels,
         **MODEL_PRESETS[preset]["unet"],
     }
-
-
-def downsampling_factor(preset: str) -> int:
-    """How many times the preset's UNet halves the image: resolutions must be divisible by this."""
-    return 2 ** (len(MODEL_PRESETS[preset]["unet"]["block_out_channels"]) - 1)
-
-
-def build_unet(preset: str, resolution: int, channels: int, learned_variance: bool) -> UNet2DModel:
-    """A freshly initialized `UNet2DModel` of `preset` (draws from the global torch RNG: seed it first)."""
-    from diffusers import UNet2DModel  # here, not at the top: `hf-ddpm train --help` reads the presets without torch
-
-    return UNet2DModel(**unet_config(preset, resolution, channels, learned_variance))
