@@ -797,12 +797,12 @@ def test_training_on_an_imagefolder_with_corrupt_files_warns_and_trains(tmp_path
 def test_conversion_resize_and_crop() -> None:
     rgba = np.zeros((6, 12, 4), dtype=np.uint8)
     rgba[:, :6] = (255, 0, 0, 255)  # opaque red left half, transparent right half
-    image = _datasets.convert_channels(PIL.Image.fromarray(rgba, "RGBA"), 3)
-    assert np.asarray(image)[0, 0].tolist() == [255, 0, 0] and np.asarray(image)[0, -1].tolist() == [255, 255, 255]
+    image = _datasets.decode_image(PIL.Image.fromarray(rgba, "RGBA"), 3)
+    assert image.shape == (6, 12, 3) and image[0, 0].tolist() == [255, 0, 0] and image[0, -1].tolist() == [255] * 3
     gray = data.decode_image(PIL.Image.fromarray(rgba, "RGBA"), 3, channels=1, center_crop=True)
     assert gray.shape == (1, 3, 3) and gray.dtype == torch.uint8
-    wide = _datasets.resize_shorter_side(PIL.Image.new("L", (40, 20)), 10, center_crop=False)
-    assert wide.size == (20, 10)  # shorter side to the resolution; the random crop happens per epoch
+    wide = _datasets.decode_image(PIL.Image.new("L", (40, 20)), 1, resolution=10)
+    assert wide.shape == (10, 20, 1)  # shorter side to the resolution; the random crop happens per epoch
 
 
 def test_augmentations_are_a_function_of_seed_epoch_and_index() -> None:
@@ -967,7 +967,7 @@ def test_vlb_loss_with_importance_sampling_estimates_the_uniform_average_over_ti
     p = sampler.probabilities()
     components = TrainingComponents(
         accelerator=None, unet=unet, noise_scheduler=scheduler, optimizer=None, lr_scheduler=None,
-        timestep_sampler=sampler, ema=None, loss_type="vlb", vlb_weight=0.001, max_grad_norm=0.0,
+        timestep_sampler=sampler, ema=None, args=argparse.Namespace(loss="vlb", vlb_weight=0.001),
     )  # fmt: skip
     torch.manual_seed(1)
     batch = images.repeat(256, 1, 1, 1)  # 4096 draws of (t, noise)

@@ -44,13 +44,20 @@ AT_LEAST_1 = _checked(int, "at least 1", lambda value: value >= 1)
 AT_LEAST_0 = _checked(int, "at least 0", lambda value: value >= 0)
 POSITIVE_FLOAT = _checked(float, "a positive number", lambda value: 0 < value < math.inf)
 AT_LEAST_0_FLOAT = _checked(float, "a number >= 0", lambda value: 0 <= value < math.inf)
+AT_LEAST_2 = _checked(int, "at least 2 (the decoder and one KL term)", lambda value: value >= 2)
 FRACTION = _checked(float, "in (0, 1)", lambda value: 0 < value < 1)
 FOLDER = _checked(str, "a folder", os.path.isdir)
+TOKEN = _checked(str, "a token, not empty", str.strip)
 RESUME_SPEC = _checked(
     str,
     "'latest', a checkpoint folder or hub:REPO_ID",
     lambda spec: spec == "latest" or spec.startswith("hub:") or os.path.isdir(spec),
 )
+
+
+def _is_side_branch(revision: str) -> bool:
+    return revision not in ("", "main") and not revision.startswith("refs/")
+
 
 EXAMPLE = """Example:
   accelerate launch train.py --max_train_steps 2000 --output_dir outputs/ddpm-digits
@@ -61,10 +68,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     """Add every training flag to `parser`, grouped by concern (used by train.py and `hf-ddpm train`)."""
     data = parser.add_argument_group("data")
     source = data.add_mutually_exclusive_group()
-    source.add_argument(
-        "--dataset_name",
-        help="A Hugging Face dataset name or local dataset path. Default: scikit-learn's handwritten digits (8x8).",
-    )
+    source.add_argument("--dataset_name", help="A Hub dataset or local dataset folder (default: the 8x8 digits).")
     data.add_argument("--dataset_config_name", "--dataset_config", help="The dataset's config, if it has several.")
     source.add_argument("--train_data_dir", type=FOLDER, help="A folder of images (imagefolder), not --dataset_name.")
     data.add_argument("--cache_dir", help="Where datasets are cached.")
@@ -73,12 +77,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     data.add_argument("--channels", type=int, choices=(1, 3, 4), help="1 gray, 3 RGB, 4 RGBA (default: preset).")
     data.add_argument("--center_crop", action="store_true", help="Center-crop after resizing (default: random crop).")
     data.add_argument("--random_flip", action="store_true", help="Randomly flip training images horizontally.")
-    data.add_argument(
-        "--heldout_fraction",
-        type=FRACTION,
-        default=0.1,
-        help="Fraction held out for bits/dim when the dataset has no test/validation split (fixed).",
-    )
+    data.add_argument("--heldout_fraction", type=FRACTION, default=0.1, help="Held out without a test split.")
     data.add_argument("--max_train_samples", type=AT_LEAST_1, help="Use at most this many training images.")
     data.add_argument("--dataloader_num_workers", type=AT_LEAST_0, default=0, help="Data loading subprocesses.")
     data.add_argument(
@@ -88,9 +87,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         " larger than the disk. Needs --max_train_steps; bits/dim uses the first --bpd_num_images of the"
         " test/validation split (skipped without one).",
     )
-    data.add_argument(
-        "--shuffle_buffer_size", type=AT_LEAST_1, default=1000, help="With --streaming: images in the shuffle buffer."
-    )
+    data.add_argument("--shuffle_buffer_size", type=AT_LEAST_1, default=1000, help="The stream's shuffle buffer.")
 
     model = parser.add_argument_group("model")
     model.add_argument(
@@ -116,15 +113,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         default="learned_range",
         help="Reverse-process variance: fixed (small: posterior, large: beta) or learned (learned_range: eq. 15).",
     )
-    diffusion.add_argument(
-        "--prediction_type",
-        choices=PREDICTION_TYPES,
-        default="epsilon",
-        help="What the UNet predicts: the noise (epsilon), x_0 (sample) or v (v_prediction).",
-    )
-    diffusion.add_argument(
-        "--ddpm_num_inference_steps", type=AT_LEAST_1, default=100, help="Sampling steps of the sample grids."
-    )
+    diffusion.add_argument("--prediction_type", choices=PREDICTION_TYPES, default="epsilon", help="eps, x_0 or v.")
+    diffusion.add_argument("--ddpm_num_inference_steps", type=AT_LEAST_1, default=100, help="Steps of the grids.")
 
     objective = parser.add_argument_group("objective")
     objective.add_argument(
@@ -157,40 +147,22 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     optim.add_argument("--seed", type=AT_LEAST_0, default=0, help="Seed of weights, data order and noise.")
 
     ema = parser.add_argument_group("EMA")
-    ema.add_argument(
-        "--use_ema",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="Keep an exponential moving average of the weights; it is what gets saved and sampled.",
-    )
+    ema.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True, help="Save and sample the EMA.")
     ema.add_argument("--ema_decay", "--ema_max_decay", type=FRACTION, help="Largest EMA decay (default: preset).")
     ema.add_argument("--ema_inv_gamma", type=float, default=1.0, help="EMA warmup: 1 - (1 + step / inv_gamma)^-power.")
     ema.add_argument("--ema_power", type=float, default=3 / 4, help="EMA warmup power (3/4 suits short runs).")
 
     hardware = parser.add_argument_group("hardware")
-    hardware.add_argument(
-        "--device",
-        choices=DEVICES,
-        default="auto",
-        help="Where to train: auto picks CUDA or MPS when present, else the CPU (multi-process CPU uses gloo).",
-    )
-    hardware.add_argument(
-        "--mixed_precision", choices=MIXED_PRECISIONS, help="Default: accelerate's config. fp16 needs a GPU."
-    )
+    hardware.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA, else MPS, else the CPU.")
+    hardware.add_argument("--mixed_precision", choices=MIXED_PRECISIONS, help="Default: accelerate's config.")
     speed = parser.add_argument_group("speed", "Off unless they helped in benchmarks/train_throughput.py.")
     speed.add_argument("--torch_compile", action="store_true", help="Compile the UNet (torch.compile, in place).")
-    speed.add_argument(
-        "--channels_last", action="store_true", help="Channels-last memory layout (often faster on GPUs)."
-    )
+    speed.add_argument("--channels_last", action="store_true", help="Channels-last memory layout (GPUs).")
 
     saving = parser.add_argument_group("checkpoints")
     saving.add_argument("--output_dir", help="Where everything is written (default: outputs/ddpm-PRESET).")
-    saving.add_argument(
-        "--overwrite_output_dir", action="store_true", help="Delete an earlier run's checkpoints instead of refusing."
-    )
-    saving.add_argument(
-        "--checkpointing_steps", type=AT_LEAST_0, help="Save every N steps; 0: never (default: preset)."
-    )
+    saving.add_argument("--overwrite_output_dir", action="store_true", help="Delete an earlier run's checkpoints.")
+    saving.add_argument("--checkpointing_steps", type=AT_LEAST_0, help="Save every N steps (default: preset).")
     saving.add_argument("--checkpoints_total_limit", type=AT_LEAST_1, help="Keep the newest N checkpoints.")
     saving.add_argument(
         "--resume_from_checkpoint",
@@ -213,12 +185,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     logs.add_argument("--eval_batch_size", type=AT_LEAST_1, default=64, help="Images in each sample grid.")
     logs.add_argument("--bpd_steps", type=AT_LEAST_0, help="Held-out bits/dim every N steps (default: preset).")
     logs.add_argument("--bpd_num_images", type=AT_LEAST_1, default=256, help="Held-out images for bits/dim (at most).")
-    logs.add_argument(
-        "--bpd_num_timesteps",
-        type=_checked(int, "at least 2 (the decoder and one KL term)", lambda value: value >= 2),
-        default=50,
-        help="Timesteps of the bound, strided (all: --ddpm_num_steps).",
-    )
+    logs.add_argument("--bpd_num_timesteps", type=AT_LEAST_2, default=50, help="Timesteps of the bound (strided).")
 
     hub = parser.add_argument_group("hub")
     hub.add_argument("--push_to_hub", action="store_true", help="Push the trained pipeline to the Hub (main).")
@@ -232,15 +199,11 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     hub.add_argument(
         "--hub_checkpoint_revision",
         default=CHECKPOINT_BRANCH,
-        type=_checked(str, "a branch other than main (checkpoints hold pickles)", lambda branch: branch != "main"),
-        help="The branch that collects the checkpoints (their optimizer and RNG states are pickles: never main).",
+        type=_checked(str, "a branch other than main (checkpoints hold pickles)", _is_side_branch),
+        help="The branch of the checkpoints.",
     )
     hub.add_argument("--hub_private_repo", action="store_true", help="Create the Hub repo private.")
-    hub.add_argument(
-        "--hub_token",
-        type=_checked(str, "a token, not empty", str.strip),
-        help="The token to push with (default: HF_TOKEN or `hf auth login`); never written.",
-    )
+    hub.add_argument("--hub_token", type=TOKEN, help="Default: HF_TOKEN or `hf auth login`. Never written.")
     return parser
 
 
@@ -284,7 +247,6 @@ def _flag_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with a combination of flags, in one line naming them; None when nothing is."""
     factor = 2 ** (len(presets.MODEL_PRESETS[args.model_preset]["unet"]["block_out_channels"]) - 1)
     learned = args.variance_type in LEARNED_VARIANCE_TYPES
-    local_data = args.dataset_name is None and args.train_data_dir is None
     if args.ddpm_num_inference_steps > args.ddpm_num_steps:
         return (
             f"--ddpm_num_inference_steps ({args.ddpm_num_inference_steps}) cannot exceed --ddpm_num_steps"
@@ -305,7 +267,7 @@ def _flag_problem(args: argparse.Namespace) -> str | None:
             f"--variance_type {args.variance_type} is only trained by --loss hybrid or vlb (L_simple gives the"
             " variance no gradient); use a fixed variance type with --loss simple."
         )
-    if args.streaming and local_data:
+    if args.streaming and args.dataset_name is None and args.train_data_dir is None:
         return "--streaming reads --dataset_name or --train_data_dir; the built-in digits are held in memory."
     if args.streaming and args.num_epochs is not None:
         return "--num_epochs needs the dataset's length, unknown for a stream: use --max_train_steps with --streaming."

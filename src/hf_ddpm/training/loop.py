@@ -76,9 +76,7 @@ class TrainingComponents:
     lr_scheduler: torch.optim.lr_scheduler.LRScheduler
     timestep_sampler: UniformSampler
     ema: EMAModel | None
-    loss_type: str
-    vlb_weight: float
-    max_grad_norm: float
+    args: argparse.Namespace  # --loss, --vlb_weight, --max_grad_norm
     nonfinite: NonFiniteGuard = field(default_factory=NonFiniteGuard)
 
 
@@ -99,10 +97,7 @@ def build_accelerator(args: argparse.Namespace) -> Accelerator:
 
 
 def build_dataloader(args: argparse.Namespace, dataset, num_processes: int) -> torch.utils.data.DataLoader:
-    """
-    The loader of `dataset`'s batches: whole batches in `EpochShuffle`'s order (drop_last: equal batches on every step
-    and process), or those a `data.StreamingImageDataset` yields (this process's part of the stream).
-    """
+    """Whole batches in `EpochShuffle`'s order (drop_last: equal batches on every process), or a stream's batches."""
     streaming = isinstance(dataset, data.StreamingImageDataset)
     if not streaming and len(dataset) < args.train_batch_size * num_processes:
         raise UsageError(
@@ -123,12 +118,7 @@ def build_dataloader(args: argparse.Namespace, dataset, num_processes: int) -> t
 
 
 def build_components(args: argparse.Namespace, accelerator: Accelerator, dataloader):
-    """
-    The UNet, optimizer, LR schedule, EMA and timestep sampler, prepared by `accelerator` together with `dataloader`.
-
-    Returns:
-        `tuple`: ([`TrainingComponents`], the prepared dataloader).
-    """
+    """The UNet, optimizer, LR schedule, EMA and timestep sampler, prepared with `dataloader`; returns both."""
     set_seed(args.seed)  # the same initial weights on every process
     learned_variance = args.variance_type in LEARNED_VARIANCE_TYPES
     unet = UNet2DModel(**presets.unet_config(args.model_preset, args.resolution, args.channels, learned_variance))
@@ -178,51 +168,32 @@ def build_components(args: argparse.Namespace, accelerator: Accelerator, dataloa
         timestep_spacing="linspace",  # Improved DDPM's respacing of the sampling chain
     )
     if args.timestep_sampler == "loss-second-moment":
-        timestep_sampler = LossSecondMomentResampler(args.ddpm_num_steps, device=accelerator.device)
+        sampler = LossSecondMomentResampler(args.ddpm_num_steps, device=accelerator.device)
     else:
-        timestep_sampler = UniformSampler(args.ddpm_num_steps)
-    components = TrainingComponents(
-        accelerator=accelerator,
-        unet=unet,
-        noise_scheduler=noise_scheduler,
-        optimizer=optimizer,
-        lr_scheduler=lr_scheduler,
-        timestep_sampler=timestep_sampler,
-        ema=ema,
-        loss_type=args.loss,
-        vlb_weight=args.vlb_weight,
-        max_grad_norm=args.max_grad_norm,
-    )
+        sampler = UniformSampler(args.ddpm_num_steps)
+    c = TrainingComponents(accelerator, unet, noise_scheduler, optimizer, lr_scheduler, sampler, ema, args)
     set_seed(args.seed, device_specific=True)  # from here on, every process draws its own noise and timesteps
-    return components, dataloader
+    return c, dataloader
 
 
 def compute_losses(c: TrainingComponents, images: torch.Tensor):
-    """
-    The weighted loss of a batch of uint8 images [B x C x H x W].
-
-    Returns:
-        `tuple`: (the scalar loss to backpropagate, the [B] loss terms, the [B] timesteps).
-    """
+    """The weighted loss of uint8 images [B x C x H x W] to backpropagate, the [B] loss terms and [B] timesteps."""
     x_start = data.to_model_space(images)
     timesteps, weights = c.timestep_sampler.sample(x_start.shape[0], x_start.device)
     noise = torch.randn_like(x_start)
     x_t = c.noise_scheduler.add_noise(x_start, noise, timesteps)  # q(x_t | x_0), Ho et al. eq. 4
     model_output = c.unet(x_t, timesteps).sample
-    terms = training_losses(c.noise_scheduler, model_output, x_start, x_t, noise, timesteps, c.loss_type, c.vlb_weight)
+    loss_type, vlb_weight = c.args.loss, c.args.vlb_weight
+    terms = training_losses(c.noise_scheduler, model_output, x_start, x_t, noise, timesteps, loss_type, vlb_weight)
     return (terms["loss"] * weights).mean(), terms, timesteps
 
 
 def train_step(c: TrainingComponents, images: torch.Tensor, global_step: int):
     """
-    Forward, backward and (once every `gradient_accumulation_steps` batches) an optimizer and EMA step.
-
-    Nothing is read back to the host (no `.item()`, `.cpu()` or branch on a tensor's value), so a GPU never idles
-    waiting for it: the non-finite check is recorded on the device, and the loss-second-moment sampler learns from
-    the losses of all processes on the device (a collective, not a host transfer).
-
-    Returns:
-        `tuple`: this process's [B] timesteps and [B] loss terms, detached, on the device.
+    Forward, backward and (once every `gradient_accumulation_steps` batches) an optimizer and EMA step; returns this
+    process's [B] timesteps and [B] loss terms. Nothing is read back to the host (no `.item()`, `.cpu()` or branch on
+    a tensor's value), so a GPU never idles waiting for it: the non-finite check is recorded on the device, and the
+    loss-second-moment sampler learns from the losses of all processes on the device (a collective).
     """
     accelerator = c.accelerator
     with accelerator.accumulate(c.unet):
@@ -232,8 +203,8 @@ def train_step(c: TrainingComponents, images: torch.Tensor, global_step: int):
             gathered = accelerator.gather(torch.stack([timesteps.float(), terms["loss"].detach().float()], dim=1))
             c.timestep_sampler.update_with_all_losses(gathered[:, 0].long(), gathered[:, 1])  # [B_all] each
         accelerator.backward(loss)
-        if accelerator.sync_gradients and c.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(c.unet.parameters(), c.max_grad_norm)
+        if accelerator.sync_gradients and c.args.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(c.unet.parameters(), c.args.max_grad_norm)
         c.optimizer.step()
         c.lr_scheduler.step()
         c.optimizer.zero_grad()
@@ -268,7 +239,7 @@ def _train_in_output_dir(args, accelerator: Accelerator, dataset, heldout_x, dat
     progress = TrainingProgress()
     accelerator.register_for_checkpointing(progress, c.timestep_sampler, *([c.ema] if c.ema else []))
     keep = resume(args, accelerator, progress)  # newer checkpoints: never pruned before this run rewrites them
-    evaluator = EvaluationModel(args, c) if is_main else None
+    evaluator = EvaluationModel(c) if is_main else None
     if args.logger != "none":  # TensorBoard takes scalars and strings only
         flags = {name: value for name, value in public_flags(args).items() if isinstance(value, (int, float, str))}
         accelerator.init_trackers("train", config=flags)
@@ -346,10 +317,7 @@ def _train_in_output_dir(args, accelerator: Accelerator, dataset, heldout_x, dat
 
 
 def prepare_output_dir(args: argparse.Namespace, accelerator: Accelerator) -> checkpoints.OutputDirLock:
-    """
-    Create and lock the output folder (the main process holds the lock: one run per folder); refuse to mix a new run
-    with an earlier run's checkpoints. Returns the lock, to release when the run ends.
-    """
+    """Create and lock the output folder (one run per folder); refuse to mix a run with an older run's checkpoints."""
     existing = checkpoints.list_checkpoints(args.output_dir)
     if existing and args.resume_from_checkpoint is None and not args.overwrite_output_dir:
         raise UsageError(
@@ -370,11 +338,7 @@ def prepare_output_dir(args: argparse.Namespace, accelerator: Accelerator) -> ch
 def resume(args: argparse.Namespace, accelerator: Accelerator, progress: TrainingProgress) -> set[int]:
     """
     Restore the training state of `--resume_from_checkpoint`, or say in one line why it cannot be restored exactly
-    (`UsageError`): a broken checkpoint, one of another model or number of processes, or past `--max_train_steps`.
-
-    Returns:
-        `set[int]`: the steps of the checkpoints in `--output_dir` newer than the one resumed from: pruning keeps them
-        until this run has rewritten them.
+    (`UsageError`). Returns the steps of newer checkpoints in `--output_dir`: pruning keeps them until rewritten.
     """
     spec = args.resume_from_checkpoint
     with hub_token(args.hub_token):
@@ -387,7 +351,7 @@ def resume(args: argparse.Namespace, accelerator: Accelerator, progress: Trainin
     try:
         accelerator.load_state(folder)
     except (RuntimeError, ValueError, KeyError) as error:  # another model, EMA, timestep sampler, number of processes
-        # torch names the first tensor that does not fit on the second line of its message
+        # torch names the first tensor that does not fit on its second line
         lines = [line.strip() for line in str(error).strip().splitlines()] or [type(error).__name__]
         reason = " ".join(lines[:2]) + (f" (and {len(lines) - 2} more)" if len(lines) > 2 else "")
         changed = checkpoints.changed_flags(folder, state_flags(args))
@@ -411,15 +375,7 @@ def resume(args: argparse.Namespace, accelerator: Accelerator, progress: Trainin
 
 def state_flags(args: argparse.Namespace) -> dict:
     """The flags that shape the saved training state (recorded in each checkpoint's manifest, compared on resume)."""
-    names = (
-        "model_preset",
-        "resolution",
-        "channels",
-        "variance_type",
-        "use_ema",
-        "timestep_sampler",
-        "ddpm_num_steps",
-    )
+    names = "model_preset resolution channels variance_type use_ema timestep_sampler ddpm_num_steps".split()
     return {name: getattr(args, name) for name in names}
 
 
@@ -447,8 +403,8 @@ class EvaluationModel:
     saved pipeline: evaluation never touches the training weights, and it draws from its own generators.
     """
 
-    def __init__(self, args: argparse.Namespace, c: TrainingComponents):
-        self.args, self.c = args, c
+    def __init__(self, c: TrainingComponents):
+        self.args, self.c = c.args, c
         with torch.random.fork_rng(devices=[]):  # its random init must not shift the training RNG (exact resume)
             unet = UNet2DModel.from_config(c.accelerator.unwrap_model(c.unet).config)
         unet = unet.to(c.accelerator.device).eval().requires_grad_(False)
@@ -544,20 +500,14 @@ def hub_repo_id(args: argparse.Namespace) -> str:
 
 @contextlib.contextmanager
 def hub_token(token: str | None):
-    """
-    `HF_TOKEN` set to `--hub_token` for the Hub calls inside the block, then restored: huggingface_hub reads it from
-    there, and so do the secret scan before an upload and the card's redaction.
-    """
-    previous = os.environ.get("HF_TOKEN")
-    if token is not None:
-        os.environ["HF_TOKEN"] = token
+    """`HF_TOKEN` set to `token` inside the block: huggingface_hub, and hf_ddpm.hub's secret scan, read it there."""
+    previous = {"HF_TOKEN": os.environ["HF_TOKEN"]} if "HF_TOKEN" in os.environ else {}
+    os.environ.update({} if token is None else {"HF_TOKEN": token})
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop("HF_TOKEN", None)
-        else:
-            os.environ["HF_TOKEN"] = previous
+        os.environ.pop("HF_TOKEN", None)
+        os.environ.update(previous)
 
 
 def _log_run_summary(args, accelerator: Accelerator, data_info: dict, num_epochs: int | float) -> None:

@@ -13,7 +13,6 @@ DIGITS_UNET = {
     "down_block_types": ("DownBlock2D", "DownBlock2D"),
     "up_block_types": ("UpBlock2D", "UpBlock2D"),
     "norm_num_groups": 8,
-    "dropout": 0.0,
 }
 
 # Ho et al. 2020, appendix B: ch 128, multipliers (1, 2, 2, 2), 2 res blocks per resolution, self-attention at
@@ -44,15 +43,8 @@ UNET_64 = {
     "dropout": 0.1,
 }
 
-# A few thousand parameters: smoke tests and CI, where only the plumbing matters.
-TINY_UNET = {
-    "block_out_channels": (8, 16),
-    "layers_per_block": 1,
-    "down_block_types": ("DownBlock2D", "DownBlock2D"),
-    "up_block_types": ("UpBlock2D", "UpBlock2D"),
-    "norm_num_groups": 4,
-    "dropout": 0.0,
-}
+# The digits layout, a few thousand parameters: smoke tests and CI, where only the plumbing matters.
+TINY_UNET = {**DIGITS_UNET, "block_out_channels": (8, 16), "norm_num_groups": 4}
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "digits": {
