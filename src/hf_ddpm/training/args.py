@@ -77,7 +77,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     data.add_argument("--channels", type=int, choices=(1, 3, 4), help="1 gray, 3 RGB, 4 RGBA (default: preset).")
     data.add_argument("--center_crop", action="store_true", help="Center-crop after resizing (default: random crop).")
     data.add_argument("--random_flip", action="store_true", help="Randomly flip training images horizontally.")
-    data.add_argument("--heldout_fraction", type=FRACTION, default=0.1, help="Held out without a test split.")
+    data.add_argument("--heldout_fraction", type=FRACTION, default=0.1, help="Fraction held out (no test split).")
     data.add_argument("--max_train_samples", type=AT_LEAST_1, help="Use at most this many training images.")
     data.add_argument("--dataloader_num_workers", type=AT_LEAST_0, default=0, help="Data loading subprocesses.")
     data.add_argument(
@@ -114,7 +114,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         help="Reverse-process variance: fixed (small: posterior, large: beta) or learned (learned_range: eq. 15).",
     )
     diffusion.add_argument("--prediction_type", choices=PREDICTION_TYPES, default="epsilon", help="eps, x_0 or v.")
-    diffusion.add_argument("--ddpm_num_inference_steps", type=AT_LEAST_1, default=100, help="Steps of the grids.")
+    diffusion.add_argument(
+        "--ddpm_num_inference_steps", type=AT_LEAST_1, default=100, help="Sampling steps of the grids."
+    )
 
     objective = parser.add_argument_group("objective")
     objective.add_argument(

@@ -43,16 +43,12 @@ def load_digits_dataset():
 
 def load_data(args, rank: int = 0, world_size: int = 1):
     """
-    The training images of `args` (with --streaming, this process's part of the stream), the held-out images for
-    bits/dim and a description of both for training_args.json.
+    The training images of `args` (with --streaming, this process's part of the stream), the held-out images
+    [N x C x R x R] in [-1, 1] (or None) and a description of both for training_args.json.
 
     The held-out images are the first --bpd_num_images of the dataset's test/validation split; without one, of a fixed
     --heldout_fraction of the training split (`train_test_split(seed=0)`'s, whatever the run's seed), or none with
     --streaming (a stream cannot be split by index).
-
-    Returns:
-        `tuple`: (an `ImageDataset` or `StreamingImageDataset`, the held-out images [N x C x R x R] in [-1, 1] or
-        None, a `dict`).
     """
     digits = args.dataset_name is None and args.train_data_dir is None
     if digits:
@@ -258,9 +254,8 @@ class StreamingImageDataset(torch.utils.data.IterableDataset):
     the epoch's stream across processes as its index. Memory holds the buffer of undecoded images and at most the 10
     shards the shuffle reads from, a parquet dataset being resharded to one shard per row group (at most 100 MB).
 
-    Exact resume: `skip_batches(n)` makes the next pass over the epoch skip its first n batches (read, not decoded),
-    the position being saved by the loop. `datasets`' own `IterableDataset.state_dict()` does not save the shuffle
-    buffer's content, so a resumed order would differ.
+    Exact resume: `skip_batches(n)` makes the next pass over the epoch skip its first n batches (read, not decoded).
+    (`datasets`' own `IterableDataset.state_dict()` does not save the shuffle buffer: a resumed order would differ.)
     """
 
     def __init__(self, dataset, column: str, args, rank: int = 0, world_size: int = 1):

@@ -31,10 +31,7 @@ class LossMeter:
         self.counts.index_add_(0, quartile, torch.ones_like(values[0]))
 
     def averages(self, accelerator=None, prefix: str = "") -> dict[str, float]:
-        """
-        The averages since the last call over all processes (a sum-reduce: every process calls it), as
-        `{prefix + "loss": ..., prefix + "loss_q0": ...}`: the meter's one host read. Resets the sums.
-        """
+        """The averages since the last call, over all processes (call it on each), as {prefix + "loss_q0": ...}."""
         if self.sums is None:
             return {}
         packed = torch.cat([self.sums, self.counts[None]])  # [K + 1 x 4]
