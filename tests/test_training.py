@@ -496,6 +496,12 @@ def test_manifest_records_the_size_and_sha256_of_every_file(tmp_path: Path) -> N
     for name, entry in manifest["files"].items():
         content = (folder / name).read_bytes()
         assert entry == {"size": len(content), "sha256": hashlib.sha256(content).hexdigest()}
+    # the manifests of hf-ddpm before sha256 recorded sizes alone: such a checkpoint is broken, not a crash
+    manifest["files"] = {name: entry["size"] for name, entry in manifest["files"].items()}
+    (folder / checkpoints.MANIFEST_NAME).write_text(json.dumps(manifest))
+    assert checkpoints.checkpoint_problem(str(folder)).startswith(
+        f"{checkpoints.MANIFEST_NAME}: missing or unreadable"
+    )
 
 
 def test_all_checkpoints_broken_resume_stops_naming_them_and_deletes_nothing(tmp_path: Path, capsys) -> None:

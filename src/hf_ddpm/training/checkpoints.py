@@ -146,7 +146,7 @@ def checkpoint_problem(folder: str, tolerate_rng_states: bool = False) -> str | 
     `tolerate_rng_states`: damaged RNG state files do not count (`--allow_inexact_resume`).
     """
     files = read_manifest(folder).get("files")
-    if not isinstance(files, dict):
+    if not isinstance(files, dict) or not all(isinstance(entry, dict) for entry in files.values()):
         return f"{MANIFEST_NAME}: missing or unreadable (not written by hf_ddpm, or not finished)"
     problems = []
     for name, expected in files.items():
