@@ -13,7 +13,7 @@ utilisation (achieved FLOP/s over the device's peak for the precision; `--peak_t
 
     ours   hf_ddpm.training's step (`train_step`: hybrid loss with learned variances, clipping, fused AdamW, EMA, the
            non-finite check, loss sums on the device), with `--speed_flags` if given (e.g. "--channels_last
-           --allow_tf32", as one string);
+           --torch_compile", as one string);
     plain  the loop of diffusers' training tutorial: the same UNet (L_simple: no variance channels), batch and
            precision (autocast), `DDPMScheduler.add_noise`, MSE on the noise, clipping, `torch.optim.AdamW`.
 
@@ -63,7 +63,7 @@ def parse_benchmark_args() -> argparse.Namespace:
         "--speed_flags",
         type=str.split,
         default=[],
-        help='Training flags for our loop only, as one string: --speed_flags="--channels_last --allow_tf32".',
+        help='Training flags for our loop only, as one string: --speed_flags="--channels_last --torch_compile".',
     )
     parser.add_argument("--num_samples", type=int, default=None, help="Images to sample (default 1000; tiny 4).")
     parser.add_argument("--sampling_steps", type=int, default=None, help="Sampling steps (default 100; tiny 4).")
@@ -93,7 +93,7 @@ def build_ours(bench: argparse.Namespace):
     preset = preset or ["--model_preset", "cifar10"]
     flags = [*preset, "--train_batch_size", str(bench.batch_size), "--mixed_precision", bench.mixed_precision]
     flags += ["--device", "cpu" if bench.tiny else "cuda", "--logger", "none", "--max_train_steps", "100000"]
-    flags += ["--ddpm_num_inference_steps", str(bench.sampling_steps), *bench.speed_flags]
+    flags += ["--ddpm_num_inference_steps", str(bench.sampling_steps), "--random_flip", *bench.speed_flags]
     args = parse_args(flags)
     accelerator = build_accelerator(args)
     generator = torch.Generator().manual_seed(0)
@@ -101,7 +101,7 @@ def build_ours(bench: argparse.Namespace):
     stored = datasets.Dataset.from_dict(
         {"image": [PIL.Image.fromarray(x.permute(1, 2, 0).byte().numpy()) for x in images]}
     )
-    dataset = data.ImageDataset(stored, "image", args.resolution, 3, random_flip=True, in_memory=True)
+    dataset = data.ImageDataset(stored, "image", args, in_memory=True)
     dataloader = build_dataloader(args, dataset, accelerator.num_processes)
     c, dataloader = build_components(args, accelerator, dataloader)
     meter, count = LossMeter(args.ddpm_num_steps), [0]
@@ -171,9 +171,7 @@ def peak_tflops(bench: argparse.Namespace, device: torch.device) -> float | None
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
-    precision = (
-        "bf16" if bench.mixed_precision == "bf16" else "tf32" if "--allow_tf32" in bench.speed_flags else "fp32"
-    )
+    precision = "bf16" if bench.mixed_precision == "bf16" else "fp32"
     for key, peaks in PEAK_TFLOPS.items():
         if key in name:
             return peaks[precision]

@@ -8,8 +8,7 @@ alike) it times
     ours           hf_ddpm.training's step as `train` runs it: hybrid loss with learned variances, gradient
                    clipping, AdamW (fused), EMA, the non-finite check and the per-quartile loss sums (`train_step`
                    + `LossMeter.add`), fed by our dataloader;
-    ours + SWITCH  the same with one speed switch (--adam_implementation foreach / for-loop, --channels_last,
-                   --torch_compile, --mixed_precision bf16); --allow_tf32 acts on CUDA only and is not timed here;
+    ours + SWITCH  the same with one speed switch (--channels_last, --torch_compile, --mixed_precision bf16);
     plain          the loop diffusers' training tutorial teaches: a DataLoader of image tensors,
                    `DDPMScheduler.add_noise`, `UNet2DModel`, `F.mse_loss` on the noise, gradient clipping,
                    `torch.optim.AdamW` with its defaults and a warmup+cosine `get_scheduler`;
@@ -42,8 +41,6 @@ from hf_ddpm.training.metrics import LossMeter
 
 SWITCHES = {
     "ours": [],
-    "ours + adam foreach": ["--adam_implementation", "foreach"],
-    "ours + adam for-loop": ["--adam_implementation", "for-loop"],
     "ours + channels_last": ["--channels_last"],
     "ours + bf16": ["--mixed_precision", "bf16"],
     "ours + torch_compile": ["--torch_compile"],
@@ -78,7 +75,7 @@ def build_ours(bench: argparse.Namespace, flags: list[str]):
     flags += ["--train_batch_size", str(bench.train_batch_size)] if bench.train_batch_size else []
     args = parse_args(flags)
     accelerator = build_accelerator(args)
-    dataset, _, _ = load_data(args, show_progress=False)
+    dataset, _, _ = load_data(args)
     dataloader = build_dataloader(args, dataset, accelerator.num_processes)
     c, dataloader = build_components(args, accelerator, dataloader)
     batches, meter, count = cycle(dataloader), LossMeter(args.ddpm_num_steps), [0]

@@ -4,6 +4,7 @@ Real components of the real loop on a tiny UNet; the data-size tests run trainin
 peak resident memory.
 """
 
+import argparse
 import io
 import json
 import shutil
@@ -33,7 +34,7 @@ def build_step(tmp_path: Path, *flags: str):
     """The loop's components for `flags` and an endless iterator over its prepared dataloader."""
     args = parse_args([*TINY, "--output_dir", str(tmp_path), *flags])
     accelerator = build_accelerator(args)
-    dataset, _, _ = data.load_data(args, show_progress=False)
+    dataset, _, _ = data.load_data(args)
     dataloader = build_dataloader(args, dataset, accelerator.num_processes)
     components, dataloader = build_components(args, accelerator, dataloader)
 
@@ -105,17 +106,9 @@ def test_training_steps_never_synchronize_on_cuda(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "flags, fused, foreach",
-    [
-        ([], True, None),
-        (["--adam_implementation", "foreach"], None, True),
-        (["--adam_implementation", "for-loop"], None, False),
-    ],
-)
-def test_adam_implementation(tmp_path: Path, flags: list[str], fused, foreach) -> None:
-    _, c, batches = build_step(tmp_path, *flags)
-    assert (c.optimizer.defaults["fused"], c.optimizer.defaults["foreach"]) == (fused, foreach)
+def test_adamw_is_fused_and_a_step_trains(tmp_path: Path) -> None:
+    _, c, batches = build_step(tmp_path)
+    assert c.optimizer.defaults["fused"] is True  # one kernel for all parameters
     train_step(c, next(batches), 0)  # the warmup's first learning rate is 0
     before = [p.detach().clone() for p in c.unet.parameters()]
     train_step(c, next(batches), 1)
@@ -144,7 +137,7 @@ def test_a_checkpoint_with_flat_parameters_is_refused_in_one_line(tmp_path: Path
 def test_the_throughput_benchmark_runs_one_round(tmp_path: Path) -> None:
     command = [sys.executable, str(REPO / "benchmarks" / "train_throughput.py"), "--model_preset", "tiny"]
     command += ["--rounds", "1", "--steps_per_round", "1", "--warmup_steps", "1", "--output", str(tmp_path / "bench")]
-    command += ["--switches", "ours", "ours + adam foreach"]
+    command += ["--switches", "ours", "ours + channels_last"]
     result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((tmp_path / "bench.json").read_text())
@@ -181,8 +174,9 @@ def test_lazy_batches_equal_the_batches_of_images_decoded_up_front(tmp_path: Pat
     write_png_folder(tmp_path / "images", 12, (10, 14))  # wider than tall: random crops along the width
     train = datasets.load_dataset("imagefolder", data_dir=str(tmp_path / "images"), cache_dir=str(tmp_path / "c"))
     train = train["train"]
-    in_memory = data.ImageDataset(train, "image", 8, 3, random_flip=True, seed=3, in_memory=True)
-    lazy = data.ImageDataset(train, "image", 8, 3, random_flip=True, seed=3)
+    flags = argparse.Namespace(resolution=8, channels=3, center_crop=False, random_flip=True, seed=3)
+    in_memory = data.ImageDataset(train, "image", flags, in_memory=True)
+    lazy = data.ImageDataset(train, "image", flags)
     assert len(lazy) == len(in_memory) == 12
     for epoch in (0, 1):
         in_memory.set_epoch(epoch)
@@ -265,7 +259,7 @@ from hf_ddpm.training.loop import build_dataloader
 
 args = parse_args(["--model_preset", "tiny", "--train_batch_size", "8", "--bpd_num_images", "16",
                    "--dataset_name", sys.argv[1], "--output_dir", sys.argv[2], "--logger", "none"])
-dataset, _, _ = data.load_data(args, show_progress=False)
+dataset, _, _ = data.load_data(args)
 next(iter(build_dataloader(args, dataset, 1)))
 print(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("RssAnon")))
 """
@@ -341,8 +335,18 @@ def test_streaming_processes_read_disjoint_parts_of_the_stream(tmp_path: Path) -
     write_parquet_dataset(tmp_path / "parquet", 24, 8)
     train = datasets.load_dataset(str(tmp_path / "parquet"), streaming=True)["train"]
 
+    flags = argparse.Namespace(
+        train_batch_size=4,
+        resolution=8,
+        channels=3,
+        center_crop=False,
+        random_flip=False,
+        seed=5,
+        shuffle_buffer_size=1000,
+    )
+
     def pixels(rank: int, world_size: int) -> set[bytes]:
-        stream = data.StreamingImageDataset(train, "image", 4, 8, 3, seed=5, rank=rank, world_size=world_size)
+        stream = data.StreamingImageDataset(train, "image", flags, rank, world_size)
         stream.set_epoch(1)
         return {image.numpy().tobytes() for batch in stream for image in batch}
 

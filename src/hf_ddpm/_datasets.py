@@ -1,9 +1,5 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
-"""Reading the images of a dataset, one way for training and evaluation: the dataset, its image column, the decoder.
-
-A stored image (a PIL image, a `datasets` {"bytes", "path"} dict or an array) becomes a uint8 [H x W x C] array of
-the wanted channels, transparent pixels made white. Training also resizes and crops it; evaluation takes it as it is.
-"""
+"""Reading the images of a dataset, one way for training and evaluation: the dataset, its image column, the decoder."""
 
 import io
 import os
@@ -15,7 +11,6 @@ from ._errors import UsageError
 
 # What opening, decoding or converting a bad image raises: training skips such an image.
 DECODE_ERRORS = (OSError, ValueError, TypeError, SyntaxError, PIL.Image.DecompressionBombError)
-CHANNEL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 
 def open_dataset(
@@ -68,17 +63,10 @@ def find_image_column(dataset, requested: str | None = None) -> str:
 
 def decode_image(value, channels: int, resolution: int | None = None, center_crop: bool = False) -> np.ndarray:
     """
-    One stored image as a uint8 [H x W x `channels`] array. With `resolution`, its shorter side is resized to it and,
-    with `center_crop`, its center R x R kept; without, it keeps its size. Raises one of `DECODE_ERRORS`.
+    One stored image (a PIL image, a {"bytes", "path"} dict or an array) as a uint8 [H x W x `channels`] array. With
+    `resolution`, its shorter side is resized to it and, with `center_crop`, its center R x R kept. Transparent pixels
+    become white unless the alpha channel is kept. Raises one of `DECODE_ERRORS`.
     """
-    image = convert_channels(open_image(value), channels)
-    if resolution is not None:
-        image = resize_shorter_side(image, resolution, center_crop)
-    array = np.array(image, dtype=np.uint8)
-    return array[:, :, None] if array.ndim == 2 else array
-
-
-def open_image(value) -> PIL.Image.Image:
     if isinstance(value, PIL.Image.Image):
         image = value
     elif isinstance(value, dict) and (value.get("bytes") or value.get("path")):
@@ -87,28 +75,16 @@ def open_image(value) -> PIL.Image.Image:
         image = PIL.Image.fromarray(np.asarray(value, dtype=np.uint8))
     else:
         raise TypeError(f"not an image: {type(value).__name__}")
-    image.load()  # decode now: truncated files fail here, not in the middle of training
-    return image
-
-
-def convert_channels(image: PIL.Image.Image, channels: int) -> PIL.Image.Image:
-    """To L, RGB or RGBA. Transparent pixels become white unless the alpha channel is kept."""
-    if channels not in CHANNEL_MODES:
-        raise ValueError(f"`channels` must be 1, 3 or 4, got {channels}.")
+    image.load()  # decode now: a truncated file fails here, not later
     if channels != 4 and (image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info):
         rgba = image.convert("RGBA")
         image = PIL.Image.alpha_composite(PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    return image.convert(CHANNEL_MODES[channels])
-
-
-def resize_shorter_side(image: PIL.Image.Image, resolution: int, center_crop: bool) -> PIL.Image.Image:
-    width, height = image.size
-    if min(width, height) != resolution:
-        scale = resolution / min(width, height)
-        size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
-        image = image.resize(size, PIL.Image.BILINEAR)
-    if center_crop:
-        width, height = image.size
-        left, top = (width - resolution) // 2, (height - resolution) // 2
+    image = image.convert({1: "L", 3: "RGB", 4: "RGBA"}[channels])
+    if resolution is not None and min(image.size) != resolution:
+        scale = resolution / min(image.size)
+        image = image.resize([max(resolution, round(side * scale)) for side in image.size], PIL.Image.BILINEAR)
+    if resolution is not None and center_crop:
+        left, top = (image.width - resolution) // 2, (image.height - resolution) // 2
         image = image.crop((left, top, left + resolution, top + resolution))
-    return image
+    array = np.array(image, dtype=np.uint8)
+    return array[:, :, None] if array.ndim == 2 else array

@@ -9,8 +9,8 @@ from .args import add_training_arguments, finalize_args, parse_args
 
 def main(argv: Sequence[str] | None = None) -> int:
     """
-    Parse the flags and train. Returns the exit code: 0 done, 2 bad flags or data (message names the flag),
-    1 the loss became NaN/inf (the last good checkpoint is kept). Other errors raise with their traceback.
+    Parse the flags and train. Returns the exit code: 0 done, 2 bad flags or data (one line naming the flag), 1 the
+    loss became NaN/inf (the last good checkpoint is kept). Other errors raise with their traceback.
     """
     from .._errors import UsageError
     from .loop import configure_logging, train
@@ -20,12 +20,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     try:
         train(args)
-    except UsageError as error:
+    except (UsageError, NonFiniteLossError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(error, UsageError) else 1
     return 0
 
 

@@ -1,15 +1,13 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
-"""The training flags, grouped by concern, and their validation.
+"""The training flags, grouped by concern, and the checks between them.
 
-Flag names follow diffusers' examples/unconditional_image_generation/train_unconditional.py wherever it has one.
-Defaults live in two places only: here (`default=` of each flag) and, for the flags that depend on the model size
-(`default=None` here, "from the preset" in their help), in `presets.MODEL_PRESETS`.
+Flag names follow diffusers' train_unconditional.py where it has the flag. The flags that depend on the model size
+(`default=None`, "default: preset" in their help) take their defaults from `presets.MODEL_PRESETS`.
 """
 
 import argparse
 import math
 import os
-import re
 import sys
 from collections.abc import Sequence
 
@@ -26,15 +24,11 @@ from .._errors import UsageError
 from ..hub import CHECKPOINT_BRANCH
 from . import presets
 
-BETA_SCHEDULES = ("linear", "squaredcos_cap_v2", "cosine")
-BETA_SCHEDULE_ALIASES = {"cosine": "squaredcos_cap_v2"}
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
-LOGGERS = ("tensorboard", "wandb", "none")
-ADAM_IMPLEMENTATIONS = ("auto", "fused", "foreach", "for-loop")
 
 
 def _checked(kind: type, allowed: str, test):
-    """An argparse `type=`: `kind(text)`, refused unless `test(value)` (argparse: "argument --flag: must be ...")."""
+    """An argparse `type=`: `kind(text)`, refused with "must be `allowed`" unless `test(value)`."""
 
     def parse(text: str):
         value = kind(text)
@@ -49,9 +43,11 @@ def _checked(kind: type, allowed: str, test):
 AT_LEAST_1 = _checked(int, "at least 1", lambda value: value >= 1)
 AT_LEAST_0 = _checked(int, "at least 0", lambda value: value >= 0)
 POSITIVE_FLOAT = _checked(float, "a positive number", lambda value: 0 < value < math.inf)
-NON_NEGATIVE_FLOAT = _checked(float, "a number >= 0", lambda value: 0 <= value < math.inf)
+AT_LEAST_0_FLOAT = _checked(float, "a number >= 0", lambda value: 0 <= value < math.inf)
+AT_LEAST_2 = _checked(int, "at least 2 (the decoder and one KL term)", lambda value: value >= 2)
 FRACTION = _checked(float, "in (0, 1)", lambda value: 0 < value < 1)
 FOLDER = _checked(str, "a folder", os.path.isdir)
+TOKEN = _checked(str, "a token, not empty", str.strip)
 RESUME_SPEC = _checked(
     str,
     "'latest', a checkpoint folder or hub:REPO_ID",
@@ -60,15 +56,8 @@ RESUME_SPEC = _checked(
 
 
 def _is_side_branch(revision: str) -> bool:
-    return (
-        revision not in ("", "main")
-        and not re.fullmatch(r"[0-9a-f]{40}", revision)
-        and not revision.startswith("refs/")
-    )
+    return revision not in ("", "main") and not revision.startswith("refs/")
 
-
-CHECKPOINT_REVISION = _checked(str, "a branch other than main (checkpoints hold pickles)", _is_side_branch)
-TOKEN = _checked(str, "a token, not empty", str.strip)
 
 EXAMPLE = """Example:
   accelerate launch train.py --max_train_steps 2000 --output_dir outputs/ddpm-digits
@@ -79,50 +68,26 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     """Add every training flag to `parser`, grouped by concern (used by train.py and `hf-ddpm train`)."""
     data = parser.add_argument_group("data")
     source = data.add_mutually_exclusive_group()
-    source.add_argument(
-        "--dataset_name",
-        help="A Hugging Face dataset name or local dataset path. Default: scikit-learn's handwritten digits (8x8).",
-    )
-    data.add_argument(
-        "--dataset_config_name",
-        "--dataset_config",
-        dest="dataset_config_name",
-        help="The dataset's config name, if it has several.",
-    )
-    source.add_argument(
-        "--train_data_dir", type=FOLDER, help="A folder of images (imagefolder layout), instead of --dataset_name."
-    )
+    source.add_argument("--dataset_name", help="A Hub dataset or local dataset folder (default: the 8x8 digits).")
+    data.add_argument("--dataset_config_name", "--dataset_config", help="The dataset's config, if it has several.")
+    source.add_argument("--train_data_dir", type=FOLDER, help="A folder of images (imagefolder), not --dataset_name.")
     data.add_argument("--cache_dir", help="Where datasets are cached.")
     data.add_argument("--image_column", help="The column holding the images (default: detected).")
     data.add_argument("--resolution", type=AT_LEAST_1, help="Train on RES x RES images (default: preset).")
-    data.add_argument(
-        "--channels", type=int, choices=(1, 3, 4), help="Image channels: 1 grayscale, 3 RGB, 4 RGBA (default: preset)."
-    )
+    data.add_argument("--channels", type=int, choices=(1, 3, 4), help="1 gray, 3 RGB, 4 RGBA (default: preset).")
     data.add_argument("--center_crop", action="store_true", help="Center-crop after resizing (default: random crop).")
     data.add_argument("--random_flip", action="store_true", help="Randomly flip training images horizontally.")
-    data.add_argument(
-        "--heldout_fraction",
-        type=FRACTION,
-        default=0.1,
-        help="Fraction held out for bits/dim when the dataset has no test/validation split (fixed).",
-    )
+    data.add_argument("--heldout_fraction", type=FRACTION, default=0.1, help="Fraction held out (no test split).")
     data.add_argument("--max_train_samples", type=AT_LEAST_1, help="Use at most this many training images.")
-    data.add_argument(
-        "--dataloader_num_workers", type=AT_LEAST_0, default=0, help="Data loading subprocesses (0: none)."
-    )
+    data.add_argument("--dataloader_num_workers", type=AT_LEAST_0, default=0, help="Data loading subprocesses.")
     data.add_argument(
         "--streaming",
         action="store_true",
-        help="Read --dataset_name or --train_data_dir as a stream (datasets' streaming=True): nothing is downloaded or"
-        " cached first, for datasets larger than the disk. Needs --max_train_steps; bits/dim uses the first"
-        " --bpd_num_images of the test/validation split (skipped without one).",
+        help="Read --dataset_name or --train_data_dir as a stream (nothing downloaded or cached first), for datasets"
+        " larger than the disk. Needs --max_train_steps; bits/dim uses the first --bpd_num_images of the"
+        " test/validation split (skipped without one).",
     )
-    data.add_argument(
-        "--shuffle_buffer_size",
-        type=AT_LEAST_1,
-        default=1000,
-        help="With --streaming: images in the shuffle buffer (reshuffled each epoch).",
-    )
+    data.add_argument("--shuffle_buffer_size", type=AT_LEAST_1, default=1000, help="The stream's shuffle buffer.")
 
     model = parser.add_argument_group("model")
     model.add_argument(
@@ -138,8 +103,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     diffusion.add_argument(
         "--beta_schedule",
         "--ddpm_beta_schedule",
-        dest="beta_schedule",
-        choices=BETA_SCHEDULES,
+        choices=("linear", "squaredcos_cap_v2", "cosine"),
         default="squaredcos_cap_v2",
         help="Noise schedule: linear (Ho et al.) or squaredcos_cap_v2 (cosine, Nichol & Dhariwal; alias: cosine).",
     )
@@ -149,17 +113,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         default="learned_range",
         help="Reverse-process variance: fixed (small: posterior, large: beta) or learned (learned_range: eq. 15).",
     )
+    diffusion.add_argument("--prediction_type", choices=PREDICTION_TYPES, default="epsilon", help="eps, x_0 or v.")
     diffusion.add_argument(
-        "--prediction_type",
-        choices=PREDICTION_TYPES,
-        default="epsilon",
-        help="What the UNet predicts: the noise (epsilon), x_0 (sample) or v (v_prediction).",
-    )
-    diffusion.add_argument(
-        "--ddpm_num_inference_steps",
-        type=AT_LEAST_1,
-        default=100,
-        help="Sampling steps of the sample grids (respaced).",
+        "--ddpm_num_inference_steps", type=AT_LEAST_1, default=100, help="Sampling steps of the grids."
     )
 
     objective = parser.add_argument_group("objective")
@@ -180,111 +136,58 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     optim = parser.add_argument_group("optimization")
     optim.add_argument("--train_batch_size", type=AT_LEAST_1, help="Batch size per device (default: preset).")
     optim.add_argument("--num_epochs", type=AT_LEAST_1, help="Epochs, when --max_train_steps is not given.")
-    optim.add_argument(
-        "--max_train_steps", type=AT_LEAST_1, help="Optimizer steps (overrides --num_epochs; default: preset)."
-    )
-    optim.add_argument(
-        "--gradient_accumulation_steps", type=AT_LEAST_1, default=1, help="Batches accumulated per optimizer step."
-    )
+    optim.add_argument("--max_train_steps", type=AT_LEAST_1, help="Optimizer steps (default: preset).")
+    optim.add_argument("--gradient_accumulation_steps", type=AT_LEAST_1, default=1, help="Batches per optimizer step.")
     optim.add_argument("--learning_rate", type=POSITIVE_FLOAT, help="Peak learning rate (default: preset).")
-    optim.add_argument(
-        "--lr_scheduler", choices=LR_SCHEDULERS, default="cosine", help="Learning-rate schedule after the warmup."
-    )
+    optim.add_argument("--lr_scheduler", choices=LR_SCHEDULERS, default="cosine", help="Schedule after the warmup.")
     optim.add_argument("--lr_warmup_steps", type=AT_LEAST_0, help="Linear warmup steps (default: preset).")
     optim.add_argument("--adam_beta1", type=float, default=0.9, help="AdamW beta1.")
     optim.add_argument("--adam_beta2", type=float, default=0.999, help="AdamW beta2.")
     optim.add_argument("--adam_weight_decay", type=float, default=0.0, help="AdamW decoupled weight decay.")
     optim.add_argument("--adam_epsilon", type=float, default=1e-8, help="AdamW epsilon.")
-    optim.add_argument(
-        "--max_grad_norm", type=NON_NEGATIVE_FLOAT, default=1.0, help="Clip the gradient norm (0: no clipping)."
-    )
+    optim.add_argument("--max_grad_norm", type=AT_LEAST_0_FLOAT, default=1.0, help="Clip the gradient norm (0: off).")
     optim.add_argument("--seed", type=AT_LEAST_0, default=0, help="Seed of weights, data order and noise.")
 
     ema = parser.add_argument_group("EMA")
-    ema.add_argument(
-        "--use_ema",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="Keep an exponential moving average of the weights; it is what gets saved and sampled.",
-    )
-    ema.add_argument(
-        "--ema_decay",
-        "--ema_max_decay",
-        dest="ema_decay",
-        type=FRACTION,
-        help="Largest EMA decay, after the warmup (default: preset).",
-    )
-    ema.add_argument(
-        "--ema_inv_gamma", type=float, default=1.0, help="EMA warmup: decay = 1 - (1 + step / inv_gamma)^-power."
-    )
+    ema.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True, help="Save and sample the EMA.")
+    ema.add_argument("--ema_decay", "--ema_max_decay", type=FRACTION, help="Largest EMA decay (default: preset).")
+    ema.add_argument("--ema_inv_gamma", type=float, default=1.0, help="EMA warmup: 1 - (1 + step / inv_gamma)^-power.")
     ema.add_argument("--ema_power", type=float, default=3 / 4, help="EMA warmup power (3/4 suits short runs).")
 
     hardware = parser.add_argument_group("hardware")
-    hardware.add_argument(
-        "--device",
-        choices=DEVICES,
-        default="auto",
-        help="Where to train: auto picks CUDA or MPS when present, else the CPU (multi-process CPU uses gloo).",
-    )
-    hardware.add_argument(
-        "--mixed_precision",
-        choices=MIXED_PRECISIONS,
-        help="Mixed precision (default: accelerate's config). fp16 needs a GPU and is refused on the CPU.",
-    )
-
-    add_speed_arguments(parser)
+    hardware.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA, else MPS, else the CPU.")
+    hardware.add_argument("--mixed_precision", choices=MIXED_PRECISIONS, help="Default: accelerate's config.")
+    speed = parser.add_argument_group("speed", "Off unless they helped in benchmarks/train_throughput.py.")
+    speed.add_argument("--torch_compile", action="store_true", help="Compile the UNet (torch.compile, in place).")
+    speed.add_argument("--channels_last", action="store_true", help="Channels-last memory layout (GPUs).")
 
     saving = parser.add_argument_group("checkpoints")
     saving.add_argument("--output_dir", help="Where everything is written (default: outputs/ddpm-PRESET).")
-    saving.add_argument(
-        "--overwrite_output_dir",
-        action="store_true",
-        help="Delete an earlier run's checkpoints in --output_dir instead of refusing to start.",
-    )
-    saving.add_argument(
-        "--checkpointing_steps",
-        type=AT_LEAST_0,
-        help="Save the training state every N steps; 0 disables (default: preset).",
-    )
+    saving.add_argument("--overwrite_output_dir", action="store_true", help="Delete an earlier run's checkpoints.")
+    saving.add_argument("--checkpointing_steps", type=AT_LEAST_0, help="Save every N steps (default: preset).")
     saving.add_argument("--checkpoints_total_limit", type=AT_LEAST_1, help="Keep the newest N checkpoints.")
     saving.add_argument(
         "--resume_from_checkpoint",
         type=RESUME_SPEC,
         help="Continue a run: 'latest' (newest good checkpoint in --output_dir; a new run if it has none), a"
-        " checkpoint folder, or hub:REPO_ID[@REVISION] (the newest checkpoint-N of the 'checkpoints' branch by"
-        " default).",
+        " checkpoint folder, or hub:REPO_ID[@REVISION] (default: the newest of the 'checkpoints' branch).",
     )
     saving.add_argument(
         "--allow_inexact_resume",
         action="store_true",
-        help="Resume even when the RNG states cannot be restored (damaged, or saved by another number of processes),"
-        " with a warning that the run no longer repeats an uninterrupted one. Without it, that is an error.",
+        help="Resume from a checkpoint whose RNG state files are damaged, with a warning: the run then no longer"
+        " repeats an uninterrupted one.",
     )
 
     logs = parser.add_argument_group("logging and evaluation")
-    logs.add_argument("--logger", choices=LOGGERS, default="tensorboard", help="Experiment tracker.")
+    logs.add_argument("--logger", choices=("tensorboard", "wandb", "none"), default="tensorboard", help="The tracker.")
     logs.add_argument("--logging_dir", default="logs", help="Tracker folder, relative to --output_dir.")
     logs.add_argument("--logging_steps", type=AT_LEAST_1, default=10, help="Log averaged losses every N steps.")
-    logs.add_argument(
-        "--save_images_steps", type=AT_LEAST_0, help="Save a sample grid every N steps; 0 disables (default: preset)."
-    )
-    logs.add_argument("--save_images_epochs", type=AT_LEAST_1, help="Also save a sample grid every N epochs.")
+    logs.add_argument("--save_images_steps", type=AT_LEAST_0, help="A sample grid every N steps (default: preset).")
     logs.add_argument("--eval_batch_size", type=AT_LEAST_1, default=64, help="Images in each sample grid.")
-    logs.add_argument(
-        "--bpd_steps", type=AT_LEAST_0, help="Held-out bits/dim every N steps; 0 disables (default: preset)."
-    )
+    logs.add_argument("--bpd_steps", type=AT_LEAST_0, help="Held-out bits/dim every N steps (default: preset).")
     logs.add_argument("--bpd_num_images", type=AT_LEAST_1, default=256, help="Held-out images for bits/dim (at most).")
-    logs.add_argument(
-        "--bpd_num_timesteps",
-        type=_checked(int, "at least 2 (the decoder and one KL term)", lambda value: value >= 2),
-        default=50,
-        help="Timesteps of the bound, strided (all: --ddpm_num_steps).",
-    )
-    logs.add_argument(
-        "--save_rank_weight_hashes",
-        action="store_true",
-        help="Write output_dir/weights-rank<i>.sha256 from every process (do ranks agree?).",
-    )
+    logs.add_argument("--bpd_num_timesteps", type=AT_LEAST_2, default=50, help="Timesteps of the bound (strided).")
 
     hub = parser.add_argument_group("hub")
     hub.add_argument("--push_to_hub", action="store_true", help="Push the trained pipeline to the Hub (main).")
@@ -298,45 +201,12 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     hub.add_argument(
         "--hub_checkpoint_revision",
         default=CHECKPOINT_BRANCH,
-        type=CHECKPOINT_REVISION,
-        help="The branch that collects the checkpoints (their optimizer and RNG states are pickles: never main).",
+        type=_checked(str, "a branch other than main (checkpoints hold pickles)", _is_side_branch),
+        help="The branch of the checkpoints.",
     )
     hub.add_argument("--hub_private_repo", action="store_true", help="Create the Hub repo private.")
-    hub.add_argument(
-        "--hub_token", type=TOKEN, help="The token to push with (default: HF_TOKEN or `hf auth login`); never written."
-    )
+    hub.add_argument("--hub_token", type=TOKEN, help="Default: HF_TOKEN or `hf auth login`. Never written.")
     return parser
-
-
-def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
-    """Switches that change how fast a step runs, not what it computes (up to floating-point rounding)."""
-    speed = parser.add_argument_group(
-        "speed", "Measured in benchmarks/train_throughput.py; off unless they helped there (bf16: --mixed_precision)."
-    )
-    speed.add_argument(
-        "--torch_compile",
-        action="store_true",
-        help="Compile the UNet with torch.compile (inductor). Pays a compilation at the first steps; on the digits"
-        " UNet on one CPU thread it was slower than eager (see the README).",
-    )
-    speed.add_argument(
-        "--channels_last",
-        action="store_true",
-        help="Keep the UNet's weights and activations in channels-last memory layout (often faster on GPUs).",
-    )
-    speed.add_argument(
-        "--adam_implementation",
-        choices=ADAM_IMPLEMENTATIONS,
-        default="auto",
-        help="AdamW's implementation: fused (one kernel for all parameters), foreach (a kernel per operation over"
-        " all parameters) or for-loop (a loop over parameters). auto: fused on the CPU and CUDA, else foreach.",
-    )
-    speed.add_argument(
-        "--allow_tf32",
-        action="store_true",
-        help="On CUDA, allow TF32 tensor cores in matrix multiplications and convolutions (Ampere and newer):"
-        " faster, with a 10-bit mantissa in the products.",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -360,47 +230,36 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
-    """
-    Fill the preset's defaults, resolve aliases and check what argparse cannot (flags that depend on each other);
-    raises `hf_ddpm._errors.UsageError` naming the flag.
-    """
-    defaults = presets.MODEL_PRESETS[args.model_preset]["defaults"]
-    for name, value in defaults.items():
-        # --num_epochs alone sets the length (no preset step count); --save_images_epochs replaces the steps
-        replaced = {"max_train_steps": args.num_epochs, "save_images_steps": args.save_images_epochs}.get(name)
-        if getattr(args, name) is None and replaced is None:
+    """Fill the preset's defaults and check the flags that depend on each other (`UsageError` naming the flag)."""
+    for name, value in presets.MODEL_PRESETS[args.model_preset]["defaults"].items():
+        if getattr(args, name) is None and not (name == "max_train_steps" and args.num_epochs):  # epochs: set later
             setattr(args, name, value)
-    args.beta_schedule = BETA_SCHEDULE_ALIASES.get(args.beta_schedule, args.beta_schedule)
+    args.beta_schedule = {"cosine": "squaredcos_cap_v2"}.get(args.beta_schedule, args.beta_schedule)
     args.output_dir = args.output_dir or os.path.join("outputs", f"ddpm-{args.model_preset}")
     if args.timestep_sampler == "auto":
         args.timestep_sampler = "loss-second-moment" if args.loss == "vlb" else "uniform"
-    if args.mixed_precision is None:
-        args.mixed_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
-    for check in (_check_schedule, _check_objective, _check_streaming, _check_hub, _check_hardware):
-        problem = check(args)
-        if problem:
-            raise UsageError(problem)
+    args.mixed_precision = args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    problem = _flag_problem(args)
+    if problem:
+        raise UsageError(problem)
     return args
 
 
-def _check_schedule(args: argparse.Namespace) -> str | None:
+def _flag_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with a combination of flags, in one line naming them; None when nothing is."""
+    factor = 2 ** (len(presets.MODEL_PRESETS[args.model_preset]["unet"]["block_out_channels"]) - 1)
+    learned = args.variance_type in LEARNED_VARIANCE_TYPES
     if args.ddpm_num_inference_steps > args.ddpm_num_steps:
         return (
             f"--ddpm_num_inference_steps ({args.ddpm_num_inference_steps}) cannot exceed --ddpm_num_steps"
             f" ({args.ddpm_num_steps})."
         )
-    factor = presets.downsampling_factor(args.model_preset)
     if args.resolution % factor:
         return (
             f"--resolution {args.resolution} is not divisible by {factor}: the {args.model_preset} UNet halves the"
             f" image {int(math.log2(factor))} times (use a multiple of {factor})."
         )
-    return None
-
-
-def _check_objective(args: argparse.Namespace) -> str | None:
-    learned = args.variance_type in LEARNED_VARIANCE_TYPES
-    if args.loss in ("hybrid", "vlb") and not learned:
+    if args.loss != "simple" and not learned:
         return (
             f"--loss {args.loss} trains the variance, so it needs --variance_type learned_range or learned"
             f" (got {args.variance_type}); use --loss simple with a fixed variance."
@@ -410,47 +269,23 @@ def _check_objective(args: argparse.Namespace) -> str | None:
             f"--variance_type {args.variance_type} is only trained by --loss hybrid or vlb (L_simple gives the"
             " variance no gradient); use a fixed variance type with --loss simple."
         )
-    return None
-
-
-def _check_streaming(args: argparse.Namespace) -> str | None:
-    if not args.streaming:
-        return None
-    if args.dataset_name is None and args.train_data_dir is None:
+    if args.streaming and args.dataset_name is None and args.train_data_dir is None:
         return "--streaming reads --dataset_name or --train_data_dir; the built-in digits are held in memory."
-    if args.num_epochs is not None:
+    if args.streaming and args.num_epochs is not None:
+        return "--num_epochs needs the dataset's length, unknown for a stream: use --max_train_steps with --streaming."
+    if args.streaming and args.dataloader_num_workers > 1:
         return (
-            "--num_epochs needs the dataset's length, which a stream does not have: with --streaming pass"
-            " --max_train_steps."
-        )
-    if args.dataloader_num_workers > 1:
-        return (
-            f"--streaming reads the stream in order in one process: --dataloader_num_workers must be 0 or 1, got"
+            "--streaming reads the stream in order in one process: --dataloader_num_workers must be 0 or 1, got"
             f" {args.dataloader_num_workers}."
         )
-    return None
-
-
-def _check_hub(args: argparse.Namespace) -> str | None:
     if args.push_checkpoints_to_hub and not args.checkpointing_steps:
         return "--push_checkpoints_to_hub needs checkpoints: pass --checkpointing_steps N (at least 1)."
     if args.hub_token is not None and args.logger == "wandb":  # as diffusers' scripts: wandb records the command line
         return "--hub_token cannot be used with --logger wandb (it would record the token): use `hf auth login`."
-    return None
-
-
-def _check_hardware(args: argparse.Namespace) -> str | None:
-    try:
-        device_type = resolve_device(args.device).type
-    except UsageError as error:
-        return str(error)
     if args.mixed_precision not in MIXED_PRECISIONS:  # the default comes from accelerate's config
         return f"--mixed_precision must be one of {', '.join(MIXED_PRECISIONS)}, got {args.mixed_precision!r}."
-    if args.mixed_precision == "fp16" and device_type == "cpu":
-        return (
-            "--mixed_precision fp16 needs a GPU (float16 autocast with loss scaling); on the CPU use"
-            " --mixed_precision bf16 or no."
-        )
+    if args.mixed_precision == "fp16" and resolve_device(args.device).type == "cpu":
+        return "--mixed_precision fp16 needs a GPU (float16 autocast with loss scaling); on the CPU use bf16 or no."
     if args.logger == "wandb":
         from accelerate.utils import is_wandb_available
 

@@ -1,9 +1,6 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
-"""The training objectives: L_simple, the hybrid L_simple + lambda L_vlb, and L_vlb (Nichol & Dhariwal, section 3).
-
-Every function returns per-example terms ([N] tensors) so that the caller can weight them (importance sampling of
-t), feed them to the timestep resampler, and log them per quarter of the timestep range.
-"""
+"""The training objectives: L_simple, the hybrid L_simple + lambda L_vlb, and L_vlb (Nichol & Dhariwal, section 3),
+as per-example terms: the loop weights them (importance sampling of t) and logs them per quarter of the range of t."""
 
 import torch
 

@@ -1,15 +1,7 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
-"""Model presets: a UNet2DModel architecture and the training defaults that suit it.
+"""Model presets: a UNet2DModel architecture and the defaults of the flags a user leaves unset (`None` in args.py)."""
 
-A preset fills every flag the user leaves unset (`None` in args.py); flags given on the command line always win.
-"""
-
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from diffusers import UNet2DModel
+from typing import Any
 
 # The small default: 8x8 single-channel digits on a laptop CPU, where the convolutions are nearly the whole cost. Two
 # resolutions (8x8, 4x4), 32 and 64 channels, one res block each, 0.65M parameters. In 6-minute CPU runs scored with
@@ -21,7 +13,6 @@ DIGITS_UNET = {
     "down_block_types": ("DownBlock2D", "DownBlock2D"),
     "up_block_types": ("UpBlock2D", "UpBlock2D"),
     "norm_num_groups": 8,
-    "dropout": 0.0,
 }
 
 # Ho et al. 2020, appendix B: ch 128, multipliers (1, 2, 2, 2), 2 res blocks per resolution, self-attention at
@@ -52,15 +43,8 @@ UNET_64 = {
     "dropout": 0.1,
 }
 
-# A few thousand parameters: smoke tests and CI, where only the plumbing matters.
-TINY_UNET = {
-    "block_out_channels": (8, 16),
-    "layers_per_block": 1,
-    "down_block_types": ("DownBlock2D", "DownBlock2D"),
-    "up_block_types": ("UpBlock2D", "UpBlock2D"),
-    "norm_num_groups": 4,
-    "dropout": 0.0,
-}
+# The digits layout, a few thousand parameters: smoke tests and CI, where only the plumbing matters.
+TINY_UNET = {**DIGITS_UNET, "block_out_channels": (8, 16), "norm_num_groups": 4}
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "digits": {
@@ -130,31 +114,10 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def unet_config(preset: str, resolution: int, channels: int, learned_variance: bool) -> dict[str, Any]:
-    """
-    The `UNet2DModel` config of `preset` for `resolution` x `resolution` images of `channels` channels.
-
-    Args:
-        preset (`str`): one of `MODEL_PRESETS`.
-        resolution (`int`): the image side; must be divisible by 2^(number of resolutions - 1).
-        channels (`int`): image channels (1, 3 or 4).
-        learned_variance (`bool`): the UNet also outputs the variance: 2 x `channels` output channels.
-    """
-    out_channels = 2 * channels if learned_variance else channels
+    """The `UNet2DModel` config of `preset` for R x R images; a learned variance doubles the output channels."""
     return {
         "sample_size": resolution,
         "in_channels": channels,
-        "out_channels": out_channels,
+        "out_channels": 2 * channels if learned_variance else channels,
         **MODEL_PRESETS[preset]["unet"],
     }
-
-
-def downsampling_factor(preset: str) -> int:
-    """How many times the preset's UNet halves the image: resolutions must be divisible by this."""
-    return 2 ** (len(MODEL_PRESETS[preset]["unet"]["block_out_channels"]) - 1)
-
-
-def build_unet(preset: str, resolution: int, channels: int, learned_variance: bool) -> UNet2DModel:
-    """A freshly initialized `UNet2DModel` of `preset` (draws from the global torch RNG: seed it first)."""
-    from diffusers import UNet2DModel  # here, not at the top: `hf-ddpm train --help` reads the presets without torch
-
-    return UNet2DModel(**unet_config(preset, resolution, channels, learned_variance))
