@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.configuration_utils import ConfigMixin, FrozenDict, register_to_config
 from diffusers.schedulers.scheduling_ddpm import DDPMScheduler, DDPMSchedulerOutput
 from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
@@ -41,6 +41,7 @@ LEARNED_VARIANCE_TYPES = ("learned", "learned_range")
 ANALYTIC_COMMAND = "hf-ddpm analytic MODEL --output_dir NEW_MODEL"
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
+MAX_TRAIN_TIMESTEPS = 100_000
 
 
 def _check_choice(name: str, value, allowed) -> None:
@@ -298,8 +299,11 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
     ):
         if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, (int, np.integer)):
             raise TypeError(f"`num_train_timesteps` must be an int, got {type(num_train_timesteps).__name__}.")
-        if num_train_timesteps < 1:
-            raise ValueError(f"`num_train_timesteps` must be at least 1, got {num_train_timesteps}.")
+        if not 1 <= num_train_timesteps <= MAX_TRAIN_TIMESTEPS:  # the schedules are float64 arrays of this length
+            raise ValueError(
+                f"`num_train_timesteps` must be in [1, {MAX_TRAIN_TIMESTEPS:,}] (the published models use up to 4,000),"
+                f" got {num_train_timesteps:,}."
+            )
         _check_choice("variance_type", variance_type, VARIANCE_TYPES)
         _check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         _check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
@@ -319,7 +323,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
                 )
             betas = rescale_zero_terminal_snr(betas)
         if not (np.all(betas > 0) and np.all(betas <= 1)):
-            bad = betas[(betas <= 0) | (betas > 1)][0]
+            bad = betas[~((betas > 0) & (betas <= 1))][0]  # NaN too
             raise ValueError(
                 f"Every beta must lie in (0, 1]; the schedule (beta_schedule={beta_schedule!r},"
                 f" beta_start={beta_start}, beta_end={beta_end}) contains {bad}."
@@ -327,6 +331,8 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
 
         # The training chain in float64; the public float32 tensors mirror diffusers.DDPMScheduler's attributes.
         self._analytic_gamma = check_analytic_gamma(analytic_gamma, variance_type, num_train_timesteps)
+        if analytic_gamma is None:  # no key in the config: `X.from_config(config)` warns about keys X does not take
+            self._internal_dict = FrozenDict({k: v for k, v in self.config.items() if k != "analytic_gamma"})
         self._alphas_cumprod64 = np.cumprod(1.0 - betas)
         # beta-tilde_1 of the training chain: the decoder's variance floor of the analytic variance in every chain
         self._decoder_variance = float(
