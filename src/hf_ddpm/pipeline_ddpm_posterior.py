@@ -600,9 +600,7 @@ def _scheduler_class(index: dict, name: str) -> type[SchedulerMixin]:
         return scheduling_ddpm_posterior.DDPMPosteriorScheduler
     scheduler_class = getattr(diffusers, str(class_name), None) if library == "diffusers" else None
     if not (isinstance(scheduler_class, type) and issubclass(scheduler_class, SchedulerMixin)):
-        raise ValueError(
-            f"model_index.json of {name} names the scheduler {entry!r}, which is not a diffusers scheduler."
-        )
+        raise ValueError(f"model_index.json of {name} declares `scheduler` {entry!r}, not a diffusers scheduler.")
     return scheduler_class
 
 
@@ -610,9 +608,7 @@ def _load_unet(name: str, index: dict, config: dict, subfolder: str | None, kwar
     """The UNet, with diffusers' loader, after the checks it does not make."""
     where = os.path.join(name, subfolder or "")
     if index.get("unet") != ["diffusers", "UNet2DModel"]:
-        raise ValueError(
-            f"model_index.json of {name} declares the unet {index.get('unet')!r}; hf_ddpm needs UNet2DModel."
-        )
+        raise ValueError(f"model_index.json of {name} declares `unet` {index.get('unet')!r}, not UNet2DModel.")
     _check_unet_config(config, os.path.join(where, "config.json"))
     try:
         return UNet2DModel.from_pretrained(name, subfolder=subfolder, use_safetensors=True, **kwargs)
