@@ -1,17 +1,18 @@
 """Fast samplers on our own cosine-schedule model, side by side in one run: sample quality against our own sampler.
 
-    python benchmarks/fast_samplers.py                      # the shipped digits model, 1,500 samples a row
+    python benchmarks/fast_samplers.py                      # the shipped digits model, 1,000 samples a row
     python benchmarks/fast_samplers.py --num_samples 200    # a smoke run
 
 For the shipped model (spaces/ddpm-digits/model: cosine schedule, learned-range variances, `timestep_spacing`
-"linspace") it samples, with one seed, from:
+"leading") it samples, with one seed, from:
 
-* our DDPMPosteriorScheduler at 25, 50 and 1,000 steps, as shipped, and at 25 and 50 steps with
-  `timestep_spacing="leading"`;
+* our DDPMPosteriorScheduler at 25, 50 and 1,000 steps as shipped, and at 25 and 50 steps with "linspace" (what
+  hf_ddpm's training wrote before), beside DDIM from that "linspace" config (which the pipeline now refuses);
 * every scheduler of `pipe.scheduler.compatibles` at 25 and 50 steps, swapped in with `X.from_config(config)`; one
   the pipeline refuses is run with the option its refusal names (the row says which);
-* `--num_diagnostic` samples of the refused ones at 25 steps with the refusal bypassed (what they gave before), and
-  Euler and DPM-Solver++ at 25 steps starting at t0 = 990 ... 998 (the evidence for the refusal's bound).
+* `--num_diagnostic` samples of each at 25 steps from the "linspace" config with the refusal bypassed (what they
+  gave before), and Euler and DPM-Solver++ at 25 steps starting at t0 = 990 ... 998 (the evidence for the bound of
+  `MIN_START_ALPHA_BAR`).
 
 Each row: pixel mean and std in [0, 1] (real digits: 0.305 and 0.376), fd-digits with its bootstrap standard error,
 and for the main rows the difference to our sampler at the same steps with the standard error of the difference
@@ -41,7 +42,7 @@ REMEDY = re.compile(r"from_config\(pipe\.scheduler\.config, (\w+)=([^)]*)\)")
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="spaces/ddpm-digits/model", help="a saved cosine-schedule digits model")
-    parser.add_argument("--num_samples", type=int, default=1500, help="samples per main row")
+    parser.add_argument("--num_samples", type=int, default=1000, help="samples per main row")
     parser.add_argument("--num_diagnostic", type=int, default=300, help="samples per diagnostic row")
     parser.add_argument("--batch_size", type=int, default=500, help="images per pipeline call")
     parser.add_argument("--seed", type=int, default=0, help="the seed of every row's generator")
@@ -96,18 +97,18 @@ def main(argv=None) -> int:
     n, rows, diagnostics = args.num_samples, [], []
 
     for steps in (25, 50, 1000):
-        rows.append(
-            measure(
-                pipe,
-                f"DDPMPosteriorScheduler ({shipped.timestep_spacing}, as shipped)",
-                n,
-                args,
-                num_inference_steps=steps,
-            )
-        )
+        label = f"DDPMPosteriorScheduler ({shipped.timestep_spacing}, as shipped)"
+        rows.append(measure(pipe, label, n, args, num_inference_steps=steps))
+    earlier = {**shipped, "timestep_spacing": "linspace"}  # what hf_ddpm's training wrote before
     for steps in (25, 50):
-        pipe.scheduler = DDPMPosteriorScheduler.from_config(shipped, timestep_spacing="leading")
-        rows.append(measure(pipe, "DDPMPosteriorScheduler (leading)", n, args, num_inference_steps=steps))
+        pipe.scheduler = DDPMPosteriorScheduler.from_config(earlier)
+        rows.append(
+            measure(pipe, "DDPMPosteriorScheduler (linspace, the earlier default)", n, args, num_inference_steps=steps)
+        )
+        unguarded = DDPMPosteriorPipeline(unet=pipe.unet, scheduler=diffusers.DDIMScheduler.from_config(earlier))
+        unguarded.set_progress_bar_config(disable=True)
+        unguarded._check_first_timestep = lambda: None
+        rows.append(measure(unguarded, "DDIMScheduler (linspace: refused now)", n, args, num_inference_steps=steps))
 
     compatibles = [c for c in DDPMPosteriorScheduler.from_config(shipped).compatibles if c.__name__ not in SKIPPED]
     for scheduler_class in compatibles:
@@ -120,21 +121,13 @@ def main(argv=None) -> int:
                 option, value = REMEDY.search(str(refusal)).groups()
                 pipe.scheduler = scheduler_class.from_config(shipped, **{option: ast.literal_eval(value)})
                 label = f"{scheduler_class.__name__} ({option}={value}, refused without)"
-                if steps == 25:  # what it gave before the refusal existed
-                    before = scheduler_class.from_config(shipped)
-                    bypassed = DDPMPosteriorPipeline(unet=pipe.unet, scheduler=before)
-                    bypassed.set_progress_bar_config(disable=True)
-                    bypassed._check_first_timestep = lambda: None
-                    diagnostics.append(
-                        measure(
-                            bypassed,
-                            f"{scheduler_class.__name__} (refusal bypassed)",
-                            args.num_diagnostic,
-                            args,
-                            num_inference_steps=steps,
-                        )
-                    )
             rows.append(measure(pipe, label, n, args, num_inference_steps=steps))
+        if scheduler_class.__name__ not in ("DDPMScheduler",):  # what each gave from t = 999, before the refusal
+            unguarded = DDPMPosteriorPipeline(unet=pipe.unet, scheduler=scheduler_class.from_config(earlier))
+            unguarded.set_progress_bar_config(disable=True)
+            unguarded._check_first_timestep = lambda: None
+            label = f"{scheduler_class.__name__} (linspace, refusal bypassed)"
+            diagnostics.append(measure(unguarded, label, args.num_diagnostic, args, num_inference_steps=25))
 
     for scheduler_class in (diffusers.EulerDiscreteScheduler, diffusers.DPMSolverMultistepScheduler):
         for first in (990, 995, 996, 997, 998):
@@ -185,7 +178,7 @@ def main(argv=None) -> int:
         )
     lines += [
         "",
-        "Diagnostics (25 steps): the refused schedulers with the refusal bypassed, and unclipped samplers from t0.",
+        "Diagnostics (25 steps): each scheduler from the linspace config, refusal bypassed, and samplers from t0.",
         "",
         "| sampler | t0 | alpha-bar(t0) | pixel mean | pixel std | fd-digits |",
         "|---|---:|---:|---:|---:|---:|",

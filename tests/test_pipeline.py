@@ -185,26 +185,29 @@ DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "spaces" / "ddpm-digits
 
 @pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("num_inference_steps", [25, 50])
+@pytest.mark.parametrize("spacing", ["leading", "linspace"], ids=["as shipped", "as earlier versions saved it"])
 def test_every_compatible_scheduler_draws_digits_from_the_cosine_model_or_is_refused_with_a_remedy_that_works(
-    num_inference_steps,
+    spacing, num_inference_steps
 ):
     """
     The shipped model (cosine schedule, learned variances): every scheduler swapped in gives digits (pixel mean and
     std within 0.05 of real digits'), or is refused before the first UNet call, and the option its refusal names
-    gives digits. Unclipped samplers starting at t = 999 (alpha-bar 2.4e-9) gave saturated noise (std 0.47).
+    gives digits. Samplers starting at t = 999 (alpha-bar 2.4e-9) gave saturated noise (std 0.47).
     """
     pipe = DDPMPosteriorPipeline.from_pretrained(DEFAULT_MODEL)
     pipe.set_progress_bar_config(disable=True)
-    shipped = pipe.scheduler.config
-    assert shipped.beta_schedule == "squaredcos_cap_v2" and shipped.variance_type == "learned_range"
+    assert (
+        pipe.scheduler.config.beta_schedule == "squaredcos_cap_v2"
+        and pipe.scheduler.config.timestep_spacing == "leading"
+    )
+    config = {**pipe.scheduler.config, "timestep_spacing": spacing}
     real = load_digits("all")[0] / 255.0
-    unet_calls = []
+    unet_calls, refused = [], []
     pipe.unet.register_forward_pre_hook(lambda *args: unet_calls.append(1))
-    refused = []
     for scheduler_class in [DDPMPosteriorScheduler, *pipe.scheduler.compatibles]:
         if scheduler_class.__name__ in ("DPMSolverSDEScheduler", "EDMEulerScheduler"):  # needs torchsde; EDM models
             continue
-        pipe.scheduler = scheduler_class.from_config(shipped)
+        pipe.scheduler = scheduler_class.from_config(config)
         generator = torch.Generator().manual_seed(0)
         try:
             images = pipe(
@@ -215,14 +218,18 @@ def test_every_compatible_scheduler_draws_digits_from_the_cosine_model_or_is_ref
             option = re.search(r"from_config\(pipe\.scheduler\.config, (\w+)=([^)]*)\)", str(refusal))
             assert "t=999" in str(refusal) and option, str(refusal)
             refused.append(scheduler_class.__name__)
-            pipe.scheduler = scheduler_class.from_config(shipped, **{option[1]: ast.literal_eval(option[2])})
+            pipe.scheduler = scheduler_class.from_config(config, **{option[1]: ast.literal_eval(option[2])})
             images = pipe(
                 batch_size=16, num_inference_steps=num_inference_steps, generator=generator, output_type="np"
             )
         unet_calls.clear()
         mean, std = float(images.images.mean()), float(images.images.std())
         assert abs(mean - real.mean()) < 0.05 and abs(std - real.std()) < 0.05, (scheduler_class.__name__, mean, std)
-    assert "EulerDiscreteScheduler" in refused and "DDIMScheduler" not in refused  # DDIM clips x_0, as ours does
+    if spacing == "leading":  # the one compatible scheduler without `timestep_spacing`
+        assert refused == ["DPMSolverSinglestepScheduler"]
+    else:  # all but DDPM's ancestral steps
+        assert {"DDIMScheduler", "EulerDiscreteScheduler", "PNDMScheduler"} <= set(refused)
+        assert not {"DDPMPosteriorScheduler", "DDPMScheduler"} & set(refused)
 
 
 def test_swapping_a_scheduler_in_prints_no_warning_about_our_config(tmp_path, caplog):

@@ -24,7 +24,7 @@ import diffusers
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, UNet2DModel
+from diffusers import DDPMScheduler, DiffusionPipeline, UNet2DModel
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
@@ -50,11 +50,12 @@ LOAD_PATTERNS = [
 # diffusers builds every block of a UNet config, on the meta device too, before it reads a weight: a config asking
 # for a million layers takes minutes and all the memory before it fails. No real UNet2DModel comes near these.
 MAX_UNET_BLOCKS, MAX_LAYERS_PER_BLOCK = 16, 64
-# A scheduler that does not clip x_0 recovers it as (x_t - sqrt(1 - alpha-bar) eps) / sqrt(alpha-bar), amplifying the
-# UNet's error by 1 / sqrt(alpha-bar). On the shipped cosine model, Euler and DPM-Solver++ give digits starting from
-# t = 990 (alpha-bar 2e-4), worse ones from 995 (4e-5) and noise from 997 (1e-5) on (the cosine schedule's t = 999 is
-# 2.4e-9); the linear schedule's last alpha-bar, 4e-5, is fine (benchmarks/fast_samplers.py)
-MIN_UNCLIPPED_ALPHA_BAR = 2e-5
+# A sampler recovers x_0 as (x_t - sqrt(1 - alpha-bar) eps) / sqrt(alpha-bar), amplifying the UNet's error by
+# 1 / sqrt(alpha-bar). On the shipped cosine model, Euler and DPM-Solver++ give digits from t = 995 (alpha-bar 4e-5)
+# down, worse ones from 996 (2e-5) and noise from 998 (2e-6) up: the cosine schedule's t = 999 is 2.4e-9, the linear
+# schedule's 4.0e-5 (benchmarks/fast_samplers.py). Only DDPM's ancestral steps, clipping x_0 and drawing fresh noise
+# at every step, start anywhere; DDIM from t = 999 scores measurably worse.
+MIN_START_ALPHA_BAR = 3e-5
 
 
 @dataclass
@@ -115,7 +116,9 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
             Normally a `DDPMPosteriorScheduler`. Every scheduler of its `compatibles` but `EDMEulerScheduler` (made
             for EDM-preconditioned models) samples too, e.g. `DDIMScheduler.from_config(pipe.scheduler.config)`:
             the pipeline honours `init_noise_sigma` and `scale_model_input`, and drops the variance channels of a
-            learned-variance UNet for a scheduler that does not read them. `bits_per_dim` needs ours.
+            learned-variance UNet for a scheduler that does not read them. One that would start where alpha-bar is
+            too small for it (t = 999 of the cosine schedule) is refused, naming the option that moves its start
+            (`timestep_spacing="leading"`). `bits_per_dim` needs ours.
     """
 
     model_cpu_offload_seq = "unet"
@@ -143,8 +146,8 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
 
     def _prepare_timesteps(self, num_inference_steps: int, timesteps: list[int] | None) -> None:
         """
-        Set the scheduler's chain, after refusing a scheduler that cannot sample this UNet: one made for EDM
-        preconditioning, or one that does not clip x_0 and starts where alpha-bar is too small to recover it.
+        Set the scheduler's chain, refusing a scheduler that cannot sample this UNet: one made for EDM
+        preconditioning, or one whose chain starts where alpha-bar is too small for it (`_check_first_timestep`).
         """
         scheduler, name = self.scheduler, type(self.scheduler).__name__
         if hasattr(scheduler, "precondition_outputs"):  # EDMEulerScheduler and the other EDM schedulers
@@ -161,16 +164,14 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         self._check_first_timestep()
 
     def _check_first_timestep(self) -> None:
-        """Refuse a scheduler starting where alpha-bar is too small to recover x_0 (but DDPM and DDIM clipping it)."""
+        """Refuse a scheduler whose chain starts where alpha-bar is too small for it (DDPM's clipped steps are not)."""
         scheduler, name = self.scheduler, type(self.scheduler).__name__
-        # DDPM's and DDIM's steps mix the clipped x_0 into x_{t-1}, the sigma-space steps of the Euler family
-        # amplify its error even when they clip it (Heun's clip_sample)
-        alpha_space = isinstance(scheduler, (DDPMScheduler, DDIMScheduler)) or name == SCHEDULER_CLASS
-        if alpha_space and (scheduler.config.get("clip_sample") or scheduler.config.get("thresholding")):
+        ancestral = isinstance(scheduler, DDPMScheduler) or name == SCHEDULER_CLASS
+        if ancestral and (scheduler.config.get("clip_sample") or scheduler.config.get("thresholding")):
             return
         first = int(round(float(scheduler.timesteps[0])))
         alpha_bar = float(scheduler.alphas_cumprod[first]) if hasattr(scheduler, "alphas_cumprod") else 1.0
-        if alpha_bar >= MIN_UNCLIPPED_ALPHA_BAR:
+        if alpha_bar >= MIN_START_ALPHA_BAR:
             return
         parameters = inspect.signature(type(scheduler).__init__).parameters
         if "timestep_spacing" in parameters:
@@ -178,10 +179,10 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         elif "lambda_min_clipped" in parameters:
             remedy = f"swap it in with `{name}.from_config(pipe.scheduler.config, lambda_min_clipped=-5.1)`"
         else:
-            remedy = "use DDIMScheduler or DDPMPosteriorScheduler, which clip x_0"
+            remedy = "use DDPMPosteriorScheduler"
         raise ValueError(
             f"{name} starts at t={first}, where alpha-bar is {alpha_bar:.1e}: its x_0 estimate amplifies the UNet's"
-            f" error {alpha_bar**-0.5:,.0f} times, which only the clipped DDPM and DDIM steps absorb; {remedy} (or use"
+            f" error {alpha_bar**-0.5:,.0f} times, which only DDPM's clipped ancestral steps absorb; {remedy} (or use"
             " fewer steps)."
         )
 
@@ -459,7 +460,7 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
             written = _files_under(os.path.join(staging, "new"))
             if push_to_hub:  # the bytes that are checked for tokens are the bytes that are sent
                 contents = {path: Path(staging, "new", path).read_bytes() for path in written}
-            in_place = [f"{part}/{name}" for part in ("unet", "scheduler") for name in _names_in(save_directory, part)]
+            in_place = [path.relative_to(save_directory).as_posix() for path in Path(save_directory).glob("*/*")]
             _move_into(staging, save_directory, written, _stale_files(in_place, written, kwargs.get("variant")))
         except BaseException:
             if created:  # a failed first save leaves no folder behind
@@ -657,10 +658,6 @@ def _files_under(folder: str) -> list[str]:
     """The files under `folder`, as relative POSIX paths, model_index.json last (it makes a folder a pipeline)."""
     paths = sorted(path.relative_to(folder).as_posix() for path in Path(folder).rglob("*") if path.is_file())
     return sorted(paths, key=lambda path: path == "model_index.json")
-
-
-def _names_in(folder: str, part: str) -> list[str]:
-    return sorted(os.listdir(os.path.join(folder, part))) if os.path.isdir(os.path.join(folder, part)) else []
 
 
 def _stale_files(paths: list[str], written, variant: str | None) -> list[str]:
