@@ -342,7 +342,6 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         self.variance_type = variance_type
         self._train_chain = self._chain_terms(np.arange(num_train_timesteps))
         self._tensors = {}  # (name, respaced, device, dtype) -> a chain's term as a tensor, for `_gather`
-        self._last_checked_timesteps = None
         self._set_chain(np.arange(num_train_timesteps)[::-1].copy(), num_inference_steps=None, custom=False)
 
     # ------------------------------------------------------------------------------------------------------------
@@ -639,13 +638,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         return positions
 
     def _check_train_timesteps(self, timesteps, like: torch.Tensor) -> torch.Tensor:
-        # a training step gathers ~15 schedule terms at the same timesteps: the tensor checked last is remembered (a
-        # reference, so it cannot be another tensor at the same address) and not checked again
-        checked = self._last_checked_timesteps
-        if checked is not None and checked[0] is timesteps and checked[1].device == like.device:
-            if checked[1].shape[0] in (1, like.shape[0]):
-                return checked[1]
-        original = timesteps
+        """`timesteps` as a [1] or [N] long tensor on the device of the [N x ...] tensor `like`, each in [0, T)."""
         timesteps = torch.as_tensor(timesteps, device=like.device).long().reshape(-1)
         if timesteps.shape[0] not in (1, like.shape[0]):
             raise ValueError(f"`timesteps` has {timesteps.shape[0]} entries for a batch of {like.shape[0]}.")
@@ -657,8 +650,6 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
             torch._assert_async(in_range, message)
         except RuntimeError as error:
             raise ValueError(message) from error
-        if isinstance(original, torch.Tensor):
-            self._last_checked_timesteps = (original, timesteps)
         return timesteps
 
     def add_noise(
