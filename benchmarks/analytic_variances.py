@@ -161,8 +161,8 @@ def decoder_variance_choice(pipeline, x0: torch.Tensor, seed: int) -> dict:
     floored = pipeline.scheduler
     unfloored = DDPMPosteriorScheduler.from_config(floored.config)
     unfloored._decoder_variance = 0.0  # benchmark only: the scheduler without its floor
-    unfloored._train_terms = unfloored._chain_terms(np.arange(floored.config.num_train_timesteps))
-    unfloored._train_terms_cache = {}
+    unfloored._train_chain = unfloored._chain_terms(np.arange(floored.config.num_train_timesteps))
+    unfloored._tensors = {}
     t = torch.zeros(x0.shape[0], dtype=torch.long)
     x_t = floored.add_noise(x0, torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)), t)
     output = pipeline.unet(x_t, t).sample
@@ -170,7 +170,7 @@ def decoder_variance_choice(pipeline, x0: torch.Tensor, seed: int) -> dict:
     for name, scheduler in (("floored", floored), ("unfloored", unfloored)):
         terms = scheduler.vb_terms_bpd(output, x0, x_t, t, clip_denoised=True)
         result[name] = {
-            "variance": float(np.exp(scheduler._train_terms["log_analytic_variance"][0])),
+            "variance": float(np.exp(scheduler._train_chain["log_analytic_variance"][0])),
             "decoder_bpd": float(terms.mean()),
             "standard_error": float(terms.std() / math.sqrt(len(terms))),
         }

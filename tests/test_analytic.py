@@ -64,7 +64,7 @@ def gaussian_pipeline(variance_type: str, **scheduler_kwargs) -> DDPMPosteriorPi
 
 def analytic_variances(scheduler: DDPMPosteriorScheduler) -> np.ndarray:
     """sigma_n^2 of each step of the current chain, in chain order (first step first)."""
-    return np.exp(scheduler._bound_chain_terms["log_analytic_variance"])
+    return np.exp(scheduler._chain["log_analytic_variance"])
 
 
 CHAINS = [

@@ -88,7 +88,7 @@ def test_sample_on_missing_corrupt_or_foreign_folders_fails_in_one_line(saved_pi
     (saved_pipeline / "model_index.json").write_text("{")
     assert main(["sample", str(saved_pipeline)]) == 1
     err = capsys.readouterr().err
-    assert "model_index.json is not valid JSON" in err and len(err.strip().splitlines()) == 1
+    assert "model_index.json' is not a valid JSON file" in err and len(err.strip().splitlines()) == 1
     (saved_pipeline / "model_index.json").write_text(json.dumps({"unet": ["diffusers", "UNet2DConditionModel"]}))
     assert main(["sample", str(saved_pipeline)]) == 1
     assert "scheduler" in capsys.readouterr().err

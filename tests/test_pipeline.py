@@ -1,6 +1,10 @@
 """DDPMPosteriorPipeline: same images as diffusers' DDPMPipeline, trajectories, callbacks, bits/dim, bad input."""
 
+import ast
 import importlib.util
+import json
+import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +16,7 @@ from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, ImagePipelineO
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
 from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler
+from hf_ddpm.evaluation.data import load_digits
 from hf_ddpm.pipeline_ddpm_posterior import bound_strata_edges
 
 
@@ -178,21 +183,67 @@ def test_going_back_from_another_scheduler_restores_ours(learned_variance):
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "spaces" / "ddpm-digits" / "model"
 
 
-def test_scheduler_swap_on_the_default_model():
-    """The README's swap on the model we ship: the learned-variance digits UNet under DDIM and Euler."""
-    from diffusers import EulerDiscreteScheduler
-
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("num_inference_steps", [25, 50])
+@pytest.mark.parametrize("spacing", ["leading", "linspace"], ids=["as shipped", "as earlier versions saved it"])
+def test_every_compatible_scheduler_draws_digits_from_the_cosine_model_or_is_refused_with_a_remedy_that_works(
+    spacing, num_inference_steps
+):
+    """
+    The shipped model (cosine schedule, learned variances): every scheduler swapped in gives digits (pixel mean and
+    std within 0.05 of real digits'), or is refused before the first UNet call, and the option its refusal names
+    gives digits. Samplers starting at t = 999 (alpha-bar 2.4e-9) gave saturated noise (std 0.47).
+    """
     pipe = DDPMPosteriorPipeline.from_pretrained(DEFAULT_MODEL)
-    assert pipe.unet.config.out_channels == 2 * pipe.unet.config.in_channels
-    ours = pipe(batch_size=8, num_inference_steps=20, generator=torch.Generator().manual_seed(0), output_type="np")
-    for scheduler_class in (DDIMScheduler, EulerDiscreteScheduler):
-        pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
-        images = pipe(
-            batch_size=8, num_inference_steps=20, generator=torch.Generator().manual_seed(0), output_type="np"
-        ).images
-        assert images.shape == (8, 8, 8, 1)
-        # digits: mostly background with bright strokes, as our own sampler draws them
-        assert abs(images.mean() - ours.images.mean()) < 0.1 and images.std() > 0.2
+    pipe.set_progress_bar_config(disable=True)
+    assert (
+        pipe.scheduler.config.beta_schedule == "squaredcos_cap_v2"
+        and pipe.scheduler.config.timestep_spacing == "leading"
+    )
+    config = {**pipe.scheduler.config, "timestep_spacing": spacing}
+    real = load_digits("all")[0] / 255.0
+    unet_calls, refused = [], []
+    pipe.unet.register_forward_pre_hook(lambda *args: unet_calls.append(1))
+    for scheduler_class in [DDPMPosteriorScheduler, *pipe.scheduler.compatibles]:
+        if scheduler_class.__name__ in ("DPMSolverSDEScheduler", "EDMEulerScheduler"):  # needs torchsde; EDM models
+            continue
+        pipe.scheduler = scheduler_class.from_config(config)
+        generator = torch.Generator().manual_seed(0)
+        try:
+            images = pipe(
+                batch_size=16, num_inference_steps=num_inference_steps, generator=generator, output_type="np"
+            )
+        except ValueError as refusal:
+            assert unet_calls == [], f"{scheduler_class.__name__} was refused after calling the UNet"
+            option = re.search(r"from_config\(pipe\.scheduler\.config, (\w+)=([^)]*)\)", str(refusal))
+            assert "t=999" in str(refusal) and option, str(refusal)
+            refused.append(scheduler_class.__name__)
+            pipe.scheduler = scheduler_class.from_config(config, **{option[1]: ast.literal_eval(option[2])})
+            images = pipe(
+                batch_size=16, num_inference_steps=num_inference_steps, generator=generator, output_type="np"
+            )
+        unet_calls.clear()
+        mean, std = float(images.images.mean()), float(images.images.std())
+        assert abs(mean - real.mean()) < 0.05 and abs(std - real.std()) < 0.05, (scheduler_class.__name__, mean, std)
+    if spacing == "leading":  # the one compatible scheduler without `timestep_spacing`
+        assert refused == ["DPMSolverSinglestepScheduler"]
+    else:  # all but DDPM's ancestral steps
+        assert {"DDIMScheduler", "EulerDiscreteScheduler", "PNDMScheduler"} <= set(refused)
+        assert not {"DDPMPosteriorScheduler", "DDPMScheduler"} & set(refused)
+
+
+def test_swapping_a_scheduler_in_prints_no_warning_about_our_config(tmp_path, caplog):
+    """A config saved with `"analytic_gamma": null` (as every save wrote it) made every other scheduler warn."""
+    config = {**DDPMPosteriorScheduler(beta_schedule="squaredcos_cap_v2").config, "analytic_gamma": None}
+    (tmp_path / "scheduler_config.json").write_text(json.dumps({k: v for k, v in config.items() if k[0] != "_"}))
+    ours = DDPMPosteriorScheduler.from_pretrained(tmp_path)
+    ours.save_pretrained(tmp_path / "saved")
+    assert "analytic_gamma" not in (tmp_path / "saved" / "scheduler_config.json").read_text()
+    with caplog.at_level(logging.WARNING, logger="diffusers"):
+        for scheduler_class in ours.compatibles:
+            if scheduler_class.__name__ not in ("DPMSolverSDEScheduler", "EDMEulerScheduler"):
+                scheduler_class.from_config(ours.config)
+    assert caplog.records == []
 
 
 def test_output_is_diffusers_image_pipeline_output(tiny_pipeline):
@@ -273,8 +324,6 @@ def test_bad_calls_are_refused(tiny_pipeline):
 
 def test_readmes_scheduler_swap_example_runs_verbatim(monkeypatch):
     """The README's swap example, as written, on the default model (run from the repo root, as a reader would)."""
-    import re
-
     root = DEFAULT_MODEL.parent.parent.parent
     blocks = re.findall(r"```python\n(.*?)```", (root / "README.md").read_text(), flags=re.S)
     (example,) = [block for block in blocks if "DDIMScheduler.from_config" in block]

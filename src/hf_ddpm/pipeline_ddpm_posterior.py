@@ -1,12 +1,11 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
 """The DDPM sampling pipeline: ancestral sampling, the denoising trajectory, and bits/dim of given images.
 
-Like the scheduler module, this file imports only torch, numpy and diffusers at import time: it is copied into every
+Like the scheduler module, this file imports only torch, numpy, diffusers and huggingface_hub: it is copied into every
 saved pipeline folder so that `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` works where hf_ddpm
 is not installed.
 """
 
-import importlib
 import inspect
 import json
 import math
@@ -18,8 +17,10 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import diffusers
 import numpy as np
 import PIL.Image
 import torch
@@ -27,7 +28,7 @@ from diffusers import DDPMScheduler, DiffusionPipeline, UNet2DModel
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
-from diffusers.utils.torch_utils import get_device, randn_tensor
+from diffusers.utils.torch_utils import randn_tensor
 
 MODULE_FILE = "pipeline_ddpm_posterior.py"
 PIPELINE_CLASS = "DDPMPosteriorPipeline"
@@ -35,27 +36,7 @@ SCHEDULER_MODULE = "scheduling_ddpm_posterior"
 SCHEDULER_CLASS = "DDPMPosteriorScheduler"
 OUTPUT_TYPES = ("pil", "np", "pt")
 LEARNED_VARIANCE_TYPES = ("learned", "learned_range")
-# diffusers' from_pretrained arguments, by where they go
-DOWNLOAD_ARGUMENTS = ("revision", "cache_dir", "token", "local_files_only", "force_download", "proxies")
-UNET_LOADING_ARGUMENTS = (
-    "torch_dtype",
-    "low_cpu_mem_usage",
-    "device_map",
-    "max_memory",
-    "offload_folder",
-    "offload_state_dict",
-)
-UNSUPPORTED_LOADING_ARGUMENTS = {
-    "custom_pipeline": "it is a pipeline of its own; load another one with DiffusionPipeline.from_pretrained.",
-    "custom_revision": "it is a pipeline of its own; load another one with DiffusionPipeline.from_pretrained.",
-    "from_flax": "hf_ddpm loads safetensors weights only, never Flax checkpoints.",
-    "dduf_file": "a DDUF archive holds diffusers' built-in pipelines; load a saved folder or a Hub repo instead.",
-    "load_connected_pipeline": "a DDPM pipeline has no connected pipelines.",
-    "quantization_config": "its UNet is small and trained in full precision; use `torch_dtype` instead.",
-    "provider": "it runs on PyTorch, not ONNX Runtime.",
-    "sess_options": "it runs on PyTorch, not ONNX Runtime.",
-}
-# What loading needs from a repo: configs and safetensors weights. Never code, never pickles.
+# What loading reads from a repo: configs and safetensors weights, never code or pickles (hf_ddpm.hub pulls these)
 LOAD_PATTERNS = [
     "model_index.json",
     "unet/config.json",
@@ -66,6 +47,15 @@ LOAD_PATTERNS = [
     "scheduler_config.json",
     "*.safetensors",
 ]
+# diffusers builds every block of a UNet config, on the meta device too, before it reads a weight: a config asking
+# for a million layers takes minutes and all the memory before it fails. No real UNet2DModel comes near these.
+MAX_UNET_BLOCKS, MAX_LAYERS_PER_BLOCK = 16, 64
+# A sampler recovers x_0 as (x_t - sqrt(1 - alpha-bar) eps) / sqrt(alpha-bar), amplifying the UNet's error by
+# 1 / sqrt(alpha-bar). On the shipped cosine model, Euler and DPM-Solver++ at 25 steps score fd-digits 10-11 from
+# t = 990 (alpha-bar 2e-4), 15-19 from 995 (3.9e-5), 24-29 from 996 (2.2e-5) and 120+ from 998 (2.4e-6); the cosine
+# t = 999 is 2.4e-9, the linear schedule's 4.0e-5 (benchmarks/fast_samplers.py, n = 300). Only DDPM's ancestral
+# steps, which clip x_0 and draw fresh noise, start anywhere: DDIM from t = 999 scores 11 where ours scores 4-6.
+MIN_START_ALPHA_BAR = 3e-5
 
 
 @dataclass
@@ -126,7 +116,9 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
             Normally a `DDPMPosteriorScheduler`. Every scheduler of its `compatibles` but `EDMEulerScheduler` (made
             for EDM-preconditioned models) samples too, e.g. `DDIMScheduler.from_config(pipe.scheduler.config)`:
             the pipeline honours `init_noise_sigma` and `scale_model_input`, and drops the variance channels of a
-            learned-variance UNet for a scheduler that does not read them. `bits_per_dim` needs ours.
+            learned-variance UNet for a scheduler that does not read them. One that would start where alpha-bar is
+            too small for it (t = 999 of the cosine schedule) is refused, naming the option that moves its start
+            (`timestep_spacing="leading"`). `bits_per_dim` needs ours.
     """
 
     model_cpu_offload_seq = "unet"
@@ -140,17 +132,6 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
     # Sampling
     # ------------------------------------------------------------------------------------------------------------
 
-    def _image_shape(self, batch_size: int) -> tuple[int, ...]:
-        sample_size = self.unet.config.sample_size
-        size = (sample_size, sample_size) if isinstance(sample_size, int) else tuple(sample_size)
-        return (batch_size, self.unet.config.in_channels, *size)
-
-    def _initial_noise(self, shape, generator) -> torch.Tensor:
-        device = self._execution_device
-        if device.type == "mps":  # randn is not reproducible on mps: draw on the CPU, as DDPMPipeline does
-            return randn_tensor(shape, generator=generator, dtype=self.unet.dtype).to(device)
-        return randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
-
     def check_inputs(self, batch_size, generator, output_type, callback_on_step_end_tensor_inputs) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
@@ -160,33 +141,56 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
             raise ValueError(
                 f"`output_type` must be one of {', '.join(map(repr, OUTPUT_TYPES))}, got {output_type!r}."
             )
-        unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
-        if unknown:
+        if set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs):
             raise ValueError(f"`callback_on_step_end_tensor_inputs` may only hold {self._callback_tensor_inputs}.")
 
-    def check_scheduler(self, timesteps) -> None:
-        """Refuse, before any work, a scheduler that cannot sample this pipeline's UNet."""
-        scheduler = self.scheduler
-        name = type(scheduler).__name__
+    def _prepare_timesteps(self, num_inference_steps: int, timesteps: list[int] | None) -> None:
+        """
+        Set the scheduler's chain, refusing a scheduler that cannot sample this UNet: one made for EDM
+        preconditioning, or one whose chain starts where alpha-bar is too small for it (`_check_first_timestep`).
+        """
+        scheduler, name = self.scheduler, type(self.scheduler).__name__
         if hasattr(scheduler, "precondition_outputs"):  # EDMEulerScheduler and the other EDM schedulers
             raise ValueError(
                 f"{name} samples models trained with EDM preconditioning (Karras et al. 2022), but this UNet predicts"
                 " DDPM outputs at integer timesteps: use EulerDiscreteScheduler.from_config(pipe.scheduler.config)."
             )
-        if not (callable(getattr(scheduler, "set_timesteps", None)) and callable(getattr(scheduler, "step", None))):
-            raise TypeError(f"The scheduler {name} has no `set_timesteps` and `step`: it cannot sample.")
-        if timesteps is not None and "timesteps" not in inspect.signature(scheduler.set_timesteps).parameters:
+        if timesteps is None:
+            scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
+        elif "timesteps" in inspect.signature(scheduler.set_timesteps).parameters:
+            scheduler.set_timesteps(timesteps=timesteps, device=self._execution_device)
+        else:
             raise ValueError(f"{name} does not take custom `timesteps`; pass `num_inference_steps` instead.")
+        self._check_first_timestep()
 
-    def _scheduler_reads_variance(self) -> bool:
+    def _check_first_timestep(self) -> None:
+        """Refuse a scheduler whose chain starts where alpha-bar is too small for it (DDPM's clipped steps are not)."""
+        scheduler, name = self.scheduler, type(self.scheduler).__name__
+        ancestral = isinstance(scheduler, DDPMScheduler) or name == SCHEDULER_CLASS
+        if ancestral and (scheduler.config.get("clip_sample") or scheduler.config.get("thresholding")):
+            return
+        first = int(round(float(scheduler.timesteps[0])))
+        alpha_bar = float(scheduler.alphas_cumprod[first]) if hasattr(scheduler, "alphas_cumprod") else 1.0
+        if alpha_bar >= MIN_START_ALPHA_BAR:
+            return
+        parameters = inspect.signature(type(scheduler).__init__).parameters
+        if "timestep_spacing" in parameters:
+            remedy = f"swap it in with `{name}.from_config(pipe.scheduler.config, timestep_spacing='leading')`"
+        elif "lambda_min_clipped" in parameters:
+            remedy = f"swap it in with `{name}.from_config(pipe.scheduler.config, lambda_min_clipped=-5.1)`"
+        else:
+            remedy = "use DDPMPosteriorScheduler"
+        raise ValueError(
+            f"{name} starts at t={first}, where alpha-bar is {alpha_bar:.1e}: its x_0 estimate amplifies the UNet's"
+            f" error {alpha_bar**-0.5:,.0f} times, which only DDPM's clipped ancestral steps absorb; {remedy} (or use"
+            " fewer steps)."
+        )
+
+    def _reads_variance(self) -> bool:
         """Whether the scheduler's step() reads a learned-variance UNet's extra channels (only DDPM's do)."""
         scheduler = self.scheduler
-        learned = getattr(scheduler.config, "variance_type", None) in LEARNED_VARIANCE_TYPES
+        learned = scheduler.config.get("variance_type") in LEARNED_VARIANCE_TYPES
         return learned and (isinstance(scheduler, DDPMScheduler) or type(scheduler).__name__ == SCHEDULER_CLASS)
-
-    def _step_kwargs(self, generator) -> dict:
-        """`generator` for the schedulers whose step() draws noise; the others take none (as diffusers' pipelines)."""
-        return {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
 
     @torch.no_grad()
     def __call__(
@@ -241,53 +245,48 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
             [`DDPMPosteriorPipelineOutput`] or `tuple`: the images (and the trajectory when asked for).
         """
         self.check_inputs(batch_size, generator, output_type, callback_on_step_end_tensor_inputs)
-        self.check_scheduler(timesteps)
-        if timesteps is not None:
-            self.scheduler.set_timesteps(timesteps=timesteps, device=self._execution_device)
-        else:
-            self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
+        self._prepare_timesteps(num_inference_steps, timesteps)
         chain = self.scheduler.timesteps
         recorded = _frame_indices(len(chain), trajectory_frames) if return_trajectory else set()
         trajectory, pred_original_trajectory = [], []
 
+        sample_size = self.unet.config.sample_size
+        size = (sample_size, sample_size) if isinstance(sample_size, int) else tuple(sample_size)
+        channels = self.unet.config.in_channels
+        device = self._execution_device
+        # randn is not reproducible on mps: drawn on the CPU there, as DDPMPipeline does
+        noise_device = "cpu" if device.type == "mps" else device
+        image = randn_tensor(
+            (batch_size, channels, *size), generator=generator, device=noise_device, dtype=self.unet.dtype
+        )
         # x_T at the scheduler's scale: 1 for DDPM and DDIM, sigma_max for the Euler / Heun / DPM-SDE family
-        image = self._initial_noise(self._image_shape(batch_size), generator) * self.scheduler.init_noise_sigma
-        channels = image.shape[1]
-        split_variance = not self._scheduler_reads_variance()
-        step_kwargs = self._step_kwargs(generator)
+        image = image.to(device) * self.scheduler.init_noise_sigma
+        # a scheduler that does not read variances gets the mean channels only (diffusers' IF pipeline convention)
+        output_channels = None if self._reads_variance() else channels
+        step_kwargs = (
+            {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
+        )
         for i, t in enumerate(self.progress_bar(chain)):
-            model_output = self.unet(self.scheduler.scale_model_input(image, t), t).sample
-            if split_variance and model_output.shape[1] == 2 * channels:
-                # a learned-variance UNet under a scheduler that does not read variances (diffusers' IF pipeline
-                # convention): keep the mean channels
-                model_output = model_output[:, :channels]
+            model_output = self.unet(self.scheduler.scale_model_input(image, t), t).sample[:, :output_channels]
             step = self.scheduler.step(model_output, t, image, **step_kwargs)
             if i in recorded:
                 trajectory.append(image.float().cpu())
-                pred_original = getattr(step, "pred_original_sample", None)
-                if pred_original is not None:
-                    pred_original_trajectory.append(pred_original.float().cpu())
+                if getattr(step, "pred_original_sample", None) is not None:
+                    pred_original_trajectory.append(step.pred_original_sample.float().cpu())
             image = step.prev_sample
             if callback_on_step_end is not None:
-                tensors = {"image": image}
-                callback_kwargs = {name: tensors[name] for name in callback_on_step_end_tensor_inputs}
-                callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
-                image = callback_outputs.get("image", image)
+                callback_kwargs = {name: image for name in callback_on_step_end_tensor_inputs}
+                image = (callback_on_step_end(self, i, t, callback_kwargs) or {}).get("image", image)
 
-        images = self._postprocess(image, output_type)
+        outputs = (self._postprocess(image, output_type),)
         self.maybe_free_model_hooks()
-        trajectory_outputs = (
-            (
+        if return_trajectory:
+            outputs += (
                 torch.stack(trajectory),
                 torch.stack(pred_original_trajectory) if pred_original_trajectory else None,
                 [int(chain[i]) for i in sorted(recorded)],
             )
-            if return_trajectory
-            else (None, None, None)
-        )
-        if not return_dict:
-            return (images, *trajectory_outputs) if return_trajectory else (images,)
-        return DDPMPosteriorPipelineOutput(images, *trajectory_outputs)
+        return DDPMPosteriorPipelineOutput(*outputs) if return_dict else outputs
 
     def _postprocess(self, image: torch.Tensor, output_type: str):
         """[-1, 1] model space to [0, 1] images, exactly as DDPMPipeline does."""
@@ -424,138 +423,103 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
     # Saving and loading
     # ------------------------------------------------------------------------------------------------------------
 
-    def save_pretrained(
-        self,
-        save_directory: str | os.PathLike,
-        safe_serialization: bool = True,
-        variant: str | None = None,
-        max_shard_size: int | str | None = None,
-        push_to_hub: bool = False,
-        **kwargs,
-    ):
+    def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs) -> None:
         """
-        Save the pipeline in the standard diffusers layout (model_index.json, unet/, scheduler/, safetensors only),
-        with this module and the scheduler's module beside their configs so that
+        Save the pipeline with `DiffusionPipeline.save_pretrained` (model_index.json, unet/, scheduler/, safetensors
+        only), plus this module at the folder's root (our scheduler writes its own beside its config), so that
         `DiffusionPipeline.from_pretrained(save_directory, trust_remote_code=True)` works without hf_ddpm.
 
-        Only the pipeline's own files are replaced, each atomically (written aside, then renamed over the old one;
-        model_index.json last): every other file in `save_directory` (checkpoints, notes, logs) stays where it was.
-        Weight files of the same `variant` that this save did not write (the shards of an earlier save) are removed,
-        so the folder never mixes two models' weights; other variants stay, as diffusers saves one variant per call.
+        The save is staged in a folder inside `save_directory`, then each file is moved into place with one rename
+        (model_index.json last), the file it replaces set aside: if a move fails, everything goes back, so a failed
+        save leaves the folder as it was. Every other file in `save_directory` (checkpoints, notes, logs) stays.
+        Weights of the same `variant` that this save did not write (an earlier save's shards) are removed, so the
+        folder never mixes two models' weights; other variants stay, as diffusers saves one variant per call.
 
         Args:
             save_directory (`str` or `os.PathLike`): the folder; created if needed.
-            safe_serialization (`bool`, defaults to `True`): must be `True` (hf_ddpm writes safetensors only).
-            variant (`str`, *optional*): save the weights as diffusion_pytorch_model.<variant>.safetensors.
-            max_shard_size (`int` or `str`, *optional*): shard the weights above this size, as diffusers does.
-            push_to_hub (`bool`, defaults to `False`): then push the folder in one commit, as `hf-ddpm push` does
-                (needs hf_ddpm). `repo_id` (default: the folder's name), `private`, `token`, `commit_message` and
-                `create_pr` go with it.
+            push_to_hub (`bool`, defaults to `False`): then upload the files this save wrote, and a model card, in one
+                commit (never the folder's other files). `repo_id` (default: the folder's name), `private`, `token`,
+                `commit_message` and `create_pr` go with it. Refused, before anything is sent, if those bytes hold the
+                token passed or this machine's Hub token.
+            kwargs: passed to `DiffusionPipeline.save_pretrained` (`variant`, `max_shard_size`, ...);
+                `safe_serialization` must stay `True`.
         """
-        if not safe_serialization:
+        if kwargs.get("safe_serialization") is False:
             raise ValueError("hf_ddpm saves safetensors only: `safe_serialization` must be True.")
         push_kwargs = {
-            k: kwargs.pop(k) for k in ("repo_id", "private", "token", "commit_message", "create_pr") if k in kwargs
+            key: kwargs.pop(key) for key in ("private", "token", "commit_message", "create_pr") if key in kwargs
         }
-        if kwargs:
-            raise TypeError(f"Unexpected arguments for save_pretrained: {', '.join(sorted(kwargs))}.")
-        if push_kwargs and not push_to_hub:
-            raise ValueError(f"{', '.join(sorted(push_kwargs))} only apply with `push_to_hub=True`.")
-        save_directory = os.path.abspath(os.fspath(save_directory))
+        save_directory = os.path.abspath(save_directory)
+        repo_id = kwargs.pop("repo_id", os.path.basename(save_directory))
         created = not os.path.isdir(save_directory)
         os.makedirs(save_directory, exist_ok=True)
-        # staged inside the target: the same file system, so every os.replace below is atomic
-        staging = tempfile.mkdtemp(prefix=".saving-", dir=save_directory)
+        staging = tempfile.mkdtemp(prefix=".saving-", dir=save_directory)  # one file system: every rename is atomic
         try:
-            super().save_pretrained(staging, safe_serialization=True, variant=variant, max_shard_size=max_shard_size)
-            self._write_remote_code(staging)
-            _apply_umask(staging)
-            _move_files_into(staging, save_directory, variant)
+            super().save_pretrained(os.path.join(staging, "new"), **kwargs)
+            self._write_remote_code(os.path.join(staging, "new"))
+            written = _files_under(os.path.join(staging, "new"))
+            if push_to_hub:  # the bytes that are checked for tokens are the bytes that are sent
+                contents = {path: Path(staging, "new", path).read_bytes() for path in written}
+            in_place = [path.relative_to(save_directory).as_posix() for path in Path(save_directory).glob("*/*")]
+            _move_into(staging, save_directory, written, _stale_files(in_place, written, kwargs.get("variant")))
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            if created and not os.listdir(save_directory):  # a failed first save leaves no empty folder behind
-                os.rmdir(save_directory)
+            if created:  # a failed first save leaves no folder behind
+                shutil.rmtree(save_directory, ignore_errors=True)
             raise
-        shutil.rmtree(staging, ignore_errors=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         if push_to_hub:
-            self._push_to_hub(save_directory, **push_kwargs)
-
-    @staticmethod
-    def _push_to_hub(folder: str, repo_id: str | None = None, private: bool | None = None, **kwargs) -> None:
-        """Push a saved folder as `hf-ddpm push` does: one commit, model card included."""
-        try:  # imported by name: this file also runs as remote code, where hf_ddpm may be absent
-            push_pipeline = importlib.import_module("hf_ddpm.hub").push_pipeline
-        except ImportError:
-            raise ImportError(
-                "save_pretrained(push_to_hub=True) needs hf_ddpm (`pip install -e .` in an hf-ddpm checkout); or"
-                " upload the saved folder with `huggingface_hub.upload_folder`."
-            ) from None
-        push_pipeline(folder, repo_id or os.path.basename(folder), private=bool(private), **kwargs)
+            _push(contents, repo_id, kwargs.get("variant"), **push_kwargs)
 
     def _write_remote_code(self, folder: str) -> None:
-        """Record the pipeline (and our scheduler) in the list form diffusers resolves to files in the folder."""
+        """Copy this module into `folder` and record both modules in the list form diffusers resolves to its files."""
         index_path = os.path.join(folder, "model_index.json")
         with open(index_path) as f:
             index = json.load(f)
         index["_class_name"] = [MODULE_FILE[:-3], PIPELINE_CLASS]
-        shutil.copyfile(inspect.getsourcefile(type(self)), os.path.join(folder, MODULE_FILE))
-        if type(self.scheduler).__name__ == SCHEDULER_CLASS:
+        if type(self.scheduler).__name__ == SCHEDULER_CLASS:  # its save_pretrained wrote the module to scheduler/
             index["scheduler"] = [SCHEDULER_MODULE, SCHEDULER_CLASS]
-            shutil.copyfile(
-                inspect.getsourcefile(type(self.scheduler)),
-                os.path.join(folder, "scheduler", SCHEDULER_MODULE + ".py"),
-            )
         with open(index_path, "w") as f:
             json.dump(index, f, indent=2, sort_keys=True)
             f.write("\n")
+        shutil.copyfile(inspect.getsourcefile(type(self)), os.path.join(folder, MODULE_FILE))
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "DDPMPosteriorPipeline":
         r"""
-        Load a pipeline saved by hf_ddpm, or by diffusers' `DDPMPipeline` (its subfolder layout, and the flat layout
-        of repos such as google/ddpm-cifar10-32), from a folder or a Hub repo id. Loads safetensors weights and JSON
-        configs only: no code from the repo runs (pass `trust_remote_code=True` to use diffusers' remote-code path).
+        Load a pipeline saved by hf_ddpm or by diffusers' `DDPMPipeline` (the flat layout of google/ddpm-* too, every
+        file at the repo root) from a folder or a Hub repo id, running no code from the repo: the UNet with
+        `UNet2DModel.from_pretrained` (safetensors only), the scheduler with its class's `from_pretrained`, a
+        `DDPMScheduler` config read as a [`DDPMPosteriorScheduler`]. With `trust_remote_code=True`, this is
+        `DiffusionPipeline.from_pretrained`, which runs the modules saved in the folder.
 
         Args:
             pretrained_model_name_or_path (`str` or `os.PathLike`): a local folder or a Hub repo id.
-            torch_dtype (`torch.dtype`, *optional*): the UNet's dtype.
-            variant (`str`, *optional*): load unet/diffusion_pytorch_model.<variant>.safetensors (e.g. "fp16").
-            low_cpu_mem_usage (`bool`, *optional*): as diffusers: build the UNet empty and load the weights into it.
-            device_map (`str`, *optional*): as diffusers' pipelines: "balanced" (the one model of this pipeline goes
-                to the first accelerator), the accelerator's name or "cpu". `max_memory`, `offload_folder` and
-                `offload_state_dict` go with it, as in diffusers.
-            unet, scheduler: components to use instead of the saved ones.
-            revision, cache_dir, token, local_files_only, force_download, proxies: as for
-                `huggingface_hub.snapshot_download`.
+            unet, scheduler (*optional*): components to use instead of the saved ones.
+            kwargs: diffusers' loading arguments (`torch_dtype`, `variant`, `revision`, `token`, `device_map`,
+                `low_cpu_mem_usage`...), passed unchanged to both components' `from_pretrained`.
         """
         if kwargs.get("trust_remote_code"):
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        for name, reason in UNSUPPORTED_LOADING_ARGUMENTS.items():
-            if kwargs.get(name) not in (None, False):
-                raise ValueError(f"`{name}` does not apply to {cls.__name__}: {reason}")
-            kwargs.pop(name, None)
-        if kwargs.pop("use_safetensors", None) is False:
-            raise ValueError("hf_ddpm loads safetensors weights only: `use_safetensors` cannot be False.")
         kwargs.pop("trust_remote_code", None)
-        unet = kwargs.pop("unet", None)
-        scheduler = kwargs.pop("scheduler", None)
-        variant = kwargs.pop("variant", None)
-        download_kwargs = {k: kwargs.pop(k) for k in DOWNLOAD_ARGUMENTS if k in kwargs}
-        unet_kwargs = {k: kwargs.pop(k) for k in UNET_LOADING_ARGUMENTS if k in kwargs}
-        if kwargs:
-            raise TypeError(f"Unexpected arguments for {cls.__name__}.from_pretrained: {', '.join(sorted(kwargs))}.")
-        device_map = _check_device_map(unet_kwargs)
-
-        folder = _resolve_folder(pretrained_model_name_or_path, download_kwargs, variant)
-        index = _read_model_index(folder)
+        if kwargs.pop("use_safetensors", True) is False:
+            raise ValueError("hf_ddpm loads safetensors weights only, never a pickle: `use_safetensors` must be True.")
+        unet, scheduler = kwargs.pop("unet", None), kwargs.pop("scheduler", None)
+        name = os.fspath(pretrained_model_name_or_path)
+        # a name that can only be a path: a missing folder, rather than a failed download
+        if not os.path.isdir(name) and (
+            name.count("/") != 1 or name.startswith((".", "/", "~")) or os.path.isdir(name.split("/")[0])
+        ):
+            raise FileNotFoundError(f"No such folder: {name} (expected a folder holding a saved pipeline).")
+        index = cls.load_config(name, **kwargs)
+        scheduler_class = _scheduler_class(index, name)
+        config, subfolder = _component_config(UNet2DModel, name, "unet", kwargs)
         if unet is None:
-            unet = _load_unet(folder, index, variant=variant, **unet_kwargs)
+            unet = _load_unet(name, index, config, subfolder, kwargs)
         if scheduler is None:
-            scheduler = _load_scheduler(folder, index)
+            scheduler = scheduler_class.from_pretrained(name, subfolder=subfolder and "scheduler", **kwargs)
         pipeline = cls(unet=unet, scheduler=scheduler)
-        pipeline.register_to_config(_name_or_path=os.fspath(pretrained_model_name_or_path))
-        if device_map is not None:  # as diffusers records it: `.to()` is refused under "balanced"
-            pipeline.hf_device_map = {"unet": unet_kwargs["device_map"]} if device_map == "balanced" else device_map
+        pipeline.register_to_config(_name_or_path=name)
         return pipeline
 
 
@@ -609,318 +573,168 @@ def bound_strata_edges(num_train_timesteps: int, num_strata: int) -> np.ndarray:
     return edges
 
 
-def _apply_umask(folder: str) -> None:
-    """
-    Give `folder` and everything in it the modes a plain `open`/`mkdir` would: mkdtemp makes the staging folder
-    private (0700) and safetensors writes its files 0600, which would hide a shared pipeline from other users.
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(folder, 0o777 & ~umask)
-    for root, directories, files in os.walk(folder):
-        for name in directories:
-            os.chmod(os.path.join(root, name), 0o777 & ~umask)
-        for name in files:
-            os.chmod(os.path.join(root, name), 0o666 & ~umask)
+# ----------------------------------------------------------------------------------------------------------------
+# Loading: what diffusers' component loaders do not check
+# ----------------------------------------------------------------------------------------------------------------
 
 
-def _move_files_into(staging: str, target: str, variant: str | None) -> None:
-    """
-    Move every file of `staging` to the same place under `target`, each with one atomic rename, model_index.json
-    last (it is what makes the folder a pipeline); remove the stale weights of the same variant and our scheduler
-    module when the pipeline no longer uses it. Nothing else in `target` is touched.
-    """
-    written = sorted(
-        os.path.relpath(os.path.join(root, name), staging) for root, _, names in os.walk(staging) for name in names
-    )
-    umask = os.umask(0)
-    os.umask(umask)
-    components = [path for path in written if path != "model_index.json"]
-    for path in components:
-        os.makedirs(os.path.dirname(os.path.join(target, path)), mode=0o777 & ~umask, exist_ok=True)
-        os.replace(os.path.join(staging, path), os.path.join(target, path))
-    _remove_stale_files(target, set(written), variant)
-    os.replace(os.path.join(staging, "model_index.json"), os.path.join(target, "model_index.json"))
-
-
-def _stale_weights_pattern(variant: str | None) -> re.Pattern:
-    """The file names of a component's weights in one variant: whole, sharded, and the shard index (diffusers')."""
-    suffix = re.escape(f".{variant}") if variant else ""
-    return re.compile(
-        rf"diffusion_pytorch_model{suffix}(-\d{{5}}-of-\d{{5}})?\.(safetensors|bin)"
-        rf"|diffusion_pytorch_model\.(safetensors|bin)\.index{suffix}\.json"
-    )
-
-
-def _remove_stale_files(target: str, written: set[str], variant: str | None) -> None:
-    pattern = _stale_weights_pattern(variant)
-    unet = os.path.join(target, "unet")
-    stale = [
-        os.path.join("unet", name)
-        for name in (os.listdir(unet) if os.path.isdir(unet) else [])
-        if pattern.fullmatch(name) and os.path.join("unet", name) not in written
-    ]
-    scheduler_module = os.path.join("scheduler", SCHEDULER_MODULE + ".py")
-    if scheduler_module not in written:
-        stale.append(scheduler_module)
-    for path in stale:
-        if os.path.isfile(os.path.join(target, path)):
-            os.remove(os.path.join(target, path))
-
-
-def _check_device_map(unet_kwargs: dict) -> str | None:
-    """Validate `device_map` as diffusers' pipelines do; "balanced" becomes the device of the pipeline's one model."""
-    device_map = unet_kwargs.get("device_map")
-    if device_map is None:
-        return None
-    supported = ["balanced", get_device(), "cpu"]
-    if not isinstance(device_map, str) or device_map not in supported:
-        raise ValueError(
-            f"`device_map` must be one of {', '.join(map(repr, dict.fromkeys(supported)))}, got {device_map!r}."
-        )
-    if unet_kwargs.get("low_cpu_mem_usage") is False:
-        raise ValueError(
-            f"`low_cpu_mem_usage=False` cannot go with `device_map={device_map!r}`: dispatching needs it."
-        )
-    if device_map == "balanced":  # nothing to balance across one model: it goes to the first accelerator
-        unet_kwargs["device_map"] = 0 if get_device() not in ("cpu", "mps") else get_device()
-    return device_map
-
-
-def _resolve_folder(name_or_path: str | os.PathLike, download_kwargs: dict, variant: str | None = None) -> str:
-    """
-    A local folder as is; a repo id through huggingface_hub, fetching only what loading needs. A name that can only
-    be a path (or whose first part is a local folder) and does not exist is reported as a missing folder, not as a
-    failed download.
-    """
-    name_or_path = os.fspath(name_or_path)
-    if os.path.isdir(name_or_path):
-        return name_or_path
-    if os.path.exists(name_or_path):
-        raise FileNotFoundError(f"{name_or_path} is a file, not a folder holding a saved pipeline.")
-    looks_like_a_path = (
-        name_or_path.count("/") != 1
-        or name_or_path.startswith((".", "/", "~"))
-        or name_or_path.endswith("/")
-        or os.sep != "/"
-        and os.sep in name_or_path
-        or os.path.isdir(name_or_path.split("/")[0])
-    )
-    if looks_like_a_path:
-        raise FileNotFoundError(f"No such folder: {name_or_path} (expected a folder holding a saved pipeline).")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
-
-    patterns = LOAD_PATTERNS
-    if variant is not None:  # that variant's weights only, as diffusers downloads them
-        patterns = [p for p in LOAD_PATTERNS if not p.endswith(".safetensors")]
-        patterns += [f"unet/*.{variant}*.safetensors", f"*.{variant}*.safetensors", f"unet/*.index.{variant}.json"]
+def _component_config(component_class, name: str, subfolder: str, kwargs: dict) -> tuple[dict, str | None]:
+    """A component's config and its subfolder: `subfolder`, or None in the flat layout of google/ddpm-*."""
     try:
-        return snapshot_download(name_or_path, allow_patterns=patterns, **download_kwargs)
-    except (LocalEntryNotFoundError, RepositoryNotFoundError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise FileNotFoundError(
-            f"No such folder: {name_or_path}, and no Hub repo of that name could be fetched ({reason})."
-        ) from error
-
-
-def _read_model_index(folder: str) -> dict:
-    path = os.path.join(folder, "model_index.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} is missing: {folder} is not a saved diffusers pipeline.")
-    try:
-        with open(path) as f:
-            index = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(index, dict):
-        raise ValueError(f"{path} must hold a JSON object.")
-    for component in ("unet", "scheduler"):
-        entry = index.get(component)
-        if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(part, str) for part in entry)):
-            raise ValueError(
-                f"{path} lacks a valid `{component}` component (expected [library, class]), got {entry!r}."
-            )
-    return index
-
-
-def _component_folder(folder: str, name: str, config_file: str) -> str | None:
-    """
-    The component's subfolder, or None for the flat layout with its files at the root (google/ddpm-cifar10-32).
-    A component in neither place is reported by the file that is missing.
-    """
-    if os.path.isfile(os.path.join(folder, name, config_file)):
-        return name
-    if not os.path.isdir(os.path.join(folder, name)) and os.path.isfile(os.path.join(folder, config_file)):
-        return None
-    raise FileNotFoundError(f"{os.path.join(folder, name, config_file)} is missing: the pipeline has no `{name}`.")
-
-
-def _load_unet(folder: str, index: dict, variant: str | None = None, **unet_kwargs) -> UNet2DModel:
-    """The UNet, after checking its config against UNet2DModel's signature and its size against the weights."""
-    if index["unet"] != ["diffusers", "UNet2DModel"]:
-        raise ValueError(
-            f"model_index.json in {folder} declares unet {index['unet']}; a DDPM pipeline needs UNet2DModel."
-        )
-    subfolder = _component_folder(folder, "unet", "config.json")
-    weights_folder = os.path.join(folder, subfolder or "")
-    _check_unet_config(os.path.join(weights_folder, "config.json"), _weight_files(weights_folder, variant))
-    try:
-        return UNet2DModel.from_pretrained(
-            folder, subfolder=subfolder, variant=variant, use_safetensors=True, **unet_kwargs
-        )
-    except (OSError, ValueError, RuntimeError) as error:
-        raise ValueError(f"Could not load the UNet from {weights_folder}: {error}") from error
-
-
-def _weight_files(weights_folder: str, variant: str | None) -> list[str]:
-    """The safetensors files of the UNet weights in `variant` (the shards, for sharded weights)."""
-    suffix = f".{variant}" if variant else ""
-    single = os.path.join(weights_folder, f"diffusion_pytorch_model{suffix}.safetensors")
-    sharded = os.path.join(weights_folder, f"diffusion_pytorch_model.safetensors.index{suffix}.json")
-    if os.path.isfile(single):
-        return [single]
-    if os.path.isfile(sharded):
+        return component_class.load_config(name, subfolder=subfolder, **kwargs), subfolder
+    except OSError as error:
         try:
-            with open(sharded) as f:
-                shards = sorted(set(json.load(f)["weight_map"].values()))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-            raise ValueError(f"{sharded} is not a valid shard index: {error}") from None
-        return [os.path.join(weights_folder, shard) for shard in shards]
-    names = os.listdir(weights_folder)
-    variants = sorted(
-        {m.group(1) for m in map(re.compile(r"diffusion_pytorch_model\.(\w+)\.safetensors").fullmatch, names) if m}
-    )
-    hint = f"; it holds the variant(s) {', '.join(variants)}: pass `variant=`" if variants else ""
-    if not variants and not any(name.endswith(".safetensors") for name in names):
-        hint = " (hf_ddpm loads no pickled weights)"
-    raise FileNotFoundError(f"No {os.path.basename(single)} in {weights_folder}{hint}.")
+            return component_class.load_config(name, **kwargs), None
+        except OSError:
+            raise error from None
 
 
-# Bounds that no real UNet2DModel reaches, so that a config cannot make loading build millions of modules
-MAX_UNET_BLOCKS, MAX_LAYERS_PER_BLOCK, MAX_SAMPLE_SIZE = 16, 64, 16384
+def _scheduler_class(index: dict, name: str) -> type[SchedulerMixin]:
+    """Our scheduler for hf_ddpm and diffusers DDPM pipelines; any other diffusers scheduler as recorded."""
+    entry = index.get("scheduler")
+    library, class_name = entry if isinstance(entry, list) and len(entry) == 2 else (None, None)
+    if class_name in (SCHEDULER_CLASS, "DDPMScheduler"):
+        # imported here, relatively: diffusers copies the module of a `from .module import` line found anywhere in
+        # this file next to it when it runs as remote code, but our scheduler module lives in scheduler/ there
+        from . import scheduling_ddpm_posterior
+
+        return scheduling_ddpm_posterior.DDPMPosteriorScheduler
+    scheduler_class = getattr(diffusers, str(class_name), None) if library == "diffusers" else None
+    if not (isinstance(scheduler_class, type) and issubclass(scheduler_class, SchedulerMixin)):
+        raise ValueError(f"model_index.json of {name} declares `scheduler` {entry!r}, not a diffusers scheduler.")
+    return scheduler_class
 
 
-def _check_unet_config(config_path: str, weight_files: list[str]) -> None:
-    """
-    Refuse, before building anything, a UNet config whose fields have the wrong type or which describes a model of
-    another size than its weights (a config asking for terabytes is caught here, built on the meta device).
-    """
+def _load_unet(name: str, index: dict, config: dict, subfolder: str | None, kwargs: dict) -> UNet2DModel:
+    """The UNet, with diffusers' loader, after the checks it does not make."""
+    where = os.path.join(name, subfolder or "")
+    if index.get("unet") != ["diffusers", "UNet2DModel"]:
+        raise ValueError(f"model_index.json of {name} declares `unet` {index.get('unet')!r}, not UNet2DModel.")
+    _check_unet_config(config, os.path.join(where, "config.json"))
     try:
-        with open(config_path) as f:
-            config = json.load(f)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{config_path} is not valid JSON: {error}") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{config_path} must hold a JSON object.")
+        return UNet2DModel.from_pretrained(name, subfolder=subfolder, use_safetensors=True, **kwargs)
+    except (ValueError, TypeError, RuntimeError) as error:  # a config it cannot build, weights of other shapes...
+        raise ValueError(f"Could not load the UNet from {where}: {error}") from error
+
+
+def _check_unet_config(config: dict, where: str) -> None:
+    """
+    Refuse, before diffusers builds it, a UNet config with a field of the wrong JSON type (diffusers checks none: it
+    fails deep inside a constructor, or loads) or with more blocks or layers than any real UNet2DModel.
+    """
     parameters = inspect.signature(UNet2DModel.__init__).parameters
-    for name, value in config.items():
-        if name in parameters and not _matches_annotation(value, parameters[name].annotation):
-            raise ValueError(
-                f"{config_path}: `{name}` must be {_describe(parameters[name].annotation)}, got {value!r}."
-            )
-    blocks, layers = config.get("block_out_channels", ()), config.get("layers_per_block", 1)
-    sample_size = config.get("sample_size") or 0
-    for name, value, bound in (
-        ("block_out_channels", len(blocks), MAX_UNET_BLOCKS),
-        ("layers_per_block", layers, MAX_LAYERS_PER_BLOCK),
-        ("sample_size", max(sample_size) if isinstance(sample_size, list) else sample_size, MAX_SAMPLE_SIZE),
+    for key, value in config.items():
+        if key in parameters and not _fits(value, parameters[key].annotation):
+            hint = inspect.formatannotation(parameters[key].annotation).replace("tuple", "list")
+            raise ValueError(f"{where}: `{key}` must be {hint}, got {value!r:.100}.")
+    for key, value, bound in (
+        ("block_out_channels", len(config.get("block_out_channels", ())), MAX_UNET_BLOCKS),
+        ("layers_per_block", config.get("layers_per_block", 1), MAX_LAYERS_PER_BLOCK),
     ):
         if value > bound:
-            raise ValueError(f"{config_path}: `{name}` asks for {value}; hf_ddpm allows at most {bound}.")
-    try:
-        with torch.device("meta"):  # shapes only: no memory is allocated
-            model = UNet2DModel.from_config(config)
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError, ZeroDivisionError) as error:
-        raise ValueError(f"{config_path} does not describe a valid UNet2DModel: {error}") from None
-    expected = sum(tensor.numel() for tensor in model.state_dict().values())
-    stored = _stored_numel(weight_files)
-    if expected != stored:
-        raise ValueError(
-            f"{config_path} describes a UNet of {expected:,} weights (block_out_channels={blocks},"
-            f" layers_per_block={layers}) but {', '.join(map(os.path.basename, weight_files))} holds {stored:,}:"
-            " the config and the weights do not match."
-        )
+            raise ValueError(f"{where}: `{key}` asks for {value}; hf_ddpm allows at most {bound}.")
 
 
-def _stored_numel(weight_files: list[str]) -> int:
-    """How many numbers the safetensors files hold, from their headers alone."""
-    from safetensors import safe_open
-
-    total = 0
-    for path in weight_files:
-        try:
-            with safe_open(path, framework="pt") as f:
-                total += sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())
-        except Exception as error:  # safetensors' own SafetensorError is a bare Exception
-            raise ValueError(f"Could not read the weights {path}: {error}") from None
-    return total
-
-
-def _matches_annotation(value, annotation) -> bool:
+def _fits(value, annotation) -> bool:
     """Whether a JSON value fits a type hint of UNet2DModel's constructor (JSON lists stand for tuples)."""
-    if annotation is inspect.Parameter.empty:
-        return True
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches_annotation(value, arg) for arg in args)
-    if annotation is type(None):
-        return value is None
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is str:
-        return isinstance(value, str)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            return False
-        if len(args) == 2 and args[1] is Ellipsis:
-            return all(_matches_annotation(item, args[0]) for item in value)
-        return len(value) == len(args) and all(map(_matches_annotation, value, args))
-    return True
-
-
-def _describe(annotation) -> str:
-    """A type hint in words: `int | tuple[int, int] | None` -> "an int, a list of 2 ints or null"."""
-    words = {int: "an int", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        parts = [_describe(arg) for arg in typing.get_args(annotation)]
-        return ", ".join(parts[:-1]) + " or " + parts[-1]
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return any(_fits(value, member) for member in typing.get_args(annotation))
     if typing.get_origin(annotation) is tuple:
-        args = typing.get_args(annotation)
-        item = _describe(args[0]).split(" ", 1)[-1] + "s"
-        return f"a list of {item}" if args[-1] is Ellipsis else f"a list of {len(args)} {item}"
-    return words.get(annotation, str(annotation))
+        members = typing.get_args(annotation)
+        if members[-1:] == (Ellipsis,) and isinstance(value, list):
+            members = members[:1] * len(value)
+        return isinstance(value, list) and len(value) == len(members) and all(map(_fits, value, members))
+    if annotation is float:
+        return type(value) in (int, float)
+    return annotation not in (int, bool, str, type(None)) or type(value) is annotation
 
 
-def _load_scheduler(folder: str, index: dict) -> SchedulerMixin:
-    """Our scheduler for hf_ddpm and diffusers DDPM folders; any other diffusers scheduler as recorded."""
-    library, class_name = index["scheduler"]
-    subfolder = _component_folder(folder, "scheduler", "scheduler_config.json")
-    if class_name in (SCHEDULER_CLASS, "DDPMScheduler"):
-        try:  # imported by name: this file also runs as remote code, where hf_ddpm may be absent
-            scheduler_class = importlib.import_module("hf_ddpm.scheduling_ddpm_posterior").DDPMPosteriorScheduler
-        except ImportError:
-            raise ImportError(
-                "hf_ddpm is not installed: load this pipeline with"
-                " `DiffusionPipeline.from_pretrained(path, trust_remote_code=True)`, or install it"
-                " (`pip install -e .` in an hf-ddpm checkout)."
-            ) from None
-    elif library == "diffusers":
-        import diffusers
+# ----------------------------------------------------------------------------------------------------------------
+# Saving: moving a staged save into place, and pushing exactly what it wrote
+# ----------------------------------------------------------------------------------------------------------------
 
-        scheduler_class = getattr(diffusers, class_name, None)
-        if scheduler_class is None or not issubclass(scheduler_class, SchedulerMixin):
-            raise ValueError(f"model_index.json in {folder} names an unknown scheduler class {class_name!r}.")
-    else:
-        raise ValueError(
-            f"model_index.json in {folder} names scheduler {index['scheduler']}, which hf_ddpm cannot load."
-        )
+
+def _files_under(folder: str) -> list[str]:
+    """The files under `folder`, as relative POSIX paths, model_index.json last (it makes a folder a pipeline)."""
+    paths = sorted(path.relative_to(folder).as_posix() for path in Path(folder).rglob("*") if path.is_file())
+    return sorted(paths, key=lambda path: path == "model_index.json")
+
+
+def _stale_files(paths: list[str], written, variant: str | None) -> list[str]:
+    """
+    Of a folder's or a repo's `paths`, the pipeline files an earlier save wrote that this one (`written`) does not
+    replace: the weights of the same variant (its shards and their index) and our scheduler module once the
+    scheduler is another one.
+    """
+    suffix = re.escape(f".{variant}") if variant else ""
+    stale = re.compile(
+        rf"unet/diffusion_pytorch_model{suffix}(-\d{{5}}-of-\d{{5}})?\.(safetensors|bin)"
+        rf"|unet/diffusion_pytorch_model\.(safetensors|bin)\.index{suffix}\.json"
+        rf"|scheduler/{SCHEDULER_MODULE}\.py"
+    )
+    return [path for path in paths if stale.fullmatch(path) and path not in written]
+
+
+def _move_into(staging: str, target: str, written: list[str], stale: list[str]) -> None:
+    """
+    Move the staged files (`staging`/new/...) to their places in `target`, in order, and the `stale` ones out, each
+    file they replace first set aside in `staging`/old. If a move fails, the files moved in are removed, the old ones
+    put back and the folders made removed: `target` is as it was.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    moved_in, set_aside, made = [], [], []
     try:
-        return scheduler_class.from_pretrained(folder, subfolder=subfolder)
-    except (OSError, ValueError, TypeError) as error:
-        config = os.path.join(folder, subfolder or "", "scheduler_config.json")
-        raise ValueError(f"Could not load the scheduler from {config}: {error}") from error
+        for path in [*stale, *written]:
+            destination = os.path.join(target, path)
+            if os.path.isfile(destination) or os.path.islink(destination):
+                os.makedirs(os.path.dirname(os.path.join(staging, "old", path)), exist_ok=True)
+                os.replace(destination, os.path.join(staging, "old", path))
+                set_aside.append(path)
+            if path in written:
+                if not os.path.isdir(os.path.dirname(destination)):
+                    os.mkdir(os.path.dirname(destination))
+                    made.append(os.path.dirname(destination))
+                os.chmod(os.path.join(staging, "new", path), 0o666 & ~umask)  # safetensors writes its files 0600
+                os.replace(os.path.join(staging, "new", path), destination)
+                moved_in.append(path)
+    except BaseException:
+        for path in moved_in:
+            os.remove(os.path.join(target, path))
+        for path in set_aside:
+            os.replace(os.path.join(staging, "old", path), os.path.join(target, path))
+        for folder in made:
+            os.rmdir(folder)
+        raise
+
+
+def _push(
+    contents: dict[str, bytes],
+    repo_id: str,
+    variant: str | None,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str | None = None,
+    create_pr: bool = False,
+) -> None:
+    """
+    Upload `contents` (path -> bytes) and a model card in one commit that also deletes the weights they replace,
+    after refusing, before anything is sent, files that hold the token passed or this machine's Hub token.
+    """
+    from diffusers.utils.hub_utils import load_or_create_model_card, populate_model_card
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
+
+    for secret in {token, get_token()} - {None, ""}:
+        for path, data in contents.items():
+            if secret in path or secret.encode() in data:
+                raise ValueError(f"Refusing to push: {path} holds a Hub token; nothing was uploaded.")
+    api = HfApi(token=token)
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    card = populate_model_card(load_or_create_model_card(repo_id, token=token, is_pipeline=True))
+    operations = [CommitOperationAdd(path, data) for path, data in contents.items()]
+    operations.append(CommitOperationAdd("README.md", str(card).encode()))
+    stale = _stale_files(api.list_repo_files(repo_id), contents, variant)
+    operations += [CommitOperationDelete(path) for path in stale]
+    api.create_commit(
+        repo_id, operations, commit_message=commit_message or f"Upload {PIPELINE_CLASS}", create_pr=create_pr
+    )

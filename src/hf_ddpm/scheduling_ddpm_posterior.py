@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.configuration_utils import ConfigMixin, FrozenDict, register_to_config
 from diffusers.schedulers.scheduling_ddpm import DDPMScheduler, DDPMSchedulerOutput
 from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
@@ -41,6 +41,7 @@ LEARNED_VARIANCE_TYPES = ("learned", "learned_range")
 ANALYTIC_COMMAND = "hf-ddpm analytic MODEL --output_dir NEW_MODEL"
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
+MAX_TRAIN_TIMESTEPS = 100_000
 
 
 def _check_choice(name: str, value, allowed) -> None:
@@ -206,11 +207,6 @@ def mean_over_pixels(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.mean(dim=tuple(range(1, tensor.ndim)))
 
 
-def _broadcast(values: torch.Tensor, timesteps: torch.Tensor, ndim: int) -> torch.Tensor:
-    """Gather `values[timesteps]` and shape it [N x 1 x 1 ...] to broadcast against an [N x ...] tensor."""
-    return values[timesteps].reshape(-1, *([1] * (ndim - 1)))
-
-
 class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
     """
     `DDPMPosteriorScheduler` is the DDPM ancestral sampler p(x_{t-1} | x_t) built on the true posterior
@@ -298,8 +294,11 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
     ):
         if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, (int, np.integer)):
             raise TypeError(f"`num_train_timesteps` must be an int, got {type(num_train_timesteps).__name__}.")
-        if num_train_timesteps < 1:
-            raise ValueError(f"`num_train_timesteps` must be at least 1, got {num_train_timesteps}.")
+        if not 1 <= num_train_timesteps <= MAX_TRAIN_TIMESTEPS:  # the schedules are float64 arrays of this length
+            raise ValueError(
+                f"`num_train_timesteps` must be in [1, {MAX_TRAIN_TIMESTEPS:,}] (published models use up to 4,000),"
+                f" got {num_train_timesteps:,}."
+            )
         _check_choice("variance_type", variance_type, VARIANCE_TYPES)
         _check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         _check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
@@ -319,7 +318,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
                 )
             betas = rescale_zero_terminal_snr(betas)
         if not (np.all(betas > 0) and np.all(betas <= 1)):
-            bad = betas[(betas <= 0) | (betas > 1)][0]
+            bad = betas[~((betas > 0) & (betas <= 1))][0]  # NaN too
             raise ValueError(
                 f"Every beta must lie in (0, 1]; the schedule (beta_schedule={beta_schedule!r},"
                 f" beta_start={beta_start}, beta_end={beta_end}) contains {bad}."
@@ -327,6 +326,8 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
 
         # The training chain in float64; the public float32 tensors mirror diffusers.DDPMScheduler's attributes.
         self._analytic_gamma = check_analytic_gamma(analytic_gamma, variance_type, num_train_timesteps)
+        if analytic_gamma is None:  # no key in the config: `X.from_config(config)` warns about keys X does not take
+            self._internal_dict = FrozenDict({k: v for k, v in self.config.items() if k != "analytic_gamma"})
         self._alphas_cumprod64 = np.cumprod(1.0 - betas)
         # beta-tilde_1 of the training chain: the decoder's variance floor of the analytic variance in every chain
         self._decoder_variance = float(
@@ -339,9 +340,8 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         self.alphas_cumprod = torch.from_numpy(self._alphas_cumprod64).float()
         self.init_noise_sigma = 1.0
         self.variance_type = variance_type
-        self._train_terms = self._chain_terms(np.arange(num_train_timesteps))
-        self._train_terms_cache = {}
-        self._last_checked_timesteps = None
+        self._train_chain = self._chain_terms(np.arange(num_train_timesteps))
+        self._tensors = {}  # (name, respaced, device, dtype) -> a chain's term as a tensor, for `_gather`
         self._set_chain(np.arange(num_train_timesteps)[::-1].copy(), num_inference_steps=None, custom=False)
 
     # ------------------------------------------------------------------------------------------------------------
@@ -396,28 +396,17 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         }
 
     def _set_chain(self, timesteps: np.ndarray, num_inference_steps: int | None, custom: bool, device=None) -> None:
-        """Install the sampling chain `timesteps` (descending) and its per-step coefficients as Python floats."""
+        """Install the sampling chain `timesteps` (descending) and its terms, which `step()` and the bound read."""
         self.timesteps = torch.from_numpy(timesteps.astype(np.int64)).to(device)
         self.num_inference_steps = num_inference_steps
         self.custom_timesteps = custom
-        terms = self._chain_terms(timesteps[::-1].copy())
-        self._set_chain_bound_terms(terms)
-        # step() reads plain floats: no tensor indexing or 0-dim tensor arithmetic on the sampling hot path
-        self._step_index = {int(t): i for i, t in enumerate(terms["timesteps"])}
-        self._step_coefficients = [
-            (
-                float(np.sqrt(terms["alphas_cumprod"][i])),
-                float(terms["sqrt_one_minus_alphas_cumprod"][i]),
-                float(terms["posterior_mean_coef1"][i]),
-                float(terms["posterior_mean_coef2"][i]),
-                float(np.sqrt(max(terms["posterior_variance"][i], 1e-20))),
-                float(np.sqrt(terms["betas"][i])),
-                float(terms["posterior_log_variance_clipped"][i]),
-                float(terms["log_betas"][i]),
-            )
-            for i in range(len(terms["timesteps"]))
-        ]
-        self._fixed_sigmas = self._chain_fixed_sigmas(terms)
+        self._chain = self._chain_terms(timesteps[::-1].copy())
+        self._step_index = {int(t): i for i, t in enumerate(self._chain["timesteps"])}
+        self._fixed_sigmas = self._chain_fixed_sigmas(self._chain)
+        positions = np.full(self.config.num_train_timesteps, -1, dtype=np.int64)
+        positions[self._chain["timesteps"]] = np.arange(len(timesteps))
+        self._chain_positions_by_timestep = torch.from_numpy(positions)
+        self._tensors = {key: tensor for key, tensor in self._tensors.items() if not key[1]}  # the old chain's go
 
     def _chain_fixed_sigmas(self, terms: dict[str, np.ndarray]) -> list[float]:
         """sigma_n of each step of a chain for the variance types that do not read the model: fixed and analytic."""
@@ -523,28 +512,18 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
 
     def _split_model_output(self, model_output: torch.Tensor, sample: torch.Tensor):
         """Split the model output into its mean part and, for a 2x-channel model, its variance part."""
-        if (
-            model_output.ndim != sample.ndim
-            or model_output.shape[0] != sample.shape[0]
-            or (model_output.shape[2:] != sample.shape[2:])
-        ):
-            raise ValueError(
-                f"`model_output` of shape {tuple(model_output.shape)} does not match `sample` of shape"
-                f" {tuple(sample.shape)}."
-            )
         channels = sample.shape[1]
+        learned = self.config.variance_type in LEARNED_VARIANCE_TYPES
+        allowed = (2 * channels,) if learned else (channels, 2 * channels)
+        same_layout = model_output.shape[:1] + model_output.shape[2:] == sample.shape[:1] + sample.shape[2:]
+        if not same_layout or model_output.shape[1] not in allowed:
+            takes = f"2 x {channels} channels" if learned else f"{channels} channels (2 x {channels} with variances)"
+            raise ValueError(
+                f"`model_output` of shape {tuple(model_output.shape)} does not fit `sample` of shape"
+                f" {tuple(sample.shape)}: variance_type={self.config.variance_type!r} takes {takes}."
+            )
         if model_output.shape[1] == 2 * channels:
             return model_output[:, :channels], model_output[:, channels:]
-        if self.config.variance_type in LEARNED_VARIANCE_TYPES:
-            raise ValueError(
-                f"variance_type={self.config.variance_type!r} needs a model that outputs 2 x {channels} channels"
-                f" (mean and variance), but `model_output` has {model_output.shape[1]}."
-            )
-        if model_output.shape[1] != channels:
-            raise ValueError(
-                f"`model_output` has {model_output.shape[1]} channels; expected {channels} (or {2 * channels} for a"
-                " model with learned variances)."
-            )
         return model_output, None
 
     def _predict_original_sample(self, model_output, sample, sqrt_alpha_prod, sqrt_one_minus_alpha_prod):
@@ -595,20 +574,21 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         """
         model_output, predicted_variance = self._split_model_output(model_output, sample)
         index = self._index_of(timestep)
-        (sqrt_alpha_prod, sqrt_one_minus_alpha_prod, coef_x0, coef_xt, sigma_small, sigma_large, min_log, max_log) = (
-            self._step_coefficients[index]
-        )
+        # plain floats: no tensor indexing or 0-dim tensor arithmetic on the sampling hot path
+        terms = {name: float(values[index]) for name, values in self._chain.items()}
 
         # 1. x_0 from the model output (Ho et al. eq. 15), then clipped or thresholded
         pred_original_sample = self._predict_original_sample(
-            model_output, sample, sqrt_alpha_prod, sqrt_one_minus_alpha_prod
+            model_output, sample, terms["sqrt_alphas_cumprod"], terms["sqrt_one_minus_alphas_cumprod"]
         )
         pred_original_sample = self._clip(pred_original_sample)
 
-        # 2. x_{t-1} = mu(x_t, x_0) + sigma_t z, mu = coef_x0 x_0 + coef_xt x_t (Ho et al. eq. 7); no noise at the
-        # last step, where the decoder's mean is the sample
+        # 2. x_{t-1} = mu(x_t, x_0) + sigma_t z, mu = coef1 x_0 + coef2 x_t (Ho et al. eq. 7); no noise at the last
+        # step, where the decoder's mean is the sample
         variance_type = self.config.variance_type
-        prev_sample = torch.mul(sample, coef_xt).add_(pred_original_sample, alpha=coef_x0)
+        prev_sample = torch.mul(sample, terms["posterior_mean_coef2"])
+        prev_sample.add_(pred_original_sample, alpha=terms["posterior_mean_coef1"])
+        min_log, max_log = terms["posterior_log_variance_clipped"], terms["log_betas"]
         if index > 0:
             # drawn as diffusers.DDPMScheduler draws it, so the same generator gives the same noise whatever the
             # memory layout of the sample (randn fills the logical shape, not the sample's memory order)
@@ -633,37 +613,22 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
     # The forward process q(x_t | x_0) and the posterior q(x_{t-1} | x_t, x_0), batched over training timesteps
     # ------------------------------------------------------------------------------------------------------------
 
-    def _train_term(self, name: str, like: torch.Tensor) -> torch.Tensor:
-        """A training-chain schedule tensor, cast once per (device, dtype) and cached."""
-        key = (name, like.device, like.dtype)
-        if key not in self._train_terms_cache:
-            self._train_terms_cache[key] = torch.from_numpy(self._train_terms[name]).to(like.device, like.dtype)
-        return self._train_terms_cache[key]
-
     def _gather(self, name: str, timesteps: torch.Tensor, like: torch.Tensor, respaced: bool = False) -> torch.Tensor:
-        """`name` at `timesteps` for an [N x ...] tensor, of the training chain (or the current one if `respaced`)."""
+        """
+        The term `name` of the training chain (of the current chain if `respaced`) at training `timesteps`, shaped
+        [N x 1 x ...] to broadcast against the [N x ...] tensor `like`; each term is cast to a device and dtype once.
+        """
         timesteps = self._check_train_timesteps(timesteps, like)
-        if respaced:
-            return _broadcast(self._bound_chain_term(name, like), self._chain_positions(timesteps), like.ndim)
-        return _broadcast(self._train_term(name, like), timesteps, like.ndim)
-
-    def _set_chain_bound_terms(self, terms: dict[str, np.ndarray]) -> None:
-        """Keep the current chain's terms for the bound of the respaced chain (`respaced=True`)."""
-        self._bound_chain_terms = terms
-        self._bound_chain_cache = {}
-        positions = np.full(self.config.num_train_timesteps, -1, dtype=np.int64)
-        positions[terms["timesteps"]] = np.arange(len(terms["timesteps"]))
-        self._bound_chain_positions = torch.from_numpy(positions)
-
-    def _bound_chain_term(self, name: str, like: torch.Tensor) -> torch.Tensor:
-        key = (name, like.device, like.dtype)
-        if key not in self._bound_chain_cache:
-            self._bound_chain_cache[key] = torch.from_numpy(self._bound_chain_terms[name]).to(like.device, like.dtype)
-        return self._bound_chain_cache[key]
+        key = (name, respaced, like.device, like.dtype)
+        if key not in self._tensors:
+            terms = self._chain if respaced else self._train_chain
+            self._tensors[key] = torch.from_numpy(terms[name]).to(like.device, like.dtype)
+        positions = self._chain_positions(timesteps) if respaced else timesteps
+        return self._tensors[key][positions].reshape(-1, *([1] * (like.ndim - 1)))
 
     def _chain_positions(self, timesteps: torch.Tensor) -> torch.Tensor:
         """The position of each timestep in the current chain (0 is its first step, the decoder)."""
-        positions = self._bound_chain_positions.to(timesteps.device)[timesteps]
+        positions = self._chain_positions_by_timestep.to(timesteps.device)[timesteps]
         if bool((positions < 0).any()):
             outside = int(timesteps[positions < 0][0])
             raise ValueError(
@@ -673,13 +638,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         return positions
 
     def _check_train_timesteps(self, timesteps, like: torch.Tensor) -> torch.Tensor:
-        # a training step gathers ~15 schedule terms at the same timesteps: the tensor checked last is remembered (a
-        # reference, so it cannot be another tensor at the same address) and not checked again
-        checked = self._last_checked_timesteps
-        if checked is not None and checked[0] is timesteps and checked[1].device == like.device:
-            if checked[1].shape[0] in (1, like.shape[0]):
-                return checked[1]
-        original = timesteps
+        """`timesteps` as a [1] or [N] long tensor on the device of the [N x ...] tensor `like`, each in [0, T)."""
         timesteps = torch.as_tensor(timesteps, device=like.device).long().reshape(-1)
         if timesteps.shape[0] not in (1, like.shape[0]):
             raise ValueError(f"`timesteps` has {timesteps.shape[0]} entries for a batch of {like.shape[0]}.")
@@ -691,8 +650,6 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
             torch._assert_async(in_range, message)
         except RuntimeError as error:
             raise ValueError(message) from error
-        if isinstance(original, torch.Tensor):
-            self._last_checked_timesteps = (original, timesteps)
         return timesteps
 
     def add_noise(
@@ -829,7 +786,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         kl = mean_over_pixels(normal_kl(true_mean, true_log_variance, model["mean"], model["log_variance"]))
         # the decoder term for every image, kept where the chain's first step is: skipping it when no image is there
         # would read the timesteps back to the host (a wait for the device at every training step)
-        is_decoder = timesteps == (int(self._bound_chain_terms["timesteps"][0]) if respaced else 0)
+        is_decoder = timesteps == (int(self._chain["timesteps"][0]) if respaced else 0)
         log_scales = (0.5 * model["log_variance"]).expand_as(x_start)
         decoder_nll = -mean_over_pixels(discretized_gaussian_log_likelihood(x_start, model["mean"], log_scales))
         return torch.where(is_decoder, decoder_nll, kl) / math.log(2.0)
@@ -839,7 +796,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         The prior term KL(q(x_T | x_0) || N(0, I)) for each example of [N x C x ...], in bits/dim; with `respaced`,
         at the last timestep of the current chain (e.g. 990 for 100 `leading` steps of 1000) instead of T - 1.
         """
-        top = int(self._bound_chain_terms["timesteps"][-1]) if respaced else self.config.num_train_timesteps - 1
+        top = int(self._chain["timesteps"][-1]) if respaced else self.config.num_train_timesteps - 1
         last = torch.full((x_start.shape[0],), top, device=x_start.device)
         mean = self._gather("sqrt_alphas_cumprod", last, x_start) * x_start
         log_variance = torch.log1p(-self._gather("alphas_cumprod", last, x_start))

@@ -165,7 +165,9 @@ def build_components(args: argparse.Namespace, accelerator: Accelerator, dataloa
         variance_type=args.variance_type,
         prediction_type=args.prediction_type,
         clip_sample=True,
-        timestep_spacing="linspace",  # Improved DDPM's respacing of the sampling chain
+        # Improved DDPM's "ddimN" respacing: schedulers swapped in with `from_config` then start at t = 960 for 25
+        # steps, not at t = 999 where the cosine alpha-bar is 2.4e-9 (benchmarks/fast_samplers.py)
+        timestep_spacing="leading",
     )
     if args.timestep_sampler == "loss-second-moment":
         sampler = LossSecondMomentResampler(args.ddpm_num_steps, device=accelerator.device)
