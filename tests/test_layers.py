@@ -37,7 +37,8 @@ def imported_modules(path: Path) -> set[str]:
 LAYERS = [
     {"_errors", "_choices", "_lazy", "_digits", "images"},  # import nothing of hf_ddpm
     {"__init__", "_devices", "_datasets", "files"},  # UsageError; the package's lazy names
-    {"scheduling_ddpm_posterior", "pipeline_ddpm_posterior", "unet_2d_adm"},  # the diffusers components
+    {"scheduling_ddpm_posterior", "unet_2d_adm"},  # the diffusers components the pipeline holds
+    {"pipeline_ddpm_posterior"},
     {"_variance"},  # the --variance_type override: rebuilds the scheduler
     {"sampling", "hub", "convert"},  # convert writes pipeline folders
     {"evaluation", "training"},  # evaluation draws samples with `sampling`; training publishes with `hub`
