@@ -810,7 +810,7 @@ def imported_packages(paths: list[Path]) -> set[str]:
 def test_the_pushed_space_runs_where_hf_ddpm_cannot_be_imported(handlers, hub_server, tmp_path):
     repo_id = hub_server.new_repo_id("ddpm-digits-demo")
     push = subprocess.run(
-        [shutil.which("hf-ddpm") or "hf-ddpm", "push-space", str(SPACE_DIR), repo_id],
+        [os.path.join(os.path.dirname(sys.executable), "hf-ddpm"), "push-space", str(SPACE_DIR), repo_id],
         env=hub_server.env(),
         capture_output=True,
         text=True,
