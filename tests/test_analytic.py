@@ -156,6 +156,15 @@ def test_gamma_estimate_matches_the_exact_gamma_within_its_standard_error():
     np.testing.assert_array_equal(again, estimate)
 
 
+def test_a_gamma_estimate_from_two_draws_is_never_negative():
+    """With M = 2 the control variate's slope fits both draws exactly and could push a mean square below zero."""
+    images = torch.from_numpy(gaussian_images(400, seed=5)).reshape(-1, 1, 8, 8).float()
+    pipeline = gaussian_pipeline("fixed_small")
+    estimate, _ = estimate_gamma(pipeline, images, samples_per_timestep=2, seed=3, show_progress=False)
+    assert estimate.min() >= 0
+    with_analytic_variances(pipeline, estimate)  # a valid analytic scheduler
+
+
 @pytest.mark.parametrize("prediction_type", ["sample", "v_prediction"])
 def test_gamma_estimate_reads_the_noise_of_x0_and_v_predictors(prediction_type):
     class AsPrediction(GaussianOptimalDenoiser):  # the same predictor, expressed as x_0 or v

@@ -129,7 +129,8 @@ def control_variate_mean(values: torch.Tensor, controls: torch.Tensor) -> tuple[
     centered_z = controls - controls.mean(dim=1, keepdim=True)
     centered_y = values - values.mean(dim=1, keepdim=True)
     slope = (centered_y * centered_z).sum(dim=1) / (centered_z.pow(2).sum(dim=1)).clamp(min=1e-300)
-    mean = values.mean(dim=1) - slope * (controls.mean(dim=1) - 1.0)
+    # a mean square is >= 0; with few draws the fitted slope can push the estimate below (M = 2 did)
+    mean = (values.mean(dim=1) - slope * (controls.mean(dim=1) - 1.0)).clamp(min=0.0)
     residual = values - slope[:, None] * controls
     return mean, residual.std(dim=1) / math.sqrt(values.shape[1])
 
