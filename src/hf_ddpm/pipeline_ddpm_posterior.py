@@ -48,14 +48,9 @@ MIN_START_ALPHA_BAR = 3e-5
 @dataclass
 class DDPMPosteriorPipelineOutput(ImagePipelineOutput):
     """
-    diffusers' [`ImagePipelineOutput`] (`images` in [0, 1]: PIL images, [N x H x W x C] array or [N x C x H x W]
-    tensor) plus, with `return_trajectory=True`:
-
-    Args:
-        trajectory (`torch.Tensor`): x_t at the recorded steps, [F x N x C x H x W] in [-1, 1], on the CPU.
-        pred_original_trajectory (`torch.Tensor`): the predicted x_0 at the same steps; `None` with a scheduler whose
-            `step()` returns no `pred_original_sample`.
-        trajectory_timesteps (`list[int]`): the timestep t of each frame (x_t is that step's input).
+    [`ImagePipelineOutput`] (`images` in [0, 1]) plus, with `return_trajectory=True`: `trajectory`, x_t at the
+    recorded steps, [F x N x C x H x W] in [-1, 1] on the CPU; `pred_original_trajectory`, the predicted x_0 there
+    (`None` from a scheduler whose `step()` returns none); `trajectory_timesteps`, the timestep t of each frame.
     """
 
     trajectory: torch.Tensor | None = None
@@ -66,15 +61,9 @@ class DDPMPosteriorPipelineOutput(ImagePipelineOutput):
 @dataclass
 class BitsPerDimOutput(BaseOutput):
     """
-    The variational bound of images (Ho et al. eq. 5), in bits per dimension.
-
-    Args:
-        bpd (`torch.Tensor`): [N] the bound: prior + the weighted sum of the terms.
-        prior_bpd (`torch.Tensor`): [N] KL(q(x_T | x_0) || N(0, I)).
-        vb_bpd (`torch.Tensor`): [N x T'] the term at each evaluated timestep, ascending; column 0 is the decoder.
-        timesteps (`torch.Tensor`): [N x T'] each image's evaluated timesteps.
-        weights (`torch.Tensor`): [T'] each term's weight in the sum (1 for the full bound).
-        standard_error (`float`): the standard error of the mean bpd over the images.
+    The variational bound of N images (Ho et al. eq. 5) in bits/dim: `bpd` [N] = `prior_bpd` [N] + the sum of the
+    terms `vb_bpd` [N x T'] (column 0 the decoder) at `timesteps` [N x T'] (ascending), times their `weights` [T'];
+    `standard_error` of the mean bpd.
     """
 
     bpd: torch.Tensor
@@ -90,12 +79,10 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
     Pipeline for image generation with DDPM and Improved DDPM models, unconditional or class-conditional.
 
     Parameters:
-        unet ([`UNet2DModel`]): the denoiser; with `learned` or `learned_range` variances it outputs twice the image
-            channels.
-        scheduler ([`SchedulerMixin`]): normally a `DDPMPosteriorScheduler`. Its `compatibles` sample too (e.g.
-            `DDIMScheduler.from_config(pipe.scheduler.config)`), but `EDMEulerScheduler`, and a scheduler whose chain
-            starts where alpha-bar is too small for it is refused, naming the option that moves its start.
-            `bits_per_dim` needs ours.
+        unet ([`UNet2DModel`]): the denoiser (twice the image channels out with learned variances).
+        scheduler ([`SchedulerMixin`]): a `DDPMPosteriorScheduler`, or one of its `compatibles` (e.g.
+            `DDIMScheduler.from_config(pipe.scheduler.config)`) but EDM's and those whose chain starts where alpha-bar
+            is too small for them (refused, naming the option that moves the start). `bits_per_dim` needs ours.
         timestep_scale (`float`, *optional*): the UNet sees t * timestep_scale (improved-diffusion's rescaled
             timesteps: 1000 / T), set as its `time_proj.scale`; `None` keeps the UNet's (1 for a new one).
     """
@@ -133,23 +120,18 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         if num_classes is None:
             raise ValueError("`class_labels` were given, but this UNet is not class-conditional.")
         labels = torch.as_tensor(class_labels)
-        if (
-            labels.is_floating_point()
-            or labels.shape != (count,)
-            or not ((labels >= 0) & (labels < num_classes)).all()
-        ):
+        valid = not labels.is_floating_point() and labels.shape == (count,)
+        if not (valid and bool(((labels >= 0) & (labels < num_classes)).all())):
             raise ValueError(f"`class_labels` must be {count} ints in [0, {num_classes}), got {class_labels!r:.100}.")
         return labels.to(self._execution_device, torch.long)
 
     def _random_class_labels(self, batch_size: int, generator) -> torch.Tensor:
-        """A class per image from the caller's generator(s), as the originals' samplers draw them: before the noise."""
-        num_classes = self.unet.config.get("num_class_embeds")
-        if isinstance(generator, list):
-            labels = [torch.randint(num_classes, (1,), generator=each, device=each.device).cpu() for each in generator]
-        else:
-            device = generator.device if generator is not None else "cpu"
-            labels = [torch.randint(num_classes, (batch_size,), generator=generator, device=device).cpu()]
-        return torch.cat(labels).to(self._execution_device)
+        """A class per image from the caller's generator(s), drawn before the noise as the originals' samplers do."""
+        if isinstance(generator, list):  # a generator per image: each draws its image's class
+            return torch.cat([self._random_class_labels(1, each) for each in generator])
+        device = getattr(generator, "device", "cpu")
+        labels = torch.randint(self.unet.config.num_class_embeds, (batch_size,), generator=generator, device=device)
+        return labels.to(self._execution_device)
 
     def _prepare_timesteps(self, num_inference_steps: int, timesteps: list[int] | None) -> None:
         """Set the scheduler's chain, refusing a scheduler that cannot sample this UNet."""
@@ -210,17 +192,15 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
 
         Args:
             batch_size (`int`, defaults to 1): the number of images.
-            generator (`torch.Generator` or `list[torch.Generator]`, *optional*): makes generation deterministic;
-                the same generator gives the same images as `DDPMPipeline`.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*): gives `DDPMPipeline`'s images.
             num_inference_steps (`int`, defaults to 1000): fewer than the training steps respace the chain.
             timesteps (`list[int]`, *optional*): custom descending timesteps, instead of `num_inference_steps`.
-            class_labels (`list[int]` or `torch.Tensor`, *optional*): one class per image, for a class-conditional
-                UNet; drawn at random from `generator` when omitted.
+            class_labels (`list[int]` or `torch.Tensor`, *optional*): a class per image (class-conditional UNets);
+                drawn from `generator` when omitted.
             output_type (`"pil"`, `"np"` or `"pt"`, defaults to `"pil"`): the format of the images.
             return_dict (`bool`, defaults to `True`): return a [`DDPMPosteriorPipelineOutput`], not a tuple.
-            callback_on_step_end (`Callable`, *optional*): called after each step as
-                `callback_on_step_end(pipe, i, t, callback_kwargs)`; a returned dict replaces the tensors it names.
-            callback_on_step_end_tensor_inputs (`list[str]`, defaults to `["image"]`): the tensors it receives.
+            callback_on_step_end (`Callable`, *optional*): `callback_on_step_end(pipe, i, t, callback_kwargs)` after
+                each step; a returned dict replaces the tensors (`callback_on_step_end_tensor_inputs`) it names.
             return_trajectory (`bool`, defaults to `False`): also return x_t and the predicted x_0 along the chain.
             trajectory_frames (`int`, *optional*): record only this many evenly spaced steps, first and last included.
 
@@ -260,11 +240,9 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         # x_T at the scheduler's scale: 1 for DDPM and DDIM, sigma_max for the Euler / Heun / DPM-SDE family
         image = image.to(device) * self.scheduler.init_noise_sigma
         # only DDPM's step reads a learned variance: the others get the mean channels (diffusers' IF convention)
-        reads_variance = isinstance(self.scheduler, DDPMScheduler) or type(self.scheduler).__name__ == SCHEDULER_CLASS
-        if self.scheduler.config.get("variance_type") not in LEARNED_VARIANCE_TYPES or not reads_variance:
-            output_channels = channels
-        else:
-            output_channels = None
+        ddpm_step = isinstance(self.scheduler, DDPMScheduler) or type(self.scheduler).__name__ == SCHEDULER_CLASS
+        learned = self.scheduler.config.get("variance_type") in LEARNED_VARIANCE_TYPES
+        output_channels = None if ddpm_step and learned else channels
         conditioning = {} if class_labels is None else {"class_labels": class_labels}  # unconditional UNets take none
         step_kwargs = (
             {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
@@ -313,8 +291,8 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         class_labels: list[int] | torch.Tensor | None = None,
     ) -> BitsPerDimOutput:
         """
-        The variational bound -log p(x_0) <= L_T + sum_t L_{t-1} + L_0 of each image, in bits per dimension, each
-        term a KL divergence at one x_t ~ q(x_t | x_0); the (image, timestep) pairs go through the UNet together.
+        The variational bound -log p(x_0) <= L_T + sum_t L_{t-1} + L_0 of each image in bits/dim, each term at one
+        x_t ~ q(x_t | x_0).
 
         Args:
             images (`torch.Tensor`, `np.ndarray` or `list[PIL.Image.Image]`): [N x C x H x W] in [-1, 1], uint8
@@ -322,8 +300,7 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
             generator (`torch.Generator`, *optional*): draws the noise of q(x_t | x_0) (and the strata's timesteps).
             batch_size (`int`, defaults to 256): (image, timestep) pairs per UNet call.
             num_timesteps (`int`, *optional*): the decoder term and `num_timesteps - 1` KL terms, one drawn per image
-                in each stratum of the timesteps (growing geometrically) and weighted by its size: an unbiased
-                estimate whose standard error covers the draw. All T terms when `None`.
+                in each stratum of the timesteps, weighted by its size: an unbiased estimate. All T terms when `None`.
             clip_denoised (`bool`, defaults to `True`): clip the x_0 prediction to [-1, 1], as Improved DDPM does.
             show_progress (`bool`, defaults to `True`): show a progress bar.
             num_inference_steps (`int`, *optional*): the bound of the respaced chain that sampling with this many
@@ -352,23 +329,21 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         device, dtype = self._execution_device, self.unet.dtype
         x_start = x_start.to(device, dtype)
 
+        # each UNet call: `batch_size` (image, timestep) pairs, as many images as fit and their timesteps in turn
         images_per_call = min(batch_size, num_images)
         timesteps_per_call = max(1, batch_size // images_per_call)
-        image_starts = range(0, num_images, images_per_call)
-        timestep_starts = range(0, timesteps.shape[1], timesteps_per_call)
+        calls = [
+            (start, first)
+            for start in range(0, num_images, images_per_call)
+            for first in range(0, timesteps.shape[1], timesteps_per_call)
+        ]
         vb = torch.zeros(num_images, timesteps.shape[1], dtype=torch.float64)
-        progress = self.progress_bar(total=len(image_starts) * len(timestep_starts)) if show_progress else None
-        for start in image_starts:
+        for start, first in self.progress_bar(calls) if show_progress else calls:
             x0 = x_start[start : start + images_per_call]
             labels = None if class_labels is None else class_labels[start : start + images_per_call]
-            for first in timestep_starts:
-                chunk = timesteps[start : start + x0.shape[0], first : first + timesteps_per_call]
-                terms = self._vb_terms(x0, labels, chunk.to(device), generator, clip_denoised, respaced)
-                vb[start : start + x0.shape[0], first : first + chunk.shape[1]] = terms.double().cpu()
-                if progress is not None:
-                    progress.update()
-        if progress is not None:
-            progress.close()
+            chunk = timesteps[start : start + x0.shape[0], first : first + timesteps_per_call]
+            terms = self._vb_terms(x0, labels, chunk.to(device), generator, clip_denoised, respaced)
+            vb[start : start + x0.shape[0], first : first + chunk.shape[1]] = terms.double().cpu()
         prior = scheduler.prior_bpd(x_start.float(), respaced=respaced).double().cpu()
         weights = torch.as_tensor(weights, dtype=torch.float64)
         bpd = prior + (vb * weights).sum(dim=1)
@@ -396,9 +371,7 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
             if x.min() < -1 - 1e-6 or x.max() > 1 + 1e-6:
                 raise ValueError("`images` as a tensor must be in [-1, 1] (model space), [N x C x H x W].")
         else:
-            if isinstance(images, (list, tuple)) and images and isinstance(images[0], PIL.Image.Image):
-                images = np.stack([np.asarray(image) for image in images])
-            array = np.asarray(images)
+            array = np.asarray(images)  # PIL images too
             if array.dtype != np.uint8:
                 raise ValueError("`images` as an array or PIL images must be uint8 [N x H x W (x C)].")
             if array.ndim == 3:
@@ -412,18 +385,12 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
 
     def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs) -> None:
         """
-        `DiffusionPipeline.save_pretrained` (safetensors only), plus the modules `trust_remote_code=True` loads. The
-        save is staged inside `save_directory`, then each file moved into place (model_index.json last), the one it
-        replaces set aside: a failed save leaves the folder as it was. The folder's other files stay; the same
-        variant's weights that this save did not write (an earlier save's shards) go.
-
-        Args:
-            save_directory (`str` or `os.PathLike`): the folder; created if needed.
-            push_to_hub (`bool`, defaults to `False`): then upload, in one commit with a model card, the files this
-                save wrote (never the folder's others), refused before anything is sent when they hold the token
-                passed or this machine's. `repo_id` (default: the folder's name), `private`, `token`,
-                `commit_message` and `create_pr` go with it.
-            kwargs: passed to `DiffusionPipeline.save_pretrained` (`variant`, `max_shard_size`...).
+        `DiffusionPipeline.save_pretrained` (safetensors only) plus the modules `trust_remote_code=True` loads, staged
+        in `save_directory` and moved into place file by file (model_index.json last), each replaced file set aside:
+        a failed save leaves the folder as it was. The folder's other files stay; the same variant's stale weights go.
+        With `push_to_hub`, the files this save wrote (never the folder's others) and a model card go up in one
+        commit (`repo_id`, default the folder's name, `private`, `token`, `commit_message`, `create_pr`), refused
+        before anything is sent when they hold the token passed or this machine's.
         """
         if kwargs.get("safe_serialization") is False:
             raise ValueError("hf_ddpm saves safetensors only: `safe_serialization` must be True.")
@@ -475,13 +442,9 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         r"""
         Load a pipeline of hf_ddpm or diffusers' `DDPMPipeline` (google/ddpm-*'s flat layout too) from a folder or a
         Hub repo id, running no code from it: the components' own `from_pretrained` read configs and safetensors
-        weights (a `DDPMScheduler` config as a `DDPMPosteriorScheduler`). With `trust_remote_code=True`, this is
-        `DiffusionPipeline.from_pretrained`, which runs the folder's modules.
-
-        Args:
-            pretrained_model_name_or_path (`str` or `os.PathLike`): a local folder or a Hub repo id.
-            kwargs: `unet`, `scheduler` or `timestep_scale` to use instead of the saved ones, and diffusers' loading
-                arguments (`torch_dtype`, `variant`, `revision`, `token`, `device_map`...) for both components.
+        (a `DDPMScheduler` config as ours), with diffusers' loading arguments (`torch_dtype`, `variant`, `revision`,
+        `device_map`...); `unet`, `scheduler` or `timestep_scale` replace the saved ones. With
+        `trust_remote_code=True`, this is `DiffusionPipeline.from_pretrained`, which runs the folder's modules.
         """
         if kwargs.get("trust_remote_code"):
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
@@ -520,10 +483,8 @@ def _bound_timesteps(
     num_train_timesteps: int, num_timesteps: int | None, num_images: int, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, list[float]]:
     """
-    Each image's evaluated timesteps, [N x T'] ascending, and each term's weight: all T by default; with
-    `num_timesteps` K, the decoder at t = 0 and one timestep per image drawn in each of K - 1 strata of [1, T)
-    (`bound_strata_edges`), weighted by the stratum's size. Independent draws per image keep the estimate unbiased
-    and its standard error honest.
+    Each image's evaluated timesteps [N x T'] and each term's weight: all T, or the decoder and one timestep per image
+    drawn in each of `num_timesteps` - 1 strata (independent draws: unbiased, with an honest standard error).
     """
     if num_timesteps is None or num_timesteps >= num_train_timesteps:
         timesteps = torch.arange(num_train_timesteps).expand(num_images, -1)
@@ -600,10 +561,7 @@ def _files_under(folder: str) -> list[str]:
 
 
 def _stale_files(paths: list[str], written, variant: str | None) -> list[str]:
-    """
-    Of a folder's or a repo's `paths`, those an earlier save wrote that this one (`written`) does not replace: the
-    same variant's weights (shards and their index) and our components' modules once another class replaced them.
-    """
+    """Of a folder's or repo's `paths`, the same variant's weights and our modules that the save `written` replaces."""
     suffix = re.escape(f".{variant}") if variant else ""
     stale = re.compile(
         rf"unet/diffusion_pytorch_model{suffix}(-\d{{5}}-of-\d{{5}})?\.(safetensors|bin)"
@@ -614,10 +572,7 @@ def _stale_files(paths: list[str], written, variant: str | None) -> list[str]:
 
 
 def _move_into(staging: str, target: str, written: list[str], stale: list[str]) -> None:
-    """
-    Move the staged files (`staging`/new/...) into `target` in order, and the `stale` ones out, each replaced file
-    set aside in `staging`/old first. If a move fails, everything is moved back: `target` is as it was.
-    """
+    """Move `staging`/new's files into `target`, `stale` out, each replaced one set aside; all back on failure."""
     umask = os.umask(0)
     os.umask(umask)
     moved_in, set_aside, made = [], [], []
@@ -654,10 +609,7 @@ def _push(
     commit_message: str | None = None,
     create_pr: bool = False,
 ) -> None:
-    """
-    Upload `contents` (path -> bytes) and a model card in one commit that deletes the weights they replace, after
-    refusing, before anything is sent, files that hold the token passed or this machine's.
-    """
+    """Upload `contents` (path -> bytes) and a card in one commit, unless they hold the given or the local token."""
     from diffusers.utils.hub_utils import load_or_create_model_card, populate_model_card
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
 

@@ -4,30 +4,21 @@ variances, exact respacing and the variational bound. It imports only torch, num
 code beside `scheduler_config.json`.
 """
 
-import inspect
 import math
-import os
-import shutil
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 from diffusers.configuration_utils import ConfigMixin, FrozenDict, register_to_config
-from diffusers.schedulers.scheduling_ddpm import DDPMScheduler, DDPMSchedulerOutput
+from diffusers.schedulers.scheduling_ddpm import DDPMScheduler, DDPMSchedulerOutput, rescale_zero_terminal_snr
 from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
-MODULE_FILE = "scheduling_ddpm_posterior.py"
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
-VARIANCE_TYPES = (
-    "fixed_small",
-    "fixed_small_log",
-    "fixed_large",
-    "fixed_large_log",
-    "learned",
-    "learned_range",
-    "analytic",
-)
+VarianceType = Literal[
+    "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range", "analytic"
+]
+VARIANCE_TYPES = get_args(VarianceType)
 LEARNED_VARIANCE_TYPES = ("learned", "learned_range")
 ANALYTIC_COMMAND = "hf-ddpm analytic MODEL --output_dir NEW_MODEL"  # computes `analytic_gamma`
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
@@ -40,26 +31,11 @@ def _check_choice(name: str, value, allowed) -> None:
         raise ValueError(f"`{name}` must be one of {', '.join(map(repr, allowed))}, got {value!r}.")
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Beta schedules in float64 (diffusers.DDPMScheduler's definitions, which it computes in float32)
-# ----------------------------------------------------------------------------------------------------------------
-
-
 def betas_for_alpha_bar(num_diffusion_timesteps: int, max_beta: float = 0.999) -> np.ndarray:
     """The cosine schedule of Nichol & Dhariwal (eq. 17): alpha_bar(t) = cos^2((t + s) / (1 + s) pi / 2)."""
     steps = np.arange(num_diffusion_timesteps + 1, dtype=np.float64) / num_diffusion_timesteps
     alpha_bar = np.cos((steps + 0.008) / 1.008 * math.pi / 2) ** 2
     return np.minimum(1.0 - alpha_bar[1:] / alpha_bar[:-1], max_beta)
-
-
-def rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
-    """Rescale betas to zero terminal SNR, Algorithm 1 of arXiv 2305.08891."""
-    alphas_bar_sqrt = np.sqrt(np.cumprod(1.0 - betas))
-    first, last = alphas_bar_sqrt[0], alphas_bar_sqrt[-1]
-    alphas_bar_sqrt = (alphas_bar_sqrt - last) * first / (first - last)
-    alphas_bar = alphas_bar_sqrt**2
-    alphas = np.concatenate([alphas_bar[:1], alphas_bar[1:] / alphas_bar[:-1]])
-    return 1.0 - alphas
 
 
 def make_betas(
@@ -82,12 +58,6 @@ def make_betas(
     # "sigmoid": the GeoDiff schedule
     sigmoid = 1.0 / (1.0 + np.exp(-np.linspace(-6, 6, num_train_timesteps, dtype=np.float64)))
     return sigmoid * (beta_end - beta_start) + beta_start
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Analytic-DPM (Bao et al. 2022, arXiv 2201.06503): the optimal reverse variance of a model trained with fixed
-# variances, from Gamma_t = E||eps_theta(x_t, t)||^2 / d
-# ----------------------------------------------------------------------------------------------------------------
 
 
 def check_analytic_gamma(analytic_gamma, variance_type: str, num_train_timesteps: int) -> np.ndarray | None:
@@ -124,11 +94,10 @@ def analytic_variance(
     alphas_cumprod: np.ndarray, alphas_cumprod_prev: np.ndarray, gamma: np.ndarray, decoder_variance: float
 ) -> np.ndarray:
     """
-    The optimal variance of each step of a chain given by its alpha-bars (Bao et al. Theorem 1, DDPM case):
-    sigma*_n^2 = beta-tilde_n + c_n^2 E Var(x_0 | x_n), with c_n = sqrt(alpha_bar_{n-1}) beta_n / (1 - alpha_bar_n)
-    and E Var(x_0 | x_n) = (1 - alpha_bar_n) / alpha_bar_n (1 - Gamma_n) clipped to [0, 1] (Theorem 2's bounds for
-    data in [-1, 1]). The decoder's is floored at `decoder_variance`: where Gamma_0 nears 1 it falls into the
-    Monte-Carlo noise, below a pixel level.
+    Analytic-DPM's optimal variance of each step of a chain (Bao et al. 2022, arXiv 2201.06503, Theorem 1):
+    sigma*_n^2 = beta-tilde_n + c_n^2 E Var(x_0 | x_n), with E Var(x_0 | x_n) = (1 - alpha_bar_n) / alpha_bar_n
+    (1 - Gamma_n) clipped to [0, 1] (Theorem 2, data in [-1, 1]); the decoder's floored at `decoder_variance` (where
+    Gamma_0 nears 1 it falls into the Monte-Carlo noise).
     """
     betas = 1.0 - alphas_cumprod / alphas_cumprod_prev
     posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
@@ -141,11 +110,6 @@ def analytic_variance(
     return variance
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# The Gaussian terms of the variational bound (Ho et al. eq. 5; Nichol & Dhariwal eq. 4-6)
-# ----------------------------------------------------------------------------------------------------------------
-
-
 def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
     """KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))), elementwise, in nats."""
     return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
@@ -155,9 +119,8 @@ def discretized_gaussian_log_likelihood(
     x: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor
 ) -> torch.Tensor:
     """
-    The decoder term L_0 (Ho et al. eq. 13): the log-likelihood of `x` in [-1, 1], quantized to 256 levels, under
-    N(means, exp(log_scales)^2), the edge bins extending to infinity. With the exact normal CDF, where the Improved
-    DDPM code has a tanh approximation.
+    The decoder term L_0 (Ho et al. eq. 13): log-likelihood of `x` in [-1, 1], quantized to 256 levels, under
+    N(means, exp(log_scales)^2); with the exact normal CDF, where the Improved DDPM code has a tanh approximation.
     """
     inv_stdv = torch.exp(-log_scales)
     upper = (x - means + 1.0 / 255.0) * inv_stdv
@@ -177,28 +140,21 @@ def mean_over_pixels(tensor: torch.Tensor) -> torch.Tensor:
 
 class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
     """
-    The DDPM ancestral sampler p(x_{t-1} | x_t) on the true posterior q(x_{t-1} | x_t, x_0), with fixed, learned or
-    analytic variances, exact respacing and the variational bound in bits/dim.
-
-    It takes [`~diffusers.DDPMScheduler`]'s config unchanged (both ways: `DDIMScheduler.from_config(ours.config)`) and
-    gives its `step()` outputs for the same generator, except where it is deliberately better: float64 schedules;
-    `learned` read as a log-variance (the Improved DDPM code); `fixed_large_log` not NaN; unknown options refused; no
-    noise at a chain's last step whatever its timestep (the decoder's mean is the sample).
+    The DDPM ancestral sampler on the true posterior q(x_{t-1} | x_t, x_0), with exact respacing and the variational
+    bound in bits/dim. It takes [`~diffusers.DDPMScheduler`]'s config and gives its `step()` outputs for a generator,
+    but with float64 schedules, `learned` read as a log-variance (the Improved DDPM code), `fixed_large_log` not NaN,
+    unknown options refused, and no noise at a chain's last step whatever its timestep.
 
     Args:
-        num_train_timesteps (`int`, defaults to 1000): T, the model's diffusion steps.
-        beta_start, beta_end (`float`, defaults to 0.0001 and 0.02): the ends of the `linear`, `scaled_linear` and
-            `sigmoid` schedules.
-        beta_schedule (`str`, defaults to `"linear"`): `squaredcos_cap_v2` is Improved DDPM's cosine schedule.
-        trained_betas (`list[float]`, *optional*): one beta per training timestep, instead of `beta_schedule`.
+        num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, clip_sample, clip_sample_range,
+            prediction_type, thresholding, dynamic_thresholding_ratio, sample_max_value, steps_offset,
+            rescale_betas_zero_snr: as in `DDPMScheduler` (`squaredcos_cap_v2` is Improved DDPM's cosine schedule).
         variance_type (`str`, defaults to `"fixed_small"`): sigma_t^2 of the reverse step: `fixed_small`
             (beta-tilde_t), `fixed_large` (beta_t), their `_log` twins (computed in log space), `learned` (the model's
             extra channels are log sigma^2), `learned_range` (they are v in [-1, 1]: log sigma^2 = v' log beta_t +
             (1 - v') log beta-tilde_t, v' = (v + 1) / 2), `analytic` (Analytic-DPM, from `analytic_gamma`).
         analytic_gamma (`list[float]`, *optional*): Gamma_t = E||eps_theta(x_t, t)||^2 / d per training timestep, as
             `hf-ddpm analytic` estimates them; needed by `analytic`.
-        clip_sample, clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value,
-            prediction_type, steps_offset, rescale_betas_zero_snr: as in `DDPMScheduler`.
         timestep_spacing (`str`, defaults to `"leading"`): how `set_timesteps(n)` picks n timesteps. Improved DDPM's
             respacing "n" is `linspace`, its "ddimN" `leading`.
     """
@@ -214,9 +170,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         beta_end: float = 0.02,
         beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"] = "linear",
         trained_betas: np.ndarray | list[float] | None = None,
-        variance_type: Literal[
-            "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range", "analytic"
-        ] = "fixed_small",
+        variance_type: VarianceType = "fixed_small",
         analytic_gamma: list[float] | None = None,
         clip_sample: bool = True,
         prediction_type: Literal["epsilon", "sample", "v_prediction"] = "epsilon",
@@ -245,7 +199,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
                     "`rescale_betas_zero_snr=True` makes alpha_bar_T = 0, where an epsilon prediction cannot give x_0;"
                     " use `prediction_type` 'v_prediction' or 'sample'."
                 )
-            betas = rescale_zero_terminal_snr(betas)
+            betas = rescale_zero_terminal_snr(torch.from_numpy(betas)).numpy()  # diffusers', in float64 here
         if not (np.all(betas > 0) and np.all(betas <= 1)):
             bad = betas[~((betas > 0) & (betas <= 1))][0]  # NaN too
             raise ValueError(
@@ -273,10 +227,6 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         self._tensors = {}  # (name, respaced, device, dtype) -> a chain's term as a tensor, for `_gather`
         self._set_chain(np.arange(num_train_timesteps)[::-1].copy(), num_inference_steps=None, custom=False)
 
-    # ------------------------------------------------------------------------------------------------------------
-    # Schedules: computed once per chain, in float64
-    # ------------------------------------------------------------------------------------------------------------
-
     def _chain_terms(self, kept_timesteps: np.ndarray) -> dict[str, np.ndarray]:
         """
         Every per-step term of the chain visiting `kept_timesteps` (ascending). Respacing (Nichol & Dhariwal,
@@ -290,8 +240,6 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         # beta-tilde_0 = 0: clip the log at the first step to beta-tilde_1, as the Improved DDPM code does
         first = posterior_variance[1] if len(posterior_variance) > 1 else betas[0]
         posterior_log_variance_clipped = np.log(np.concatenate([[first], posterior_variance[1:]]))
-        with np.errstate(divide="ignore"):  # zero terminal SNR: alpha_bar_T = 0 gives an infinite epsilon factor
-            sqrt_recipm1_alphas_cumprod = np.sqrt(1.0 / alphas_cumprod - 1.0)
         if self._analytic_gamma is None:
             log_analytic_variance = np.full(len(kept_timesteps), np.nan)
         else:
@@ -302,10 +250,8 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
             "timesteps": kept_timesteps,
             "betas": betas,
             "alphas_cumprod": alphas_cumprod,
-            "alphas_cumprod_prev": alphas_cumprod_prev,
             "sqrt_alphas_cumprod": np.sqrt(alphas_cumprod),
             "sqrt_one_minus_alphas_cumprod": np.sqrt(1.0 - alphas_cumprod),
-            "sqrt_recipm1_alphas_cumprod": sqrt_recipm1_alphas_cumprod,
             "posterior_variance": posterior_variance,
             "posterior_log_variance_clipped": posterior_log_variance_clipped,
             "posterior_mean_coef1": betas * np.sqrt(alphas_cumprod_prev) / (1.0 - alphas_cumprod),
@@ -414,10 +360,6 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
     def __len__(self) -> int:
         return self.config.num_train_timesteps
 
-    # ------------------------------------------------------------------------------------------------------------
-    # The reverse step p(x_{t-1} | x_t)
-    # ------------------------------------------------------------------------------------------------------------
-
     def _split_model_output(self, model_output: torch.Tensor, sample: torch.Tensor):
         """The model output's mean part and, from a 2x-channel model, its variance part."""
         channels = sample.shape[1]
@@ -438,10 +380,10 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         """x_0 from the model output: Ho et al. eq. 15 for epsilon, the identity for sample, and v's inverse."""
         prediction_type = self.config.prediction_type
         if prediction_type == "epsilon":
-            return torch.sub(sample, model_output, alpha=sqrt_one_minus_alpha_prod).div_(sqrt_alpha_prod)
+            return (sample - sqrt_one_minus_alpha_prod * model_output) / sqrt_alpha_prod
         if prediction_type == "sample":
             return model_output.clone()
-        return torch.mul(sample, sqrt_alpha_prod).sub_(model_output, alpha=sqrt_one_minus_alpha_prod)
+        return sqrt_alpha_prod * sample - sqrt_one_minus_alpha_prod * model_output
 
     _threshold_sample = DDPMScheduler._threshold_sample
 
@@ -462,19 +404,10 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         return_dict: bool = True,
     ) -> DDPMSchedulerOutput | tuple:
         """
-        One step of ancestral sampling: x_{t-1} ~ p(x_{t-1} | x_t) = N(mu(x_t, x_0_hat), sigma_t^2 I).
-
-        Args:
-            model_output (`torch.Tensor`): the model output at `timestep`, [N x C x ...] ([N x 2C x ...] with learned
-                variances).
-            timestep (`int`): t, one of `self.timesteps`.
-            sample (`torch.Tensor`): x_t, [N x C x ...].
-            generator (`torch.Generator` or `list[torch.Generator]`, *optional*): draws the same noise as
-                `DDPMScheduler.step` with the same generator.
-            return_dict (`bool`, defaults to `True`): return a `DDPMSchedulerOutput` instead of a tuple.
-
-        Returns:
-            `DDPMSchedulerOutput` or `tuple`: `prev_sample` x_{t-1} and `pred_original_sample`, the clipped x_0.
+        One step of ancestral sampling, x_{t-1} ~ N(mu(x_t, x_0_hat), sigma_t^2 I), from the `model_output` at
+        `timestep` (one of `self.timesteps`) for `sample` x_t, [N x C x ...] ([N x 2C x ...] with learned variances).
+        The same `generator` draws the same noise as `DDPMScheduler.step`. Returns a `DDPMSchedulerOutput` (or a
+        tuple): `prev_sample` x_{t-1} and `pred_original_sample`, the clipped x_0.
         """
         model_output, predicted_variance = self._split_model_output(model_output, sample)
         index = self._index_of(timestep)
@@ -512,10 +445,6 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
             return (prev_sample, pred_original_sample)
         return DDPMSchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_original_sample)
 
-    # ------------------------------------------------------------------------------------------------------------
-    # The forward process q(x_t | x_0) and the posterior q(x_{t-1} | x_t, x_0), batched over training timesteps
-    # ------------------------------------------------------------------------------------------------------------
-
     def _gather(self, name: str, timesteps: torch.Tensor, like: torch.Tensor, respaced: bool = False) -> torch.Tensor:
         """
         The term `name` of the training chain (of the current one if `respaced`) at training `timesteps`, as
@@ -526,18 +455,14 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         if key not in self._tensors:
             terms = self._chain if respaced else self._train_chain
             self._tensors[key] = torch.from_numpy(terms[name]).to(like.device, like.dtype)
-        positions = self._chain_positions(timesteps) if respaced else timesteps
-        return self._tensors[key][positions].reshape(-1, *([1] * (like.ndim - 1)))
-
-    def _chain_positions(self, timesteps: torch.Tensor) -> torch.Tensor:
-        positions = self._chain_positions_by_timestep.to(timesteps.device)[timesteps]
-        if bool((positions < 0).any()):
+        positions = self._chain_positions_by_timestep.to(timesteps.device)[timesteps] if respaced else timesteps
+        if respaced and bool((positions < 0).any()):
             outside = int(timesteps[positions < 0][0])
             raise ValueError(
                 f"`timesteps` holds {outside}, which is not in the current chain of {len(self._step_index)} timesteps;"
                 " with `respaced=True` call `set_timesteps` first and pass timesteps of `scheduler.timesteps`."
             )
-        return positions
+        return self._tensors[key][positions].reshape(-1, *([1] * (like.ndim - 1)))
 
     def _check_train_timesteps(self, timesteps, like: torch.Tensor) -> torch.Tensor:
         """`timesteps` as a [1] or [N] long tensor on the device of the [N x ...] tensor `like`, each in [0, T)."""
@@ -607,15 +532,12 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         """
         model_output, predicted_variance = self._split_model_output(model_output, x_t)
         log_variance = self._model_log_variance(predicted_variance, timesteps, x_t, respaced)
-        sqrt_alpha = self._gather("sqrt_alphas_cumprod", timesteps, x_t)
-        sqrt_one_minus_alpha = self._gather("sqrt_one_minus_alphas_cumprod", timesteps, x_t)
-        prediction_type = self.config.prediction_type
-        if prediction_type == "epsilon":
-            pred_original_sample = (x_t - sqrt_one_minus_alpha * model_output) / sqrt_alpha
-        elif prediction_type == "sample":
-            pred_original_sample = model_output
-        else:
-            pred_original_sample = sqrt_alpha * x_t - sqrt_one_minus_alpha * model_output
+        pred_original_sample = self._predict_original_sample(
+            model_output,
+            x_t,
+            self._gather("sqrt_alphas_cumprod", timesteps, x_t),
+            self._gather("sqrt_one_minus_alphas_cumprod", timesteps, x_t),
+        )
         if clip_denoised:
             pred_original_sample = pred_original_sample.clamp(-1, 1)
         mean, _, _ = self.q_posterior_mean_variance(pred_original_sample, x_t, timesteps, respaced)
@@ -636,10 +558,6 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
             return self._gather("log_betas_fixed_large", timesteps, x_t, respaced)
         return self._gather("posterior_log_variance_clipped", timesteps, x_t, respaced)
 
-    # ------------------------------------------------------------------------------------------------------------
-    # The variational bound, in bits per dimension (Ho et al. eq. 5; Nichol & Dhariwal eq. 4-6)
-    # ------------------------------------------------------------------------------------------------------------
-
     def vb_terms_bpd(
         self,
         model_output: torch.Tensor,
@@ -650,17 +568,10 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         respaced: bool = False,
     ) -> torch.Tensor:
         """
-        The term L_{t-1} of the bound of each example, [N] bits/dim: KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t))
-        for t > 0, the decoder NLL -log p(x_0 | x_1) at t = 0. With `respaced`, the terms of the current chain (KL to
-        its previous timestep, the decoder at its first), which with `prior_bpd(respaced=True)` sum to its bound.
-
-        Args:
-            model_output (`torch.Tensor`): the model output at (x_t, t), [N x C x ...] or [N x 2C x ...].
-            x_start (`torch.Tensor`): x_0 in [-1, 1], [N x C x ...].
-            x_t (`torch.Tensor`): x_t ~ q(x_t | x_0), [N x C x ...].
-            timesteps (`torch.Tensor`): [N] training timesteps (of `self.timesteps` with `respaced`).
-            clip_denoised (`bool`): clip the x_0 prediction to [-1, 1].
-            respaced (`bool`): the terms of the current chain.
+        The term L_{t-1} of the bound, [N] bits/dim, of x_0 `x_start` [N x C x ...] in [-1, 1] at its `x_t` and
+        training `timesteps` [N] with the `model_output` there: KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)) for
+        t > 0, the decoder NLL -log p(x_0 | x_1) at t = 0. With `respaced`, the terms of the current chain (KL to its
+        previous timestep, the decoder at its first), which with `prior_bpd(respaced=True)` sum to its bound.
         """
         timesteps = self._check_train_timesteps(timesteps, x_t).expand(x_t.shape[0])
         true_mean, _, true_log_variance = self.q_posterior_mean_variance(x_start, x_t, timesteps, respaced)
@@ -685,10 +596,3 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         return mean_over_pixels(
             normal_kl(mean, log_variance, torch.zeros_like(mean), torch.zeros_like(mean))
         ) / math.log(2.0)
-
-    def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs):
-        """Save `scheduler_config.json` and, beside it, this module, which `trust_remote_code=True` loads."""
-        super().save_pretrained(save_directory, push_to_hub=False, **kwargs)
-        shutil.copyfile(inspect.getsourcefile(type(self)), os.path.join(save_directory, MODULE_FILE))
-        if push_to_hub:
-            super().save_pretrained(save_directory, push_to_hub=True, **kwargs)
