@@ -237,9 +237,8 @@ def analytic_pipeline(pipeline, path: str, train_images, args):
 def run(args) -> dict:
     from hf_ddpm import DDPMPosteriorPipeline
     from hf_ddpm._digits import load_digits
-    from hf_ddpm._variance import with_variance_type
     from hf_ddpm.evaluation.metrics import fd_digits
-    from hf_ddpm.sampling import generate_samples
+    from hf_ddpm.sampling import generate_samples, with_variance_type
 
     torch.set_num_threads(1)
     train_images = load_digits("train")[0]

@@ -494,7 +494,7 @@ def load_pipeline(work_dir: str, model: str, sampler: str, variance_type: str):
 
         return DDPMPipeline.from_pretrained(folder)
     from hf_ddpm import DDPMPosteriorPipeline
-    from hf_ddpm._variance import with_variance_type
+    from hf_ddpm.sampling import with_variance_type
 
     return with_variance_type(DDPMPosteriorPipeline.from_pretrained(folder), variance_type)
 
@@ -530,8 +530,8 @@ def bpd_job(argv) -> int:
 
     from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler
     from hf_ddpm._digits import load_digits
-    from hf_ddpm._variance import with_variance_type
     from hf_ddpm.evaluation.metrics import summarize_bits_per_dim
+    from hf_ddpm.sampling import with_variance_type
 
     torch.set_num_threads(1)
     folder = os.path.join(args.work_dir, job["model"])

@@ -5,8 +5,13 @@ import hashlib
 import json
 import math
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
+import numpy as np
+import PIL.Image
 import pytest
 import torch
 from diffusers.models.attention_processor import Attention
@@ -14,6 +19,7 @@ from diffusers.models.embeddings import Timesteps
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from hf_ddpm import unet_2d_adm
 from hf_ddpm.cli import main
 from hf_ddpm.convert import build_unet, convert_unet, original_keys, resolve_flags, scheduler_config
 from hf_ddpm.pipeline_ddpm_posterior import DDPMPosteriorPipeline
@@ -43,6 +49,8 @@ CIFAR_FLAGS += ["--dropout", "0.3", "--diffusion_steps", "4000", "--noise_schedu
 GUIDED_64_FLAGS = ["--image_size", "64", "--num_channels", "32", "--num_res_blocks", "1", "--attention_resolutions"]
 GUIDED_64_FLAGS += ["32,16,8", "--class_cond", "True", "--learn_sigma", "True", "--num_head_channels", "16"]
 GUIDED_64_FLAGS += ["--resblock_updown", "True", "--use_new_attention_order", "True", "--noise_schedule", "cosine"]
+GUIDED_128_FLAGS = ["--image_size", "128", "--num_channels", "32", "--num_res_blocks", "1", "--attention_resolutions"]
+GUIDED_128_FLAGS += ["32,16,8", "--class_cond", "True", "--learn_sigma", "True", "--resblock_updown", "True"]
 
 
 def deterministic_weights(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
@@ -198,7 +206,8 @@ def test_convert_writes_a_pipeline_folder_that_loads(checkpoints, tmp_path, caps
     ]
     pipeline = DDPMPosteriorPipeline.from_pretrained(output_dir)
     tensors = load_unet_fixture("improved_cifar10")[0]
-    torch.testing.assert_close(unet_output(pipeline.unet, tensors), tensors["output"], rtol=1e-5, atol=1e-5)
+    # the UNet as the pipeline calls it: at t * 1000 / T, as the original's diffusion called it
+    torch.testing.assert_close(unet_output(pipeline.unet, tensors), tensors["output_scaled_t"], rtol=1e-5, atol=1e-5)
     config = pipeline.scheduler.config
     assert (config.num_train_timesteps, config.beta_schedule) == (4000, "squaredcos_cap_v2")
     assert (config.variance_type, config.prediction_type, config.timestep_spacing) == (
@@ -208,7 +217,10 @@ def test_convert_writes_a_pipeline_folder_that_loads(checkpoints, tmp_path, caps
     )
     record = json.loads((output_dir / "conversion.json").read_text())
     assert record["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
-    assert (record["checkpoint"], record["license"], record["timestep_scale"]) == (file_name, "MIT", 0.25)
+    assert (record["checkpoint"], record["license"]) == (file_name, "MIT")
+    # improved-diffusion's rescaled timesteps: the UNet sees t * 1000 / T, in the pipeline's config
+    assert json.loads((output_dir / "model_index.json").read_text())["timestep_scale"] == 0.25
+    assert pipeline.config.timestep_scale == pipeline.unet.time_proj.scale == 0.25
     assert record["paper_url"] == "https://arxiv.org/abs/2102.09672"
     # every flag of the original, with its default where not given
     assert record["flags"].keys() == resolve_flags("improved-diffusion").keys()
@@ -222,14 +234,16 @@ def test_convert_writes_a_pipeline_folder_that_loads(checkpoints, tmp_path, caps
 
 def test_convert_writes_the_adm_unet_for_a_head_count_over_different_widths(checkpoints, tmp_path):
     output_dir = tmp_path / "adm-128"
-    flags = ["--image_size", "128", "--num_channels", "32", "--num_res_blocks", "1", "--attention_resolutions"]
-    flags += ["32,16,8", "--class_cond", "True", "--learn_sigma", "True", "--resblock_updown", "True"]
     checkpoint = checkpoints / "guided_128_legacy_heads.pt"
-    assert main(["convert", "guided-diffusion", str(checkpoint), "--output_dir", str(output_dir), *flags]) == 0
+    argv = ["convert", "guided-diffusion", str(checkpoint), "--output_dir", str(output_dir), *GUIDED_128_FLAGS]
+    assert main(argv) == 0
     unet = ADMUNet2DModel.from_pretrained(output_dir / "unet").eval()
     tensors = load_unet_fixture("guided_128_legacy_heads")[0]
     torch.testing.assert_close(unet_output(unet, tensors), tensors["output"], rtol=1e-5, atol=1e-5)
-    assert json.loads((output_dir / "conversion.json").read_text())["timestep_scale"] == 1.0
+    # the ADM UNet travels as remote code beside its config, named in model_index.json as diffusers resolves it
+    index = json.loads((output_dir / "model_index.json").read_text())
+    assert (index["unet"], index["timestep_scale"]) == (["unet_2d_adm", "ADMUNet2DModel"], 1.0)
+    assert (output_dir / "unet" / "unet_2d_adm.py").read_bytes() == Path(unet_2d_adm.__file__).read_bytes()
 
 
 @pytest.mark.parametrize(
@@ -313,3 +327,187 @@ def test_refusals(checkpoints, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:  # booleans as the originals parse them: True/False, yes/no, 1/0
         main(["convert", "improved-diffusion", "model.pt", "--output_dir", "x", "--learn_sigma", "maybe"])
     assert exit_info.value.code == 2 and "boolean value expected" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# End to end: converted folders load with and without hf_ddpm, compute the originals' numbers, sample, bound, push
+# ---------------------------------------------------------------------------------------------------------------
+
+# a small improved-diffusion model (T = 4000 cosine, learned sigmas, rescaled timesteps) and a small class-conditional
+# guided-diffusion one (the ADM UNet): (source, flags, the UNet's class, timestep_scale)
+END_TO_END = {
+    "improved_cifar10": ("improved-diffusion", CIFAR_FLAGS, "UNet2DModel", 0.25),
+    "guided_128_legacy_heads": ("guided-diffusion", GUIDED_128_FLAGS, "ADMUNet2DModel", 1.0),
+}
+
+
+@pytest.fixture(scope="module")
+def converted(checkpoints, tmp_path_factory):
+    """The END_TO_END models, converted by the command into pipeline folders."""
+    folders = {}
+    for name, (source, flags, _, _) in END_TO_END.items():
+        folder = tmp_path_factory.mktemp("converted") / name
+        assert main(["convert", source, str(checkpoints / f"{name}.pt"), "--output_dir", str(folder), *flags]) == 0
+        folders[name] = folder
+    return folders
+
+
+def original_bounds(name: str) -> dict:
+    """The original's terms of the bound of the 4-step chain (tests/fixtures/convert/README.md, `bounds`)."""
+    tensors = load_file(FIXTURES / "bounds.safetensors")
+    return {key.removeprefix(name + "."): value for key, value in tensors.items() if key.startswith(name + ".")}
+
+
+def bound_inputs(size: int) -> tuple[torch.Tensor, torch.Generator]:
+    """The fixture's 2 images (8-bit levels in [-1, 1]), and the generator that draws the fixture's noise."""
+    images = torch.randint(0, 256, (2, 3, size, size), generator=torch.Generator().manual_seed(5)) / 127.5 - 1
+    return images, torch.Generator().manual_seed(6)
+
+
+@pytest.mark.parametrize("name", END_TO_END)
+def test_a_converted_folder_computes_the_originals_outputs_and_bound_through_the_pipeline(converted, name):
+    source, _, unet_class, timestep_scale = END_TO_END[name]
+    pipeline = DDPMPosteriorPipeline.from_pretrained(converted[name])
+    pipeline.set_progress_bar_config(disable=True)
+    assert type(pipeline.unet).__name__ == unet_class and pipeline.config.timestep_scale == timestep_scale
+    tensors = load_unet_fixture(name)[0]
+    # the UNet as the pipeline calls it: at t * 1000 / T where the original rescaled its timesteps
+    expected = tensors.get("output_scaled_t", tensors["output"])
+    torch.testing.assert_close(unet_output(pipeline.unet, tensors), expected, rtol=1e-5, atol=1e-5)
+
+    # the bound of the 4-step chain at the fixture's noise, term by term: the pipeline's own UNet calls
+    original = original_bounds(name)
+    images, generator = bound_inputs(pipeline.unet.config.sample_size)
+    labels = original.get("y")
+    bound = pipeline.bits_per_dim(images, generator, batch_size=8, num_inference_steps=4, class_labels=labels)
+    assert torch.equal(bound.timesteps[0], original["timesteps"])
+    torch.testing.assert_close(bound.vb_bpd[:, 1:].float(), original["vb_bpd"][:, 1:], rtol=1e-5, atol=0)
+    # the decoder term differs by design (the original's tanh approximation of the normal CDF, our exact one)
+    torch.testing.assert_close(bound.vb_bpd[:, :1].float(), original["vb_bpd"][:, :1], rtol=2e-3, atol=0)
+    torch.testing.assert_close(bound.prior_bpd.float(), original["prior_bpd"], rtol=1e-6, atol=0)
+
+    # respaced sampling, a few steps; class labels drawn from the generator when omitted, as the originals do
+    images = pipeline(
+        batch_size=2, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="pt"
+    )
+    assert images.images.shape == (2, 3, *(2 * [pipeline.unet.config.sample_size])) and images.images.isfinite().all()
+    if labels is not None:
+        generator = torch.Generator().manual_seed(0)
+        drawn = torch.randint(1000, (2,), generator=generator)
+        again = pipeline(
+            batch_size=2, num_inference_steps=3, generator=generator, class_labels=drawn, output_type="pt"
+        )
+        assert torch.equal(again.images, images.images)
+
+
+REMOTE_CODE_SCRIPT = """
+    import sys
+    sys.modules["hf_ddpm"] = None  # hf_ddpm must not be importable in this process
+    import torch
+    from diffusers import DiffusionPipeline
+    from safetensors.torch import load_file, save_file
+
+    pipe = DiffusionPipeline.from_pretrained(sys.argv[1], trust_remote_code=True)
+    pipe.set_progress_bar_config(disable=True)
+    assert not type(pipe).__module__.startswith("hf_ddpm"), type(pipe)
+    inputs = load_file(sys.argv[2])
+    with torch.no_grad():
+        output = pipe.unet(inputs["x"], inputs["t"], class_labels=inputs.get("y")).sample
+    generator = torch.Generator().manual_seed(0)
+    images = pipe(batch_size=2, num_inference_steps=3, generator=generator, output_type="pt").images
+    classes = {"unet": type(pipe.unet).__name__, "scheduler": type(pipe.scheduler).__name__}
+    metadata = {**classes, "timestep_scale": str(pipe.config.timestep_scale)}
+    save_file({"output": output, "images": images}, sys.argv[3], metadata=metadata)
+"""
+
+
+@pytest.mark.parametrize("name", END_TO_END)
+def test_a_converted_folder_loads_with_diffusers_alone_and_computes_the_same(converted, name, tmp_path):
+    _, _, unet_class, timestep_scale = END_TO_END[name]
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(REMOTE_CODE_SCRIPT), str(converted[name])]
+        + [str(FIXTURES / f"{name}.safetensors"), str(tmp_path / "out.safetensors")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with safe_open(tmp_path / "out.safetensors", "pt") as f:
+        metadata = f.metadata()
+    assert (metadata["unet"], metadata["scheduler"]) == (unet_class, "DDPMPosteriorScheduler")
+    assert float(metadata["timestep_scale"]) == timestep_scale
+    remote = load_file(tmp_path / "out.safetensors")
+    tensors = load_unet_fixture(name)[0]
+    torch.testing.assert_close(
+        remote["output"], tensors.get("output_scaled_t", tensors["output"]), rtol=1e-5, atol=1e-5
+    )
+    ours = DDPMPosteriorPipeline.from_pretrained(converted[name])
+    ours.set_progress_bar_config(disable=True)
+    images = ours(batch_size=2, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="pt")
+    assert torch.equal(remote["images"], images.images)
+
+
+def test_a_converted_folder_pushes_with_a_card_naming_the_original(converted, hub_repo_id, tmp_path, capsys):
+    from huggingface_hub import HfApi, hf_hub_download
+
+    folder = converted["guided_128_legacy_heads"]
+    assert main(["push", str(folder), hub_repo_id]) == 0
+    files = set(HfApi().list_repo_files(hub_repo_id))
+    assert {"conversion.json", "unet/unet_2d_adm.py", "scheduler/scheduling_ddpm_posterior.py"} <= files
+    card = Path(hf_hub_download(hub_repo_id, "README.md")).read_text()
+    record = json.loads((folder / "conversion.json").read_text())
+    assert "license: mit" in card and "class-conditional" in card
+    for fact in ("guided_128_legacy_heads.pt", record["sha256"], "https://arxiv.org/abs/2105.05233"):
+        assert fact in card, fact
+    assert "https://github.com/openai/guided-diffusion" in card and "Diffusion Models Beat GANs" in card
+    # pulled, it loads with diffusers alone: the ADM UNet's module came along
+    assert main(["pull", hub_repo_id, "--local-dir", str(tmp_path / "pulled")]) == 0
+    assert (tmp_path / "pulled" / "unet" / "unet_2d_adm.py").read_bytes() == (
+        folder / "unet" / "unet_2d_adm.py"
+    ).read_bytes()
+
+
+def test_eval_bpd_and_sample_with_class_labels_run_on_converted_folders(converted, tmp_path, capsys):
+    folder = tmp_path / "iddpm"  # eval writes eval_results.json beside the model
+    folder.mkdir()
+    for path in converted["improved_cifar10"].rglob("*"):
+        if path.is_file():
+            (folder / path.relative_to(converted["improved_cifar10"])).parent.mkdir(exist_ok=True)
+            (folder / path.relative_to(converted["improved_cifar10"])).write_bytes(path.read_bytes())
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    (tmp_path / "images").mkdir()
+    for index, image in enumerate(pixels):
+        PIL.Image.fromarray(image).save(tmp_path / "images" / f"{index}.png")
+    argv = [
+        "eval",
+        str(folder),
+        "--metric",
+        "bpd",
+        "--train_data_dir",
+        str(tmp_path / "images"),
+        "--num_timesteps",
+        "5",
+    ]
+    assert main(argv) == 0
+    result = json.loads((folder / "eval_results.json").read_text())["bits_per_dim"]
+    pipeline = DDPMPosteriorPipeline.from_pretrained(folder)
+    expected = pipeline.bits_per_dim(pixels, torch.Generator().manual_seed(0), num_timesteps=5, show_progress=False)
+    assert result["num_images"] == 4 and result["value"] == pytest.approx(float(expected.bpd.mean()), rel=1e-6)
+
+    # sample: the labels taken in turn for the images; refused for an unconditional model or out of range
+    guided, output = converted["guided_128_legacy_heads"], tmp_path / "samples"
+    argv = ["sample", str(guided), "--num_images", "3", "--num_inference_steps", "2", "--output_dir", str(output)]
+    assert main([*argv, "--class_labels", "1", "207"]) == 0
+    pipeline = DDPMPosteriorPipeline.from_pretrained(guided)
+    generator = torch.Generator().manual_seed(0)
+    expected = pipeline(3, generator, num_inference_steps=2, class_labels=[1, 207, 1], output_type="np").images
+    np.testing.assert_array_equal(np.load(output / "samples.npz")["images"], (expected * 255).round().astype(np.uint8))
+    capsys.readouterr()
+    for model, labels, message in [
+        (folder, ["3"], "--class_labels needs a class-conditional model"),
+        (guided, ["1", "1000"], "--class_labels must lie in [0, 1000), got 1 1000"),
+    ]:
+        assert main(["sample", str(model), "--output_dir", str(tmp_path / "refused"), "--class_labels", *labels]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and message in error, error

@@ -25,7 +25,6 @@ from scipy import special
 
 from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler
 from hf_ddpm._digits import load_digits
-from hf_ddpm._variance import with_variance_type
 from hf_ddpm.evaluation.data import load_images
 from hf_ddpm.evaluation.digits_classifier import CONFIG_PATH, DigitsClassifier, classify, digits_sample_statistics
 from hf_ddpm.evaluation.frechet import (
@@ -39,7 +38,7 @@ from hf_ddpm.evaluation.frechet import (
 )
 from hf_ddpm.evaluation.metrics import fd_digits, fd_dinov2, summarize_bits_per_dim, write_eval_results
 from hf_ddpm.pipeline_ddpm_posterior import bound_strata_edges
-from hf_ddpm.sampling import generate_samples
+from hf_ddpm.sampling import generate_samples, with_variance_type
 
 LOG2 = math.log(2.0)
 

@@ -24,7 +24,7 @@ from test_scheduler import reference_alphas_cumprod
 
 from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler
 from hf_ddpm._digits import load_digits
-from hf_ddpm._variance import with_variance_type
+from hf_ddpm.sampling import with_variance_type
 from hf_ddpm.scheduling_ddpm_posterior import discretized_gaussian_log_likelihood
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -39,7 +39,6 @@ LAYERS = [
     {"__init__", "_devices", "_datasets", "files"},  # UsageError; the package's lazy names
     {"scheduling_ddpm_posterior", "unet_2d_adm"},  # the diffusers components the pipeline holds
     {"pipeline_ddpm_posterior"},
-    {"_variance"},  # the --variance_type override: rebuilds the scheduler
     {"sampling", "hub", "convert"},  # convert writes pipeline folders
     {"evaluation", "training"},  # evaluation draws samples with `sampling`; training publishes with `hub`
     {"analytic"},  # reads data as `hf-ddpm eval` does

@@ -10,10 +10,11 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_unet
-from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, DiffusionPipeline
+from conftest import TINY_UNET, make_tiny_unet
+from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, DiffusionPipeline, UNet2DModel
 
 from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler
+from hf_ddpm.sampling import with_variance_type
 
 
 def _sample(pipe):
@@ -419,12 +420,12 @@ def test_a_missing_local_folder_is_reported_as_such(tmp_path, monkeypatch, hub_s
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("block_out_channels", 32, "/config.json: `block_out_channels` must be list[int, ...], got 32"),
-        ("down_block_types", "DownBlock2D", "/config.json: `down_block_types` must be list[str, ...]"),
-        ("layers_per_block", "2", "/config.json: `layers_per_block` must be int, got '2'"),
-        ("sample_size", [8, 8, 8], "/config.json: `sample_size` must be int | list[int, int] | None, got [8, 8, 8]"),
-        ("layers_per_block", 10**6, "/config.json: `layers_per_block` asks for 1000000; hf_ddpm allows at most 64"),
+        ("block_out_channels", 32, "/config.json: `block_out_channels` must be a list of at most 16, got 32"),
+        ("block_out_channels", [8] * 17, "/config.json: `block_out_channels` must be a list of at most 16, got [8,"),
+        ("layers_per_block", "2", "/config.json: `layers_per_block` must be an int, at most 64, got '2'"),
+        ("layers_per_block", 10**6, "/config.json: `layers_per_block` must be an int, at most 64, got 1000000"),
         # what diffusers' loader refuses itself, named by the folder: a config it cannot build, and terabytes
+        ("down_block_types", "DownBlock2D", ": Must provide the same number of `down_block_types`"),
         ("norm_num_groups", 3, ": num_channels (8) must be divisible by num_groups (3)"),
         ("block_out_channels", [2**20, 2**21], ": "),
     ],
@@ -438,3 +439,35 @@ def test_bad_unet_configs_are_refused_naming_the_file_and_field(tiny_pipeline, t
     with pytest.raises(ValueError) as info:
         DDPMPosteriorPipeline.from_pretrained(tmp_path)
     assert f"{tmp_path / 'unet'}{message}" in str(info.value), str(info.value)
+
+
+def test_timestep_scale_scales_the_unets_time_embedding_and_is_saved(tmp_path):
+    """improved-diffusion's rescaled timesteps: the pipeline's UNet sees t * timestep_scale, wherever it is called."""
+    unet = make_tiny_unet()
+    pipe = DDPMPosteriorPipeline(
+        unet=unet, scheduler=DDPMPosteriorScheduler(num_train_timesteps=50), timestep_scale=0.25
+    )
+    x = torch.randn(1, 1, 8, 8)
+    with torch.no_grad():
+        scaled = unet(x, torch.tensor([40])).sample
+        plain = make_tiny_unet()(x, torch.tensor([10])).sample  # 40 * 0.25
+    torch.testing.assert_close(scaled, plain, rtol=0, atol=0)
+    pipe.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "model_index.json").read_text())["timestep_scale"] == 0.25
+    reloaded = DDPMPosteriorPipeline.from_pretrained(tmp_path)
+    assert reloaded.unet.time_proj.scale == reloaded.config.timestep_scale == 0.25
+    np.testing.assert_array_equal(_sample(reloaded), _sample(pipe))
+    # a pipeline rebuilt around the same UNet (another variance type, the Space's per-request pipelines) keeps it
+    rebuilt = with_variance_type(reloaded, "fixed_large")
+    assert rebuilt.config.timestep_scale == rebuilt.unet.time_proj.scale == 0.25
+    assert DDPMPosteriorPipeline.from_pretrained(tmp_path, timestep_scale=1.0).unet.time_proj.scale == 1.0
+    learned = UNet2DModel(
+        **TINY_UNET,
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        time_embedding_type="learned",
+        num_train_timesteps=50,
+    )
+    with pytest.raises(ValueError, match="`timestep_scale` needs a UNet with the sinusoidal time embedding"):
+        DDPMPosteriorPipeline(unet=learned, scheduler=DDPMPosteriorScheduler(num_train_timesteps=50), timestep_scale=2)

@@ -11,7 +11,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from conftest import make_tiny_unet
+from conftest import TINY_UNET, make_tiny_unet
 from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, ImagePipelineOutput, UNet2DModel
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
@@ -332,3 +332,57 @@ def test_readmes_scheduler_swap_example_runs_verbatim(monkeypatch):
     exec(compile(example.replace("num_inference_steps=50", "num_inference_steps=10"), "README.md", "exec"), namespace)
     assert len(namespace["images"]) == 16 and type(namespace["pipe"].scheduler).__name__ == "DDPMPosteriorScheduler"
     assert namespace["pipe"].scheduler.config.variance_type == "learned_range"
+
+
+def _conditional_pipeline():
+    """A tiny class-conditional pipeline: 3 classes."""
+    torch.manual_seed(0)
+    unet = UNet2DModel(**TINY_UNET, sample_size=8, in_channels=1, out_channels=1, num_class_embeds=3)
+    return DDPMPosteriorPipeline(unet=unet, scheduler=DDPMPosteriorScheduler(num_train_timesteps=50))
+
+
+def test_class_labels_reach_every_unet_call_and_are_drawn_from_the_generator_when_omitted():
+    pipe = _conditional_pipeline()
+    seen = []
+    pipe.unet.register_forward_pre_hook(lambda _, args, kwargs: seen.append(kwargs["class_labels"]), with_kwargs=True)
+    chosen = _sample(pipe, class_labels=[0, 2])
+    assert len(seen) == 10 and all(labels.tolist() == [0, 2] for labels in seen)
+    assert not np.allclose(chosen, _sample(pipe, class_labels=torch.tensor([1, 1])))
+    # omitted: a class per image from the caller's generator, drawn before the noise (as the originals' samplers do)
+    generator = torch.Generator().manual_seed(0)
+    drawn = torch.randint(3, (2,), generator=generator)
+    expected = pipe(batch_size=2, generator=generator, num_inference_steps=10, class_labels=drawn, output_type="np")
+    np.testing.assert_array_equal(_sample(pipe), expected.images)
+    # one generator per image: each draws its own image's class
+    generators = [torch.Generator().manual_seed(seed) for seed in (1, 2)]
+    one_each = pipe(batch_size=2, generator=generators, num_inference_steps=3, output_type="np").images
+    generators = [torch.Generator().manual_seed(seed) for seed in (1, 2)]
+    drawn = [int(torch.randint(3, (1,), generator=generator)) for generator in generators]
+    expected = pipe(batch_size=2, generator=generators, num_inference_steps=3, class_labels=drawn, output_type="np")
+    np.testing.assert_array_equal(one_each, expected.images)
+    # the bound: the images' classes in every UNet call, and they change it
+    seen.clear()
+    images = torch.rand(2, 1, 8, 8) * 2 - 1
+    bound = pipe.bits_per_dim(images, torch.Generator().manual_seed(0), num_timesteps=5, class_labels=[2, 0])
+    assert seen and all(labels.tolist() == [2, 0] * (len(labels) // 2) for labels in seen)
+    other = pipe.bits_per_dim(images, torch.Generator().manual_seed(0), num_timesteps=5, class_labels=[1, 1])
+    assert torch.isfinite(bound.bpd).all() and not torch.allclose(bound.bpd, other.bpd)
+
+
+def test_bad_class_labels_are_refused_in_one_line(tiny_pipeline):
+    conditional, images = _conditional_pipeline(), torch.zeros(2, 1, 8, 8)
+    calls = [
+        (lambda: tiny_pipeline(class_labels=[0], num_inference_steps=2), "this UNet is not class-conditional"),
+        (lambda: tiny_pipeline.bits_per_dim(images, class_labels=[0, 0]), "this UNet is not class-conditional"),
+        (
+            lambda: conditional(batch_size=2, class_labels=[0, 3]),
+            "`class_labels` must be 2 ints in [0, 3), got [0, 3]",
+        ),
+        (lambda: conditional(batch_size=2, class_labels=[0]), "`class_labels` must be 2 ints in [0, 3), got [0]"),
+        (lambda: conditional(batch_size=2, class_labels=[0.0, 1.0]), "`class_labels` must be 2 ints in [0, 3)"),
+        (lambda: conditional.bits_per_dim(images), "`class_labels`, the images' classes, are needed"),
+    ]
+    for call, message in calls:
+        with pytest.raises(ValueError) as info:
+            call()
+        assert message in str(info.value) and "\n" not in str(info.value), str(info.value)

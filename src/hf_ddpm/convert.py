@@ -356,7 +356,10 @@ def convert(source: str, checkpoint: str, output_dir: str, flags: dict) -> str:
         raise FileNotFoundError(f"{checkpoint} does not exist.")
     flags = resolve_flags(source, **flags)
     unet = convert_unet(load_checkpoint(checkpoint), source, flags, name=os.path.basename(checkpoint))
-    pipeline = DDPMPosteriorPipeline(unet=unet, scheduler=DDPMPosteriorScheduler(**scheduler_config(flags)))
+    scheduler = DDPMPosteriorScheduler(**scheduler_config(flags))
+    # the original's UNet saw t * 1000 / T (rescale_timesteps)
+    timestep_scale = 1000 / flags["diffusion_steps"] if flags["rescale_timesteps"] else 1.0
+    pipeline = DDPMPosteriorPipeline(unet=unet, scheduler=scheduler, timestep_scale=timestep_scale)
     with open(checkpoint, "rb") as f:
         sha256 = hashlib.file_digest(f, "sha256").hexdigest()
     record = {
@@ -366,8 +369,6 @@ def convert(source: str, checkpoint: str, output_dir: str, flags: dict) -> str:
         "checkpoint": os.path.basename(checkpoint),
         "sha256": sha256,
         "flags": flags,
-        # the original's UNet saw t * 1000 / T (rescale_timesteps): ours must see t * timestep_scale too
-        "timestep_scale": 1000 / flags["diffusion_steps"] if flags["rescale_timesteps"] else 1.0,
     }
     try:
         pipeline.save_pretrained(output_dir)

@@ -1,9 +1,6 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
-"""The DDPM sampling pipeline: ancestral sampling, the denoising trajectory, and bits/dim of given images.
-
-Like the scheduler module, this file imports only torch, numpy, diffusers and huggingface_hub: it is copied into every
-saved pipeline folder so that `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` works where hf_ddpm
-is not installed.
+"""The DDPM pipeline: ancestral sampling, the denoising trajectory, and bits/dim of images. It imports only torch,
+numpy, diffusers and huggingface_hub: it travels as remote code in every saved folder.
 """
 
 import inspect
@@ -13,8 +10,6 @@ import os
 import re
 import shutil
 import tempfile
-import types
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,54 +20,37 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import DDPMScheduler, DiffusionPipeline, UNet2DModel
+from diffusers.models.embeddings import Timesteps
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-MODULE_FILE = "pipeline_ddpm_posterior.py"
 PIPELINE_CLASS = "DDPMPosteriorPipeline"
-SCHEDULER_MODULE = "scheduling_ddpm_posterior"
 SCHEDULER_CLASS = "DDPMPosteriorScheduler"
+# our component classes, each saved with its module beside its config, as `trust_remote_code=True` loads them
+REMOTE_CODE = {
+    "DDPMPosteriorScheduler": "scheduler/scheduling_ddpm_posterior.py",
+    "ADMUNet2DModel": "unet/unet_2d_adm.py",
+}
 OUTPUT_TYPES = ("pil", "np", "pt")
 LEARNED_VARIANCE_TYPES = ("learned", "learned_range")
-# What loading reads from a repo: configs and safetensors weights, never code or pickles (hf_ddpm.hub pulls these)
-LOAD_PATTERNS = [
-    "model_index.json",
-    "unet/config.json",
-    "unet/*.safetensors",
-    "unet/*.safetensors.index.json",
-    "scheduler/scheduler_config.json",
-    "config.json",
-    "scheduler_config.json",
-    "*.safetensors",
-]
-# diffusers builds every block of a UNet config, on the meta device too, before it reads a weight: a config asking
-# for a million layers takes minutes and all the memory before it fails. No real UNet2DModel comes near these.
+# diffusers builds every block of a UNet config before it reads a weight: a config asking for a million layers takes
+# minutes and all the memory before it fails. No real UNet comes near these.
 MAX_UNET_BLOCKS, MAX_LAYERS_PER_BLOCK = 16, 64
-# A sampler recovers x_0 as (x_t - sqrt(1 - alpha-bar) eps) / sqrt(alpha-bar), amplifying the UNet's error by
-# 1 / sqrt(alpha-bar). On the shipped cosine model, Euler and DPM-Solver++ at 25 steps score fd-digits 10-11 from
-# t = 990 (alpha-bar 2e-4), 15-19 from 995 (3.9e-5), 24-29 from 996 (2.2e-5) and 120+ from 998 (2.4e-6); the cosine
-# t = 999 is 2.4e-9, the linear schedule's 4.0e-5 (benchmarks/fast_samplers.py, n = 300). Only DDPM's ancestral
-# steps, which clip x_0 and draw fresh noise, start anywhere: DDIM from t = 999 scores 11 where ours scores 4-6.
+# A sampler's x_0 = (x_t - sqrt(1 - alpha-bar) eps) / sqrt(alpha-bar) amplifies the UNet's error 1 / sqrt(alpha-bar)
+# times. On the shipped cosine model at 25 steps, Euler and DPM-Solver++ score fd-digits 10-11 from alpha-bar 2e-4,
+# 24-29 from 2.2e-5 and 120+ from 2.4e-6 (the cosine t = 999 is 2.4e-9, the linear one 4.0e-5); only DDPM's clipped
+# ancestral steps start anywhere (benchmarks/fast_samplers.py).
 MIN_START_ALPHA_BAR = 3e-5
 
 
 @dataclass
 class DDPMPosteriorPipelineOutput(ImagePipelineOutput):
     """
-    Output of [`DDPMPosteriorPipeline`]: diffusers' [`ImagePipelineOutput`] plus the optional trajectory.
-
-    Args:
-        images (`list[PIL.Image.Image]`, `np.ndarray` or `torch.Tensor`):
-            The samples, in [0, 1]: PIL images, an [N x H x W x C] array or an [N x C x H x W] tensor.
-        trajectory (`torch.Tensor`, *optional*):
-            With `return_trajectory=True`: x_t at the recorded steps, [F x N x C x H x W] in [-1, 1], on the CPU.
-        pred_original_trajectory (`torch.Tensor`, *optional*):
-            With `return_trajectory=True`: the predicted x_0 at the same steps, [F x N x C x H x W] in [-1, 1];
-            `None` with a scheduler whose `step()` returns no `pred_original_sample` (PNDM, DPM-Solver, UniPC...).
-        trajectory_timesteps (`list[int]`, *optional*):
-            The timestep t of each recorded frame (x_t is the input of that step).
+    [`ImagePipelineOutput`] (`images` in [0, 1]) plus, with `return_trajectory=True`: `trajectory`, x_t at the
+    recorded steps, [F x N x C x H x W] in [-1, 1] on the CPU; `pred_original_trajectory`, the predicted x_0 there
+    (`None` from a scheduler whose `step()` returns none); `trajectory_timesteps`, the timestep t of each frame.
     """
 
     trajectory: torch.Tensor | None = None
@@ -83,16 +61,9 @@ class DDPMPosteriorPipelineOutput(ImagePipelineOutput):
 @dataclass
 class BitsPerDimOutput(BaseOutput):
     """
-    The variational bound of images under the model, in bits per dimension (Ho et al. eq. 5).
-
-    Args:
-        bpd (`torch.Tensor`): [N] the total bound: prior + sum of the KL terms + decoder NLL.
-        prior_bpd (`torch.Tensor`): [N] KL(q(x_T | x_0) || N(0, I)).
-        vb_bpd (`torch.Tensor`): [N x T'] the term of each evaluated timestep, ascending; column 0 is the decoder.
-        timesteps (`torch.Tensor`): [N x T'] each image's evaluated timesteps (every row 0 ... T - 1 for the full
-            bound; with `num_timesteps`, one drawn per stratum).
-        weights (`torch.Tensor`): [T'] the weight of each term in the sum (1 for the full bound).
-        standard_error (`float`): the standard error of the mean bpd over the N images.
+    The variational bound of N images (Ho et al. eq. 5) in bits/dim: `bpd` [N] = `prior_bpd` [N] + the sum of the
+    terms `vb_bpd` [N x T'] (column 0 the decoder) at `timesteps` [N x T'] (ascending), times their `weights` [T'];
+    `standard_error` of the mean bpd.
     """
 
     bpd: torch.Tensor
@@ -105,32 +76,29 @@ class BitsPerDimOutput(BaseOutput):
 
 class DDPMPosteriorPipeline(DiffusionPipeline):
     r"""
-    Pipeline for unconditional image generation with DDPM and Improved DDPM models.
-
-    This model inherits from [`DiffusionPipeline`]; saving, loading, device placement and progress bars are its.
+    Pipeline for image generation with DDPM and Improved DDPM models, unconditional or class-conditional.
 
     Parameters:
-        unet ([`UNet2DModel`]):
-            The denoiser. For `variance_type` `learned` or `learned_range` it outputs twice the image channels.
-        scheduler ([`SchedulerMixin`]):
-            Normally a `DDPMPosteriorScheduler`. Every scheduler of its `compatibles` but `EDMEulerScheduler` (made
-            for EDM-preconditioned models) samples too, e.g. `DDIMScheduler.from_config(pipe.scheduler.config)`:
-            the pipeline honours `init_noise_sigma` and `scale_model_input`, and drops the variance channels of a
-            learned-variance UNet for a scheduler that does not read them. One that would start where alpha-bar is
-            too small for it (t = 999 of the cosine schedule) is refused, naming the option that moves its start
-            (`timestep_spacing="leading"`). `bits_per_dim` needs ours.
+        unet ([`UNet2DModel`]): the denoiser (twice the image channels out with learned variances).
+        scheduler ([`SchedulerMixin`]): a `DDPMPosteriorScheduler`, or one of its `compatibles` (e.g.
+            `DDIMScheduler.from_config(pipe.scheduler.config)`) but EDM's and those whose chain starts where alpha-bar
+            is too small for them (refused, naming the option that moves the start). `bits_per_dim` needs ours.
+        timestep_scale (`float`, *optional*): the UNet sees t * timestep_scale (improved-diffusion's rescaled
+            timesteps: 1000 / T), set as its `time_proj.scale`; `None` keeps the UNet's (1 for a new one).
     """
 
     model_cpu_offload_seq = "unet"
     _callback_tensor_inputs = ["image"]
 
-    def __init__(self, unet: UNet2DModel, scheduler: SchedulerMixin):
+    def __init__(self, unet: UNet2DModel, scheduler: SchedulerMixin, timestep_scale: float | None = None):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
-
-    # ------------------------------------------------------------------------------------------------------------
-    # Sampling
-    # ------------------------------------------------------------------------------------------------------------
+        time_proj = getattr(unet, "time_proj", None)
+        if timestep_scale is not None and timestep_scale != getattr(time_proj, "scale", 1.0):
+            if not isinstance(time_proj, Timesteps):
+                raise ValueError("`timestep_scale` needs a UNet with the sinusoidal time embedding ('positional').")
+            time_proj.scale = timestep_scale
+        self.register_to_config(timestep_scale=float(getattr(time_proj, "scale", 1.0)))
 
     def check_inputs(self, batch_size, generator, output_type, callback_on_step_end_tensor_inputs) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -144,11 +112,29 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         if set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs):
             raise ValueError(f"`callback_on_step_end_tensor_inputs` may only hold {self._callback_tensor_inputs}.")
 
+    def _check_class_labels(self, class_labels, count: int) -> torch.Tensor | None:
+        """`class_labels` as a [count] long tensor on the execution device, checked against the UNet's classes."""
+        num_classes = self.unet.config.get("num_class_embeds")
+        if class_labels is None:
+            return None
+        if num_classes is None:
+            raise ValueError("`class_labels` were given, but this UNet is not class-conditional.")
+        labels = torch.as_tensor(class_labels)
+        valid = not labels.is_floating_point() and labels.shape == (count,)
+        if not (valid and bool(((labels >= 0) & (labels < num_classes)).all())):
+            raise ValueError(f"`class_labels` must be {count} ints in [0, {num_classes}), got {class_labels!r:.100}.")
+        return labels.to(self._execution_device, torch.long)
+
+    def _random_class_labels(self, batch_size: int, generator) -> torch.Tensor:
+        """A class per image from the caller's generator(s), drawn before the noise as the originals' samplers do."""
+        if isinstance(generator, list):  # a generator per image: each draws its image's class
+            return torch.cat([self._random_class_labels(1, each) for each in generator])
+        device = getattr(generator, "device", "cpu")
+        labels = torch.randint(self.unet.config.num_class_embeds, (batch_size,), generator=generator, device=device)
+        return labels.to(self._execution_device)
+
     def _prepare_timesteps(self, num_inference_steps: int, timesteps: list[int] | None) -> None:
-        """
-        Set the scheduler's chain, refusing a scheduler that cannot sample this UNet: one made for EDM
-        preconditioning, or one whose chain starts where alpha-bar is too small for it (`_check_first_timestep`).
-        """
+        """Set the scheduler's chain, refusing a scheduler that cannot sample this UNet."""
         scheduler, name = self.scheduler, type(self.scheduler).__name__
         if hasattr(scheduler, "precondition_outputs"):  # EDMEulerScheduler and the other EDM schedulers
             raise ValueError(
@@ -157,10 +143,8 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
             )
         if timesteps is None:
             scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
-        elif "timesteps" in inspect.signature(scheduler.set_timesteps).parameters:
+        else:  # a scheduler without custom timesteps says so (a TypeError naming `timesteps`)
             scheduler.set_timesteps(timesteps=timesteps, device=self._execution_device)
-        else:
-            raise ValueError(f"{name} does not take custom `timesteps`; pass `num_inference_steps` instead.")
         self._check_first_timestep()
 
     def _check_first_timestep(self) -> None:
@@ -186,12 +170,6 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
             " fewer steps)."
         )
 
-    def _reads_variance(self) -> bool:
-        """Whether the scheduler's step() reads a learned-variance UNet's extra channels (only DDPM's do)."""
-        scheduler = self.scheduler
-        learned = scheduler.config.get("variance_type") in LEARNED_VARIANCE_TYPES
-        return learned and (isinstance(scheduler, DDPMScheduler) or type(scheduler).__name__ == SCHEDULER_CLASS)
-
     @torch.no_grad()
     def __call__(
         self,
@@ -199,6 +177,7 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         generator: torch.Generator | list[torch.Generator] | None = None,
         num_inference_steps: int = 1000,
         timesteps: list[int] | None = None,
+        class_labels: list[int] | torch.Tensor | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         callback_on_step_end: Callable[[Any, int, int, dict], dict] | None = None,
@@ -210,27 +189,18 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         Draw samples by ancestral sampling from x_T ~ N(0, I).
 
         Args:
-            batch_size (`int`, defaults to 1):
-                The number of images to generate.
-            generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
-                Makes generation deterministic; the same generator gives the same images as `DDPMPipeline`.
-            num_inference_steps (`int`, defaults to 1000):
-                The number of denoising steps; fewer than the training steps respaces the chain.
-            timesteps (`list[int]`, *optional*):
-                Custom descending timesteps, instead of `num_inference_steps`.
-            output_type (`"pil"`, `"np"` or `"pt"`, defaults to `"pil"`):
-                The format of the images.
-            return_dict (`bool`, defaults to `True`):
-                Return a [`DDPMPosteriorPipelineOutput`] instead of a tuple.
-            callback_on_step_end (`Callable`, *optional*):
-                Called after each step as `callback_on_step_end(pipe, i, t, callback_kwargs)`; may return a dict
-                that replaces tensors named in `callback_on_step_end_tensor_inputs`.
-            callback_on_step_end_tensor_inputs (`list[str]`, defaults to `["image"]`):
-                The tensors passed to the callback.
-            return_trajectory (`bool`, defaults to `False`):
-                Also return x_t and the predicted x_0 along the chain, to show the denoising process.
-            trajectory_frames (`int`, *optional*):
-                Record only this many evenly spaced steps (the first and last included); all steps when `None`.
+            batch_size (`int`, defaults to 1): the number of images.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*): gives `DDPMPipeline`'s images.
+            num_inference_steps (`int`, defaults to 1000): fewer than the training steps respace the chain.
+            timesteps (`list[int]`, *optional*): custom descending timesteps, instead of `num_inference_steps`.
+            class_labels (`list[int]` or `torch.Tensor`, *optional*): a class per image (class-conditional UNets);
+                drawn from `generator` when omitted.
+            output_type (`"pil"`, `"np"` or `"pt"`, defaults to `"pil"`): the format of the images.
+            return_dict (`bool`, defaults to `True`): return a [`DDPMPosteriorPipelineOutput`], not a tuple.
+            callback_on_step_end (`Callable`, *optional*): `callback_on_step_end(pipe, i, t, callback_kwargs)` after
+                each step; a returned dict replaces the tensors (`callback_on_step_end_tensor_inputs`) it names.
+            return_trajectory (`bool`, defaults to `False`): also return x_t and the predicted x_0 along the chain.
+            trajectory_frames (`int`, *optional*): record only this many evenly spaced steps, first and last included.
 
         Examples:
             ```py
@@ -245,9 +215,15 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
             [`DDPMPosteriorPipelineOutput`] or `tuple`: the images (and the trajectory when asked for).
         """
         self.check_inputs(batch_size, generator, output_type, callback_on_step_end_tensor_inputs)
+        class_labels = self._check_class_labels(class_labels, batch_size)
+        if class_labels is None and self.unet.config.get("num_class_embeds") is not None:
+            class_labels = self._random_class_labels(batch_size, generator)
         self._prepare_timesteps(num_inference_steps, timesteps)
         chain = self.scheduler.timesteps
-        recorded = _frame_indices(len(chain), trajectory_frames) if return_trajectory else set()
+        if return_trajectory and trajectory_frames is not None and trajectory_frames < 1:
+            raise ValueError(f"`trajectory_frames` must be at least 1, got {trajectory_frames}.")
+        frames = min(trajectory_frames or len(chain), len(chain))
+        recorded = {int(round(i)) for i in np.linspace(0, len(chain) - 1, frames)} if return_trajectory else set()
         trajectory, pred_original_trajectory = [], []
 
         sample_size = self.unet.config.sample_size
@@ -261,13 +237,17 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         )
         # x_T at the scheduler's scale: 1 for DDPM and DDIM, sigma_max for the Euler / Heun / DPM-SDE family
         image = image.to(device) * self.scheduler.init_noise_sigma
-        # a scheduler that does not read variances gets the mean channels only (diffusers' IF pipeline convention)
-        output_channels = None if self._reads_variance() else channels
+        # only DDPM's step reads a learned variance: the others get the mean channels (diffusers' IF convention)
+        ddpm_step = isinstance(self.scheduler, DDPMScheduler) or type(self.scheduler).__name__ == SCHEDULER_CLASS
+        learned = self.scheduler.config.get("variance_type") in LEARNED_VARIANCE_TYPES
+        output_channels = None if ddpm_step and learned else channels
+        conditioning = {} if class_labels is None else {"class_labels": class_labels}  # unconditional UNets take none
         step_kwargs = (
             {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
         )
         for i, t in enumerate(self.progress_bar(chain)):
-            model_output = self.unet(self.scheduler.scale_model_input(image, t), t).sample[:, :output_channels]
+            model_input = self.scheduler.scale_model_input(image, t)
+            model_output = self.unet(model_input, t, **conditioning).sample[:, :output_channels]
             step = self.scheduler.step(model_output, t, image, **step_kwargs)
             if i in recorded:
                 trajectory.append(image.float().cpu())
@@ -289,16 +269,12 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         return DDPMPosteriorPipelineOutput(*outputs) if return_dict else outputs
 
     def _postprocess(self, image: torch.Tensor, output_type: str):
-        """[-1, 1] model space to [0, 1] images, exactly as DDPMPipeline does."""
+        """[-1, 1] model space to [0, 1] images, as DDPMPipeline does."""
         image = (image / 2 + 0.5).clamp(0, 1)
         if output_type == "pt":
             return image
         image = image.cpu().permute(0, 2, 3, 1).float().numpy()
         return self.numpy_to_pil(image) if output_type == "pil" else image
-
-    # ------------------------------------------------------------------------------------------------------------
-    # Likelihood
-    # ------------------------------------------------------------------------------------------------------------
 
     @torch.no_grad()
     def bits_per_dim(
@@ -310,43 +286,33 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         clip_denoised: bool = True,
         show_progress: bool = True,
         num_inference_steps: int | None = None,
+        class_labels: list[int] | torch.Tensor | None = None,
     ) -> BitsPerDimOutput:
         """
-        The variational bound -log p(x_0) <= L_T + sum_t L_{t-1} + L_0 of each image, in bits per dimension.
-
-        Each term L_{t-1} is a KL divergence at one x_t ~ q(x_t | x_0); all (image, timestep) pairs are batched
-        together through the UNet, `batch_size` at a time.
+        The variational bound -log p(x_0) <= L_T + sum_t L_{t-1} + L_0 of each image in bits/dim, each term at one
+        x_t ~ q(x_t | x_0).
 
         Args:
-            images (`torch.Tensor`, `np.ndarray` or `list[PIL.Image.Image]`):
-                A [N x C x H x W] tensor in [-1, 1], a uint8 [N x H x W x C] array, or PIL images.
-            generator (`torch.Generator`, *optional*):
-                The generator of the noise of q(x_t | x_0); fix it for a reproducible estimate.
-            batch_size (`int`, defaults to 256):
-                (image, timestep) pairs per UNet call.
-            num_timesteps (`int`, *optional*):
-                Evaluate the decoder term and `num_timesteps - 1` KL terms, one drawn per image and stratum of the
-                timesteps (strata growing geometrically with t) and weighted by the stratum's size: a faster,
-                unbiased estimate of the bound whose standard error covers the draw. All T when `None`.
-            clip_denoised (`bool`, defaults to `True`):
-                Clip the x_0 prediction to [-1, 1], as the Improved DDPM evaluation does.
-            show_progress (`bool`, defaults to `True`):
-                Show a progress bar.
-            num_inference_steps (`int`, *optional*):
-                The bound of the respaced chain that sampling with this many steps runs (the scheduler's spacing and
-                variances): the prior at the chain's last timestep, one KL term per step, the decoder at its first.
-                Exclusive with `num_timesteps`; the training chain when `None`.
-
-        Returns:
-            [`BitsPerDimOutput`]
+            images (`torch.Tensor`, `np.ndarray` or `list[PIL.Image.Image]`): [N x C x H x W] in [-1, 1], uint8
+                [N x H x W (x C)], or PIL images.
+            generator (`torch.Generator`, *optional*): draws the noise of q(x_t | x_0) (and the strata's timesteps).
+            batch_size (`int`, defaults to 256): (image, timestep) pairs per UNet call.
+            num_timesteps (`int`, *optional*): the decoder term and `num_timesteps - 1` KL terms, one drawn per image
+                in each stratum of the timesteps, weighted by its size: an unbiased estimate. All T terms when `None`.
+            clip_denoised (`bool`, defaults to `True`): clip the x_0 prediction to [-1, 1], as Improved DDPM does.
+            show_progress (`bool`, defaults to `True`): show a progress bar.
+            num_inference_steps (`int`, *optional*): the bound of the respaced chain that sampling with this many
+                steps runs. Exclusive with `num_timesteps`.
+            class_labels (`list[int]` or `torch.Tensor`, *optional*): the images' classes (class-conditional UNets).
         """
         scheduler = self.scheduler
         if not hasattr(scheduler, "vb_terms_bpd"):
-            raise TypeError(
-                f"bits_per_dim needs a DDPMPosteriorScheduler, but the scheduler is {type(scheduler).__name__}."
-            )
+            raise TypeError(f"bits_per_dim needs a DDPMPosteriorScheduler, not a {type(scheduler).__name__}.")
         x_start = self._to_model_space(images)
         num_images = x_start.shape[0]
+        class_labels = self._check_class_labels(class_labels, num_images)
+        if class_labels is None and self.unet.config.get("num_class_embeds") is not None:
+            raise ValueError("`class_labels`, the images' classes, are needed by this class-conditional UNet.")
         respaced = num_inference_steps is not None
         if respaced:
             if num_timesteps is not None:
@@ -361,38 +327,36 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         device, dtype = self._execution_device, self.unet.dtype
         x_start = x_start.to(device, dtype)
 
+        # each UNet call: `batch_size` (image, timestep) pairs, as many images as fit and their timesteps in turn
         images_per_call = min(batch_size, num_images)
         timesteps_per_call = max(1, batch_size // images_per_call)
-        image_starts = range(0, num_images, images_per_call)
-        timestep_starts = range(0, timesteps.shape[1], timesteps_per_call)
+        calls = [
+            (start, first)
+            for start in range(0, num_images, images_per_call)
+            for first in range(0, timesteps.shape[1], timesteps_per_call)
+        ]
         vb = torch.zeros(num_images, timesteps.shape[1], dtype=torch.float64)
-        progress = self.progress_bar(total=len(image_starts) * len(timestep_starts)) if show_progress else None
-        for start in image_starts:
+        for start, first in self.progress_bar(calls) if show_progress else calls:
             x0 = x_start[start : start + images_per_call]
-            for first in timestep_starts:
-                chunk = timesteps[start : start + x0.shape[0], first : first + timesteps_per_call]
-                terms = self._vb_terms(x0, chunk.to(device), generator, clip_denoised, respaced)  # [n x len(chunk)]
-                vb[start : start + x0.shape[0], first : first + chunk.shape[1]] = terms.double().cpu()
-                if progress is not None:
-                    progress.update()
-        if progress is not None:
-            progress.close()
+            labels = None if class_labels is None else class_labels[start : start + images_per_call]
+            chunk = timesteps[start : start + x0.shape[0], first : first + timesteps_per_call]
+            terms = self._vb_terms(x0, labels, chunk.to(device), generator, clip_denoised, respaced)
+            vb[start : start + x0.shape[0], first : first + chunk.shape[1]] = terms.double().cpu()
         prior = scheduler.prior_bpd(x_start.float(), respaced=respaced).double().cpu()
         weights = torch.as_tensor(weights, dtype=torch.float64)
         bpd = prior + (vb * weights).sum(dim=1)
         standard_error = float(bpd.std() / math.sqrt(len(bpd))) if len(bpd) > 1 else float("nan")
         return BitsPerDimOutput(bpd, prior, vb, timesteps.clone(), weights, standard_error)
 
-    def _vb_terms(
-        self, x0: torch.Tensor, timesteps: torch.Tensor, generator, clip_denoised: bool, respaced: bool = False
-    ) -> torch.Tensor:
+    def _vb_terms(self, x0, class_labels, timesteps: torch.Tensor, generator, clip_denoised, respaced) -> torch.Tensor:
         """The bound's terms of images `x0` [n x ...] at their timesteps [n x k]: [n x k] bits/dim."""
         n, k = timesteps.shape
         x_start = x0.repeat(k, *([1] * (x0.ndim - 1)))  # column by column: x0 k times
+        conditioning = {} if class_labels is None else {"class_labels": class_labels.repeat(k)}
         t = timesteps.T.reshape(-1)
         noise = randn_tensor(x_start.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         x_t = self.scheduler.add_noise(x_start, noise, t)
-        model_output = self.unet(x_t, t).sample
+        model_output = self.unet(x_t, t, **conditioning).sample
         terms = self.scheduler.vb_terms_bpd(
             model_output.float(), x_start.float(), x_t.float(), t, clip_denoised=clip_denoised, respaced=respaced
         )
@@ -405,9 +369,7 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
             if x.min() < -1 - 1e-6 or x.max() > 1 + 1e-6:
                 raise ValueError("`images` as a tensor must be in [-1, 1] (model space), [N x C x H x W].")
         else:
-            if isinstance(images, (list, tuple)) and images and isinstance(images[0], PIL.Image.Image):
-                images = np.stack([np.asarray(image) for image in images])
-            array = np.asarray(images)
+            array = np.asarray(images)  # PIL images too
             if array.dtype != np.uint8:
                 raise ValueError("`images` as an array or PIL images must be uint8 [N x H x W (x C)].")
             if array.ndim == 3:
@@ -419,30 +381,14 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
             )
         return x
 
-    # ------------------------------------------------------------------------------------------------------------
-    # Saving and loading
-    # ------------------------------------------------------------------------------------------------------------
-
     def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs) -> None:
         """
-        Save the pipeline with `DiffusionPipeline.save_pretrained` (model_index.json, unet/, scheduler/, safetensors
-        only), plus this module at the folder's root (our scheduler writes its own beside its config), so that
-        `DiffusionPipeline.from_pretrained(save_directory, trust_remote_code=True)` works without hf_ddpm.
-
-        The save is staged in a folder inside `save_directory`, then each file is moved into place with one rename
-        (model_index.json last), the file it replaces set aside: if a move fails, everything goes back, so a failed
-        save leaves the folder as it was. Every other file in `save_directory` (checkpoints, notes, logs) stays.
-        Weights of the same `variant` that this save did not write (an earlier save's shards) are removed, so the
-        folder never mixes two models' weights; other variants stay, as diffusers saves one variant per call.
-
-        Args:
-            save_directory (`str` or `os.PathLike`): the folder; created if needed.
-            push_to_hub (`bool`, defaults to `False`): then upload the files this save wrote, and a model card, in one
-                commit (never the folder's other files). `repo_id` (default: the folder's name), `private`, `token`,
-                `commit_message` and `create_pr` go with it. Refused, before anything is sent, if those bytes hold the
-                token passed or this machine's Hub token.
-            kwargs: passed to `DiffusionPipeline.save_pretrained` (`variant`, `max_shard_size`, ...);
-                `safe_serialization` must stay `True`.
+        `DiffusionPipeline.save_pretrained` (safetensors only) plus the modules `trust_remote_code=True` loads, staged
+        in `save_directory` and moved into place file by file (model_index.json last), each replaced file set aside:
+        a failed save leaves the folder as it was. The folder's other files stay; the same variant's stale weights go.
+        With `push_to_hub`, the files this save wrote (never the folder's others) and a model card go up in one
+        commit (`repo_id`, default the folder's name, `private`, `token`, `commit_message`, `create_pr`), refused
+        before anything is sent when they hold the token passed or this machine's.
         """
         if kwargs.get("safe_serialization") is False:
             raise ValueError("hf_ddpm saves safetensors only: `safe_serialization` must be True.")
@@ -472,32 +418,31 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
             _push(contents, repo_id, kwargs.get("variant"), **push_kwargs)
 
     def _write_remote_code(self, folder: str) -> None:
-        """Copy this module into `folder` and record both modules in the list form diffusers resolves to its files."""
+        """Copy this module and our components' into `folder`, named in model_index.json as diffusers resolves them."""
         index_path = os.path.join(folder, "model_index.json")
         with open(index_path) as f:
             index = json.load(f)
-        index["_class_name"] = [MODULE_FILE[:-3], PIPELINE_CLASS]
-        if type(self.scheduler).__name__ == SCHEDULER_CLASS:  # its save_pretrained wrote the module to scheduler/
-            index["scheduler"] = [SCHEDULER_MODULE, SCHEDULER_CLASS]
+        source = inspect.getsourcefile(type(self))
+        shutil.copyfile(source, os.path.join(folder, os.path.basename(source)))
+        index["_class_name"] = [Path(source).stem, PIPELINE_CLASS]
+        for name in ("unet", "scheduler"):
+            component_class = type(getattr(self, name))
+            path = REMOTE_CODE.get(component_class.__name__)
+            if path:
+                shutil.copyfile(inspect.getsourcefile(component_class), os.path.join(folder, path))
+                index[name] = [Path(path).stem, component_class.__name__]
         with open(index_path, "w") as f:
             json.dump(index, f, indent=2, sort_keys=True)
             f.write("\n")
-        shutil.copyfile(inspect.getsourcefile(type(self)), os.path.join(folder, MODULE_FILE))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "DDPMPosteriorPipeline":
         r"""
-        Load a pipeline saved by hf_ddpm or by diffusers' `DDPMPipeline` (the flat layout of google/ddpm-* too, every
-        file at the repo root) from a folder or a Hub repo id, running no code from the repo: the UNet with
-        `UNet2DModel.from_pretrained` (safetensors only), the scheduler with its class's `from_pretrained`, a
-        `DDPMScheduler` config read as a [`DDPMPosteriorScheduler`]. With `trust_remote_code=True`, this is
-        `DiffusionPipeline.from_pretrained`, which runs the modules saved in the folder.
-
-        Args:
-            pretrained_model_name_or_path (`str` or `os.PathLike`): a local folder or a Hub repo id.
-            unet, scheduler (*optional*): components to use instead of the saved ones.
-            kwargs: diffusers' loading arguments (`torch_dtype`, `variant`, `revision`, `token`, `device_map`,
-                `low_cpu_mem_usage`...), passed unchanged to both components' `from_pretrained`.
+        Load a pipeline of hf_ddpm or diffusers' `DDPMPipeline` (google/ddpm-*'s flat layout too) from a folder or a
+        Hub repo id, running no code from it: the components' own `from_pretrained` read configs and safetensors
+        (a `DDPMScheduler` config as ours), with diffusers' loading arguments (`torch_dtype`, `variant`, `revision`,
+        `device_map`...); `unet`, `scheduler` or `timestep_scale` replace the saved ones. With
+        `trust_remote_code=True`, this is `DiffusionPipeline.from_pretrained`, which runs the folder's modules.
         """
         if kwargs.get("trust_remote_code"):
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
@@ -505,6 +450,7 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
         if kwargs.pop("use_safetensors", True) is False:
             raise ValueError("hf_ddpm loads safetensors weights only, never a pickle: `use_safetensors` must be True.")
         unet, scheduler = kwargs.pop("unet", None), kwargs.pop("scheduler", None)
+        timestep_scale = kwargs.pop("timestep_scale", None)
         name = os.fspath(pretrained_model_name_or_path)
         # a name that can only be a path: a missing folder, rather than a failed download
         if not os.path.isdir(name) and (
@@ -513,36 +459,30 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
             raise FileNotFoundError(f"No such folder: {name} (expected a folder holding a saved pipeline).")
         index = cls.load_config(name, **kwargs)
         scheduler_class = _scheduler_class(index, name)
-        config, subfolder = _component_config(UNet2DModel, name, "unet", kwargs)
+        try:
+            config, subfolder = UNet2DModel.load_config(name, subfolder="unet", **kwargs), "unet"
+        except OSError as error:  # the flat layout of google/ddpm-*: every file at the root
+            try:
+                config, subfolder = UNet2DModel.load_config(name, **kwargs), None
+            except OSError:
+                raise error from None
         if unet is None:
             unet = _load_unet(name, index, config, subfolder, kwargs)
         if scheduler is None:
             scheduler = scheduler_class.from_pretrained(name, subfolder=subfolder and "scheduler", **kwargs)
-        pipeline = cls(unet=unet, scheduler=scheduler)
+        if timestep_scale is None:
+            timestep_scale = index.get("timestep_scale")
+        pipeline = cls(unet=unet, scheduler=scheduler, timestep_scale=timestep_scale)
         pipeline.register_to_config(_name_or_path=name)
         return pipeline
-
-
-def _frame_indices(num_steps: int, frames: int | None) -> set[int]:
-    """Indices of `frames` evenly spaced steps of a chain of `num_steps`, first and last included."""
-    if frames is None or frames >= num_steps:
-        return set(range(num_steps))
-    if frames < 1:
-        raise ValueError(f"`trajectory_frames` must be at least 1, got {frames}.")
-    return {int(round(i)) for i in np.linspace(0, num_steps - 1, frames)}
 
 
 def _bound_timesteps(
     num_train_timesteps: int, num_timesteps: int | None, num_images: int, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, list[float]]:
     """
-    The timesteps at which each image's bound is evaluated, [N x T'] ascending, and the weight of each term.
-
-    All T terms by default. With `num_timesteps` K, the decoder term at t = 0 exactly, and the T - 1 KL terms by
-    stratified sampling: [1, T) is cut into K - 1 strata of geometrically growing size (the first ones single
-    timesteps, where the terms are large and change fast), and each image draws its own timestep in each stratum,
-    weighted by the stratum's size. Independent draws per image make the estimate unbiased and its standard error over
-    the images honest: it covers the choice of timesteps too. Exact when K = T.
+    Each image's evaluated timesteps [N x T'] and each term's weight: all T, or the decoder and one timestep per image
+    drawn in each of `num_timesteps` - 1 strata (independent draws: unbiased, with an honest standard error).
     """
     if num_timesteps is None or num_timesteps >= num_train_timesteps:
         timesteps = torch.arange(num_train_timesteps).expand(num_images, -1)
@@ -559,8 +499,8 @@ def _bound_timesteps(
 
 def bound_strata_edges(num_train_timesteps: int, num_strata: int) -> np.ndarray:
     """
-    Edges 1 = e_0 < e_1 < ... < e_S = T of `num_strata` S strata [e_i, e_{i+1}) of the KL timesteps: geometric
-    spacing, with every stratum at least one timestep wide.
+    Edges 1 = e_0 < ... < e_S = T of S strata [e_i, e_{i+1}) of the KL timesteps, spaced geometrically (the first
+    ones single timesteps, where the terms are large and change fast), each at least one timestep wide.
     """
     if not 1 <= num_strata <= num_train_timesteps - 1:
         raise ValueError(f"`num_strata` must be in [1, {num_train_timesteps - 1}], got {num_strata}.")
@@ -571,22 +511,6 @@ def bound_strata_edges(num_train_timesteps: int, num_strata: int) -> np.ndarray:
     for i in range(num_strata - 1, 0, -1):  # ...without running past T at the large end
         edges[i] = min(edges[i], edges[i + 1] - 1)
     return edges
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Loading: what diffusers' component loaders do not check
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _component_config(component_class, name: str, subfolder: str, kwargs: dict) -> tuple[dict, str | None]:
-    """A component's config and its subfolder: `subfolder`, or None in the flat layout of google/ddpm-*."""
-    try:
-        return component_class.load_config(name, subfolder=subfolder, **kwargs), subfolder
-    except OSError as error:
-        try:
-            return component_class.load_config(name, **kwargs), None
-        except OSError:
-            raise error from None
 
 
 def _scheduler_class(index: dict, name: str) -> type[SchedulerMixin]:
@@ -606,52 +530,26 @@ def _scheduler_class(index: dict, name: str) -> type[SchedulerMixin]:
 
 
 def _load_unet(name: str, index: dict, config: dict, subfolder: str | None, kwargs: dict) -> UNet2DModel:
-    """The UNet, with diffusers' loader, after the checks it does not make."""
+    """The UNet (`UNet2DModel`, or our `ADMUNet2DModel`), with diffusers' loader, after a bound on its size."""
     where = os.path.join(name, subfolder or "")
-    if index.get("unet") != ["diffusers", "UNet2DModel"]:
+    if index.get("unet") == ["diffusers", "UNet2DModel"]:
+        unet_class = UNet2DModel
+    elif index.get("unet") == ["unet_2d_adm", "ADMUNet2DModel"]:
+        from . import unet_2d_adm  # relatively, as the scheduler module
+
+        unet_class = unet_2d_adm.ADMUNet2DModel
+    else:
         raise ValueError(f"model_index.json of {name} declares `unet` {index.get('unet')!r}, not UNet2DModel.")
-    _check_unet_config(config, os.path.join(where, "config.json"))
+    for key, bound in (("block_out_channels", MAX_UNET_BLOCKS), ("layers_per_block", MAX_LAYERS_PER_BLOCK)):
+        value = config.get(key, [] if key == "block_out_channels" else 1)
+        size = len(value) if isinstance(value, list) else value
+        if type(size) is not int or size > bound:
+            what = "a list of at most" if key == "block_out_channels" else "an int, at most"
+            raise ValueError(f"{where}/config.json: `{key}` must be {what} {bound}, got {value!r:.100}.")
     try:
-        return UNet2DModel.from_pretrained(name, subfolder=subfolder, use_safetensors=True, **kwargs)
+        return unet_class.from_pretrained(name, subfolder=subfolder, use_safetensors=True, **kwargs)
     except (ValueError, TypeError, RuntimeError) as error:  # a config it cannot build, weights of other shapes...
         raise ValueError(f"Could not load the UNet from {where}: {error}") from error
-
-
-def _check_unet_config(config: dict, where: str) -> None:
-    """
-    Refuse, before diffusers builds it, a UNet config with a field of the wrong JSON type (diffusers checks none: it
-    fails deep inside a constructor, or loads) or with more blocks or layers than any real UNet2DModel.
-    """
-    parameters = inspect.signature(UNet2DModel.__init__).parameters
-    for key, value in config.items():
-        if key in parameters and not _fits(value, parameters[key].annotation):
-            hint = inspect.formatannotation(parameters[key].annotation).replace("tuple", "list")
-            raise ValueError(f"{where}: `{key}` must be {hint}, got {value!r:.100}.")
-    for key, value, bound in (
-        ("block_out_channels", len(config.get("block_out_channels", ())), MAX_UNET_BLOCKS),
-        ("layers_per_block", config.get("layers_per_block", 1), MAX_LAYERS_PER_BLOCK),
-    ):
-        if value > bound:
-            raise ValueError(f"{where}: `{key}` asks for {value}; hf_ddpm allows at most {bound}.")
-
-
-def _fits(value, annotation) -> bool:
-    """Whether a JSON value fits a type hint of UNet2DModel's constructor (JSON lists stand for tuples)."""
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        return any(_fits(value, member) for member in typing.get_args(annotation))
-    if typing.get_origin(annotation) is tuple:
-        members = typing.get_args(annotation)
-        if members[-1:] == (Ellipsis,) and isinstance(value, list):
-            members = members[:1] * len(value)
-        return isinstance(value, list) and len(value) == len(members) and all(map(_fits, value, members))
-    if annotation is float:
-        return type(value) in (int, float)
-    return annotation not in (int, bool, str, type(None)) or type(value) is annotation
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Saving: moving a staged save into place, and pushing exactly what it wrote
-# ----------------------------------------------------------------------------------------------------------------
 
 
 def _files_under(folder: str) -> list[str]:
@@ -661,26 +559,18 @@ def _files_under(folder: str) -> list[str]:
 
 
 def _stale_files(paths: list[str], written, variant: str | None) -> list[str]:
-    """
-    Of a folder's or a repo's `paths`, the pipeline files an earlier save wrote that this one (`written`) does not
-    replace: the weights of the same variant (its shards and their index) and our scheduler module once the
-    scheduler is another one.
-    """
+    """Of a folder's or repo's `paths`, the same variant's weights and our modules that the save `written` replaces."""
     suffix = re.escape(f".{variant}") if variant else ""
     stale = re.compile(
         rf"unet/diffusion_pytorch_model{suffix}(-\d{{5}}-of-\d{{5}})?\.(safetensors|bin)"
         rf"|unet/diffusion_pytorch_model\.(safetensors|bin)\.index{suffix}\.json"
-        rf"|scheduler/{SCHEDULER_MODULE}\.py"
+        rf"|{'|'.join(map(re.escape, REMOTE_CODE.values()))}"
     )
     return [path for path in paths if stale.fullmatch(path) and path not in written]
 
 
 def _move_into(staging: str, target: str, written: list[str], stale: list[str]) -> None:
-    """
-    Move the staged files (`staging`/new/...) to their places in `target`, in order, and the `stale` ones out, each
-    file they replace first set aside in `staging`/old. If a move fails, the files moved in are removed, the old ones
-    put back and the folders made removed: `target` is as it was.
-    """
+    """Move `staging`/new's files into `target`, `stale` out, each replaced one set aside; all back on failure."""
     umask = os.umask(0)
     os.umask(umask)
     moved_in, set_aside, made = [], [], []
@@ -717,10 +607,7 @@ def _push(
     commit_message: str | None = None,
     create_pr: bool = False,
 ) -> None:
-    """
-    Upload `contents` (path -> bytes) and a model card in one commit that also deletes the weights they replace,
-    after refusing, before anything is sent, files that hold the token passed or this machine's Hub token.
-    """
+    """Upload `contents` (path -> bytes) and a card in one commit, unless they hold the given or the local token."""
     from diffusers.utils.hub_utils import load_or_create_model_card, populate_model_card
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
 

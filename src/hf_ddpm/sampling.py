@@ -10,10 +10,9 @@ import tempfile
 
 import numpy as np
 
-from ._choices import MAX_SEED, VARIANCE_TYPES, int_range
+from ._choices import LEARNED_VARIANCE_TYPES, MAX_SEED, VARIANCE_TYPES, int_range
 from ._devices import DEVICES, resolve_device
 from ._errors import UsageError
-from ._variance import with_variance_type
 from .files import check_output_dir, make_public, replace_folder
 from .images import auto_scale, image_grid
 
@@ -22,6 +21,7 @@ MAX_SCALE = 64  # an 8x8 digit as a 512x512 tile; more only makes huge PNGs
 EXAMPLE = """Example:
   hf-ddpm sample outputs/ddpm-digits --num_images 64 --num_inference_steps 100 --trajectory
   hf-ddpm sample google/ddpm-cifar10-32 --num_images 16 --device cuda --dtype float16
+  hf-ddpm sample adm-64-cond --num_images 8 --num_inference_steps 50 --class_labels 1 207 --device cuda
 """
 
 
@@ -33,6 +33,7 @@ def generate_samples(
     seed: int = 0,
     show_progress: bool = True,
     trajectory_frames: int | None = None,
+    class_labels: list[int] | None = None,
 ):
     """
     Draw samples by ancestral sampling, `batch_size` per pipeline call, quantized to 256 levels like saved images.
@@ -47,6 +48,8 @@ def generate_samples(
             `batch_size`, the same samples on every device.
         show_progress (`bool`, defaults to `True`): one progress bar over the samples.
         trajectory_frames (`int`, *optional*): also record this many steps of the first batch's chain.
+        class_labels (`list[int]`, *optional*): the classes of a class-conditional model, taken in turn for the N
+            images; random when `None`.
 
     Returns:
         The first batch's pipeline output with `images` replaced by all N: a float tensor [N x C x H x W] in [0, 1].
@@ -65,6 +68,8 @@ def generate_samples(
         for start in range(0, num_samples, batch_size):
             count = min(batch_size, num_samples - start)
             kwargs = trajectory if start == 0 else {}
+            if class_labels:
+                kwargs["class_labels"] = [class_labels[i % len(class_labels)] for i in range(start, start + count)]
             outputs.append(
                 pipeline(
                     batch_size=count,
@@ -86,6 +91,25 @@ def load_pipeline(args: argparse.Namespace, device, **kwargs):
 
     pipeline = DDPMPosteriorPipeline.from_pretrained(args.model, revision=args.revision, **kwargs)
     return with_variance_type(pipeline, getattr(args, "variance_type", None)).to(device)
+
+
+def with_variance_type(pipeline, variance_type: str | None):
+    """A pipeline whose scheduler uses `variance_type` (`UsageError` if it cannot), sharing the UNet; None: itself."""
+    if variance_type is None:
+        return pipeline
+    unet = pipeline.unet.config
+    if variance_type in LEARNED_VARIANCE_TYPES and unet.out_channels != 2 * unet.in_channels:
+        raise UsageError(
+            f"--variance_type {variance_type!r} needs a UNet with learned variances (2 x {unet.in_channels} output"
+            f" channels); this one does not output variances: use 'fixed_small' or 'fixed_large'."
+        )
+    from .scheduling_ddpm_posterior import DDPMPosteriorScheduler
+
+    try:  # an unknown type, or `analytic` without the model's statistics
+        scheduler = DDPMPosteriorScheduler.from_config(pipeline.scheduler.config, variance_type=variance_type)
+    except ValueError as error:
+        raise UsageError(f"--variance_type: {error}") from None
+    return type(pipeline)(unet=pipeline.unet, scheduler=scheduler)
 
 
 def inference_steps(pipeline, requested: int | None, default: int) -> int:
@@ -154,8 +178,15 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--dtype float16 is not supported on the CPU; use bfloat16 or float32.")
     pipeline = load_pipeline(args, device, torch_dtype=getattr(torch, args.dtype))
     steps = inference_steps(pipeline, args.num_inference_steps, default=100)
+    labels, num_classes = args.class_labels, pipeline.unet.config.get("num_class_embeds")
+    if labels and num_classes is None:
+        raise UsageError("--class_labels needs a class-conditional model; this one is unconditional.")
+    if labels and not all(0 <= label < num_classes for label in labels):
+        raise UsageError(f"--class_labels must lie in [0, {num_classes}), got {' '.join(map(str, labels))}.")
     frames = args.trajectory_frames if args.trajectory else None
-    sampled = generate_samples(pipeline, args.num_images, steps, args.batch_size, args.seed, trajectory_frames=frames)
+    sampled = generate_samples(
+        pipeline, args.num_images, steps, args.batch_size, args.seed, trajectory_frames=frames, class_labels=labels
+    )
     scale = args.scale or auto_scale(max(sampled.images.shape[2:]))
     paths = write_outputs(sampled, args.output_dir, scale, individual=not args.no_individual)
     print(json.dumps(paths, indent=2))
@@ -207,6 +238,12 @@ def register(subparsers) -> None:
         help=f"nearest-neighbour zoom of the grid, 1 to {MAX_SCALE} (default: auto)",
     )
     parser.add_argument("--no_individual", action="store_true", help="do not write one PNG per image")
+    parser.add_argument(
+        "--class_labels",
+        type=int,
+        nargs="+",
+        help="classes of a class-conditional model, taken in turn for the images (default: random)",
+    )
     parser.add_argument("--trajectory", action="store_true", help="also write trajectory.gif (x_t | predicted x_0)")
     parser.add_argument(
         "--trajectory_frames", type=int_range(2), default=50, help="frames of the animation (default 50)"

@@ -1,44 +1,26 @@
 # Copyright 2026 The hf-ddpm developers. Licensed under the Apache License, Version 2.0.
-"""The DDPM scheduler with the true posterior, learned variances, respacing and the variational bound.
-
-Implements Ho et al. 2020 ("Denoising Diffusion Probabilistic Models", arXiv 2006.11239) and the learned-variance
-improvements of Nichol & Dhariwal 2021 ("Improved Denoising Diffusion Probabilistic Models", arXiv 2102.09672) as a
-diffusers scheduler. It is a drop-in replacement for `diffusers.DDPMScheduler`: the same config keys, the same
-`step()` outputs for the same `torch.Generator`, plus what DDPMScheduler lacks: exact float64 schedules, learned
-log-variances as in the Improved DDPM code, respacing that keeps every variance type correct, and the variational
-bound in bits per dimension.
-
-This module imports only torch, numpy and diffusers on purpose: it is copied next to `scheduler_config.json` when a
-pipeline is saved, so `DiffusionPipeline.from_pretrained(..., trust_remote_code=True)` can load it where hf_ddpm is
-not installed.
+"""The DDPM scheduler of Ho et al. 2020 and Nichol & Dhariwal 2021: the true posterior, learned and analytic
+variances, exact respacing and the variational bound. It imports only torch, numpy and diffusers: it travels as remote
+code beside `scheduler_config.json`.
 """
 
-import inspect
 import math
-import os
-import shutil
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 from diffusers.configuration_utils import ConfigMixin, FrozenDict, register_to_config
-from diffusers.schedulers.scheduling_ddpm import DDPMScheduler, DDPMSchedulerOutput
+from diffusers.schedulers.scheduling_ddpm import DDPMScheduler, DDPMSchedulerOutput, rescale_zero_terminal_snr
 from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
-VARIANCE_TYPES = (
-    "fixed_small",
-    "fixed_small_log",
-    "fixed_large",
-    "fixed_large_log",
-    "learned",
-    "learned_range",
-    "analytic",
-)
+VarianceType = Literal[
+    "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range", "analytic"
+]
+VARIANCE_TYPES = get_args(VarianceType)
 LEARNED_VARIANCE_TYPES = ("learned", "learned_range")
-# The statistics `variance_type="analytic"` reads, and the command that computes them
-ANALYTIC_COMMAND = "hf-ddpm analytic MODEL --output_dir NEW_MODEL"
+ANALYTIC_COMMAND = "hf-ddpm analytic MODEL --output_dir NEW_MODEL"  # computes `analytic_gamma`
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
 MAX_TRAIN_TIMESTEPS = 100_000
@@ -49,32 +31,16 @@ def _check_choice(name: str, value, allowed) -> None:
         raise ValueError(f"`{name}` must be one of {', '.join(map(repr, allowed))}, got {value!r}.")
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Beta schedules, in float64. Same definitions as diffusers.DDPMScheduler, which computes them in float32.
-# ----------------------------------------------------------------------------------------------------------------
-
-
 def betas_for_alpha_bar(num_diffusion_timesteps: int, max_beta: float = 0.999) -> np.ndarray:
-    """The cosine schedule of Nichol & Dhariwal (eq. 17): betas discretizing alpha_bar(t) = cos^2((t+s)/(1+s) pi/2)."""
+    """The cosine schedule of Nichol & Dhariwal (eq. 17): alpha_bar(t) = cos^2((t + s) / (1 + s) pi / 2)."""
     steps = np.arange(num_diffusion_timesteps + 1, dtype=np.float64) / num_diffusion_timesteps
     alpha_bar = np.cos((steps + 0.008) / 1.008 * math.pi / 2) ** 2
     return np.minimum(1.0 - alpha_bar[1:] / alpha_bar[:-1], max_beta)
 
 
-def rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
-    """Rescale betas to zero terminal SNR, Algorithm 1 of arXiv 2305.08891 (as diffusers does, in float64)."""
-    alphas_bar_sqrt = np.sqrt(np.cumprod(1.0 - betas))
-    first, last = alphas_bar_sqrt[0], alphas_bar_sqrt[-1]
-    alphas_bar_sqrt = (alphas_bar_sqrt - last) * first / (first - last)
-    alphas_bar = alphas_bar_sqrt**2
-    alphas = np.concatenate([alphas_bar[:1], alphas_bar[1:] / alphas_bar[:-1]])
-    return 1.0 - alphas
-
-
 def make_betas(
     num_train_timesteps: int, beta_start: float, beta_end: float, beta_schedule: str, trained_betas=None
 ) -> np.ndarray:
-    """The float64 betas of a schedule: `linear`, `scaled_linear`, `squaredcos_cap_v2`, `sigmoid` or given betas."""
     if trained_betas is not None:
         betas = np.asarray(trained_betas, dtype=np.float64).reshape(-1)
         if betas.shape[0] != num_train_timesteps:
@@ -94,19 +60,14 @@ def make_betas(
     return sigmoid * (beta_end - beta_start) + beta_start
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Analytic-DPM: the optimal reverse variance of a model trained with fixed variances (Bao et al. 2022,
-# arXiv 2201.06503), from one statistic of the noise predictor per timestep. Pure functions.
-# ----------------------------------------------------------------------------------------------------------------
-
-
 def check_analytic_gamma(analytic_gamma, variance_type: str, num_train_timesteps: int) -> np.ndarray | None:
-    """`analytic_gamma` as a float64 array of one finite, non-negative value per training timestep, or None."""
+    """`analytic_gamma` as a float64 array of one finite value >= 0 per training timestep, or None."""
+    remedy = f"compute them with `{ANALYTIC_COMMAND}`"
     if analytic_gamma is None:
         if variance_type == "analytic":
             raise ValueError(
                 "variance_type='analytic' needs `analytic_gamma`, the statistics E||eps_theta(x_t, t)||^2 / d of the"
-                f" model on its training data: compute them with `{ANALYTIC_COMMAND}`."
+                f" model on its training data: {remedy}."
             )
         return None
     try:
@@ -114,67 +75,43 @@ def check_analytic_gamma(analytic_gamma, variance_type: str, num_train_timesteps
     except (TypeError, ValueError):
         raise ValueError(
             f"`analytic_gamma` must be a list of {num_train_timesteps} numbers, got {type(analytic_gamma).__name__};"
-            f" compute them with `{ANALYTIC_COMMAND}`."
+            f" {remedy}."
         ) from None
     if gamma.shape != (num_train_timesteps,):
         raise ValueError(
             f"`analytic_gamma` must hold one value per training timestep ({num_train_timesteps}), got shape"
-            f" {gamma.shape}; recompute them with `{ANALYTIC_COMMAND}`."
+            f" {gamma.shape}; {remedy}."
         )
     bad = np.flatnonzero(~np.isfinite(gamma) | (gamma < 0))
     if len(bad):
         raise ValueError(
-            f"`analytic_gamma` must be finite and >= 0 (it is a mean square), but entry t={bad[0]} is {gamma[bad[0]]};"
-            f" recompute them with `{ANALYTIC_COMMAND}`."
+            f"`analytic_gamma` must be finite and >= 0, but entry t={bad[0]} is {gamma[bad[0]]}; {remedy}."
         )
     return gamma
-
-
-def analytic_x0_variance(alphas_cumprod: np.ndarray, gamma: np.ndarray) -> np.ndarray:
-    """
-    The mean posterior variance of x_0 per dimension, E Var(x_0 | x_t) = (1 - alpha_bar_t) / alpha_bar_t (1 - Gamma_t)
-    (x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t), and E Var(eps | x_t) = 1 - Gamma_t for the optimal
-    predictor), clipped to the bounds Bao et al. prove (Theorem 2) for data in [-1, 1]: [0, 1], the most a variable
-    in [-1, 1] can vary. A Monte-Carlo Gamma_t above 1, or an imperfect model's, would otherwise give a negative value.
-    """
-    with np.errstate(divide="ignore", invalid="ignore"):  # alpha_bar_T = 0 (zero terminal SNR): x_0 unknown, 1
-        variance = (1.0 - alphas_cumprod) / alphas_cumprod * (1.0 - gamma)
-    return np.clip(np.where(alphas_cumprod > 0, variance, 1.0), 0.0, 1.0)
 
 
 def analytic_variance(
     alphas_cumprod: np.ndarray, alphas_cumprod_prev: np.ndarray, gamma: np.ndarray, decoder_variance: float
 ) -> np.ndarray:
     """
-    The optimal reverse variance sigma*_n^2 of each step of a chain (Bao et al. Theorem 1, its DDPM case):
-
-        sigma*_n^2 = beta-tilde_n + c_n^2 E Var(x_0 | x_n),   c_n = sqrt(alpha_bar_{n-1}) beta_n / (1 - alpha_bar_n),
-
-    the posterior's own variance plus the uncertainty of x_0 carried by the posterior mean's x_0 coefficient c_n.
-    With the x_0 variance clipped to [0, 1] this lies between beta-tilde_n and beta-tilde_n + c_n^2, the bounds of
-    Theorem 2. The chain is given by its alpha-bars (respaced chains keep alpha-bar at their timesteps, so
-    beta_n = 1 - alpha_bar_n / alpha_bar_{n-1}), `gamma` taken at the same timesteps.
-
-    The first step is the decoder p(x_0 | x_1): its analytic value E Var(x_0 | x_1) collapses towards 0 when Gamma_0
-    nears 1 (a model that recovers the noise of quantized data), below a pixel level and into the Monte-Carlo noise
-    of 1 - Gamma, so it is floored at `decoder_variance` (beta-tilde_1 of the training chain, the choice of Bao et al.
-    and Improved DDPM), the same in every respacing.
+    Analytic-DPM's optimal variance of each step of a chain (Bao et al. 2022, arXiv 2201.06503, Theorem 1):
+    sigma*_n^2 = beta-tilde_n + c_n^2 E Var(x_0 | x_n), with E Var(x_0 | x_n) = (1 - alpha_bar_n) / alpha_bar_n
+    (1 - Gamma_n) clipped to [0, 1] (Theorem 2, data in [-1, 1]); the decoder's floored at `decoder_variance` (where
+    Gamma_0 nears 1 it falls into the Monte-Carlo noise).
     """
     betas = 1.0 - alphas_cumprod / alphas_cumprod_prev
     posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
     x0_coefficient = betas * np.sqrt(alphas_cumprod_prev) / (1.0 - alphas_cumprod)
-    variance = posterior_variance + x0_coefficient**2 * analytic_x0_variance(alphas_cumprod, gamma)
+    with np.errstate(divide="ignore", invalid="ignore"):  # alpha_bar_T = 0 (zero terminal SNR): x_0 unknown, 1
+        x0_variance = (1.0 - alphas_cumprod) / alphas_cumprod * (1.0 - gamma)
+    x0_variance = np.clip(np.where(alphas_cumprod > 0, x0_variance, 1.0), 0.0, 1.0)
+    variance = posterior_variance + x0_coefficient**2 * x0_variance
     variance[0] = max(variance[0], decoder_variance)
     return variance
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# The Gaussian terms of the variational bound (Ho et al. eq. 5; Nichol & Dhariwal eq. 4-6). Pure functions.
-# ----------------------------------------------------------------------------------------------------------------
-
-
 def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
-    """KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))), elementwise, in nats. Arguments broadcast."""
+    """KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))), elementwise, in nats."""
     return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
 
 
@@ -182,15 +119,9 @@ def discretized_gaussian_log_likelihood(
     x: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor
 ) -> torch.Tensor:
     """
-    Log-likelihood of images `x` in [-1, 1], quantized to 256 levels, under N(means, exp(log_scales)^2): the decoder
-    term L_0 of Ho et al. (eq. 13). The edge bins extend to -inf and +inf. Unlike the Improved DDPM code, which uses a
-    tanh approximation of the normal CDF, this uses the exact CDF (`torch.special.ndtr`) and evaluates tail
-    probabilities on the side where they do not cancel.
+    The decoder term L_0 (Ho et al. eq. 13): log-likelihood of `x` in [-1, 1], quantized to 256 levels, under
+    N(means, exp(log_scales)^2); with the exact normal CDF, where the Improved DDPM code has a tanh approximation.
     """
-    if not x.shape == means.shape == log_scales.shape:
-        raise ValueError(
-            f"x, means and log_scales must have one shape, got {x.shape}, {means.shape}, {log_scales.shape}."
-        )
     inv_stdv = torch.exp(-log_scales)
     upper = (x - means + 1.0 / 255.0) * inv_stdv
     lower = (x - means - 1.0 / 255.0) * inv_stdv
@@ -203,68 +134,29 @@ def discretized_gaussian_log_likelihood(
 
 
 def mean_over_pixels(tensor: torch.Tensor) -> torch.Tensor:
-    """Mean over every dimension but the batch: [N x C x H x W] -> [N]."""
+    """[N x C x H x W] -> [N]."""
     return tensor.mean(dim=tuple(range(1, tensor.ndim)))
 
 
 class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
     """
-    `DDPMPosteriorScheduler` is the DDPM ancestral sampler p(x_{t-1} | x_t) built on the true posterior
-    q(x_{t-1} | x_t, x_0), with fixed or learned variances, respacing and the variational bound.
-
-    This model inherits from [`SchedulerMixin`] and [`ConfigMixin`]. It takes the config of
-    [`~diffusers.DDPMScheduler`] unchanged, so `DDPMPosteriorScheduler.from_pretrained(repo, subfolder="scheduler")`
-    loads any diffusers DDPM scheduler and `DDIMScheduler.from_config(scheduler.config)` goes the other way.
-
-    Differences from `diffusers.DDPMScheduler`, all deliberate:
-        - schedules are computed once in float64 and cast, so the last steps of the cosine schedule keep their digits;
-        - `variance_type="learned"` reads the model's extra channels as a *log*-variance, as the Improved DDPM code
-          does (diffusers reads them as a variance);
-        - `variance_type="fixed_large_log"` is sigma^2 = beta_t computed in log space (diffusers returns NaN);
-        - invalid options raise a `ValueError` that lists the allowed values instead of falling through;
-        - no noise is added at the last step of a chain, also when that step's timestep is above 0 ("trailing"
-          spacing or custom timesteps): p(x_0 | x_1) is the decoder, whose mean is the sample.
+    The DDPM ancestral sampler on the true posterior q(x_{t-1} | x_t, x_0), with exact respacing and the variational
+    bound in bits/dim. It takes [`~diffusers.DDPMScheduler`]'s config and gives its `step()` outputs for a generator,
+    but with float64 schedules, `learned` read as a log-variance (the Improved DDPM code), `fixed_large_log` not NaN,
+    unknown options refused, and no noise at a chain's last step whatever its timestep.
 
     Args:
-        num_train_timesteps (`int`, defaults to 1000):
-            The number of diffusion steps T the model was trained with.
-        beta_start (`float`, defaults to 0.0001):
-            The first beta of the `linear`, `scaled_linear` and `sigmoid` schedules.
-        beta_end (`float`, defaults to 0.02):
-            The last beta of the `linear`, `scaled_linear` and `sigmoid` schedules.
-        beta_schedule (`"linear"`, `"scaled_linear"`, `"squaredcos_cap_v2"` or `"sigmoid"`, defaults to `"linear"`):
-            How betas are spaced. `squaredcos_cap_v2` is the cosine schedule of Improved DDPM.
-        trained_betas (`np.ndarray` or `list[float]`, *optional*):
-            Betas given directly, one per training timestep; overrides `beta_schedule`.
-        variance_type (`str`, defaults to `"fixed_small"`):
-            The reverse-process variance sigma_t^2: `fixed_small` (beta-tilde_t, the posterior variance),
-            `fixed_large` (beta_t), their `_log` twins (the same values computed in log space), `learned` (the model's
-            extra channels are log sigma^2) or `learned_range` (they are v in [-1, 1] with
-            log sigma^2 = v' log beta_t + (1 - v') log beta-tilde_t, v' = (v + 1) / 2). Learned types expect the model
-            to output twice the image channels. `analytic` is the optimal variance of Analytic-DPM (Bao et al. 2022,
-            arXiv 2201.06503), computed from `analytic_gamma` for the training chain and every respaced one.
-        analytic_gamma (`list[float]`, *optional*):
-            Gamma_t = E ||eps_theta(x_t, t)||^2 / d for each training timestep t, estimated on the training data
-            (`hf-ddpm analytic`); needed by `variance_type="analytic"`, stored in the config so it travels with it.
-        clip_sample (`bool`, defaults to `True`):
-            Clip the predicted x_0 to [-clip_sample_range, clip_sample_range].
-        prediction_type (`"epsilon"`, `"sample"` or `"v_prediction"`, defaults to `"epsilon"`):
-            What the model predicts: the noise, x_0 itself, or v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0.
-        thresholding (`bool`, defaults to `False`):
-            Dynamic thresholding of the predicted x_0 (Imagen, arXiv 2205.11487) instead of plain clipping.
-        dynamic_thresholding_ratio (`float`, defaults to 0.995):
-            The quantile used by dynamic thresholding.
-        clip_sample_range (`float`, defaults to 1.0):
-            The clipping bound of `clip_sample`.
-        sample_max_value (`float`, defaults to 1.0):
-            The largest threshold of dynamic thresholding.
-        timestep_spacing (`"linspace"`, `"leading"` or `"trailing"`, defaults to `"leading"`):
-            How `set_timesteps(n)` picks n of the T timesteps. Improved DDPM's respacing "n" is `linspace` and its
-            "ddimN" is `leading`.
-        steps_offset (`int`, defaults to 0):
-            Added to the `leading` timesteps.
-        rescale_betas_zero_snr (`bool`, defaults to `False`):
-            Rescale betas to zero terminal SNR (arXiv 2305.08891); needs `prediction_type` `v_prediction` or `sample`.
+        num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, clip_sample, clip_sample_range,
+            prediction_type, thresholding, dynamic_thresholding_ratio, sample_max_value, steps_offset,
+            rescale_betas_zero_snr: as in `DDPMScheduler` (`squaredcos_cap_v2` is Improved DDPM's cosine schedule).
+        variance_type (`str`, defaults to `"fixed_small"`): sigma_t^2 of the reverse step: `fixed_small`
+            (beta-tilde_t), `fixed_large` (beta_t), their `_log` twins (computed in log space), `learned` (the model's
+            extra channels are log sigma^2), `learned_range` (they are v in [-1, 1]: log sigma^2 = v' log beta_t +
+            (1 - v') log beta-tilde_t, v' = (v + 1) / 2), `analytic` (Analytic-DPM, from `analytic_gamma`).
+        analytic_gamma (`list[float]`, *optional*): Gamma_t = E||eps_theta(x_t, t)||^2 / d per training timestep, as
+            `hf-ddpm analytic` estimates them; needed by `analytic`.
+        timestep_spacing (`str`, defaults to `"leading"`): how `set_timesteps(n)` picks n timesteps. Improved DDPM's
+            respacing "n" is `linspace`, its "ddimN" `leading`.
     """
 
     _compatibles = [e.name for e in KarrasDiffusionSchedulers]
@@ -278,9 +170,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         beta_end: float = 0.02,
         beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"] = "linear",
         trained_betas: np.ndarray | list[float] | None = None,
-        variance_type: Literal[
-            "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range", "analytic"
-        ] = "fixed_small",
+        variance_type: VarianceType = "fixed_small",
         analytic_gamma: list[float] | None = None,
         clip_sample: bool = True,
         prediction_type: Literal["epsilon", "sample", "v_prediction"] = "epsilon",
@@ -302,13 +192,6 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         _check_choice("variance_type", variance_type, VARIANCE_TYPES)
         _check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         _check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
-        if clip_sample_range <= 0 or sample_max_value <= 0:
-            raise ValueError("`clip_sample_range` and `sample_max_value` must be positive.")
-        if not 0 < dynamic_thresholding_ratio <= 1:
-            raise ValueError(f"`dynamic_thresholding_ratio` must be in (0, 1], got {dynamic_thresholding_ratio}.")
-        if steps_offset < 0:
-            raise ValueError(f"`steps_offset` must be >= 0, got {steps_offset}.")
-
         betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
         if rescale_betas_zero_snr:
             if prediction_type == "epsilon":
@@ -316,7 +199,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
                     "`rescale_betas_zero_snr=True` makes alpha_bar_T = 0, where an epsilon prediction cannot give x_0;"
                     " use `prediction_type` 'v_prediction' or 'sample'."
                 )
-            betas = rescale_zero_terminal_snr(betas)
+            betas = rescale_zero_terminal_snr(torch.from_numpy(betas)).numpy()  # diffusers', in float64 here
         if not (np.all(betas > 0) and np.all(betas <= 1)):
             bad = betas[~((betas > 0) & (betas <= 1))][0]  # NaN too
             raise ValueError(
@@ -324,7 +207,6 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
                 f" beta_start={beta_start}, beta_end={beta_end}) contains {bad}."
             )
 
-        # The training chain in float64; the public float32 tensors mirror diffusers.DDPMScheduler's attributes.
         self._analytic_gamma = check_analytic_gamma(analytic_gamma, variance_type, num_train_timesteps)
         if analytic_gamma is None:  # no key in the config: `X.from_config(config)` warns about keys X does not take
             self._internal_dict = FrozenDict({k: v for k, v in self.config.items() if k != "analytic_gamma"})
@@ -335,6 +217,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
             if num_train_timesteps > 1
             else betas[0]
         )
+        # the public float32 tensors of diffusers.DDPMScheduler
         self.betas = torch.from_numpy(betas).float()
         self.alphas = 1.0 - self.betas
         self.alphas_cumprod = torch.from_numpy(self._alphas_cumprod64).float()
@@ -344,16 +227,10 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         self._tensors = {}  # (name, respaced, device, dtype) -> a chain's term as a tensor, for `_gather`
         self._set_chain(np.arange(num_train_timesteps)[::-1].copy(), num_inference_steps=None, custom=False)
 
-    # ------------------------------------------------------------------------------------------------------------
-    # Schedules: computed once per chain, in float64
-    # ------------------------------------------------------------------------------------------------------------
-
     def _chain_terms(self, kept_timesteps: np.ndarray) -> dict[str, np.ndarray]:
         """
-        Every per-step quantity of the chain that visits `kept_timesteps` (ascending), in float64.
-
-        Respacing (Nichol & Dhariwal, section 4): keep alpha_bar at the kept timesteps and recompute
-        beta_i = 1 - alpha_bar_i / alpha_bar_{i-1}, so the posterior of the shorter chain is exact.
+        Every per-step term of the chain visiting `kept_timesteps` (ascending). Respacing (Nichol & Dhariwal,
+        section 4) keeps alpha_bar at those timesteps and recomputes beta_i = 1 - alpha_bar_i / alpha_bar_{i-1}.
         """
         alphas_cumprod = self._alphas_cumprod64[kept_timesteps]
         alphas_cumprod_prev = np.concatenate([[1.0], alphas_cumprod[:-1]])
@@ -363,16 +240,18 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         # beta-tilde_0 = 0: clip the log at the first step to beta-tilde_1, as the Improved DDPM code does
         first = posterior_variance[1] if len(posterior_variance) > 1 else betas[0]
         posterior_log_variance_clipped = np.log(np.concatenate([[first], posterior_variance[1:]]))
-        with np.errstate(divide="ignore"):  # zero terminal SNR: alpha_bar_T = 0 gives an infinite epsilon factor
-            sqrt_recipm1_alphas_cumprod = np.sqrt(1.0 / alphas_cumprod - 1.0)
+        if self._analytic_gamma is None:
+            log_analytic_variance = np.full(len(kept_timesteps), np.nan)
+        else:
+            gamma = self._analytic_gamma[kept_timesteps]
+            variance = analytic_variance(alphas_cumprod, alphas_cumprod_prev, gamma, self._decoder_variance)
+            log_analytic_variance = np.log(variance)
         return {
             "timesteps": kept_timesteps,
             "betas": betas,
             "alphas_cumprod": alphas_cumprod,
-            "alphas_cumprod_prev": alphas_cumprod_prev,
             "sqrt_alphas_cumprod": np.sqrt(alphas_cumprod),
             "sqrt_one_minus_alphas_cumprod": np.sqrt(1.0 - alphas_cumprod),
-            "sqrt_recipm1_alphas_cumprod": sqrt_recipm1_alphas_cumprod,
             "posterior_variance": posterior_variance,
             "posterior_log_variance_clipped": posterior_log_variance_clipped,
             "posterior_mean_coef1": betas * np.sqrt(alphas_cumprod_prev) / (1.0 - alphas_cumprod),
@@ -380,23 +259,11 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
             # sigma^2 = beta_t, but beta-tilde_1 at the first step: a better decoder variance (Improved DDPM code)
             "log_betas_fixed_large": np.log(np.concatenate([[first], betas[1:]])),
             "log_betas": np.log(betas),
-            # Analytic-DPM's optimal variance for this very chain, where the statistics are known
-            "log_analytic_variance": (
-                np.log(
-                    analytic_variance(
-                        alphas_cumprod,
-                        alphas_cumprod_prev,
-                        self._analytic_gamma[kept_timesteps],
-                        self._decoder_variance,
-                    )
-                )
-                if self._analytic_gamma is not None
-                else np.full(len(kept_timesteps), np.nan)
-            ),
+            "log_analytic_variance": log_analytic_variance,
         }
 
     def _set_chain(self, timesteps: np.ndarray, num_inference_steps: int | None, custom: bool, device=None) -> None:
-        """Install the sampling chain `timesteps` (descending) and its terms, which `step()` and the bound read."""
+        """Install the sampling chain `timesteps` (descending) and its terms."""
         self.timesteps = torch.from_numpy(timesteps.astype(np.int64)).to(device)
         self.num_inference_steps = num_inference_steps
         self.custom_timesteps = custom
@@ -409,7 +276,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         self._tensors = {key: tensor for key, tensor in self._tensors.items() if not key[1]}  # the old chain's go
 
     def _chain_fixed_sigmas(self, terms: dict[str, np.ndarray]) -> list[float]:
-        """sigma_n of each step of a chain for the variance types that do not read the model: fixed and analytic."""
+        """sigma_n of each step for the variance types that do not read the model."""
         variance_type = self.config.variance_type
         if variance_type == "analytic":
             return np.exp(0.5 * terms["log_analytic_variance"]).tolist()
@@ -424,16 +291,8 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         timesteps: list[int] | None = None,
     ) -> None:
         """
-        Sets the chain of timesteps used for sampling (run before inference). A shorter chain is respaced exactly:
-        its betas are recomputed from alpha_bar, so every variance type stays correct at 50 or 100 steps.
-
-        Args:
-            num_inference_steps (`int`, *optional*):
-                The number of steps, spaced by `config.timestep_spacing`. Exclusive with `timesteps`.
-            device (`str` or `torch.device`, *optional*):
-                The device to put `self.timesteps` on.
-            timesteps (`list[int]`, *optional*):
-                Custom timesteps, strictly descending, each in [0, num_train_timesteps).
+        Set the sampling chain: `num_inference_steps` spaced by `config.timestep_spacing`, or custom descending
+        `timesteps` in [0, T). A shorter chain is respaced exactly, so every variance type stays correct.
         """
         num_train_timesteps = self.config.num_train_timesteps
         if (num_inference_steps is None) == (timesteps is None):
@@ -463,7 +322,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         self._set_chain(chain, num_inference_steps=num_inference_steps, custom=False, device=device)
 
     def _spaced_timesteps(self, num_inference_steps: int) -> np.ndarray:
-        """Descending timesteps per Table 2 of arXiv 2305.08891, exactly as diffusers.DDPMScheduler spaces them."""
+        """Descending timesteps per Table 2 of arXiv 2305.08891, as diffusers.DDPMScheduler spaces them."""
         num_train_timesteps = self.config.num_train_timesteps
         spacing = self.config.timestep_spacing
         if spacing == "linspace":
@@ -479,18 +338,14 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         return np.round(timesteps).astype(np.int64) - 1
 
     def previous_timestep(self, timestep: int | torch.Tensor) -> int | torch.Tensor:
-        """
-        The timestep after `timestep` in the current chain, or -1 after the last one, typed as
-        `diffusers.DDPMScheduler.previous_timestep` types it: a 0-dim tensor on a chain set by `set_timesteps`,
-        otherwise `timestep - 1` (an int for an int, a tensor for a tensor).
-        """
+        """The next timestep of the chain (-1 after its last), typed as `DDPMScheduler.previous_timestep` types it."""
         index = self._index_of(timestep)
         if self.custom_timesteps or self.num_inference_steps:
             return self.timesteps[len(self.timesteps) - index] if index > 0 else torch.tensor(-1)
         return timestep - 1
 
     def _index_of(self, timestep: int | torch.Tensor) -> int:
-        """Position of `timestep` in the chain counted from its end (0 is the last step, the decoder)."""
+        """The position of `timestep` counted from the chain's end (0 is its last step, the decoder)."""
         try:
             return self._step_index[int(timestep)]
         except (KeyError, TypeError, ValueError, RuntimeError):
@@ -500,18 +355,13 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
             ) from None
 
     def scale_model_input(self, sample: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
-        """DDPM does not scale the model input; kept for interchangeability with other schedulers."""
         return sample
 
     def __len__(self) -> int:
         return self.config.num_train_timesteps
 
-    # ------------------------------------------------------------------------------------------------------------
-    # The reverse step p(x_{t-1} | x_t)
-    # ------------------------------------------------------------------------------------------------------------
-
     def _split_model_output(self, model_output: torch.Tensor, sample: torch.Tensor):
-        """Split the model output into its mean part and, for a 2x-channel model, its variance part."""
+        """The model output's mean part and, from a 2x-channel model, its variance part."""
         channels = sample.shape[1]
         learned = self.config.variance_type in LEARNED_VARIANCE_TYPES
         allowed = (2 * channels,) if learned else (channels, 2 * channels)
@@ -530,10 +380,10 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         """x_0 from the model output: Ho et al. eq. 15 for epsilon, the identity for sample, and v's inverse."""
         prediction_type = self.config.prediction_type
         if prediction_type == "epsilon":
-            return torch.sub(sample, model_output, alpha=sqrt_one_minus_alpha_prod).div_(sqrt_alpha_prod)
+            return (sample - sqrt_one_minus_alpha_prod * model_output) / sqrt_alpha_prod
         if prediction_type == "sample":
             return model_output.clone()
-        return torch.mul(sample, sqrt_alpha_prod).sub_(model_output, alpha=sqrt_one_minus_alpha_prod)
+        return sqrt_alpha_prod * sample - sqrt_one_minus_alpha_prod * model_output
 
     _threshold_sample = DDPMScheduler._threshold_sample
 
@@ -554,23 +404,10 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         return_dict: bool = True,
     ) -> DDPMSchedulerOutput | tuple:
         """
-        One step of ancestral sampling: draw x_{t-1} ~ p(x_{t-1} | x_t) = N(mu(x_t, x_0_hat), sigma_t^2 I).
-
-        Args:
-            model_output (`torch.Tensor`):
-                The model output at `timestep`, [N x C x ...], or [N x 2C x ...] for a model with learned variances.
-            timestep (`int`):
-                The current timestep t; must be in `self.timesteps`.
-            sample (`torch.Tensor`):
-                x_t, [N x C x ...].
-            generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
-                The generator of the noise; the same generator gives the same noise as `diffusers.DDPMScheduler`.
-            return_dict (`bool`, defaults to `True`):
-                Return a [`~schedulers.scheduling_ddpm.DDPMSchedulerOutput`] instead of a tuple.
-
-        Returns:
-            [`~schedulers.scheduling_ddpm.DDPMSchedulerOutput`] or `tuple`: `prev_sample` (x_{t-1}) and
-            `pred_original_sample` (the clipped x_0 prediction).
+        One step of ancestral sampling, x_{t-1} ~ N(mu(x_t, x_0_hat), sigma_t^2 I), from the `model_output` at
+        `timestep` (one of `self.timesteps`) for `sample` x_t, [N x C x ...] ([N x 2C x ...] with learned variances).
+        The same `generator` draws the same noise as `DDPMScheduler.step`. Returns a `DDPMSchedulerOutput` (or a
+        tuple): `prev_sample` x_{t-1} and `pred_original_sample`, the clipped x_0.
         """
         model_output, predicted_variance = self._split_model_output(model_output, sample)
         index = self._index_of(timestep)
@@ -590,8 +427,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         prev_sample.add_(pred_original_sample, alpha=terms["posterior_mean_coef1"])
         min_log, max_log = terms["posterior_log_variance_clipped"], terms["log_betas"]
         if index > 0:
-            # drawn as diffusers.DDPMScheduler draws it, so the same generator gives the same noise whatever the
-            # memory layout of the sample (randn fills the logical shape, not the sample's memory order)
+            # drawn as DDPMScheduler draws it: randn fills the logical shape, whatever the sample's memory layout
             noise = randn_tensor(
                 model_output.shape, generator=generator, device=model_output.device, dtype=model_output.dtype
             )
@@ -609,41 +445,31 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
             return (prev_sample, pred_original_sample)
         return DDPMSchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_original_sample)
 
-    # ------------------------------------------------------------------------------------------------------------
-    # The forward process q(x_t | x_0) and the posterior q(x_{t-1} | x_t, x_0), batched over training timesteps
-    # ------------------------------------------------------------------------------------------------------------
-
     def _gather(self, name: str, timesteps: torch.Tensor, like: torch.Tensor, respaced: bool = False) -> torch.Tensor:
         """
-        The term `name` of the training chain (of the current chain if `respaced`) at training `timesteps`, shaped
-        [N x 1 x ...] to broadcast against the [N x ...] tensor `like`; each term is cast to a device and dtype once.
+        The term `name` of the training chain (of the current one if `respaced`) at training `timesteps`, as
+        [N x 1 x ...] against the [N x ...] tensor `like`; each term is cast to a device and dtype once.
         """
         timesteps = self._check_train_timesteps(timesteps, like)
         key = (name, respaced, like.device, like.dtype)
         if key not in self._tensors:
             terms = self._chain if respaced else self._train_chain
             self._tensors[key] = torch.from_numpy(terms[name]).to(like.device, like.dtype)
-        positions = self._chain_positions(timesteps) if respaced else timesteps
-        return self._tensors[key][positions].reshape(-1, *([1] * (like.ndim - 1)))
-
-    def _chain_positions(self, timesteps: torch.Tensor) -> torch.Tensor:
-        """The position of each timestep in the current chain (0 is its first step, the decoder)."""
-        positions = self._chain_positions_by_timestep.to(timesteps.device)[timesteps]
-        if bool((positions < 0).any()):
+        positions = self._chain_positions_by_timestep.to(timesteps.device)[timesteps] if respaced else timesteps
+        if respaced and bool((positions < 0).any()):
             outside = int(timesteps[positions < 0][0])
             raise ValueError(
                 f"`timesteps` holds {outside}, which is not in the current chain of {len(self._step_index)} timesteps;"
                 " with `respaced=True` call `set_timesteps` first and pass timesteps of `scheduler.timesteps`."
             )
-        return positions
+        return self._tensors[key][positions].reshape(-1, *([1] * (like.ndim - 1)))
 
     def _check_train_timesteps(self, timesteps, like: torch.Tensor) -> torch.Tensor:
         """`timesteps` as a [1] or [N] long tensor on the device of the [N x ...] tensor `like`, each in [0, T)."""
         timesteps = torch.as_tensor(timesteps, device=like.device).long().reshape(-1)
         if timesteps.shape[0] not in (1, like.shape[0]):
             raise ValueError(f"`timesteps` has {timesteps.shape[0]} entries for a batch of {like.shape[0]}.")
-        # an asynchronous assert: an `if` on the values would make the host wait for the device at every call (on a
-        # GPU a bad value fails later as a device-side assert; on the CPU the assert is immediate)
+        # asserted asynchronously: an `if` on the values would make the host wait for the device at every call
         in_range = ((timesteps >= 0) & (timesteps < self.config.num_train_timesteps)).all()
         message = f"`timesteps` must lie in [0, {self.config.num_train_timesteps})."
         try:
@@ -678,11 +504,8 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         self, x_start: torch.Tensor, x_t: torch.Tensor, timesteps: torch.Tensor, respaced: bool = False
     ):
         """
-        The true posterior q(x_{t-1} | x_t, x_0) (Ho et al. eq. 6-7); with `respaced`, q(x_s | x_t, x_0) for s the
-        timestep before t in the chain set by `set_timesteps` (its alpha-bars, so the respaced posterior is exact).
-
-        Returns:
-            `tuple`: the mean [N x ...], and the variance and clipped log-variance, each [N x 1 x ...].
+        q(x_{t-1} | x_t, x_0) (Ho et al. eq. 6-7); with `respaced`, q(x_s | x_t, x_0) for s the timestep before t in
+        the current chain. Returns the mean [N x ...], the variance and the clipped log-variance [N x 1 x ...].
         """
         mean = (
             self._gather("posterior_mean_coef1", timesteps, x_t, respaced) * x_start
@@ -703,30 +526,18 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         respaced: bool = False,
     ) -> dict[str, torch.Tensor]:
         """
-        The model's reverse distribution p(x_{t-1} | x_t) on the training chain (with `respaced`, on the chain set by
-        `set_timesteps`, as `step()` samples it): its mean, log-variance and x_0.
-
-        Args:
-            model_output (`torch.Tensor`): [N x C x ...], or [N x 2C x ...] for learned variances.
-            x_t (`torch.Tensor`): [N x C x ...].
-            timesteps (`torch.Tensor`): [N] training timesteps.
-            clip_denoised (`bool`): clip the x_0 prediction to [-1, 1].
-            respaced (`bool`): the reverse step of the current chain; `timesteps` must be in `self.timesteps`.
-
-        Returns:
-            `dict` with `mean`, `log_variance` (broadcastable to x_t) and `pred_original_sample`.
+        The model's p(x_{t-1} | x_t) at training `timesteps` [N] (with `respaced`, the reverse step of the current
+        chain, as `step()` samples it): a dict of `mean`, `log_variance` and `pred_original_sample` (clipped to
+        [-1, 1] with `clip_denoised`).
         """
         model_output, predicted_variance = self._split_model_output(model_output, x_t)
         log_variance = self._model_log_variance(predicted_variance, timesteps, x_t, respaced)
-        sqrt_alpha = self._gather("sqrt_alphas_cumprod", timesteps, x_t)
-        sqrt_one_minus_alpha = self._gather("sqrt_one_minus_alphas_cumprod", timesteps, x_t)
-        prediction_type = self.config.prediction_type
-        if prediction_type == "epsilon":
-            pred_original_sample = (x_t - sqrt_one_minus_alpha * model_output) / sqrt_alpha
-        elif prediction_type == "sample":
-            pred_original_sample = model_output
-        else:
-            pred_original_sample = sqrt_alpha * x_t - sqrt_one_minus_alpha * model_output
+        pred_original_sample = self._predict_original_sample(
+            model_output,
+            x_t,
+            self._gather("sqrt_alphas_cumprod", timesteps, x_t),
+            self._gather("sqrt_one_minus_alphas_cumprod", timesteps, x_t),
+        )
         if clip_denoised:
             pred_original_sample = pred_original_sample.clamp(-1, 1)
         mean, _, _ = self.q_posterior_mean_variance(pred_original_sample, x_t, timesteps, respaced)
@@ -747,10 +558,6 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
             return self._gather("log_betas_fixed_large", timesteps, x_t, respaced)
         return self._gather("posterior_log_variance_clipped", timesteps, x_t, respaced)
 
-    # ------------------------------------------------------------------------------------------------------------
-    # The variational bound, in bits per dimension (Ho et al. eq. 5; Nichol & Dhariwal eq. 4-6)
-    # ------------------------------------------------------------------------------------------------------------
-
     def vb_terms_bpd(
         self,
         model_output: torch.Tensor,
@@ -761,31 +568,17 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         respaced: bool = False,
     ) -> torch.Tensor:
         """
-        The term L_{t-1} of the bound for each example, in bits/dim: KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)) for
-        t > 0, and the discretized Gaussian decoder NLL -log p(x_0|x_1) at t = 0.
-
-        With `respaced`, the terms of the chain set by `set_timesteps` (the one `step()` samples): for each timestep
-        t of the chain, KL(q(x_s|x_t,x_0) || p(x_s|x_t)) with s the chain's previous timestep, and the decoder NLL
-        -log p(x_0 | x_t) at the chain's first timestep. Summed over the chain, with `prior_bpd(respaced=True)`, they
-        are the bound of the shorter chain.
-
-        Args:
-            model_output (`torch.Tensor`): the model output at (x_t, t), [N x C x ...] or [N x 2C x ...].
-            x_start (`torch.Tensor`): x_0 in [-1, 1], [N x C x ...].
-            x_t (`torch.Tensor`): x_t drawn from q(x_t | x_0), [N x C x ...].
-            timesteps (`torch.Tensor`): [N] training timesteps.
-            clip_denoised (`bool`): clip the x_0 prediction to [-1, 1].
-            respaced (`bool`): the terms of the current chain; `timesteps` must be in `self.timesteps`.
-
-        Returns:
-            `torch.Tensor`: [N] bits per dimension.
+        The term L_{t-1} of the bound, [N] bits/dim, of x_0 `x_start` [N x C x ...] in [-1, 1] at its `x_t` and
+        training `timesteps` [N] with the `model_output` there: KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)) for
+        t > 0, the decoder NLL -log p(x_0 | x_1) at t = 0. With `respaced`, the terms of the current chain (KL to its
+        previous timestep, the decoder at its first), which with `prior_bpd(respaced=True)` sum to its bound.
         """
         timesteps = self._check_train_timesteps(timesteps, x_t).expand(x_t.shape[0])
         true_mean, _, true_log_variance = self.q_posterior_mean_variance(x_start, x_t, timesteps, respaced)
         model = self.p_mean_variance(model_output, x_t, timesteps, clip_denoised=clip_denoised, respaced=respaced)
         kl = mean_over_pixels(normal_kl(true_mean, true_log_variance, model["mean"], model["log_variance"]))
-        # the decoder term for every image, kept where the chain's first step is: skipping it when no image is there
-        # would read the timesteps back to the host (a wait for the device at every training step)
+        # the decoder term of every image, kept where the chain's first step is: selecting the images would read the
+        # timesteps back to the host (a wait for the device at every training step)
         is_decoder = timesteps == (int(self._chain["timesteps"][0]) if respaced else 0)
         log_scales = (0.5 * model["log_variance"]).expand_as(x_start)
         decoder_nll = -mean_over_pixels(discretized_gaussian_log_likelihood(x_start, model["mean"], log_scales))
@@ -793,8 +586,8 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
 
     def prior_bpd(self, x_start: torch.Tensor, respaced: bool = False) -> torch.Tensor:
         """
-        The prior term KL(q(x_T | x_0) || N(0, I)) for each example of [N x C x ...], in bits/dim; with `respaced`,
-        at the last timestep of the current chain (e.g. 990 for 100 `leading` steps of 1000) instead of T - 1.
+        KL(q(x_T | x_0) || N(0, I)) of each example of [N x C x ...], in bits/dim; with `respaced`, at the current
+        chain's last timestep.
         """
         top = int(self._chain["timesteps"][-1]) if respaced else self.config.num_train_timesteps - 1
         last = torch.full((x_start.shape[0],), top, device=x_start.device)
@@ -803,18 +596,3 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         return mean_over_pixels(
             normal_kl(mean, log_variance, torch.zeros_like(mean), torch.zeros_like(mean))
         ) / math.log(2.0)
-
-    # ------------------------------------------------------------------------------------------------------------
-    # Saving: the module travels with the config so remote-code loading works without hf_ddpm installed
-    # ------------------------------------------------------------------------------------------------------------
-
-    def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs):
-        """Save `scheduler_config.json` and, beside it, this module's source file (for `trust_remote_code=True`)."""
-        super().save_pretrained(save_directory, push_to_hub=False, **kwargs)
-        source = inspect.getsourcefile(type(self))
-        shutil.copyfile(source, os.path.join(save_directory, MODULE_FILE))
-        if push_to_hub:
-            super().save_pretrained(save_directory, push_to_hub=True, **kwargs)
-
-
-MODULE_FILE = "scheduling_ddpm_posterior.py"

@@ -34,7 +34,7 @@ def save_model_card(folder: str | os.PathLike, *, repo_id: str | None = None, li
     Args:
         folder (`str` or `os.PathLike`): the pipeline folder.
         repo_id (`str`, *optional*): the repo the card will live in, used in the loading examples.
-        license (`str`, defaults to `"apache-2.0"`): a Hub license id.
+        license (`str`, defaults to `"apache-2.0"`): a Hub license id (a converted model's own, from conversion.json).
 
     Returns:
         `huggingface_hub.ModelCard`: the card that was written.
@@ -50,6 +50,9 @@ def save_model_card(folder: str | os.PathLike, *, repo_id: str | None = None, li
     training_args = _public(_read_json(folder / "training_args.json"))
     metrics = {**_read_metrics(folder / "metrics.json"), **_read_metrics(folder / "eval_results.json")}
     scheduler = _read_json(folder / "scheduler" / "scheduler_config.json")
+    conversion = _read_json(folder / "conversion.json")  # `hf-ddpm convert`: the original checkpoint and its license
+    if conversion.get("license") and license == LICENSE_DEFAULT:
+        license = conversion["license"].lower()
     dataset = training_args.get("dataset_name") or training_args.get("train_data_dir")
     learned_variance = scheduler.get("variance_type") in LEARNED_VARIANCE_TYPES
     tags = [TASK, f"diffusers:{PIPELINE_CLASS}", "diffusers", "ddpm", "hf-ddpm"]
@@ -81,6 +84,7 @@ def save_model_card(folder: str | os.PathLike, *, repo_id: str | None = None, li
         training_args=training_args,
         metrics=metrics,
         dataset=dataset,
+        conversion=conversion,
     )
     card = ModelCard(redact(str(card), known_tokens()))  # e.g. a token passed as a training flag of another name
     atomic_write_text(folder / "README.md", str(card))

@@ -17,10 +17,10 @@ from .cards import GENERATED_MARKER, save_model_card
 # samples, metrics. A push matches a pattern at one folder depth ("*.py": root files), a pull at any depth.
 REPO_PATTERNS = ["model_index.json", "unet/config.json", "unet/*.safetensors", "unet/*.safetensors.index.json"]
 REPO_PATTERNS += ["scheduler/scheduler_config.json", "config.json", "scheduler_config.json", "*.safetensors"]
-REPO_PATTERNS += ["*.py", "scheduler/*.py", "README.md", "*.png", "samples/*.png"]
-REPO_PATTERNS += ["metrics.json", "eval_results.json", "training_args.json"]
+REPO_PATTERNS += ["*.py", "scheduler/*.py", "unet/*.py", "README.md", "*.png", "samples/*.png"]
+REPO_PATTERNS += ["metrics.json", "eval_results.json", "training_args.json", "conversion.json"]
 # The modules `trust_remote_code=True` runs, in a pipeline folder; their names in the installed hf_ddpm are the same.
-REMOTE_CODE = ["pipeline_ddpm_posterior.py", "scheduler/scheduling_ddpm_posterior.py"]
+REMOTE_CODE = ["pipeline_ddpm_posterior.py", "scheduler/scheduling_ddpm_posterior.py", "unet/unet_2d_adm.py"]
 
 
 def push_pipeline(
@@ -74,14 +74,14 @@ def push_pipeline(
 
 
 def with_remote_code(files: dict[str, bytes]) -> dict[str, bytes]:
-    """`files` plus, beside every model_index.json that names the pipeline module, the `REMOTE_CODE` it lacks."""
+    """`files` plus, beside every model_index.json of our pipeline, the `REMOTE_CODE` modules it names and lacks."""
     package = importlib.resources.files("hf_ddpm")
     completed = dict(files)
     for path, data in files.items():
         # a saved pipeline's `_class_name` is ["pipeline_ddpm_posterior", "DDPMPosteriorPipeline"]
         if path.rpartition("/")[2] == "model_index.json" and b'"pipeline_ddpm_posterior"' in data:
             root = path.removesuffix("model_index.json")
-            for module in REMOTE_CODE:
+            for module in (module for module in REMOTE_CODE if f'"{Path(module).stem}"'.encode() in data):
                 completed.setdefault(root + module, package.joinpath(module.rpartition("/")[2]).read_bytes())
     return completed
 
