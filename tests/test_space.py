@@ -217,6 +217,52 @@ def test_generate_is_deterministic_and_equals_the_pipeline(handlers, model, mode
     assert not np.array_equal(np.asarray(other_seed), np.asarray(grid))
 
 
+def test_a_class_conditional_model_samples_the_classes_asked_for(handlers, space_model, app, tmp_path):
+    """Class labels (issue 23): taken in turn over the images, as `hf-ddpm sample --class_labels` takes them."""
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=SIDE,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+        num_class_embeds=3,
+    )
+    pipeline = DDPMPosteriorPipeline(unet=unet, scheduler=DDPMPosteriorScheduler(num_train_timesteps=T))
+    pipeline.save_pretrained(tmp_path / "conditional")
+    model = space_model.load_space_model(str(tmp_path / "conditional"))
+    grid = handlers.generate(model, 7, 4, 10, "fixed_small", lambda *args, **kwargs: None, "1, 2")
+    expected = pipeline(
+        batch_size=4,
+        generator=torch.Generator().manual_seed(7),
+        num_inference_steps=10,
+        output_type="np",
+        class_labels=[1, 2, 1, 2],
+    )
+    np.testing.assert_array_equal(
+        cells(handlers, grid, 2, 2), (expected.images[..., 0] * 255).round().astype(np.uint8)
+    )
+    other = handlers.generate(model, 7, 4, 10, "fixed_small", lambda *args, **kwargs: None, "0")
+    assert not np.array_equal(np.asarray(other), np.asarray(grid))
+    for labels, message in [("3", "Class label must be between 0 and 2, got 3."), ("a", "Class label must be")]:
+        with pytest.raises(handlers.InputError, match=message):
+            handlers.generate(model, 7, 4, 10, "fixed_small", lambda *args, **kwargs: None, labels)
+    # the page asks for the labels in both sampling tabs, and has no likelihood tab (the bound needs the class)
+    demo = app.build_demo(model)
+    endpoints = {fn.api_name: fn for fn in demo.fns.values()}
+    assert [block.label for block in endpoints["generate"].inputs][-1] == "Class labels"
+    assert [block.label for block in endpoints["trajectory"].inputs][-1] == "Class labels"
+    assert "likelihood" not in endpoints
+
+
+def test_an_unconditional_model_refuses_class_labels(handlers, model):
+    with pytest.raises(handlers.InputError, match="class-conditional"):
+        handlers.generate(model, 7, 4, 10, "learned_range", lambda *args, **kwargs: None, "1")
+
+
 def test_concurrent_requests_do_not_share_a_scheduler(handlers, model):
     """Requests with different variance types and step counts at once give what each gives alone."""
     config_before = dict(model.scheduler_config)

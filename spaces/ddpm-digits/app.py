@@ -49,6 +49,13 @@ diffusion steps, variances: {", ".join(model.variance_types)}."""
             gr.Radio(list(model.variance_types), value=model.default_variance_type, label="Variance"),
         ]
 
+    def class_inputs() -> list[gr.components.Component]:
+        """A class-conditional model's labels (the handlers' last input); none for an unconditional model."""
+        if not model.num_classes:
+            return []
+        info = f"0 to {model.num_classes - 1}, comma-separated, taken in turn; empty: random classes"
+        return [gr.Textbox(label="Class labels", info=info)]
+
     def image_inputs() -> list[gr.components.Component]:
         return [
             gr.Slider(0, last_digit, value=0, step=1, label="Digit (scikit-learn digits dataset)"),
@@ -64,7 +71,7 @@ diffusion steps, variances: {", ".join(model.variance_types)}."""
         gr.Markdown(intro)
         with gr.Tab("Generate"), gr.Row():
             with gr.Column():
-                inputs = sampling_inputs(handlers.MAX_IMAGES, 16)
+                inputs = sampling_inputs(handlers.MAX_IMAGES, 16) + class_inputs()
                 button = gr.Button("Generate", variant="primary", elem_id="generate-button")
             grid = gr.Image(label="Samples", format="png", interactive=False, elem_id="generate-grid")
             serve([button.click], handlers.generate, inputs, grid, "generate")
@@ -73,6 +80,7 @@ diffusion steps, variances: {", ".join(model.variance_types)}."""
             with gr.Column():
                 inputs = sampling_inputs(handlers.MAX_TRAJECTORY_IMAGES, 4)
                 inputs.append(gr.Slider(handlers.MIN_FRAMES, handlers.MAX_FRAMES, value=10, step=1, label="Frames"))
+                inputs += class_inputs()
                 button = gr.Button("Run the reverse process", variant="primary")
             with gr.Column():
                 outputs = [
@@ -97,22 +105,26 @@ diffusion steps, variances: {", ".join(model.variance_types)}."""
                 ]
             serve([button.click, t.release], handlers.forward_process, inputs, outputs, "forward")
 
-        with gr.Tab("Likelihood"), gr.Row():
-            with gr.Column():
-                inputs = image_inputs()
-                terms = min(50, num_train_timesteps)
-                inputs.append(gr.Slider(2, num_train_timesteps, value=terms, step=1, label="Timesteps evaluated"))
-                inputs.append(gr.Slider(handlers.MIN_DRAWS, handlers.MAX_DRAWS, value=4, step=1, label="Noise draws"))
-                inputs.append(seed_input())
-                button = gr.Button("Compute bits/dim", variant="primary")
-            with gr.Column():
-                outputs = [
-                    gr.Image(label="Evaluated image (at the model's size)", format="png"),
-                    gr.Image(label="Terms of the bound", format="png"),
-                    gr.Number(label="Bits/dim (upper bound on -log2 p(x) per dimension)"),
-                    gr.Number(label="Standard error"),
-                ]
-            serve([button.click], handlers.likelihood, inputs, outputs, "likelihood")
+        # the bound of an image needs its class, which an upload does not carry
+        if not model.num_classes:
+            with gr.Tab("Likelihood"), gr.Row():
+                with gr.Column():
+                    inputs = image_inputs()
+                    terms = min(50, num_train_timesteps)
+                    inputs.append(gr.Slider(2, num_train_timesteps, value=terms, step=1, label="Timesteps evaluated"))
+                    inputs.append(
+                        gr.Slider(handlers.MIN_DRAWS, handlers.MAX_DRAWS, value=4, step=1, label="Noise draws")
+                    )
+                    inputs.append(seed_input())
+                    button = gr.Button("Compute bits/dim", variant="primary")
+                with gr.Column():
+                    outputs = [
+                        gr.Image(label="Evaluated image (at the model's size)", format="png"),
+                        gr.Image(label="Terms of the bound", format="png"),
+                        gr.Number(label="Bits/dim (upper bound on -log2 p(x) per dimension)"),
+                        gr.Number(label="Standard error"),
+                    ]
+                serve([button.click], handlers.likelihood, inputs, outputs, "likelihood")
     return demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=64)
 
 

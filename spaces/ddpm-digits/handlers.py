@@ -143,14 +143,30 @@ def figure_to_image(figure: Figure) -> PIL.Image.Image:
     return PIL.Image.open(buffer).convert("RGB")
 
 
-def _sample(model: SpaceModel, seed, num_images, max_images: int, num_steps, variance_type, progress, num_frames=None):
+def check_class_labels(model: SpaceModel, text, num_images: int) -> list[int] | None:
+    """The comma- or space-separated class labels, taken in turn over the images; `None` (random classes) if empty."""
+    words = str(text or "").replace(",", " ").split()
+    if not words:
+        return None
+    if model.num_classes is None:
+        raise InputError("Class labels apply to a class-conditional model; this one is unconditional.")
+    labels = [
+        check_int("Class label", int(word) if word.isdigit() else word, 0, model.num_classes - 1) for word in words
+    ]
+    return [labels[i % len(labels)] for i in range(num_images)]
+
+
+def _sample(
+    model: SpaceModel, seed, num_images, max_images, num_steps, variance_type, progress, frames=None, labels=""
+):
     """Check the inputs, then sample with a pipeline of the request's own, reporting each step to `progress`."""
     seed = check_int("Seed", seed, 0, MAX_SEED)
     num_images = check_int("Number of images", num_images, 1, max_images)
+    class_labels = check_class_labels(model, labels, num_images)
     num_steps = check_int("Denoising steps", num_steps, model.min_steps, model.num_train_timesteps)
     variance_type = check_choice("Variance", variance_type, model.variance_types)
-    if num_frames is not None:
-        num_frames = check_int("Frames", num_frames, MIN_FRAMES, min(MAX_FRAMES, num_steps))
+    if frames is not None:
+        frames = check_int("Frames", frames, MIN_FRAMES, min(MAX_FRAMES, num_steps))
 
     def on_step_end(pipeline, i, t, callback_kwargs):
         progress((i + 1, num_steps), desc="Denoising", unit="steps")
@@ -162,25 +178,29 @@ def _sample(model: SpaceModel, seed, num_images, max_images: int, num_steps, var
         num_inference_steps=num_steps,
         output_type="pt",
         callback_on_step_end=on_step_end,
-        return_trajectory=num_frames is not None,
-        trajectory_frames=num_frames,
+        return_trajectory=frames is not None,
+        trajectory_frames=frames,
+        class_labels=class_labels,
     )
 
 
-def generate(model: SpaceModel, seed, num_images, num_steps, variance_type, progress=gr.Progress()) -> PIL.Image.Image:
+def generate(
+    model: SpaceModel, seed, num_images, num_steps, variance_type, progress=gr.Progress(), class_labels=""
+) -> PIL.Image.Image:
     """A grid of `num_images` samples drawn over `num_steps` respaced steps; the same seed, the same images."""
-    output = _sample(model, seed, num_images, MAX_IMAGES, num_steps, variance_type, progress)
+    output = _sample(model, seed, num_images, MAX_IMAGES, num_steps, variance_type, progress, labels=class_labels)
     return make_grid(to_uint8(output.images * 2 - 1))  # images: [N x C x H x W] in [0, 1]
 
 
 def reverse_trajectory(
-    model: SpaceModel, seed, num_images, num_steps, variance_type, num_frames, progress=gr.Progress()
+    model: SpaceModel, seed, num_images, num_steps, variance_type, num_frames, progress=gr.Progress(), class_labels=""
 ) -> tuple[PIL.Image.Image, str, str]:
     """
     Sample as `generate` does, recording x_t and the predicted x_0 at `num_frames` steps: a strip (per sample a row of
     x_t above a row of x_0), a looping GIF in gradio's cache (its `delete_cache` sweep removes it), a caption.
     """
-    output = _sample(model, seed, num_images, MAX_TRAJECTORY_IMAGES, num_steps, variance_type, progress, num_frames)
+    maximum = MAX_TRAJECTORY_IMAGES
+    output = _sample(model, seed, num_images, maximum, num_steps, variance_type, progress, num_frames, class_labels)
     x_t = np.stack([to_uint8(frame) for frame in output.trajectory], axis=1)  # [N x F x H x W x C]
     x_0 = np.stack([to_uint8(frame) for frame in output.pred_original_trajectory], axis=1)
     pairs = np.stack([x_t, x_0], axis=1)  # [N x 2 x F x H x W x C]: per sample its x_t row, then its x_0 row

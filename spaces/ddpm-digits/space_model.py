@@ -34,6 +34,7 @@ class SpaceModel:
         config = self.unet.config
         size = (config.sample_size,) * 2 if isinstance(config.sample_size, int) else tuple(config.sample_size)
         self.image_shape = (config.in_channels, *size)  # (C, H, W)
+        self.num_classes = config.get("num_class_embeds")  # a class-conditional model (a converted ADM, say)
         # fixed_small (beta-tilde_t) and fixed_large (beta_t), and the learned variance of a 2x-channel UNet
         trained = self.scheduler_config["variance_type"]
         self.variance_types = ("fixed_small", "fixed_large")
