@@ -411,3 +411,19 @@ def test_with_analytic_variances_keeps_the_model_and_its_schedule(tiny_pipeline)
     }
     assert config == {k: v for k, v in tiny_pipeline.scheduler.config.items() if k in config}
     assert analytic.scheduler.config.variance_type == "analytic"
+
+
+def test_cli_refuses_a_class_conditional_model_before_estimating(tmp_path, capsys):
+    """Gamma_t of a class-conditional model needs the images' classes: diffusers' UNet failed mid-estimate without."""
+    from conftest import TINY_UNET
+    from diffusers import UNet2DModel
+
+    unet = UNet2DModel(**TINY_UNET, sample_size=8, in_channels=1, out_channels=1, num_class_embeds=10)
+    DDPMPosteriorPipeline(unet=unet, scheduler=DDPMPosteriorScheduler(num_train_timesteps=20)).save_pretrained(
+        str(tmp_path / "conditional")
+    )
+    argv = ["analytic", str(tmp_path / "conditional"), "--output_dir", str(tmp_path / "out")]
+    assert main([*argv, "--max_images", "4", "--samples_per_timestep", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "this model is class-conditional; Analytic-DPM's Gamma_t is estimated for unconditional models" in err
+    assert "Gamma_t = E" not in err and not (tmp_path / "out").exists()  # refused before the estimate's bar

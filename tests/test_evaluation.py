@@ -780,3 +780,18 @@ def test_cli_help_has_an_example(monkeypatch, capsys):
         run_cli_in_process(monkeypatch, ["eval", "--help"])
     out = capsys.readouterr().out
     assert "Example:\n  hf-ddpm eval" in out and "--num_timesteps" in out and "--variance_type" in out
+
+
+def test_bpd_of_a_class_conditional_model_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    """The bound needs each image's class: without this check diffusers' UNet failed mid-run on the missing labels."""
+    from conftest import TINY_UNET
+
+    unet = UNet2DModel(**TINY_UNET, sample_size=8, in_channels=1, out_channels=1, num_class_embeds=10)
+    DDPMPosteriorPipeline(unet=unet, scheduler=DDPMPosteriorScheduler(num_train_timesteps=20)).save_pretrained(
+        str(tmp_path / "conditional")
+    )
+    argv = ["eval", str(tmp_path / "conditional"), "--metric", "bpd", "--max_images", "4", "--num_timesteps", "4"]
+    assert run_cli_in_process(monkeypatch, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--metric bpd: this model is class-conditional" in err[0], err
+    assert "class_labels=" in err[0] and not os.path.exists(tmp_path / "conditional" / "eval_results.json")

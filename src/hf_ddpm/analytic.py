@@ -17,6 +17,7 @@ import numpy as np
 
 from ._choices import int_range
 from ._devices import resolve_device
+from ._errors import UsageError
 from .evaluation.data import add_dataset_arguments, describe_dataset, load_dataset_images, uses_digits
 from .files import atomic_write_text, check_output_dir
 from .sampling import add_run_arguments, load_pipeline
@@ -217,6 +218,10 @@ def run_analytic(args: argparse.Namespace) -> int:
     check_output_dir(args.output_dir, inputs=[args.model])  # the input is left untouched
     uses_digits(args)
     pipeline = load_pipeline(args, resolve_device(args.device))
+    if pipeline.unet.config.get("num_class_embeds") is not None:
+        raise UsageError(
+            "this model is class-conditional; Analytic-DPM's Gamma_t is estimated for unconditional models."
+        )
     images = load_dataset_images(args, pipeline.unet.config)
     gamma, standard_error = estimate_gamma(pipeline, images, args.samples_per_timestep, args.batch_size, args.seed)
     description = {"source": args.model, **describe_dataset(args), "num_images": len(images)}

@@ -133,6 +133,11 @@ def run_eval(args: argparse.Namespace) -> int:
             f"--metric fd-digits scores 8x8 grayscale digits, but this model makes {config.in_channels}-channel"
             f" {config.sample_size} images; use fd-dinov2 or fid."
         )
+    if "bpd" in metrics and config.get("num_class_embeds") is not None:
+        raise UsageError(
+            "--metric bpd: this model is class-conditional and the bound needs each image's class, which this command"
+            " does not read; call pipe.bits_per_dim(images, class_labels=...) from Python."
+        )
     steps = inference_steps(pipeline, args.num_inference_steps, default=pipeline.scheduler.config.num_train_timesteps)
     images = load_dataset_images(args, config) if metrics - {"fd-digits"} else None  # bpd's, and the references
     samples = None
