@@ -320,6 +320,15 @@ def test_refusals(checkpoints, tmp_path, capsys):
     code, error = convert(checkpoints / "improved_cifar10.pt", output_dir=taken)
     assert code == 2 and "--output_dir" in error and os.listdir(taken) == ["notes.txt"]
 
+    # the current folder, even empty: a failed conversion removed it; "" wrote into it
+    (tmp_path / "empty").mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path / "empty")
+        for output_dir in ("", "."):
+            code, error = convert(checkpoints / "improved_cifar10.pt", output_dir=output_dir)
+            assert code == 2 and f"--output_dir {output_dir!r}" in error and "holds the current folder" in error
+    assert os.listdir(tmp_path / "empty") == []
+
     code, error = convert(tmp_path / "absent.pt")
     assert code == 2 and "absent.pt does not exist" in error
     code, error = convert(checkpoints / "improved_cifar10.pt", flags=[*CIFAR_FLAGS, "--image_size", "48"])

@@ -14,11 +14,11 @@ import importlib
 import json
 import os
 import re
-import shutil
+import tempfile
 from typing import TYPE_CHECKING
 
 from ._errors import UsageError, one_line
-from .files import atomic_write_text
+from .files import atomic_write_text, check_output_dir, make_public, replace_folder
 
 if TYPE_CHECKING:  # torch and diffusers are imported where used: `hf-ddpm --help` needs none
     from diffusers import UNet2DModel
@@ -350,6 +350,7 @@ def convert(source: str, checkpoint: str, output_dir: str, flags: dict) -> str:
     from .pipeline_ddpm_posterior import DDPMPosteriorPipeline
     from .scheduling_ddpm_posterior import DDPMPosteriorScheduler
 
+    check_output_dir(output_dir, inputs=[checkpoint])
     if os.path.exists(output_dir) and not (os.path.isdir(output_dir) and not os.listdir(output_dir)):
         raise UsageError(f"--output_dir {output_dir} exists and is not an empty folder; choose a new one.")
     if not os.path.isfile(checkpoint):
@@ -370,12 +371,14 @@ def convert(source: str, checkpoint: str, output_dir: str, flags: dict) -> str:
         "sha256": sha256,
         "flags": flags,
     }
-    try:
-        pipeline.save_pretrained(output_dir)
-        atomic_write_text(os.path.join(output_dir, "conversion.json"), json.dumps(record, indent=2) + "\n")
-    except BaseException:
-        shutil.rmtree(output_dir, ignore_errors=True)  # it was new or empty: nothing of the user's goes
-        raise
+    # written beside it, then renamed into place whole: a failed conversion leaves `output_dir` as it was
+    parent, name = os.path.split(os.path.abspath(output_dir))
+    os.makedirs(parent, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{name}.staging-", dir=parent, ignore_cleanup_errors=True) as staging:
+        pipeline.save_pretrained(staging)
+        atomic_write_text(os.path.join(staging, "conversion.json"), json.dumps(record, indent=2) + "\n")
+        make_public(staging)
+        replace_folder(staging, output_dir)
     return output_dir
 
 
