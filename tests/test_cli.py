@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -134,6 +135,39 @@ def test_readmes_main_command_runs_as_written(tmp_path):
     samples = tmp_path / "outputs" / "ddpm-digits" / "samples"
     assert sorted(p.name for p in samples.iterdir()) == ["grid.png", "images", "samples.npz", "trajectory.gif"]
     assert len(list((samples / "images").iterdir())) == 64
+
+
+def _documented_commands() -> list[tuple[str, list[str]]]:
+    """Every `hf-ddpm ...` and `accelerate launch ... train.py ...` command of the README's and docs' bash blocks."""
+    commands = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for block in re.findall(r"```bash\n(.*?)```", path.read_text(), flags=re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                for command in line.split("&&"):
+                    words = shlex.split(command, comments=True)
+                    if words and not any("$" in word for word in words):  # $MODEL_FLAGS: the docs' table gives them
+                        if words[0] == "hf-ddpm" or (words[0] == "accelerate" and "train.py" in words):
+                            commands.append((path.name, words))
+    return commands
+
+
+def test_every_documented_command_parses(tmp_path, monkeypatch):
+    """A flag renamed or removed in the code but not in the docs fails here, not on a reader's machine."""
+    from hf_ddpm.training import parse_args
+
+    commands = _documented_commands()
+    assert len(commands) > 30
+    monkeypatch.chdir(tmp_path)
+    for where, words in commands:
+        if "--train_data_dir" in words:  # the reader's own images: a folder that must exist
+            os.makedirs(words[words.index("--train_data_dir") + 1], exist_ok=True)
+        try:
+            if words[0] == "hf-ddpm":
+                build_parser().parse_args(words[1:])
+            else:
+                parse_args(words[words.index("train.py") + 1 :])
+        except SystemExit as error:
+            assert error.code == 0, f"{where}: {' '.join(words)}"
 
 
 def test_parser_lists_subcommands_in_journey_order():
