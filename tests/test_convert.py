@@ -296,7 +296,8 @@ def test_refusals(checkpoints, tmp_path, capsys):
     marker = tmp_path / "code-ran"
     torch.save({"input_blocks.0.0.weight": torch.zeros(1), "hook": RunsCode(marker)}, tmp_path / "model.pt")
     code, error = convert(tmp_path / "model.pt")
-    assert code == 2 and "loads without running code" in error and not marker.exists()
+    assert code == 2 and "holds pickled objects other than tensors" in error and not marker.exists()
+    assert "weights_only" not in error  # torch's own message advises loading it with weights_only=False
 
     torch.save({"state": {}, "param_groups": [{"lr": 1e-4, "params": [0]}]}, tmp_path / "opt500000.pt")
     code, error = convert(tmp_path / "opt500000.pt")
@@ -331,11 +332,67 @@ def test_refusals(checkpoints, tmp_path, capsys):
 
     code, error = convert(tmp_path / "absent.pt")
     assert code == 2 and "absent.pt does not exist" in error
+    code, error = convert(tmp_path / "empty")
+    assert code == 2 and "empty is not a file" in error
+
+    # damaged weights: NaN converted and sampled to black images with exit 0; non-string keys crashed
+    weights = torch.load(checkpoints / "improved_cifar10.pt", weights_only=True)
+    torch.save({**weights, "out.2.weight": weights["out.2.weight"] * float("nan")}, tmp_path / "nan.pt")
+    code, error = convert(tmp_path / "nan.pt")
+    assert code == 2 and "nan.pt is damaged: out.2.weight holds NaN or infinite values" in error
+    torch.save({1: torch.zeros(1)}, tmp_path / "int_keys.pt")
+    code, error = convert(tmp_path / "int_keys.pt")
+    assert code == 2 and "not a model state dict" in error
+    assert not (tmp_path / "out").exists()
+
+    # an output folder that is a link is not replaced by a folder; one filled while converting is left as it is
+    (tmp_path / "target").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    code, error = convert(checkpoints / "improved_cifar10.pt", output_dir=tmp_path / "link")
+    assert code == 2 and (tmp_path / "link").is_symlink()
+    (tmp_path / "filled").mkdir()
+    save_pretrained = DDPMPosteriorPipeline.save_pretrained
+
+    def save_while_a_user_writes(pipeline, folder, **kwargs):
+        (tmp_path / "filled" / "notes.txt").write_text("mine")  # another process, meanwhile
+        save_pretrained(pipeline, folder, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DDPMPosteriorPipeline, "save_pretrained", save_while_a_user_writes)
+        code, error = convert(checkpoints / "improved_cifar10.pt", output_dir=tmp_path / "filled")
+    assert code == 2 and "was filled while converting" in error
+    assert os.listdir(tmp_path / "filled") == ["notes.txt"] and not list(tmp_path.glob(".filled.staging-*"))
     code, error = convert(checkpoints / "improved_cifar10.pt", flags=[*CIFAR_FLAGS, "--image_size", "48"])
     assert code == 2 and "--image_size must be one of 256, 64, 32" in error
     with pytest.raises(SystemExit) as exit_info:  # booleans as the originals parse them: True/False, yes/no, 1/0
         main(["convert", "improved-diffusion", "model.pt", "--output_dir", "x", "--learn_sigma", "maybe"])
     assert exit_info.value.code == 2 and "boolean value expected" in capsys.readouterr().err
+    for flag, value, allowed in [  # each of these divided by zero or wrote NaN into config.json
+        ("--num_channels", "0", "must be a positive integer, got 0"),
+        ("--num_heads", "0", "must be a positive integer, got 0"),
+        ("--num_heads_upsample", "0", "must be a positive integer or -1, got 0"),
+        ("--dropout", "nan", "must be a number in [0, 1), got nan"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["convert", "improved-diffusion", "model.pt", "--output_dir", "x", flag, value])
+        assert exit_info.value.code == 2 and f"argument {flag}: {allowed}" in capsys.readouterr().err
+    code, error = convert(checkpoints / "improved_cifar10.pt", flags=[*CIFAR_FLAGS, "--attention_resolutions", "0"])
+    assert code == 2 and "--attention_resolutions must be comma-separated positive integers, got '0'" in error
+
+
+def test_a_checkpoint_saved_from_data_parallel_or_named_like_a_classifier_converts(checkpoints, tmp_path):
+    """Keys prefixed "module." (a DistributedDataParallel save) were refused naming the wrong flag; a name holding
+    "classifier" (cifar10_classifier_free_ema.pt) was refused by its name alone."""
+    weights = torch.load(checkpoints / "improved_cifar10.pt", weights_only=True)
+    torch.save({f"module.{key}": value for key, value in weights.items()}, tmp_path / "cifar10_classifier_free.pt")
+    output_dir = tmp_path / "converted"
+    argv = ["convert", "improved-diffusion", str(tmp_path / "cifar10_classifier_free.pt"), "--output_dir"]
+    assert main([*argv, str(output_dir), *CIFAR_FLAGS]) == 0
+    reference = tmp_path / "reference"
+    argv = ["convert", "improved-diffusion", str(checkpoints / "improved_cifar10.pt"), "--output_dir"]
+    assert main([*argv, str(reference), *CIFAR_FLAGS]) == 0
+    for name in ("diffusion_pytorch_model.safetensors", "config.json"):
+        assert (output_dir / "unet" / name).read_bytes() == (reference / "unet" / name).read_bytes()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -511,11 +568,17 @@ def test_eval_bpd_and_sample_with_class_labels_run_on_converted_folders(converte
     pipeline = DDPMPosteriorPipeline.from_pretrained(guided)
     generator = torch.Generator().manual_seed(0)
     expected = pipeline(3, generator, num_inference_steps=2, class_labels=[1, 207, 1], output_type="np").images
-    np.testing.assert_array_equal(np.load(output / "samples.npz")["images"], (expected * 255).round().astype(np.uint8))
+    saved = np.load(output / "samples.npz")
+    np.testing.assert_array_equal(saved["images"], (expected * 255).round().astype(np.uint8))
+    assert saved["class_labels"].tolist() == [1, 207, 1]  # each image's class, with the images
+    assert main([*argv[:-1], str(tmp_path / "random")]) == 0  # drawn classes are recorded too
+    drawn = pipeline(3, torch.Generator().manual_seed(0), num_inference_steps=2, output_type="np").class_labels
+    assert np.load(tmp_path / "random" / "samples.npz")["class_labels"].tolist() == drawn.tolist()
     capsys.readouterr()
     for model, labels, message in [
         (folder, ["3"], "--class_labels needs a class-conditional model"),
         (guided, ["1", "1000"], "--class_labels must lie in [0, 1000), got 1 1000"),
+        (guided, ["1"] * 17, "--class_labels gives 17 classes for --num_images 16"),
     ]:
         assert main(["sample", str(model), "--output_dir", str(tmp_path / "refused"), "--class_labels", *labels]) == 2
         error = capsys.readouterr().err

@@ -353,6 +353,9 @@ def test_class_labels_reach_every_unet_call_and_are_drawn_from_the_generator_whe
     drawn = torch.randint(3, (2,), generator=generator)
     expected = pipe(batch_size=2, generator=generator, num_inference_steps=10, class_labels=drawn, output_type="np")
     np.testing.assert_array_equal(_sample(pipe), expected.images)
+    generator = torch.Generator().manual_seed(0)
+    output = pipe(batch_size=2, generator=generator, num_inference_steps=2)  # the drawn classes are returned
+    assert output.class_labels.tolist() == torch.randint(3, (2,), generator=torch.Generator().manual_seed(0)).tolist()
     # one generator per image: each draws its own image's class
     generators = [torch.Generator().manual_seed(seed) for seed in (1, 2)]
     one_each = pipe(batch_size=2, generator=generators, num_inference_steps=3, output_type="np").images
@@ -381,6 +384,15 @@ def test_bad_class_labels_are_refused_in_one_line(tiny_pipeline):
         (lambda: conditional(batch_size=2, class_labels=[0]), "`class_labels` must be 2 ints in [0, 3), got [0]"),
         (lambda: conditional(batch_size=2, class_labels=[0.0, 1.0]), "`class_labels` must be 2 ints in [0, 3)"),
         (lambda: conditional.bits_per_dim(images), "`class_labels`, the images' classes, are needed"),
+        # each of these was taken as classes 1 and 0, or raised torch's own error
+        (lambda: conditional(batch_size=2, class_labels=[True, False]), "`class_labels` must be 2 ints in [0, 3)"),
+        (lambda: conditional(batch_size=2, class_labels=["1", "2"]), "`class_labels` must be 2 ints in [0, 3)"),
+        (lambda: conditional(batch_size=2, class_labels=[2**70, 1]), "`class_labels` must be 2 ints in [0, 3)"),
+        (lambda: conditional(batch_size=2, class_labels=[None, 1]), "`class_labels` must be 2 ints in [0, 3)"),
+        (
+            lambda: conditional(batch_size=2, class_labels=np.array([1, 2**63 + 5], dtype=np.uint64)),
+            "`class_labels` must be 2 ints in [0, 3)",
+        ),
     ]
     for call, message in calls:
         with pytest.raises(ValueError) as info:

@@ -247,7 +247,13 @@ def test_a_class_conditional_model_samples_the_classes_asked_for(handlers, space
     )
     other = handlers.generate(model, 7, 4, 10, "fixed_small", lambda *args, **kwargs: None, "0")
     assert not np.array_equal(np.asarray(other), np.asarray(grid))
-    for labels, message in [("3", "Class label must be between 0 and 2, got 3."), ("a", "Class label must be")]:
+    for labels, message in [
+        ("3", "Class label must be between 0 and 2, got 3."),
+        ("a", "Class label must be"),
+        ("-1", "Class label must be between 0 and 2, got -1."),
+        ("²", "Class label must be a whole number"),  # "²".isdigit(), but int() refuses it: raised ValueError
+        ("1" * 5000, "Class label must be a whole number"),  # past int()'s 4,300 digits: raised ValueError
+    ]:
         with pytest.raises(handlers.InputError, match=message):
             handlers.generate(model, 7, 4, 10, "fixed_small", lambda *args, **kwargs: None, labels)
     # the page asks for the labels in both sampling tabs, and has no likelihood tab (the bound needs the class)

@@ -48,7 +48,7 @@ def check_int(name: str, value, low: int, high: int) -> int:
     is_int = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
     # a whole float (12.0) is accepted; float(value) of an int as large as 10**400 would raise OverflowError
     if not (is_int or isinstance(value, (float, np.floating)) and float(value).is_integer()):
-        raise InputError(f"{name} must be a whole number between {low} and {high}, got {value!r}.")
+        raise InputError(f"{name} must be a whole number between {low} and {high}, got {value!r:.40}.")
     if not low <= value <= high:
         raise InputError(f"{name} must be between {low} and {high}, got {int(value)}.")
     return int(value)
@@ -150,9 +150,9 @@ def check_class_labels(model: SpaceModel, text, num_images: int) -> list[int] | 
         return None
     if model.num_classes is None:
         raise InputError("Class labels apply to a class-conditional model; this one is unconditional.")
-    labels = [
-        check_int("Class label", int(word) if word.isdigit() else word, 0, model.num_classes - 1) for word in words
-    ]
+    # a word int() reads as a short decimal number ("²".isdigit() too, and 5,000 digits exceed int()'s limit)
+    number = [int(word) if word.lstrip("+-").isdecimal() and len(word) < 20 else word for word in words]
+    labels = [check_int("Class label", word, 0, model.num_classes - 1) for word in number]
     return [labels[i % len(labels)] for i in range(num_images)]
 
 

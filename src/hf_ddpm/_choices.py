@@ -37,3 +37,16 @@ def int_range(low: int, high: int | None = None):
         return value
 
     return integer
+
+
+def checked(kind: type, allowed: str, test):
+    """An argparse `type=`: `kind(text)`, refused with "must be `allowed`" unless `test(value)`."""
+
+    def parse(text: str):
+        value = kind(text)
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # text that is not a number: argparse's own "invalid int value: 'x'"
+    return parse

@@ -9,16 +9,20 @@ it), the diffusion our scheduler's config. The flags are the originals' own, wit
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import importlib
 import json
 import os
+import pickle
 import re
+import shutil
 import tempfile
 from typing import TYPE_CHECKING
 
+from ._choices import checked
 from ._errors import UsageError, one_line
-from .files import atomic_write_text, check_output_dir, make_public, replace_folder
+from .files import atomic_write_text, check_output_dir, make_public
 
 if TYPE_CHECKING:  # torch and diffusers are imported where used: `hf-ddpm --help` needs none
     from diffusers import UNet2DModel
@@ -77,7 +81,7 @@ NUM_CLASSES = 1000  # the originals' class-conditional models are ImageNet's
 # checkpoints of the same repositories that are not image diffusion models, by a part of their file name
 REFUSED_BY_NAME = {
     "upsampl": "a super-resolution model (it takes a low-resolution image as extra input channels)",
-    "classifier": "a noise-aware classifier for guidance, not a diffusion model",
+    "_classifier.pt": "a noise-aware classifier for guidance, not a diffusion model",
 }
 # the original's submodules of a residual block and of an attention block, by diffusers' names
 RESNET_MODULES = {
@@ -96,7 +100,7 @@ SUSPECTS = [
     (r"^(time_embed|input_blocks\.0)\.", "--num_channels"),
     (r"^out\.2\.", "--learn_sigma"),
     (r"\.emb_layers\.", "--use_scale_shift_norm"),
-    (r"\.(norm|qkv|proj_out)\.", "--attention_resolutions"),
+    (r"\.(norm|qkv|proj_out)\.", "--attention_resolutions or --image_size"),
 ]
 
 EXAMPLE = """Example:
@@ -135,9 +139,12 @@ def levels(source: str, flags: dict) -> tuple[list[int], list[bool]]:
 
 def _integers(flag: str, text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(part) for part in text.split(","))
+        values = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise UsageError(f"--{flag} must be comma-separated integers, got {text!r}.") from None
+        values = ()
+    if not values or min(values) < 1:
+        raise UsageError(f"--{flag} must be comma-separated positive integers, got {text!r}.")
+    return values
 
 
 def unet_config(source: str, flags: dict) -> tuple[str, dict]:
@@ -264,6 +271,9 @@ def convert_unet(state_dict: dict, source: str, flags: dict, name: str = "the ch
     unet = build_unet(source, flags)
     keys = original_keys(unet, source, flags)
     check_keys(state_dict, dict(keys.values()), source, name)
+    for key, tensor in state_dict.items():  # after check_keys: every tensor has the model's size
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise UsageError(f"{name} is damaged: {key} holds NaN or infinite values.")
     legacy_order = not flags.get("use_new_attention_order", False)
     converted = {}
     for key, parameter in unet.state_dict().items():
@@ -303,7 +313,8 @@ def suspect_flag(key: str, state_dict: dict, expected: dict, source: str) -> str
     for pattern, flag in SUSPECTS:
         if re.search(pattern, key):
             return flag
-    return "--num_res_blocks or --image_size" + (" or --channel_mult" if source == "guided-diffusion" else "")
+    levels = "--num_res_blocks, --attention_resolutions or --image_size"
+    return levels + (" or --channel_mult" if source == "guided-diffusion" else "")
 
 
 def scheduler_config(flags: dict) -> dict:
@@ -335,10 +346,15 @@ def load_checkpoint(path: str) -> dict:
             raise UsageError(f"{name} is {what}; hf-ddpm converts the originals' image diffusion models only.")
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickling refused, not a zip, truncated...: all one answer
-        raise UsageError(f"{name} is not a state dict that loads without running code ({one_line(error)}).") from None
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+    except pickle.UnpicklingError:  # torch's message goes on to advise weights_only=False: never here
+        raise UsageError(f"{name} holds pickled objects other than tensors, which could run code: refused.") from None
+    except Exception as error:  # not a zip, truncated...
+        raise UsageError(f"{name} is not a PyTorch checkpoint ({one_line(error)}).") from None
+    is_tensors = isinstance(state_dict, dict) and all(isinstance(v, torch.Tensor) for v in state_dict.values())
+    if not (is_tensors and all(isinstance(key, str) for key in state_dict)):
         raise UsageError(f"{name} is not a model state dict (a dict of tensors); an optimizer checkpoint (opt*.pt)?")
+    if state_dict and all(key.startswith("module.") for key in state_dict):  # saved from DistributedDataParallel
+        state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}
     first_conv = state_dict.get("input_blocks.0.0.weight")
     if first_conv is not None and first_conv.ndim == 4 and first_conv.shape[1] == 6:
         raise UsageError(f"{name} is {REFUSED_BY_NAME['upsampl']}; hf-ddpm converts image diffusion models only.")
@@ -351,10 +367,14 @@ def convert(source: str, checkpoint: str, output_dir: str, flags: dict) -> str:
     from .scheduling_ddpm_posterior import DDPMPosteriorScheduler
 
     check_output_dir(output_dir, inputs=[checkpoint])
-    if os.path.exists(output_dir) and not (os.path.isdir(output_dir) and not os.listdir(output_dir)):
+    if os.path.islink(output_dir) or (
+        os.path.exists(output_dir) and not (os.path.isdir(output_dir) and not os.listdir(output_dir))
+    ):
         raise UsageError(f"--output_dir {output_dir} exists and is not an empty folder; choose a new one.")
     if not os.path.isfile(checkpoint):
-        raise FileNotFoundError(f"{checkpoint} does not exist.")
+        raise FileNotFoundError(
+            f"{checkpoint} is not a file." if os.path.exists(checkpoint) else f"{checkpoint} does not exist."
+        )
     flags = resolve_flags(source, **flags)
     unet = convert_unet(load_checkpoint(checkpoint), source, flags, name=os.path.basename(checkpoint))
     scheduler = DDPMPosteriorScheduler(**scheduler_config(flags))
@@ -373,13 +393,28 @@ def convert(source: str, checkpoint: str, output_dir: str, flags: dict) -> str:
     }
     # written beside it, then renamed into place whole: a failed conversion leaves `output_dir` as it was
     parent, name = os.path.split(os.path.abspath(output_dir))
-    os.makedirs(parent, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{name}.staging-", dir=parent, ignore_cleanup_errors=True) as staging:
+    try:
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f".{name}.staging-", dir=parent)
+    except OSError as error:
+        raise UsageError(f"--output_dir {output_dir} cannot be written: {error.strerror}.") from None
+    try:
         pipeline.save_pretrained(staging)
         atomic_write_text(os.path.join(staging, "conversion.json"), json.dumps(record, indent=2) + "\n")
         make_public(staging)
-        replace_folder(staging, output_dir)
+        os.replace(staging, output_dir)  # onto nothing or an empty folder; refused if something appeared in it
+    except OSError as error:
+        if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        raise UsageError(f"--output_dir {output_dir} was filled while converting; left as it is.") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return output_dir
+
+
+POSITIVE = checked(int, "a positive integer", lambda value: value >= 1)
+POSITIVE_OR_UNSET = checked(int, "a positive integer or -1", lambda value: value >= 1 or value == -1)
+RATE = checked(float, "a number in [0, 1)", lambda value: 0 <= value < 1)  # NaN too
 
 
 def _bool(value: str) -> bool:
@@ -405,7 +440,8 @@ def register(subparsers) -> None:
         flags.add_argument("checkpoint", help="the .pt file (EMA or not)")
         flags.add_argument("--output_dir", required=True, help="the pipeline folder to write (new or empty)")
         for flag, default in resolve_flags(source).items():
-            kind = _bool if isinstance(default, bool) else type(default)
+            kinds = {bool: _bool, int: POSITIVE_OR_UNSET if default == -1 else POSITIVE, float: RATE}
+            kind = kinds.get(type(default), str)
             choices = ("linear", "cosine") if flag == "noise_schedule" else None
             help_text = f"{FLAGS[flag][0]} (default {default!r})"
             flags.add_argument(f"--{flag}", type=kind, default=default, choices=choices, help=help_text)

@@ -34,6 +34,7 @@ REMOTE_CODE = {
     "ADMUNet2DModel": "unet/unet_2d_adm.py",
 }
 OUTPUT_TYPES = ("pil", "np", "pt")
+INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 LEARNED_VARIANCE_TYPES = ("learned", "learned_range")
 # diffusers builds every block of a UNet config before it reads a weight: a config asking for a million layers takes
 # minutes and all the memory before it fails. No real UNet comes near these.
@@ -50,12 +51,14 @@ class DDPMPosteriorPipelineOutput(ImagePipelineOutput):
     """
     [`ImagePipelineOutput`] (`images` in [0, 1]) plus, with `return_trajectory=True`: `trajectory`, x_t at the
     recorded steps, [F x N x C x H x W] in [-1, 1] on the CPU; `pred_original_trajectory`, the predicted x_0 there
-    (`None` from a scheduler whose `step()` returns none); `trajectory_timesteps`, the timestep t of each frame.
+    (`None` from a scheduler whose `step()` returns none); `trajectory_timesteps`, the timestep t of each frame. From
+    a class-conditional UNet: `class_labels`, each image's class [N] on the CPU (given, or drawn).
     """
 
     trajectory: torch.Tensor | None = None
     pred_original_trajectory: torch.Tensor | None = None
     trajectory_timesteps: list[int] | None = None
+    class_labels: torch.Tensor | None = None
 
 
 @dataclass
@@ -119,9 +122,13 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
             return None
         if num_classes is None:
             raise ValueError("`class_labels` were given, but this UNet is not class-conditional.")
-        labels = torch.as_tensor(class_labels)
-        valid = not labels.is_floating_point() and labels.shape == (count,)
-        if not (valid and bool(((labels >= 0) & (labels < num_classes)).all())):
+        try:
+            labels = torch.as_tensor(class_labels)
+            valid = labels.dtype in INTEGER_DTYPES and labels.shape == (count,)  # not bool, not uint64
+            valid = valid and bool(((labels >= 0) & (labels < num_classes)).all())
+        except (TypeError, ValueError, RuntimeError, OverflowError):  # strings, None, 2**70, meta tensors...
+            valid = False
+        if not valid:
             raise ValueError(f"`class_labels` must be {count} ints in [0, {num_classes}), got {class_labels!r:.100}.")
         return labels.to(self._execution_device, torch.long)
 
@@ -266,7 +273,10 @@ class DDPMPosteriorPipeline(DiffusionPipeline):
                 torch.stack(pred_original_trajectory) if pred_original_trajectory else None,
                 [int(chain[i]) for i in sorted(recorded)],
             )
-        return DDPMPosteriorPipelineOutput(*outputs) if return_dict else outputs
+        if not return_dict:
+            return outputs
+        labels = None if class_labels is None else class_labels.cpu()
+        return DDPMPosteriorPipelineOutput(*outputs, class_labels=labels)
 
     def _postprocess(self, image: torch.Tensor, output_type: str):
         """[-1, 1] model space to [0, 1] images, as DDPMPipeline does."""

@@ -82,7 +82,8 @@ def generate_samples(
             bar.update(count)
     images = torch.from_numpy(np.concatenate([np.asarray(output.images, np.float32) for output in outputs]))
     images = (images.permute(0, 3, 1, 2).clamp(0, 1) * 255).round() / 255
-    return dataclasses.replace(outputs[0], images=images)
+    labels = None if outputs[0].class_labels is None else torch.cat([output.class_labels for output in outputs])
+    return dataclasses.replace(outputs[0], images=images, class_labels=labels)
 
 
 def load_pipeline(args: argparse.Namespace, device, **kwargs):
@@ -150,7 +151,8 @@ def write_outputs(sampled, output_dir: str, scale: int, individual: bool = True)
         prefix=prefix, dir=os.path.dirname(output_dir), ignore_cleanup_errors=True
     ) as staging:
         image_grid(images, scale=scale).save(os.path.join(staging, names["grid"]))
-        np.savez_compressed(os.path.join(staging, names["npz"]), images=images)
+        labels = {} if sampled.class_labels is None else {"class_labels": sampled.class_labels.numpy()}
+        np.savez_compressed(os.path.join(staging, names["npz"]), images=images, **labels)  # and each image's class
         if individual:
             names["images"] = "images"
             os.makedirs(os.path.join(staging, "images"))
@@ -183,6 +185,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--class_labels needs a class-conditional model; this one is unconditional.")
     if labels and not all(0 <= label < num_classes for label in labels):
         raise UsageError(f"--class_labels must lie in [0, {num_classes}), got {' '.join(map(str, labels))}.")
+    if labels and len(labels) > args.num_images:
+        raise UsageError(f"--class_labels gives {len(labels)} classes for --num_images {args.num_images}.")
     frames = args.trajectory_frames if args.trajectory else None
     sampled = generate_samples(
         pipeline, args.num_images, steps, args.batch_size, args.seed, trajectory_frames=frames, class_labels=labels

@@ -18,6 +18,7 @@ from .._choices import (
     PREDICTION_TYPES,
     TIMESTEP_SAMPLERS,
     VARIANCE_TYPES,
+    checked,
 )
 from .._devices import DEVICES, resolve_device
 from .._errors import UsageError
@@ -27,28 +28,15 @@ from . import presets
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 
 
-def _checked(kind: type, allowed: str, test):
-    """An argparse `type=`: `kind(text)`, refused with "must be `allowed`" unless `test(value)`."""
-
-    def parse(text: str):
-        value = kind(text)
-        if not test(value):
-            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text}")
-        return value
-
-    parse.__name__ = kind.__name__  # text that is not a number: argparse's own "invalid int value: 'x'"
-    return parse
-
-
-AT_LEAST_1 = _checked(int, "at least 1", lambda value: value >= 1)
-AT_LEAST_0 = _checked(int, "at least 0", lambda value: value >= 0)
-POSITIVE_FLOAT = _checked(float, "a positive number", lambda value: 0 < value < math.inf)
-AT_LEAST_0_FLOAT = _checked(float, "a number >= 0", lambda value: 0 <= value < math.inf)
-AT_LEAST_2 = _checked(int, "at least 2 (the decoder and one KL term)", lambda value: value >= 2)
-FRACTION = _checked(float, "in (0, 1)", lambda value: 0 < value < 1)
-FOLDER = _checked(str, "a folder", os.path.isdir)
-TOKEN = _checked(str, "a token, not empty", str.strip)
-RESUME_SPEC = _checked(
+AT_LEAST_1 = checked(int, "at least 1", lambda value: value >= 1)
+AT_LEAST_0 = checked(int, "at least 0", lambda value: value >= 0)
+POSITIVE_FLOAT = checked(float, "a positive number", lambda value: 0 < value < math.inf)
+AT_LEAST_0_FLOAT = checked(float, "a number >= 0", lambda value: 0 <= value < math.inf)
+AT_LEAST_2 = checked(int, "at least 2 (the decoder and one KL term)", lambda value: value >= 2)
+FRACTION = checked(float, "in (0, 1)", lambda value: 0 < value < 1)
+FOLDER = checked(str, "a folder", os.path.isdir)
+TOKEN = checked(str, "a token, not empty", str.strip)
+RESUME_SPEC = checked(
     str,
     "'latest', a checkpoint folder or hub:REPO_ID",
     lambda spec: spec == "latest" or spec.startswith("hub:") or os.path.isdir(spec),
@@ -201,7 +189,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     hub.add_argument(
         "--hub_checkpoint_revision",
         default=CHECKPOINT_BRANCH,
-        type=_checked(str, "a branch other than main (checkpoints hold pickles)", _is_side_branch),
+        type=checked(str, "a branch other than main (checkpoints hold pickles)", _is_side_branch),
         help="The branch of the checkpoints.",
     )
     hub.add_argument("--hub_private_repo", action="store_true", help="Create the Hub repo private.")
