@@ -18,7 +18,7 @@ from test_evaluation import BETAS, DATA_STD, GaussianOptimalDenoiser, gaussian_i
 from test_loading import REMOTE_CODE_SCRIPT, _sample
 
 from hf_ddpm import DDPMPosteriorPipeline, DDPMPosteriorScheduler
-from hf_ddpm.analytic import estimate_gamma, with_analytic_variances
+from hf_ddpm.analytic import control_variate_mean, estimate_gamma, with_analytic_variances
 from hf_ddpm.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -156,13 +156,19 @@ def test_gamma_estimate_matches_the_exact_gamma_within_its_standard_error():
     np.testing.assert_array_equal(again, estimate)
 
 
-def test_a_gamma_estimate_from_two_draws_is_never_negative():
-    """With M = 2 the control variate's slope fits both draws exactly and could push a mean square below zero."""
-    images = torch.from_numpy(gaussian_images(400, seed=5)).reshape(-1, 1, 8, 8).float()
-    pipeline = gaussian_pipeline("fixed_small")
-    estimate, _ = estimate_gamma(pipeline, images, samples_per_timestep=2, seed=3, show_progress=False)
-    assert estimate.min() >= 0
-    with_analytic_variances(pipeline, estimate)  # a valid analytic scheduler
+def test_a_gamma_estimate_is_never_negative_and_its_error_counts_the_fitted_slope(capsys):
+    """With few draws the control variate's fitted slope can push a mean square below zero; with M = 2 it fitted both
+    draws exactly and the standard error printed was 0."""
+    values, controls = torch.tensor([[0.0, 0.2, 0.1]]), torch.tensor([[2.0, 4.0, 3.0]])  # Y = 0.1 Z - 0.2
+    mean, standard_error = control_variate_mean(values, controls)
+    assert mean.tolist() == [0.0] and float(standard_error) < 1e-7  # clamped from -0.1; no residual spread
+    values = torch.tensor([[0.0, 0.3, 0.1, 0.2]])
+    mean, standard_error = control_variate_mean(values, torch.tensor([[2.0, 4.0, 3.0, 3.0]]))
+    residual = torch.tensor([0.0, 0.3, 0.1, 0.2]) - 0.15 * torch.tensor([2.0, 4.0, 3.0, 3.0])  # slope 0.15
+    expected = math.sqrt(float(((residual - residual.mean()) ** 2).sum()) / (4 - 2) / 4)  # 2 dof to the fit
+    assert float(standard_error) == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="`samples_per_timestep` must be at least 3"):
+        estimate_gamma(gaussian_pipeline("fixed_small"), torch.zeros(4, 1, 8, 8), samples_per_timestep=2)
 
 
 @pytest.mark.parametrize("prediction_type", ["sample", "v_prediction"])
@@ -379,6 +385,9 @@ def test_cli_writes_an_analytic_pipeline_from_a_flat_diffusers_folder(tmp_path, 
 
     assert main([*command[:-1], str(source)]) == 2
     assert "which is or holds the input" in capsys.readouterr().err
+    before_output = _digest(output)  # a second estimate into the folder replaced the model, kept its old results
+    assert main([*command, "--samples_per_timestep", "4", "--max_images", "40"]) == 2
+    assert f"--output_dir {output} is not empty" in capsys.readouterr().err and _digest(output) == before_output
     assert _digest(source) == before
 
 
@@ -423,7 +432,7 @@ def test_cli_refuses_a_class_conditional_model_before_estimating(tmp_path, capsy
         str(tmp_path / "conditional")
     )
     argv = ["analytic", str(tmp_path / "conditional"), "--output_dir", str(tmp_path / "out")]
-    assert main([*argv, "--max_images", "4", "--samples_per_timestep", "2"]) == 2
+    assert main([*argv, "--max_images", "4", "--samples_per_timestep", "3"]) == 2
     err = capsys.readouterr().err
     assert "this model is class-conditional; Analytic-DPM's Gamma_t is estimated for unconditional models" in err
     assert "Gamma_t = E" not in err and not (tmp_path / "out").exists()  # refused before the estimate's bar

@@ -330,6 +330,8 @@ def test_refusals(checkpoints, tmp_path, capsys):
             assert code == 2 and f"--output_dir {output_dir!r}" in error and "holds the current folder" in error
     assert os.listdir(tmp_path / "empty") == []
 
+    code, error = convert(checkpoints / "guided_64_new_order.pt")  # suggested --resblock_updown, a flag it lacks
+    assert code == 2 and "check the source: a guided-diffusion checkpoint? (hf-ddpm convert guided-diffusion)" in error
     code, error = convert(tmp_path / "absent.pt")
     assert code == 2 and "absent.pt does not exist" in error
     code, error = convert(tmp_path / "empty")
@@ -345,7 +347,7 @@ def test_refusals(checkpoints, tmp_path, capsys):
     assert code == 2 and "not a model state dict" in error
     assert not (tmp_path / "out").exists()
 
-    # an output folder that is a link is not replaced by a folder; one filled while converting is left as it is
+    # an output folder that is a link is not replaced by a folder; a file written into it meanwhile stays
     (tmp_path / "target").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "target")
     code, error = convert(checkpoints / "improved_cifar10.pt", output_dir=tmp_path / "link")
@@ -359,19 +361,20 @@ def test_refusals(checkpoints, tmp_path, capsys):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(DDPMPosteriorPipeline, "save_pretrained", save_while_a_user_writes)
-        code, error = convert(checkpoints / "improved_cifar10.pt", output_dir=tmp_path / "filled")
-    assert code == 2 and "was filled while converting" in error
-    assert os.listdir(tmp_path / "filled") == ["notes.txt"] and not list(tmp_path.glob(".filled.staging-*"))
+        argv = ["convert", "improved-diffusion", str(checkpoints / "improved_cifar10.pt"), "--output_dir"]
+        code = main([*argv, str(tmp_path / "filled"), *CIFAR_FLAGS])
+    assert code == 0 and (tmp_path / "filled" / "notes.txt").read_text() == "mine"  # replaced with the folder before
+    assert (tmp_path / "filled" / "model_index.json").is_file() and (tmp_path / "filled" / "conversion.json").is_file()
     code, error = convert(checkpoints / "improved_cifar10.pt", flags=[*CIFAR_FLAGS, "--image_size", "48"])
     assert code == 2 and "--image_size must be one of 256, 64, 32" in error
     with pytest.raises(SystemExit) as exit_info:  # booleans as the originals parse them: True/False, yes/no, 1/0
         main(["convert", "improved-diffusion", "model.pt", "--output_dir", "x", "--learn_sigma", "maybe"])
-    assert exit_info.value.code == 2 and "boolean value expected" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--learn_sigma: must be True or False, got 'maybe'" in capsys.readouterr().err
     for flag, value, allowed in [  # each of these divided by zero or wrote NaN into config.json
-        ("--num_channels", "0", "must be a positive integer, got 0"),
-        ("--num_heads", "0", "must be a positive integer, got 0"),
-        ("--num_heads_upsample", "0", "must be a positive integer or -1, got 0"),
-        ("--dropout", "nan", "must be a number in [0, 1), got nan"),
+        ("--num_channels", "0", "must be a positive integer, got '0'"),
+        ("--num_heads", "0", "must be a positive integer, got '0'"),
+        ("--num_heads_upsample", "0", "must be a positive integer or -1, got '0'"),
+        ("--dropout", "nan", "must be a number in [0, 1), got 'nan'"),
     ]:
         with pytest.raises(SystemExit) as exit_info:
             main(["convert", "improved-diffusion", "model.pt", "--output_dir", "x", flag, value])

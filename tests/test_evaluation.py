@@ -738,6 +738,8 @@ def test_cli_refuses_bad_requests_before_any_work(saved_pipeline, monkeypatch, c
         (["--metric", "fd-digits", "--num_inference_steps", "50"], 2, "exceeds the 20 steps the model was trained"),
         (["--metric", "fd-dinov2", "--dinov2_model", "/nonexistent/dinov2"], 1, "Could not load DINOv2"),
         (["--metric", "bpd", "--output_dir", ""], 2, "--output_dir '' is"),
+        # refused after the whole computation before
+        (["--metric", "bpd", "--output_dir", os.path.join(saved_pipeline, "model_index.json")], 2, "is a file, not a"),
     ]
     for extra, expected_code, message in cases:
         code = run_cli_in_process(monkeypatch, ["eval", saved_pipeline, *extra])

@@ -601,6 +601,37 @@ def test_resume_with_another_model_or_past_max_train_steps_says_what_differs(tmp
     assert "Traceback" not in err and "could not be restored (Number of custom checkpoints" in err
     assert "it was saved with --use_ema True (this run: False)" in err.strip().splitlines()[-1]
     assert [step for step, _ in checkpoints.list_checkpoints(str(out))] == [4]
+    # a schedule or prediction changes no tensor: the state loaded, and the run went on with another recipe
+    reset_accelerate()
+    assert (
+        run_main(out, "--beta_schedule", "linear", "--max_train_steps", "6", "--resume_from_checkpoint", "latest") == 2
+    )
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "was saved with --beta_schedule squaredcos_cap_v2 (this run: linear); resume with its flags." in line
+    assert [step for step, _ in checkpoints.list_checkpoints(str(out))] == [4]
+
+
+@pytest.mark.parametrize("output_dir", [".", "data", "data/run", "notes"])
+def test_a_run_never_writes_into_the_current_data_or_a_foreign_folder(tmp_path, monkeypatch, capsys, output_dir):
+    """`--output_dir .` wrote the model card over the user's README.md; `--output_dir` in the data folder wrote
+    samples.png among the training images."""
+    (tmp_path / "README.md").write_text("my project")
+    (tmp_path / "data").mkdir()
+    PIL.Image.new("L", (8, 8)).save(tmp_path / "data" / "0.png")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--train_data_dir", "data", "--output_dir", output_dir])
+    assert exit_info.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert (
+        f"--output_dir {output_dir!r}" in line or f"--output_dir {output_dir} " in line
+    ) and "Traceback" not in line
+    assert sorted(os.listdir(tmp_path)) == ["README.md", "data", "notes"] and os.listdir("data") == ["0.png"]
+    if output_dir == "notes":  # a folder of other files: written into only when asked to
+        assert "holds files of its own" in line
+        parse_args(["--train_data_dir", "data", "--output_dir", "notes", "--overwrite_output_dir"])
 
 
 def test_a_second_run_into_a_locked_output_dir_refuses_and_a_killed_run_leaves_no_lock(tmp_path: Path) -> None:
@@ -680,18 +711,18 @@ BAD_FLAGS = {
     "vlb-fixed": (["--loss", "vlb", "--variance_type", "fixed_large"], "--loss vlb"),
     "simple-learned": (["--loss", "simple", "--variance_type", "learned_range"], "--variance_type learned_range"),
     "resolution": (["--resolution", "7"], "--resolution 7 is not divisible by 2"),
-    "batch": (["--train_batch_size", "0"], "argument --train_batch_size: must be at least 1, got 0"),
-    "steps": (["--max_train_steps", "0"], "argument --max_train_steps: must be at least 1, got 0"),
+    "batch": (["--train_batch_size", "0"], "argument --train_batch_size: must be at least 1, got '0'"),
+    "steps": (["--max_train_steps", "0"], "argument --max_train_steps: must be at least 1, got '0'"),
     "accumulation": (["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps: must be at least 1"),
     "epochs": (["--num_epochs", "0", "--max_train_steps", "3"], "--num_epochs: must be at least 1"),
-    "not-a-number": (["--learning_rate", "fast"], "argument --learning_rate: invalid float value: 'fast'"),
-    "lr": (["--learning_rate", "inf"], "argument --learning_rate: must be a positive number, got inf"),
-    "ema": (["--ema_decay", "1"], "argument --ema_decay/--ema_max_decay: must be in (0, 1), got 1"),
+    "not-a-number": (["--learning_rate", "fast"], "argument --learning_rate: must be a positive number, got 'fast'"),
+    "lr": (["--learning_rate", "inf"], "argument --learning_rate: must be a positive number, got 'inf'"),
+    "ema": (["--ema_decay", "1"], "argument --ema_decay/--ema_max_decay: must be in (0, 1), got '1'"),
     "bpd-timesteps": (["--bpd_num_timesteps", "1"], "--bpd_num_timesteps: must be at least 2 (the decoder and one"),
     "inference-steps": (["--ddpm_num_inference_steps", "30"], "--ddpm_num_inference_steps (30) cannot exceed"),
     "no-folder": (
         ["--train_data_dir", "/nonexistent"],
-        "argument --train_data_dir: must be a folder, got /nonexistent",
+        "argument --train_data_dir: must be a folder, got '/nonexistent'",
     ),
     "preset": (["--model_preset", "huge"], "--model_preset: invalid choice: 'huge'"),
     "column": (["--image_column", "pixels"], "--image_column 'pixels' is not a column"),

@@ -22,31 +22,22 @@ TIMESTEP_SAMPLERS = ("auto", "uniform", "loss-second-moment")
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
 
 
-def int_range(low: int, high: int | None = None):
-    """An argparse `type=`: an integer in [low, high] (no upper bound when `high` is None), refused in one line naming
-    the flag (`choices=range(...)` would list every value)."""
-    allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
-
-    def integer(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"must be an integer {allowed}, got {text!r}")
-        return value
-
-    return integer
-
-
 def checked(kind: type, allowed: str, test):
-    """An argparse `type=`: `kind(text)`, refused with "must be `allowed`" unless `test(value)`."""
+    """An argparse `type=`: `kind(text)` where `test` accepts it, else one line: "must be `allowed`, got 'text'"."""
 
     def parse(text: str):
-        value = kind(text)
-        if not test(value):
-            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text}")
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not test(value):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}")
         return value
 
-    parse.__name__ = kind.__name__  # text that is not a number: argparse's own "invalid int value: 'x'"
     return parse
+
+
+def int_range(low: int, high: int | None = None):
+    """An integer in [low, high] (no upper bound when `high` is None): `choices=range(...)` would list every value."""
+    allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+    return checked(int, allowed, lambda value: value >= low and (high is None or value <= high))

@@ -85,9 +85,9 @@ def estimate_gamma(
     import torch
     from tqdm.auto import tqdm
 
-    if samples_per_timestep < 2:
+    if samples_per_timestep < 3:  # the control variate's fit takes two: a standard error needs a third
         raise ValueError(
-            f"`samples_per_timestep` must be at least 2 for a standard error, got {samples_per_timestep}."
+            f"`samples_per_timestep` must be at least 3 for a standard error, got {samples_per_timestep}."
         )
     scheduler = pipeline.scheduler
     x_start = pipeline._to_model_space(images)
@@ -130,10 +130,10 @@ def control_variate_mean(values: torch.Tensor, controls: torch.Tensor) -> tuple[
     centered_z = controls - controls.mean(dim=1, keepdim=True)
     centered_y = values - values.mean(dim=1, keepdim=True)
     slope = (centered_y * centered_z).sum(dim=1) / (centered_z.pow(2).sum(dim=1)).clamp(min=1e-300)
-    # a mean square is >= 0; with few draws the fitted slope can push the estimate below (M = 2 did)
+    # a mean square is >= 0; with few draws the fitted slope can push the estimate below
     mean = (values.mean(dim=1) - slope * (controls.mean(dim=1) - 1.0)).clamp(min=0.0)
     residual = values - slope[:, None] * controls
-    return mean, residual.std(dim=1) / math.sqrt(values.shape[1])
+    return mean, residual.std(dim=1, correction=2) / math.sqrt(values.shape[1])  # the mean and the slope: 2 dof
 
 
 def with_analytic_variances(pipeline, gamma: np.ndarray | list[float]):
@@ -207,7 +207,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--samples_per_timestep",
-        type=int_range(2),
+        type=int_range(3),
         default=100,
         help="Monte-Carlo draws M at each timestep: T x M UNet evaluations, standard error ~ 1/sqrt(M) (default: 100)",
     )
@@ -216,6 +216,8 @@ def register(subparsers) -> None:
 
 def run_analytic(args: argparse.Namespace) -> int:
     check_output_dir(args.output_dir, inputs=[args.model])  # the input is left untouched
+    if os.path.isdir(args.output_dir) and os.listdir(args.output_dir):  # an earlier model and its stale results
+        raise UsageError(f"--output_dir {args.output_dir} is not empty: pick a new folder for the analytic model.")
     uses_digits(args)
     pipeline = load_pipeline(args, resolve_device(args.device))
     if pipeline.unet.config.get("num_class_embeds") is not None:

@@ -9,20 +9,17 @@ it), the diffusion our scheduler's config. The flags are the originals' own, wit
 from __future__ import annotations
 
 import argparse
-import errno
 import hashlib
 import importlib
 import json
 import os
 import pickle
 import re
-import shutil
-import tempfile
 from typing import TYPE_CHECKING
 
 from ._choices import checked
 from ._errors import UsageError, one_line
-from .files import atomic_write_text, check_output_dir, make_public
+from .files import atomic_write_text, check_output_dir
 
 if TYPE_CHECKING:  # torch and diffusers are imported where used: `hf-ddpm --help` needs none
     from diffusers import UNet2DModel
@@ -309,7 +306,9 @@ def check_keys(state_dict: dict, expected: dict[str, tuple[int, ...]], source: s
 def suspect_flag(key: str, state_dict: dict, expected: dict, source: str) -> str:
     """The flag most likely wrong when `key` is the first key that differs."""
     if any(".op." in k for k in state_dict) != any(".op." in k for k in expected):
-        return "--resblock_updown"  # a Downsample's conv ("op") in one and a residual block in the other
+        # a Downsample's conv ("op") in one and a residual block in the other; improved-diffusion has no such flag
+        guided = "the source: a guided-diffusion checkpoint? (hf-ddpm convert guided-diffusion)"
+        return "--resblock_updown" if source == "guided-diffusion" else guided
     for pattern, flag in SUSPECTS:
         if re.search(pattern, key):
             return flag
@@ -391,24 +390,11 @@ def convert(source: str, checkpoint: str, output_dir: str, flags: dict) -> str:
         "sha256": sha256,
         "flags": flags,
     }
-    # written beside it, then renamed into place whole: a failed conversion leaves `output_dir` as it was
-    parent, name = os.path.split(os.path.abspath(output_dir))
-    try:
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=f".{name}.staging-", dir=parent)
-    except OSError as error:
+    try:  # save_pretrained stages the files and moves them in: a failed save leaves the folder as it was
+        pipeline.save_pretrained(output_dir)
+        atomic_write_text(os.path.join(output_dir, "conversion.json"), json.dumps(record, indent=2) + "\n")
+    except OSError as error:  # a parent that is a file, a read-only place...
         raise UsageError(f"--output_dir {output_dir} cannot be written: {error.strerror}.") from None
-    try:
-        pipeline.save_pretrained(staging)
-        atomic_write_text(os.path.join(staging, "conversion.json"), json.dumps(record, indent=2) + "\n")
-        make_public(staging)
-        os.replace(staging, output_dir)  # onto nothing or an empty folder; refused if something appeared in it
-    except OSError as error:
-        if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-            raise
-        raise UsageError(f"--output_dir {output_dir} was filled while converting; left as it is.") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return output_dir
 
 
@@ -417,13 +403,9 @@ POSITIVE_OR_UNSET = checked(int, "a positive integer or -1", lambda value: value
 RATE = checked(float, "a number in [0, 1)", lambda value: 0 <= value < 1)  # NaN too
 
 
-def _bool(value: str) -> bool:
-    """A boolean as the originals parse one (their str2bool)."""
-    if value.lower() in ("yes", "true", "t", "y", "1"):
-        return True
-    if value.lower() in ("no", "false", "f", "n", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"boolean value expected (True or False), got {value!r}")
+BOOLEANS = {"yes": True, "true": True, "t": True, "y": True, "1": True}  # the originals' str2bool
+BOOLEANS |= {"no": False, "false": False, "f": False, "n": False, "0": False}
+BOOLEAN = checked(lambda text: BOOLEANS.get(text.lower()), "True or False", lambda value: value is not None)
 
 
 def register(subparsers) -> None:
@@ -440,7 +422,7 @@ def register(subparsers) -> None:
         flags.add_argument("checkpoint", help="the .pt file (EMA or not)")
         flags.add_argument("--output_dir", required=True, help="the pipeline folder to write (new or empty)")
         for flag, default in resolve_flags(source).items():
-            kinds = {bool: _bool, int: POSITIVE_OR_UNSET if default == -1 else POSITIVE, float: RATE}
+            kinds = {bool: BOOLEAN, int: POSITIVE_OR_UNSET if default == -1 else POSITIVE, float: RATE}
             kind = kinds.get(type(default), str)
             choices = ("linear", "cosine") if flag == "noise_schedule" else None
             help_text = f"{FLAGS[flag][0]} (default {default!r})"

@@ -66,8 +66,10 @@ def check_output_dir(output_dir: str, inputs: Iterable[str] = (), flag: str = "-
     """
     Refuse (`UsageError`, before any work) an output folder that is, or holds, the current folder, the home folder or
     one of the local `inputs` (the model a command reads): a command that replaces or fills `output_dir` must never
-    take those with it. "" and "." are the current folder; "/" holds every folder.
+    take those with it. "" and "." are the current folder; "/" holds every folder. A file is refused too.
     """
+    if os.path.lexists(output_dir) and not os.path.isdir(output_dir):
+        raise UsageError(f"{flag} {output_dir} is a file, not a folder.")
     target = os.path.realpath(output_dir)
     protected = {"the current folder": os.getcwd(), "the home folder": os.path.expanduser("~")}
     protected.update({f"the input {path}": path for path in inputs if os.path.exists(path)})

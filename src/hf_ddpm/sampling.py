@@ -124,9 +124,7 @@ def inference_steps(pipeline, requested: int | None, default: int) -> int:
 
 
 def check_empty_output_dir(output_dir: str, overwrite: bool) -> None:
-    """Refuse, before any work, an output folder that holds files (unless asked to replace it) or is not a folder."""
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise UsageError(f"--output_dir {output_dir} is a file, not a folder.")
+    """Refuse, before any work, an output folder that holds files (unless asked to replace it)."""
     if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
         raise UsageError(
             f"--output_dir {output_dir} is not empty: pass --overwrite_output_dir to replace it (all its files)."

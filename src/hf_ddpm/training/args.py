@@ -22,10 +22,17 @@ from .._choices import (
 )
 from .._devices import DEVICES, resolve_device
 from .._errors import UsageError
+from ..files import check_output_dir
 from ..hub import CHECKPOINT_BRANCH
 from . import presets
 
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
+RUN_FILES = (
+    "model_index.json",
+    "training_args.json",
+    "logs",
+    ".hf-ddpm-train.lock",
+)  # a folder holding one of these is a run's
 
 
 AT_LEAST_1 = checked(int, "at least 1", lambda value: value >= 1)
@@ -224,6 +231,7 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
             setattr(args, name, value)
     args.beta_schedule = {"cosine": "squaredcos_cap_v2"}.get(args.beta_schedule, args.beta_schedule)
     args.output_dir = args.output_dir or os.path.join("outputs", f"ddpm-{args.model_preset}")
+    _check_output_dir(args)
     if args.timestep_sampler == "auto":
         args.timestep_sampler = "loss-second-moment" if args.loss == "vlb" else "uniform"
     args.mixed_precision = args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
@@ -231,6 +239,26 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
     if problem:
         raise UsageError(problem)
     return args
+
+
+def _check_output_dir(args: argparse.Namespace) -> None:
+    """A run writes its card (README.md), weights and logs into --output_dir: never the current, home or data folder,
+    nor a folder of other files (unless --overwrite_output_dir says to write into it anyway)."""
+    data = [args.train_data_dir] if args.train_data_dir else []
+    check_output_dir(args.output_dir, inputs=data)
+    output_dir = os.path.realpath(args.output_dir)
+    if data and os.path.commonpath([output_dir, os.path.realpath(data[0])]) == os.path.realpath(data[0]):
+        raise UsageError(f"--output_dir {args.output_dir} lies in --train_data_dir: its images would become data.")
+    names = os.listdir(output_dir) if os.path.isdir(output_dir) else []
+    if (
+        names
+        and not args.overwrite_output_dir
+        and not any(name in RUN_FILES or name.startswith("checkpoint-") for name in names)
+    ):
+        raise UsageError(
+            f"--output_dir {args.output_dir} holds files of its own, not a run's: pick a new folder, or pass"
+            " --overwrite_output_dir to write the run into it."
+        )
 
 
 def _flag_problem(args: argparse.Namespace) -> str | None:

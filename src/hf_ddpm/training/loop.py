@@ -350,6 +350,10 @@ def resume(args: argparse.Namespace, accelerator: Accelerator, progress: Trainin
             logger.info(f"No checkpoint in {args.output_dir}: starting a new run.")
         return set()
     logger.info(f"Resuming from {folder}")
+    # the schedule and the prediction change no tensor: a state that loads would go on with another recipe
+    changed = checkpoints.changed_flags(folder, {name: getattr(args, name) for name in RECIPE_FLAGS})
+    if changed:
+        raise UsageError(f"--resume_from_checkpoint {spec}: {folder} was saved with {changed}; resume with its flags.")
     try:
         accelerator.load_state(folder)
     except (RuntimeError, ValueError, KeyError) as error:  # another model, EMA, timestep sampler, number of processes
@@ -375,9 +379,13 @@ def resume(args: argparse.Namespace, accelerator: Accelerator, progress: Trainin
     return {step for step, _ in checkpoints.list_checkpoints(args.output_dir) if step > progress.global_step}
 
 
+RECIPE_FLAGS = ["beta_schedule", "prediction_type"]
+
+
 def state_flags(args: argparse.Namespace) -> dict:
     """The flags that shape the saved training state (recorded in each checkpoint's manifest, compared on resume)."""
     names = "model_preset resolution channels variance_type use_ema timestep_sampler ddpm_num_steps".split()
+    names += RECIPE_FLAGS
     return {name: getattr(args, name) for name in names}
 
 
