@@ -602,7 +602,9 @@ def test_push_refuses_a_truncated_safetensors_file(hub_server: HubServer, hub_re
     assert Path(local, WEIGHTS).read_bytes() == complete
 
 
-def test_an_unreachable_hub_is_named_with_its_address(hub_server: HubServer, hub_repo_id: str, tmp_path: Path):
+def test_an_unreachable_hub_is_named_with_its_address(
+    hub_server: HubServer, hub_repo_id: str, tmp_path: Path, monkeypatch
+):
     """A push to a Hub that does not answer says which address it tried, in one line (not a bare socket error)."""
     folder = tmp_path / "pipeline"
     save_tiny_pipeline(folder)
@@ -611,6 +613,15 @@ def test_an_unreachable_hub_is_named_with_its_address(hub_server: HubServer, hub
         hub_cli.hub_errors_in_one_line(lambda args: hub.push_pipeline(folder, hub_repo_id))(None)
     message = str(error.value)
     assert message.startswith(f"cannot reach the Hub at {hub_constants.ENDPOINT}: ") and "\n" not in message
+    # a pull with nothing cached: was "Got: ConnectError: ...", exit 2
+    from hf_ddpm.hub import _commit
+
+    monkeypatch.setattr(_commit, "RETRY_DELAYS", (0.0,) * 4)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(RuntimeError) as error:
+        hub_cli.hub_errors_in_one_line(lambda args: hub.pull(hub_repo_id))(None)
+    assert str(error.value) == f"cannot reach the Hub at {hub_constants.ENDPOINT}, and the cache has no copy"
 
 
 def test_model_card_metadata_tables_and_template(hub_server: HubServer, tmp_path: Path) -> None:

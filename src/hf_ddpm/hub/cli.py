@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx2
 from huggingface_hub import constants as hub_constants
-from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 
 from .._errors import UsageError, one_line
 from .cards import LICENSE_DEFAULT, save_model_card
@@ -92,6 +92,10 @@ def hub_errors_in_one_line(handler: Callable[[argparse.Namespace], None]) -> Cal
             raise RuntimeError(f"{answer}: {error.server_message}" if error.server_message else answer) from error
         except httpx2.TransportError as error:
             raise RuntimeError(f"cannot reach the Hub at {hub_constants.ENDPOINT}: {one_line(error)}") from error
+        except LocalEntryNotFoundError as error:  # a download with no connection and nothing of it in the cache
+            raise RuntimeError(
+                f"cannot reach the Hub at {hub_constants.ENDPOINT}, and the cache has no copy"
+            ) from error
 
     return run
 
