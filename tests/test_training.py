@@ -611,6 +611,18 @@ def test_resume_with_another_model_or_past_max_train_steps_says_what_differs(tmp
     assert [step for step, _ in checkpoints.list_checkpoints(str(out))] == [4]
 
 
+def test_new_weights_drop_the_evaluation_of_the_old_ones(tmp_path: Path) -> None:
+    """hf-ddpm eval's results measured the weights a resumed run replaces: the card and a push carried them on."""
+    out = tmp_path / "run"
+    assert run_main(out, "--checkpointing_steps", "4") == 0
+    (out / "eval_results.json").write_text(json.dumps({"fd_digits": {"value": 123.25, "num_samples": 10}}))
+    (out / "eval_samples.png").write_bytes((out / "samples.png").read_bytes())
+    reset_accelerate()
+    assert run_main(out, "--max_train_steps", "6", "--resume_from_checkpoint", "latest") == 0
+    assert not (out / "eval_results.json").exists() and not (out / "eval_samples.png").exists()
+    assert "123.25" not in (out / "README.md").read_text()
+
+
 @pytest.mark.parametrize("output_dir", [".", "data", "data/run", "notes"])
 def test_a_run_never_writes_into_the_current_data_or_a_foreign_folder(tmp_path, monkeypatch, capsys, output_dir):
     """`--output_dir .` wrote the model card over the user's README.md; `--output_dir` in the data folder wrote

@@ -474,6 +474,9 @@ def finish(args, accelerator: Accelerator, evaluator: EvaluationModel, heldout_x
     """Save the EMA pipeline, training_args.json, metrics.json, samples.png and the model card; push if asked."""
     # save_pretrained replaces only the pipeline's own files (checkpoints and logs stay)
     evaluator.updated_pipeline().save_pretrained(args.output_dir)
+    for name in ("eval_results.json", "eval_samples.png"):  # hf-ddpm eval's, of the weights just replaced
+        if os.path.isfile(os.path.join(args.output_dir, name)):
+            os.remove(os.path.join(args.output_dir, name))
     record = {
         **public_flags(args),
         "dataset": args.dataset_name or args.train_data_dir or "scikit-learn digits (8x8, built in)",
